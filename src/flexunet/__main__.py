@@ -1,0 +1,3 @@
+from flexunet.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,189 @@
+"""``flexunet <command> ...``: thin entries over the stage functions.
+
+Each command parses its arguments, loads the config (with ``--set`` overrides) and calls
+one typed function.  Stage modules are imported inside the command, so ``--help`` and
+the data commands never pay for TensorFlow's import.  A user error prints one line and
+exits 2; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from flexunet import __version__
+from flexunet.errors import FlexUNetError
+
+log = logging.getLogger("flexunet")
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            return f"error: {msg}"
+        if record.levelno >= logging.WARNING:
+            return f"warning: {msg}"
+        return msg
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    root = logging.getLogger("flexunet")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def _load(args: argparse.Namespace):
+    from flexunet.config import load_config
+
+    return load_config(args.config, args.set or ())
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="train_eval_infer.config file")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from flexunet.inspect import inspect_model
+
+    inspect_model(cfg, save=not args.no_save)
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from flexunet.synth import synthesize
+
+    summary = synthesize(Path(args.out), count=args.count, seed=args.seed, size=args.size,
+                         overwrite=args.overwrite, progress=not args.quiet)
+    log.info("synth: %d slices of %d patients in %.1f s -> %s", summary["count"], summary["patients"],
+             summary["seconds"], summary["root"])
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from flexunet.prepare import prepare_dataset
+
+    prepare_dataset(_load(args), overwrite=args.overwrite, progress=not args.quiet)
+    return 0
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from flexunet.split import split_dataset
+
+    split_dataset(_load(args), overwrite=args.overwrite)
+    return 0
+
+
+def cmd_augment(args: argparse.Namespace) -> int:
+    from flexunet.augment import augment_dataset
+
+    augment_dataset(_load(args), overwrite=args.overwrite, progress=not args.quiet)
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from flexunet.stats import dataset_stats
+
+    out = Path(args.out) if args.out else None
+    dataset_stats(Path(args.dataset_dir), out_dir=out)
+    return 0
+
+
+Command = tuple[str, str, Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None]]
+
+
+def _args_inspect(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    p.add_argument("--no-save", action="store_true", help="print only; do not write <model_dir>/summary.txt")
+
+
+def _args_synth(p: argparse.ArgumentParser) -> None:
+    p.add_argument("out", help="output folder; the raw layout goes to OUT/STROKE-DATASET/...")
+    p.add_argument("--count", type=int, default=200, help="number of slices (default 200)")
+    p.add_argument("--seed", type=int, default=137, help="random seed (default 137)")
+    p.add_argument("--size", type=int, default=512, help="slice size in pixels (default 512)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing synthetic set")
+
+
+def _args_overwrite(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs of this stage")
+
+
+def _args_stats(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset_dir", help="dataset folder holding train/ valid/ test/")
+    p.add_argument("--out", help="where the charts go (default: DATASET_DIR)")
+
+
+COMMANDS: list[Command] = [
+    ("synth", "write a synthetic stroke-CT dataset in the raw TEKNOFEST layout", cmd_synth, _args_synth),
+    ("prepare", "raw PNG/DICOM + colour masks -> master dataset of square PNGs", cmd_prepare, _args_overwrite),
+    ("split", "master dataset -> leak-free train/valid/test (grouped, seeded)", cmd_split, _args_overwrite),
+    ("augment", "offline augmentation of the train subset ([augmentor])", cmd_augment, _args_overwrite),
+    ("stats", "dataset statistics charts and sample grids", cmd_stats, _args_stats),
+    ("inspect", "layer summary, parameter count and GFLOPs of the configured model", cmd_inspect,
+     _args_inspect),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flexunet",
+        description="Config-driven multiclass U-Net segmentation: data, training, evaluation, inference.")
+    parser.add_argument("--version", action="version", version=f"flexunet {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only; no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for name, help_text, func, add_args in COMMANDS:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_args(p)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    _quiet_tensorflow()
+    try:
+        return int(args.func(args) or 0)
+    except FlexUNetError as exc:
+        print(f"flexunet {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"flexunet {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM):
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"flexunet {args.command}: error: {where}{exc.strerror}; previous results were left as "
+                  f"they were", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

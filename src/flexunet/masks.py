@@ -1,0 +1,163 @@
+"""The rgb_map mask codec: colour mask <-> class-index array <-> palette PNG.
+
+``rgb_map`` is the config's ``{(r,g,b): class_index}``.  A colour mask maps to class
+indices by nearest palette colour; a pixel whose colour lies farther than ``tolerance``
+(Euclidean RGB distance) from every class colour is *unmapped*: counted per colour and
+an error unless ``map_unmapped`` asks for the nearest class.  Palette PNGs ('P' mode)
+hold the class index as pixel value and the class colours as palette, so any viewer
+shows the colours while the pixel values stay class indices.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+from PIL import Image
+
+from flexunet.errors import MaskError
+
+RgbMap = Mapping[tuple[int, int, int], int]
+
+
+def palette_colours(rgb_map: RgbMap) -> np.ndarray:
+    """(num_classes, 3) uint8: row i is the colour of class i."""
+    n = max(rgb_map.values()) + 1
+    colours = np.zeros((n, 3), np.uint8)
+    for colour, index in rgb_map.items():
+        colours[index] = colour
+    return colours
+
+
+def flat_palette(rgb_map: RgbMap) -> list[int]:
+    """A 768-entry PIL palette: class colours first, then black."""
+    colours = palette_colours(rgb_map).reshape(-1).tolist()
+    return colours + [0] * (768 - len(colours))
+
+
+@dataclass
+class Decoded:
+    """A decoded mask and what did not map."""
+
+    index: np.ndarray                                     # (H, W) uint8 class indices
+    unmapped: dict[tuple[int, int, int], int] = field(default_factory=dict)  # colour -> pixel count
+
+    @property
+    def unmapped_pixels(self) -> int:
+        return sum(self.unmapped.values())
+
+
+def describe_unmapped(unmapped: Mapping[tuple[int, int, int], int], limit: int = 5) -> str:
+    items = sorted(unmapped.items(), key=lambda kv: -kv[1])
+    text = ", ".join(f"{c}: {n} px" for c, n in items[:limit])
+    if len(items) > limit:
+        text += f", ... ({len(items) - limit} more colours)"
+    return text
+
+
+def rgb_to_index(rgb: np.ndarray, rgb_map: RgbMap, tolerance: float = 0.0,
+                 map_unmapped: bool = False, source: str = "mask") -> Decoded:
+    """Class indices of an (H, W, 3) colour mask by nearest class colour.
+
+    Colours within ``tolerance`` of a class colour take that class.  Farther ones are
+    reported in ``Decoded.unmapped``; they raise MaskError unless ``map_unmapped``.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[-1] < 3:
+        raise MaskError(f"{source}: expected an RGB mask, got an array of shape {rgb.shape}")
+    rgb = rgb[..., :3].astype(np.int64)
+    packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    uniq, inverse, counts = np.unique(packed.ravel(), return_inverse=True, return_counts=True)
+    colours = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=1)
+    palette = palette_colours(rgb_map).astype(np.int64)
+    dist = np.sqrt(((colours[:, None, :] - palette[None, :, :]) ** 2).sum(-1))
+    nearest = dist.argmin(1)
+    far = dist[np.arange(len(uniq)), nearest] > tolerance
+    unmapped = {tuple(int(c) for c in colours[i]): int(counts[i]) for i in np.flatnonzero(far)}
+    if unmapped and not map_unmapped:
+        raise MaskError(f"{source}: {sum(unmapped.values())} pixel(s) in {len(unmapped)} colour(s) not in "
+                        f"rgb_map ({describe_unmapped(unmapped)}); fix the mask, or set [mask] tolerance "
+                        f"or map_unmapped = True to map them to the nearest class")
+    index = nearest[inverse].reshape(packed.shape).astype(np.uint8)
+    return Decoded(index, unmapped)
+
+
+def index_to_rgb(index: np.ndarray, rgb_map: RgbMap) -> np.ndarray:
+    """(H, W, 3) uint8 colour mask from class indices."""
+    palette = palette_colours(rgb_map)
+    index = np.asarray(index)
+    if index.size and int(index.max()) >= len(palette):
+        raise MaskError(f"class index {int(index.max())} has no colour in rgb_map ({len(palette)} classes)")
+    return palette[index]
+
+
+def index_to_palette_image(index: np.ndarray, rgb_map: RgbMap) -> Image.Image:
+    """A 'P' mode image: pixel value = class index, palette = class colours."""
+    img = Image.fromarray(np.asarray(index, np.uint8), mode="P")
+    img.putpalette(flat_palette(rgb_map))
+    return img
+
+
+def image_to_index(img: Image.Image, rgb_map: RgbMap, tolerance: float = 0.0,
+                   map_unmapped: bool = False, source: str = "mask") -> Decoded:
+    """Class indices of a mask image of any mode (RGB, RGBA, P, L)."""
+    if img.mode == "P":
+        pal = img.getpalette() or []
+        pal_arr = np.array(pal + [0] * (768 - len(pal)), np.uint8).reshape(256, 3)
+        rgb = pal_arr[np.asarray(img)]
+    elif img.mode in ("L", "I;16", "I", "1"):
+        grey = np.asarray(img.convert("L"))
+        rgb = np.repeat(grey[..., None], 3, axis=-1)
+    else:
+        rgb = np.asarray(img.convert("RGB"))
+    return rgb_to_index(rgb, rgb_map, tolerance, map_unmapped, source)
+
+
+def read_mask(path: str | os.PathLike, rgb_map: RgbMap, tolerance: float = 0.0,
+              map_unmapped: bool = False) -> Decoded:
+    """Decode a mask file (.png colour or palette, or .npz with key 'mask' of class indices)."""
+    from flexunet.io import open_image
+
+    path = Path(path)
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        raise MaskError(f"{path}: JPEG mask refused — lossy compression invents colours at class "
+                        f"borders; save masks as PNG")
+    if path.suffix.lower() == ".npz":
+        return _read_npz(path, rgb_map)
+    return image_to_index(open_image(path), rgb_map, tolerance, map_unmapped, source=str(path))
+
+
+def _read_npz(path: Path, rgb_map: RgbMap) -> Decoded:
+    try:
+        with np.load(path) as data:
+            arr = data["mask"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise MaskError(f"{path}: cannot read key 'mask' from the .npz ({exc})") from None
+    n = max(rgb_map.values()) + 1
+    if arr.ndim == 3 and arr.shape[-1] == n:   # one-hot
+        arr = arr.argmax(-1)
+    if arr.ndim != 2 or arr.min() < 0 or arr.max() >= n:
+        raise MaskError(f"{path}: expected class indices 0..{n - 1} of shape (H, W) or one-hot (H, W, {n})")
+    return Decoded(arr.astype(np.uint8))
+
+
+def save_rgb_mask(path: str | os.PathLike, index: np.ndarray, rgb_map: RgbMap) -> None:
+    """Write class indices as a colour (RGB) PNG, atomically."""
+    from flexunet.io import save_image
+
+    save_image(path, index_to_rgb(index, rgb_map))
+
+
+def save_palette_mask(path: str | os.PathLike, index: np.ndarray, rgb_map: RgbMap) -> None:
+    """Write class indices as a palette PNG (as the original's inferencer), atomically."""
+    from flexunet.io import save_image
+
+    save_image(path, index_to_palette_image(index, rgb_map))
+
+
+def one_hot(index: np.ndarray, num_classes: int) -> np.ndarray:
+    """(H, W) class indices -> (H, W, C) float32 one-hot."""
+    return np.eye(num_classes, dtype=np.float32)[np.asarray(index)]

@@ -1,0 +1,223 @@
+"""The config dialect: the seed loads as written, bad values are refused with file:line."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from flexunet.config import dump_config, load_config, parse_config, reference
+from flexunet.errors import ConfigError
+
+
+def test_stroke_config_loads_with_every_value_typed_as_written(stroke_config_path):
+    cfg = load_config(stroke_config_path)
+    base = stroke_config_path.parent
+    m = cfg.model
+    assert (m.model, m.generator) == ("TensorFlowFlexUNet", False)
+    assert (m.image_width, m.image_height, m.image_channels) == (512, 512, 3)
+    assert (m.input_normalize, m.normalization, m.num_classes) == (False, False, 3)
+    assert (m.base_filters, m.base_kernels, m.num_layers) == (16, (9, 9), 8)
+    assert m.dropout_rate == 0.04 and isinstance(m.dropout_rate, float)
+    assert m.dilation == (1, 1)
+    assert (m.optimizer, m.learning_rate, m.clipvalue) == ("Adam", 0.00005, 0.4)
+    assert m.loss == "categorical_crossentropy"
+    assert m.metrics == ("dice_coef_multiclass",)
+    assert m.show_summary is False
+    assert cfg.dataset.class_name == "ImageCategorizedMaskDataset"
+    t = cfg.train
+    assert (t.epochs, t.batch_size, t.patience) == (100, 2, 10)
+    assert t.metrics == ("dice_coef_multiclass", "val_dice_coef_multiclass")
+    assert t.model_dir == base / "models" and t.eval_dir == base / "eval"
+    assert t.images_dir == (base / "../../dataset/Stroke/train/images").resolve()
+    assert (t.create_backup, t.learning_rate_reducer) == (False, True)
+    assert (t.reducer_factor, t.reducer_patience) == (0.4, 4)
+    assert (t.epoch_change_infer, t.num_infer_images, t.save_weights_only) == (True, 6, True)
+    assert t.epoch_change_infer_dir == base / "epoch_change_infer"
+    assert cfg.valid.masks_dir == (base / "../../dataset/Stroke/valid/masks").resolve()
+    assert cfg.test.images_dir == (base / "../../dataset/Stroke/test/images").resolve()
+    assert cfg.infer.output_dir == base / "mini_test_output"
+    assert cfg.image.color_order == "RGB"
+    assert (cfg.mask.mask_datatype, cfg.mask.mask_file_format) == ("categorized", ".png")
+    assert cfg.mask.rgb_map == {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
+    assert list(cfg.mask.rgb_map) == [(0, 0, 0), (0, 255, 0), (0, 0, 255)]
+    assert cfg.warnings == ()
+
+
+def test_original_layout_and_defaults(write_config, tiny_config_text):
+    cfg = load_config(write_config(tiny_config_text))
+    # defaults from the original where the file is silent
+    assert cfg.model.activation == "relu" and cfg.model.dilation == (1, 1)
+    assert cfg.train.reducer_factor == 0.4 and cfg.train.num_infer_images == 6
+    assert cfg.augmentor.angles == (90, 180, 270) and cfg.deformation.alpha == 1300.0
+    assert cfg.tiledinfer.split_size == 512 and cfg.tiledinfer.overlapping == 64
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path, monkeypatch):
+    sub = tmp_path / "project"
+    sub.mkdir()
+    (sub / "c.config").write_text("[model]\nnum_classes=2\n[mask]\nrgb_map={(0,0,0):0,(255,255,255):1}\n"
+                                  "[train]\nimages_dir='./data/images/'\nmodel_dir='../models'\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load_config(Path("..") / "project" / "c.config")
+    assert cfg.train.images_dir == sub / "data" / "images"
+    assert cfg.train.model_dir == tmp_path / "models"
+
+
+def test_keys_case_insensitive_comments_and_multiline_values(write_config):
+    cfg = load_config(write_config(
+        "# hash comment\n[MODEL]\nNum_Classes = 3\n; semicolon comment\n[mask]\nrgb_map = {(0,0,0):0,\n"
+        "   (0,255,0):1,\n   (0,0,255):2}\n[train]\nepochs = 7 ; trailing comment\n"))
+    assert cfg.model.num_classes == 3 and len(cfg.mask.rgb_map) == 3 and cfg.train.epochs == 7
+
+
+BAD_VALUES = [
+    ("num_layers = 0", "[model] num_layers = 0: expected an integer >= 1"),
+    ("num_layers = 'eight'", "[model] num_layers = 'eight': expected an integer >= 1"),
+    ("num_layers = 9", "image_height"),  # 64 is not a multiple of 2**8
+    ("base_kernels = (4,4)", "[model] base_kernels = (4,4): expected an odd square kernel"),
+    ("base_kernels = (3,5)", "odd square kernel"),
+    ("dilation = (1,2)", "[model] dilation = (1,2): expected a square dilation"),
+    ("dropout_rate = 1.0", "[model] dropout_rate = 1.0: expected a number in [0.0, 1.0)"),
+    ("dropout_rate = -0.1", "expected a number in [0.0, 1.0)"),
+    ("normalization = 'yes'", "[model] normalization = 'yes': expected True or False"),
+    ("optimizer = Adam", 'write strings in quotes, e.g. "Adam"'),
+    ("optimizer = 'Adagrad'", "expected one of"),
+    ("loss = 'mse'", "[model] loss = 'mse': expected one of"),
+    ("image_width = 66", "[model] image_width = 66: expected a multiple of 2**(num_layers-1) = 4"),
+    ("learning_rate = 0", "[model] learning_rate = 0: expected a number > 0.0"),
+    ("num_classes = 1", "[model] num_classes = 1: expected an integer >= 2"),
+    ("num_classes = 4", "[mask] rgb_map"),  # rgb_map has only 3 classes
+]
+
+
+@pytest.mark.parametrize("line,message", BAD_VALUES)
+def test_each_rule_rejects_a_bad_value_with_file_and_line(write_config, tiny_config_text, line, message):
+    key = line.split("=")[0].strip()
+    lines = [ln for ln in tiny_config_text.splitlines() if not ln.startswith(key + " ")]
+    lines.insert(1, line)  # line 2, right after [model]
+    path = write_config("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert message in text
+    assert "\n" not in text
+    if "[model]" in message and "(default)" not in message:
+        assert text.startswith(f"{path}:2 [model] {key} = ")
+
+
+def test_rgb_map_rules(write_config, tiny_config_text):
+    def load_with(rgb: str):
+        text = tiny_config_text.replace("rgb_map = {(0,0,0):0, (0,255,0):1, (0,0,255):2}", f"rgb_map = {rgb}")
+        return load_config(write_config(text))
+
+    with pytest.raises(ConfigError, match=r"\(0, 0, 0\) appears twice"):
+        load_with("{(0,0,0):0, (0,0,0):1, (0,0,255):2}")
+    with pytest.raises(ConfigError, match=r"one colour per class index 0..2.*got indices \[0, 1, 1\]"):
+        load_with("{(0,0,0):0, (0,255,0):1, (0,0,255):1}")
+    with pytest.raises(ConfigError, match=r"got indices \[1, 2, 3\]"):
+        load_with("{(0,0,0):1, (0,255,0):2, (0,0,255):3}")
+    with pytest.raises(ConfigError, match=r"0..255 colour components"):
+        load_with("{(0,0,0):0, (0,256,0):1, (0,0,255):2}")
+    with pytest.raises(ConfigError, match=r"\.config:\d+ \[mask\] rgb_map = "):
+        load_with("[(0,0,0), (0,255,0)]")
+
+
+def test_missing_required_key(write_config):
+    with pytest.raises(ConfigError, match=r"\[model\] num_classes: missing; expected an integer >= 2"):
+        load_config(write_config("[model]\nbase_filters = 8\n[mask]\nrgb_map={(0,0,0):0,(1,1,1):1}\n"))
+
+
+def test_code_in_a_value_is_refused_and_never_run(write_config, tiny_config_text, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    text = tiny_config_text.replace("[train]", "[train]\nmodel_dir = __import__('os').system('touch PWNED')")
+    with pytest.raises(ConfigError, match=r"\[train\] model_dir = __import__.*expressions and calls are never run"):
+        load_config(write_config(text))
+    assert not (tmp_path / "PWNED").exists()
+    assert not list(tmp_path.rglob("PWNED"))
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[model\nnum_classes=3\n", ":1: expected a section header"),
+    ("num_classes = 3\n", ":1: 'num_classes = 3' comes before any [section]"),
+    ("[model]\njust some words\n", ":2: expected 'key = value'"),
+    ("[model]\nnum_classes = 3\nnum_classes = 3\n", ":3 [model] num_classes: key appears twice (first at line 2)"),
+    ("[model]\nnum_classes = (3,\n", ":2 [model] num_classes = (3,: expected a Python literal"),
+    ("[model]\nnum_classes =\n", "expected a value after '='"),
+])
+def test_syntax_errors_name_the_line(write_config, text, needle):
+    with pytest.raises(ConfigError) as err:
+        load_config(write_config(text))
+    assert needle in str(err.value)
+
+
+def test_unknown_keys_and_sections_warn_with_did_you_mean(write_config, tiny_config_text, caplog):
+    text = tiny_config_text.replace("[train]", "[train]\nepohcs = 3\nbatchsize = 2\nnum_classes = 3") + "[tarin]\nx = 1\n"
+    with caplog.at_level(logging.WARNING, logger="flexunet"):
+        cfg = load_config(write_config(text))
+    joined = "\n".join(cfg.warnings)
+    assert "[train] unknown key 'epohcs' ignored; did you mean 'epochs'?" in joined
+    assert "did you mean 'batch_size'?" in joined
+    assert "'num_classes' belongs in [model]" in joined
+    assert "unknown section [tarin] ignored; did you mean 'train'?" in joined
+    assert cfg.train.epochs == 2  # the misspelt key did not apply
+    assert "epohcs" in caplog.text
+
+
+def test_original_misspelt_alias_is_accepted(write_config, tiny_config_text):
+    cfg = load_config(write_config(tiny_config_text + "[deformation]\nalpah = 1500\nsigmoid = 9\n"))
+    assert cfg.deformation.alpha == 1500.0 and cfg.deformation.sigmoid == 9.0
+    assert cfg.warnings == ()
+
+
+def test_overrides_apply_and_are_checked(write_config, tiny_config_text, tmp_path, monkeypatch):
+    path = write_config(tiny_config_text)
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(path, ["train.epochs=3", "model.base_filters=8", "train.images_dir=data/imgs",
+                             "model.optimizer='AdamW'"])
+    assert cfg.train.epochs == 3 and cfg.model.base_filters == 8 and cfg.model.optimizer == "AdamW"
+    assert cfg.train.images_dir == tmp_path / "data" / "imgs"
+    with pytest.raises(ConfigError, match=r"^--set \[train\] epochs = 0: expected an integer >= 1$"):
+        load_config(path, ["train.epochs=0"])
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        load_config(path, ["epochs=3"])
+
+
+def test_missing_or_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.config")
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_config(tmp_path)
+    binary = tmp_path / "bin.config"
+    binary.write_bytes(b"\xff\xfe\x00\x81garbage")
+    with pytest.raises(ConfigError, match="not a text file"):
+        load_config(binary)
+
+
+def test_require_dir_names_the_key(write_config, tiny_config_text):
+    cfg = load_config(write_config(tiny_config_text.replace("[train]", "[train]\nimages_dir = './nowhere'")))
+    with pytest.raises(ConfigError, match=r"\.config:\d+ \[train\] images_dir = './nowhere': expected an existing"):
+        cfg.require_dir("train", "images_dir")
+    with pytest.raises(ConfigError, match=r"\[valid\] images_dir: missing"):
+        cfg.require_dir("valid", "images_dir")
+
+
+def test_dump_round_trips(stroke_config_path, tmp_path):
+    cfg = load_config(stroke_config_path)
+    again = parse_config(dump_config(cfg), source="dumped", base_dir=tmp_path)
+    assert again == cfg
+
+
+def test_reference_lists_every_section():
+    ref = reference()
+    for section in ("[model]", "[train]", "[mask]", "[deformation]", "[prepare]", "[split]"):
+        assert section in ref
+    assert "alpha (alias alpah)" in ref
+
+
+def test_readme_config_reference_is_current():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert reference() in readme, "regenerate README's config reference from flexunet.config.reference()"

@@ -1,0 +1,99 @@
+"""The rgb_map codec: colour <-> class index <-> palette PNG."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flexunet.errors import MaskError
+from flexunet.masks import (flat_palette, image_to_index, index_to_palette_image, index_to_rgb, one_hot,
+                            read_mask, rgb_to_index, save_palette_mask, save_rgb_mask)
+
+RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
+
+
+def _index(h: int = 5, w: int = 7) -> np.ndarray:
+    # rows of class 0, 1, 2 in a fixed pattern: (h, w) uint8
+    return (np.add.outer(np.arange(h), np.arange(w)) % 3).astype(np.uint8)
+
+
+def test_index_rgb_round_trip():
+    idx = _index()
+    rgb = index_to_rgb(idx, RGB_MAP)
+    assert rgb.shape == (5, 7, 3) and rgb.dtype == np.uint8
+    assert tuple(rgb[0, 1]) == (0, 255, 0) and tuple(rgb[0, 2]) == (0, 0, 255)
+    decoded = rgb_to_index(rgb, RGB_MAP)
+    np.testing.assert_array_equal(decoded.index, idx)
+    assert decoded.unmapped == {}
+
+
+def test_palette_png_holds_class_index_and_rgb_map_palette(tmp_path):
+    idx = _index()
+    path = tmp_path / "m.png"
+    save_palette_mask(path, idx, RGB_MAP)
+    with Image.open(path) as img:
+        assert img.mode == "P"
+        np.testing.assert_array_equal(np.asarray(img), idx)
+        assert img.getpalette()[:9] == [0, 0, 0, 0, 255, 0, 0, 0, 255]
+        np.testing.assert_array_equal(image_to_index(img, RGB_MAP).index, idx)
+    np.testing.assert_array_equal(read_mask(path, RGB_MAP).index, idx)
+
+
+def test_rgb_png_and_rgba_png_decode(tmp_path):
+    idx = _index()
+    save_rgb_mask(tmp_path / "m.png", idx, RGB_MAP)
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.png", RGB_MAP).index, idx)
+    rgba = np.concatenate([index_to_rgb(idx, RGB_MAP), np.full((5, 7, 1), 255, np.uint8)], -1)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "a.png", RGB_MAP).index, idx)
+
+
+def test_unmapped_colours_are_counted_and_refused_by_default():
+    rgb = index_to_rgb(_index(), RGB_MAP)
+    rgb[0, 0] = (10, 240, 5)     # near green: distance ~ 19.4
+    rgb[1, 1] = (200, 50, 50)    # far from everything
+    rgb[1, 2] = (200, 50, 50)
+    with pytest.raises(MaskError) as err:
+        rgb_to_index(rgb, RGB_MAP, source="x.png")
+    msg = str(err.value)
+    assert msg.startswith("x.png: 3 pixel(s) in 2 colour(s) not in rgb_map")
+    assert "(200, 50, 50): 2 px" in msg and "(10, 240, 5): 1 px" in msg
+    # a tolerance covers the near colour only
+    with pytest.raises(MaskError, match=r"1 colour\(s\)"):
+        rgb_to_index(rgb, RGB_MAP, tolerance=20)
+    decoded = rgb_to_index(rgb, RGB_MAP, tolerance=20, map_unmapped=True)
+    assert decoded.index[0, 0] == 1
+    assert decoded.unmapped == {(200, 50, 50): 2}
+    assert decoded.index[1, 1] == 0  # nearest of (200,50,50) is black (distance 212 vs 255+)
+
+
+def test_jpeg_masks_are_refused(tmp_path):
+    path = tmp_path / "m.jpg"
+    Image.fromarray(index_to_rgb(_index(), RGB_MAP)).save(path)
+    with pytest.raises(MaskError, match="JPEG mask refused"):
+        read_mask(path, RGB_MAP)
+
+
+def test_npz_masks_by_index_or_one_hot(tmp_path):
+    idx = _index()
+    np.savez(tmp_path / "i.npz", mask=idx)
+    np.savez(tmp_path / "o.npz", mask=one_hot(idx, 3))
+    np.testing.assert_array_equal(read_mask(tmp_path / "i.npz", RGB_MAP).index, idx)
+    np.testing.assert_array_equal(read_mask(tmp_path / "o.npz", RGB_MAP).index, idx)
+    np.savez(tmp_path / "bad.npz", mask=idx + 5)
+    with pytest.raises(MaskError, match="expected class indices 0..2"):
+        read_mask(tmp_path / "bad.npz", RGB_MAP)
+
+
+def test_palette_order_follows_class_index():
+    rgb_map = {(255, 0, 0): 1, (0, 0, 0): 0}
+    assert flat_palette(rgb_map)[:6] == [0, 0, 0, 255, 0, 0]
+    img = index_to_palette_image(np.array([[0, 1]], np.uint8), rgb_map)
+    assert img.convert("RGB").getpixel((1, 0)) == (255, 0, 0)
+
+
+def test_one_hot():
+    oh = one_hot(np.array([[0, 2]]), 3)
+    assert oh.shape == (1, 2, 3) and oh.dtype == np.float32
+    np.testing.assert_array_equal(oh[0, 1], [0, 0, 1])

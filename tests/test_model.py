@@ -1,0 +1,64 @@
+"""The FlexUNet builder reproduces the original network."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from flexunet.config import load_config, parse_config
+from flexunet.model import build_model, forward_flops, levels
+
+
+def test_stroke_config_parameter_counts(stroke_config_path):
+    m = load_config(stroke_config_path).model
+    assert build_model(m).count_params() == 124_996_883
+    assert build_model(dataclasses.replace(m, normalization=True)).count_params() == 125_045_779
+
+
+def test_kernel_and_dilation_schedule(stroke_config_path):
+    m = load_config(stroke_config_path).model
+    assert [lv.kernel for lv in levels(m)] == [9, 7, 5, 3, 3, 3, 3, 3]
+    assert [lv.filters for lv in levels(m)] == [16, 32, 64, 128, 256, 512, 1024, 2048]
+    assert [lv.dropout for lv in levels(m)] == pytest.approx([0.04 * i for i in range(8)])
+    m2 = dataclasses.replace(m, dilation=(3, 3), max_filters=256)
+    assert [lv.dilation for lv in levels(m2)][:5] == [3, 2, 1, 1, 1]
+    assert max(lv.filters for lv in levels(m2)) == 256
+
+
+def test_layer_layout_of_a_small_model(tiny_config_text):
+    m = parse_config(tiny_config_text).model
+    model = build_model(m)
+    names = [layer.name for layer in model.layers]
+    assert names.count("enc0_pool") == 1 and "enc2_pool" not in names  # no pool at the bridge
+    assert model.get_layer("enc0_conv1").kernel_initializer.__class__.__name__ == "HeNormal"
+    assert model.get_layer("dec0_up").strides == (2, 2)
+    assert model.get_layer("softmax").dtype_policy.compute_dtype == "float32"
+
+
+@pytest.mark.parametrize("layers_,size", [(1, 16), (2, 32), (4, 64)])
+def test_output_shape_for_several_depths(tiny_config_text, layers_, size):
+    text = tiny_config_text.replace("num_layers = 3", f"num_layers = {layers_}")
+    text = text.replace("image_width = 64", f"image_width = {size}").replace("image_height = 64",
+                                                                             f"image_height = {size // 2}" if layers_ < 4 else f"image_height = {size}")
+    m = parse_config(text).model
+    model = build_model(m)
+    x = np.random.default_rng(0).uniform(0, 255, (2, m.image_height, m.image_width, 3)).astype("float32")
+    y = np.asarray(model(x, training=False))
+    assert y.shape == (2, m.image_height, m.image_width, 3)
+    np.testing.assert_allclose(y.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_input_normalize_scales_inputs(tiny_config_text):
+    m = parse_config(tiny_config_text).model
+    assert "input_normalize" in [layer.name for layer in build_model(m).layers]
+    raw = dataclasses.replace(m, input_normalize=False)
+    assert "input_normalize" not in [layer.name for layer in build_model(raw).layers]
+
+
+def test_forward_flops_by_hand(tiny_config_text):
+    # one level: two 3x3 convs (3->4, 4->4) at 64x64 and the 1x1 head 4->3
+    m = dataclasses.replace(parse_config(tiny_config_text).model, num_layers=1)
+    expected = 2 * 64 * 64 * 9 * (3 * 4 + 4 * 4) + 2 * 64 * 64 * 4 * 3
+    assert forward_flops(build_model(m)) == expected
