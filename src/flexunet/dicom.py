@@ -1,0 +1,164 @@
+"""DICOM CT slices: Hounsfield units, header facts, and display windows.
+
+:func:`read_dicom_hu` turns a CT slice into Hounsfield units
+(``HU = stored value * RescaleSlope + RescaleIntercept``) and the header facts the
+pipeline needs (patient, series, pixel spacing).  :func:`window` maps HU to 0..255
+grey levels linearly between ``center - width/2`` and ``center + width/2``;
+:func:`three_window_rgb` stacks the brain, subdural and bone windows as R, G and B.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flexunet.errors import DataError
+
+log = logging.getLogger(__name__)
+
+# (center, width) in HU of the three classic head-CT windows, in R, G, B order.
+BRAIN_WINDOW = (40.0, 80.0)
+SUBDURAL_WINDOW = (80.0, 200.0)
+BONE_WINDOW = (600.0, 2800.0)
+THREE_WINDOWS = (BRAIN_WINDOW, SUBDURAL_WINDOW, BONE_WINDOW)
+
+
+@dataclass
+class DicomSlice:
+    """A decoded slice: HU array, header facts and the warnings reading it raised."""
+
+    hu: np.ndarray                                   # (H, W) float32 Hounsfield units
+    meta: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _dcmread(path: Path, stop_before_pixels: bool) -> Any:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except InvalidDicomError:
+        raise DataError(f"{path}: not a DICOM file (no DICM preamble); expected a DICOM CT slice "
+                        f"(.dcm) — check the file or its extension") from None
+    except (OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
+        raise DataError(f"{path}: cannot be read as DICOM ({exc}); the file may be truncated or "
+                        f"corrupt — re-export it") from None
+
+
+def _text(ds: Any, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _meta(ds: Any) -> dict[str, Any]:
+    spacing = None
+    raw = ds.get("PixelSpacing")
+    if raw is not None:
+        try:
+            row, col = (float(v) for v in raw)
+            if row > 0 and col > 0:
+                spacing = (row, col)
+        except (TypeError, ValueError):
+            spacing = None
+    instance = ds.get("InstanceNumber")
+    try:
+        instance = int(instance) if instance is not None and str(instance).strip() != "" else None
+    except (TypeError, ValueError):
+        instance = None
+    return {
+        "patient_id": _text(ds, "PatientID"),
+        "series_uid": _text(ds, "SeriesInstanceUID"),
+        "pixel_spacing": spacing,
+        "modality": _text(ds, "Modality"),
+        "instance_number": instance,
+    }
+
+
+def read_dicom_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """Header facts of a DICOM file without decoding its pixels (see :func:`read_dicom_hu`)."""
+    return _meta(_dcmread(Path(path), stop_before_pixels=True))
+
+
+def _rescale(ds: Any, path: Path, warnings: list[str]) -> tuple[float, float]:
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    missing = [name for name, v in (("RescaleSlope", slope), ("RescaleIntercept", intercept))
+               if v is None or str(v).strip() == ""]
+    try:
+        slope = 1.0 if "RescaleSlope" in missing else float(slope)
+        intercept = 0.0 if "RescaleIntercept" in missing else float(intercept)
+    except (TypeError, ValueError):
+        raise DataError(f"{path}: RescaleSlope {slope!r} / RescaleIntercept {intercept!r} are not "
+                        f"numbers; expected numeric rescale tags (or none at all)") from None
+    if missing:
+        warnings.append(f"{path}: no {' / '.join(missing)}; used the defaults slope 1, intercept 0, "
+                        f"so stored values are taken as HU")
+    return slope, intercept
+
+
+def read_dicom(path: str | os.PathLike) -> DicomSlice:
+    """Decode a DICOM slice into HU without logging; warnings are returned in the slice."""
+    path = Path(path)
+    ds = _dcmread(path, stop_before_pixels=False)
+    meta = _meta(ds)
+    warnings: list[str] = []
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise DataError(f"{path}: no pixel data (a header-only DICOM); expected an image slice — "
+                        f"export the series with its pixel data")
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for unsupported encodings
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", None) or str(syntax)
+        reason = " ".join(str(exc).split())  # one line
+        raise DataError(f"{path}: pixel data cannot be decoded (transfer syntax {name}: {reason}); "
+                        f"install the matching pydicom decoder plugin (e.g. pylibjpeg, gdcm) or "
+                        f"convert the file to an uncompressed transfer syntax (gdcmconv --raw)") from None
+    pixels = np.asarray(pixels)
+    if pixels.ndim != 2:
+        raise DataError(f"{path}: pixel data of shape {pixels.shape}; expected one greyscale slice "
+                        f"(rows, columns) — split multi-frame or colour DICOMs first")
+    if meta["modality"] != "CT":
+        warnings.append(f"{path}: Modality is {meta['modality'] or 'missing'}, not CT; HU windows "
+                        f"assume CT values")
+    slope, intercept = _rescale(ds, path, warnings)
+    hu = (pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
+    meta["rescale"] = (slope, intercept)
+    return DicomSlice(hu, meta, warnings)
+
+
+def read_dicom_hu(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+    """``(hu, meta)`` of a DICOM CT slice; its warnings are logged.
+
+    ``hu`` is float32 (H, W) Hounsfield units; ``meta`` holds ``patient_id``,
+    ``series_uid``, ``pixel_spacing`` ((row, col) mm or None), ``modality``,
+    ``instance_number`` and ``rescale`` ((slope, intercept) used).
+    """
+    sl = read_dicom(path)
+    for message in sl.warnings:
+        log.warning(message)
+    return sl.hu, sl.meta
+
+
+def window(hu: np.ndarray, center: float, width: float) -> np.ndarray:
+    """uint8 grey levels: ``(hu - (center - width/2)) / width * 255``, rounded and clipped."""
+    if not width > 0:
+        raise ValueError(f"window width must be > 0, got {width}")
+    lo = center - width / 2.0
+    grey = (np.asarray(hu, np.float64) - lo) / width * 255.0
+    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+
+
+def three_window_rgb(hu: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8: brain (c40/w80), subdural (c80/w200) and bone (c600/w2800) windows."""
+    return np.stack([window(hu, c, w) for c, w in THREE_WINDOWS], axis=-1)

@@ -1,0 +1,302 @@
+"""prepare: raw PNG/ DICOM/ MASKS/ folders -> square, resized master with manifests."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+import flexunet.prepare as prepare_mod
+from flexunet.config import Config, parse_config
+from flexunet.errors import ConfigError, DataError, MaskError
+from flexunet.prepare import prepare_dataset
+
+CONFIG = """
+[model]
+num_classes = 3
+num_layers = 3
+image_width = 64
+image_height = 64
+[dataset]
+class_names = ["background", "ischemic", "hemorrhagic"]
+[mask]
+rgb_map = {(0,0,0):0, (0,255,0):1, (0,0,255):2}
+[prepare]
+raw_dir = "raw"
+output_dir = "master"
+size = 32
+workers = 1
+"""
+GREEN, BLUE = (0, 255, 0), (0, 0, 255)
+PALETTE = {(0, 0, 0), GREEN, BLUE}
+LEAF = ("STROKE-DATASET", "YARISMA-VERI-SETI_2_OTURUM")
+
+
+def make_cfg(tmp_path: Path, *overrides: str) -> Config:
+    return parse_config(CONFIG, base_dir=tmp_path, overrides=overrides)
+
+
+def leaf(tmp_path: Path) -> Path:
+    return tmp_path.joinpath("raw", *LEAF)
+
+
+def save_png(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def make_pair(root: Path, sid: str, value: int, blue: bool = True) -> None:
+    """A 40x50 (HxW) slice: border 30, a block of ``value``; mask green (+ blue) blocks."""
+    image = np.full((40, 50, 3), 30, np.uint8)
+    image[10:30, 10:40] = value
+    mask = np.zeros((40, 50, 3), np.uint8)
+    mask[10:20, 10:25] = GREEN
+    if blue:
+        mask[20:30, 25:40] = BLUE
+    save_png(root / "PNG" / f"{sid}.png", image)
+    save_png(root / "MASKS" / f"{sid}.png", mask)
+
+
+def write_dicom(path: Path, stored: np.ndarray, patient: str = "P7", pixels: bool = True) -> None:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID, ds.SeriesInstanceUID = "CT", patient, f"1.2.{len(patient)}"
+    ds.Rows, ds.Columns = stored.shape
+    ds.PixelSpacing = [0.5, 0.75]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    if pixels:
+        ds.PixelData = stored.astype("<i2").tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+
+
+def make_raw(tmp_path: Path) -> Path:
+    root = leaf(tmp_path)
+    make_pair(root, "a", 100)
+    make_pair(root, "b", 140)
+    make_pair(root, "c", 180, blue=False)
+    return root
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def colours(mask: np.ndarray) -> set[tuple[int, ...]]:
+    return {tuple(int(v) for v in c) for c in np.unique(mask.reshape(-1, 3), axis=0)}
+
+
+# --------------------------------------------------------------------------- png source
+
+
+def test_pairs_pads_resizes_and_writes_manifests(tmp_path: Path) -> None:
+    make_raw(tmp_path)
+    before = snapshot(tmp_path / "raw")
+    summary = prepare_dataset(make_cfg(tmp_path), progress=False)
+    out = tmp_path / "master"
+    assert summary["count"] == 3 and summary["output_dir"] == out
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["a.png", "b.png", "c.png"]
+    for sid, value in (("a", 100), ("b", 140), ("c", 180)):
+        image, mask = read_rgb(out / "images" / f"{sid}.png"), read_rgb(out / "masks" / f"{sid}.png")
+        assert image.shape == mask.shape == (32, 32, 3)
+        # 40x50 padded to 50x50 (5 rows above and below), then 50 -> 32 (x0.64)
+        assert (image[:3] == 30).all() and (image[-3:] == 30).all()   # pad = border colour
+        assert image[16, 16].tolist() == [value] * 3                 # the block of this very slice
+        assert (mask[:3] == 0).all() and (mask[-3:] == 0).all()       # pad = background
+        assert colours(mask) <= PALETTE                               # nearest only: no blends
+        assert tuple(mask[12, 10]) == GREEN
+        assert tuple(mask[19, 20]) == (BLUE if sid != "c" else (0, 0, 0))
+    rows = json.loads((out / "manifest.json").read_text())["items"]
+    assert [r["id"] for r in rows] == ["a", "b", "c"]
+    assert [r["classes"] for r in rows] == [[0, 1, 2], [0, 1, 2], [0, 1]]
+    assert all(sum(r["pixels"]) == 32 * 32 for r in rows)
+    assert rows[0]["group"] == "a" and rows[0]["group_kind"] == "slice" and rows[0]["pixel_spacing"] is None
+    assert rows[0]["source_image"].endswith("PNG/a.png") and rows[0]["source_mask"].endswith("MASKS/a.png")
+    with open(out / "manifest.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [t["id"] for t in table] == ["a", "b", "c"]
+    assert table[2]["classes"] == "background;ischemic" and table[2]["pixels_hemorrhagic"] == "0"
+    assert int(table[0]["pixels_ischemic"]) == rows[0]["pixels"][1] > 0
+    assert snapshot(tmp_path / "raw") == before                       # inputs only read
+
+
+def test_raw_dir_may_be_the_leaf_folder(tmp_path: Path) -> None:
+    make_raw(tmp_path)
+    text = CONFIG.replace('raw_dir = "raw"', f'raw_dir = "{leaf(tmp_path)}"')
+    assert prepare_dataset(parse_config(text, base_dir=tmp_path), progress=False)["count"] == 3
+
+
+def test_raw_dir_without_masks_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "raw" / "PNG").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"\[prepare\] raw_dir.*no MASKS/ folder"):
+        prepare_dataset(make_cfg(tmp_path), progress=False)
+
+
+def test_unpaired_files_are_warned_and_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = make_raw(tmp_path)
+    save_png(root / "PNG" / "lonely.png", np.zeros((40, 50, 3), np.uint8))
+    save_png(root / "MASKS" / "orphan.png", np.zeros((40, 50, 3), np.uint8))
+    with caplog.at_level(logging.WARNING, logger="flexunet.prepare"):
+        summary = prepare_dataset(make_cfg(tmp_path), progress=False)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "lonely.png" in warnings[0] and "orphan.png" in warnings[0]
+    assert summary["count"] == 3 and summary["skipped_images"] == 1 and summary["skipped_masks"] == 1
+    assert not (tmp_path / "master" / "images" / "lonely.png").exists()
+
+
+def test_unpaired_files_are_an_error_when_strict(tmp_path: Path) -> None:
+    root = make_raw(tmp_path)
+    save_png(root / "PNG" / "lonely.png", np.zeros((40, 50, 3), np.uint8))
+    with pytest.raises(DataError, match=r"lonely\.png: unpaired.*strict_pairs"):
+        prepare_dataset(make_cfg(tmp_path, "prepare.strict_pairs=True"), progress=False)
+    assert not (tmp_path / "master").exists()
+
+
+def test_off_palette_colours_need_tolerance(tmp_path: Path) -> None:
+    root = make_raw(tmp_path)
+    mask = np.asarray(Image.open(root / "MASKS" / "b.png")).copy()
+    mask[0, :7] = (0, 250, 0)                                        # 7 near-green pixels
+    save_png(root / "MASKS" / "b.png", mask)
+    with pytest.raises(MaskError, match=r"b\.png: 1 mask\(s\).*\(0, 250, 0\): 7 px.*tolerance"):
+        prepare_dataset(make_cfg(tmp_path), progress=False)
+    assert not (tmp_path / "master").exists()
+    summary = prepare_dataset(make_cfg(tmp_path, "mask.tolerance=10.0"), progress=False)
+    assert summary["unmapped_pixels"] == 0
+    assert colours(read_rgb(tmp_path / "master" / "masks" / "b.png")) <= PALETTE
+
+
+def test_image_area_and_bilinear_resizing(tmp_path: Path) -> None:
+    make_raw(tmp_path)
+    prepare_dataset(make_cfg(tmp_path, "prepare.image_resize=bilinear", "prepare.size=16"), progress=False)
+    image = read_rgb(tmp_path / "master" / "images" / "a.png")
+    mask = read_rgb(tmp_path / "master" / "masks" / "a.png")
+    assert image.shape == (16, 16, 3) and colours(mask) <= PALETTE
+    assert len(np.unique(image)) > 2        # bilinear blends at the block edges
+
+
+# --------------------------------------------------------------------------- groups and DICOM
+
+
+def test_png_source_takes_group_and_spacing_from_dicom_header(tmp_path: Path) -> None:
+    root = make_raw(tmp_path)
+    write_dicom(root / "DICOM" / "a.dcm", np.zeros((40, 50)), patient="P1", pixels=False)
+    write_dicom(root / "DICOM" / "b.dcm", np.zeros((40, 50)), patient="P1", pixels=False)
+    prepare_dataset(make_cfg(tmp_path), progress=False)
+    rows = {r["id"]: r for r in json.loads((tmp_path / "master" / "manifest.json").read_text())["items"]}
+    assert rows["a"]["group"] == rows["b"]["group"] == "P1" and rows["a"]["group_kind"] == "patient"
+    assert rows["c"]["group"] == "c" and rows["c"]["group_kind"] == "slice"
+    # padded to 50, resized to 32: spacing x 50/32
+    assert rows["a"]["pixel_spacing"] == pytest.approx([0.5 * 50 / 32, 0.75 * 50 / 32])
+
+
+def make_dicom_raw(tmp_path: Path) -> np.ndarray:
+    """Two 32x32 DICOM slices whose first row holds known HU values, and their masks."""
+    root = leaf(tmp_path)
+    hu = np.full((32, 32), -1000)
+    hu[0, :6] = [-100, 0, 20, 60, 80, 500]
+    for sid, patient in (("s1", "P1"), ("s2", "P2")):
+        write_dicom(root / "DICOM" / f"{sid}.dcm", hu + 1024, patient=patient)
+        mask = np.zeros((32, 32, 3), np.uint8)
+        mask[8:16, 8:16] = GREEN
+        save_png(root / "MASKS" / f"{sid}.png", mask)
+    return hu
+
+
+def test_dicom_source_maps_known_hu_to_grey_levels(tmp_path: Path) -> None:
+    make_dicom_raw(tmp_path)
+    summary = prepare_dataset(make_cfg(tmp_path, "prepare.source=dicom"), progress=False)
+    assert summary["count"] == 2 and summary["groups"] == 2
+    image = read_rgb(tmp_path / "master" / "images" / "s1.png")
+    # brain window c40/w80: grey = HU / 80 * 255, clipped
+    assert image[0, :6, 0].tolist() == [0, 0, 64, 191, 255, 255]
+    assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+    rows = json.loads((tmp_path / "master" / "manifest.json").read_text())["items"]
+    assert [r["group"] for r in rows] == ["P1", "P2"] and rows[0]["pixel_spacing"] == [0.5, 0.75]
+    assert rows[0]["source_image"].endswith("DICOM/s1.dcm")
+
+
+def test_dicom_source_three_windows(tmp_path: Path) -> None:
+    make_dicom_raw(tmp_path)
+    prepare_dataset(make_cfg(tmp_path, "prepare.source=dicom", "prepare.three_windows=True"), progress=False)
+    image = read_rgb(tmp_path / "master" / "images" / "s1.png")
+    # HU 60: brain 60/80*255 = 191; subdural (60+20)/200*255 = 102; bone (60+800)/2800*255 = 78
+    assert image[0, 3].tolist() == [191, 102, 78]
+
+
+# --------------------------------------------------------------------------- whole or nothing
+
+
+def test_existing_output_refused_then_replaced_only_when_complete(tmp_path: Path) -> None:
+    root = make_raw(tmp_path)
+    prepare_dataset(make_cfg(tmp_path), progress=False)
+    first = snapshot(tmp_path / "master")
+    with pytest.raises(ConfigError, match=r"master: exists and is not empty.*--overwrite"):
+        prepare_dataset(make_cfg(tmp_path), progress=False)
+    bad = np.zeros((40, 50, 3), np.uint8)
+    bad[0, 0] = (200, 10, 10)
+    save_png(root / "MASKS" / "c.png", bad)
+    with pytest.raises(MaskError):
+        prepare_dataset(make_cfg(tmp_path), overwrite=True, progress=False)
+    assert snapshot(tmp_path / "master") == first                     # old master untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["master", "raw"]  # no temporary leftovers
+    make_pair(root, "c", 180, blue=False)
+    make_pair(root, "d", 60)
+    assert prepare_dataset(make_cfg(tmp_path), overwrite=True, progress=False)["count"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["master", "raw"]
+
+
+def test_output_inside_raw_is_refused(tmp_path: Path) -> None:
+    make_raw(tmp_path)
+    with pytest.raises(ConfigError, match="overlaps the input folder"):
+        prepare_dataset(make_cfg(tmp_path, f"prepare.output_dir={leaf(tmp_path) / 'out'}"), progress=False)
+
+
+def test_parallel_matches_serial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in range(4):
+        make_pair(leaf(tmp_path), f"p{i}", 60 + 40 * i, blue=i % 2 == 0)
+    prepare_dataset(make_cfg(tmp_path), progress=False)
+    serial = snapshot(tmp_path / "master")
+    pools: list[int] = []
+
+    class Pool(ProcessPoolExecutor):
+        def __init__(self, max_workers: int, **kwargs: object) -> None:
+            pools.append(max_workers)
+            super().__init__(max_workers, **kwargs)
+
+    monkeypatch.setattr(prepare_mod, "_MIN_PARALLEL", 2)
+    monkeypatch.setattr(prepare_mod, "ProcessPoolExecutor", Pool)
+    prepare_dataset(make_cfg(tmp_path, "prepare.workers=2"), overwrite=True, progress=True)
+    assert pools == [2]
+    assert snapshot(tmp_path / "master") == serial
+
+
+def test_raw_search_skips_flexunet_outputs(tmp_path: Path) -> None:
+    for sid in ("a", "b"):
+        make_pair(tmp_path / "data" / "scans", sid, 90)
+    text = CONFIG.replace('raw_dir = "raw"', 'raw_dir = "data"').replace('output_dir = "master"',
+                                                                            'output_dir = "data/master"')
+    cfg = parse_config(text, base_dir=tmp_path)
+    assert prepare_dataset(cfg, progress=False)["raw_root"] == tmp_path / "data" / "scans"
+    # the master's own masks/ folder is not a second raw candidate
+    assert prepare_dataset(cfg, overwrite=True, progress=False)["count"] == 2
