@@ -1,0 +1,417 @@
+"""flexunet.augment: paired transforms keep image and mask aligned, offline outputs and
+their names, reproducibility, online draws.
+
+The test pair encodes the mask in the image: image = mask * 80 in every channel, so
+after any geometric transform the image must still read as its mask.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from flexunet import augment as A
+from flexunet.config import parse_config
+from flexunet.errors import FlexUNetError
+from flexunet.io import read_image, save_image
+from flexunet.masks import read_mask, save_rgb_mask
+
+RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
+
+BASE = """\
+[model]
+image_width = 64
+image_height = 64
+num_classes = 3
+num_layers = 3
+
+[train]
+seed = 137
+{train}
+
+[mask]
+rgb_map = {{(0,0,0):0, (0,255,0):1, (0,0,255):2}}
+
+"""
+
+# the TEKNOFEST generation: hflip, 3 deformations, 3 distortions, 5 cumulative barrel centres
+SEED_OPTIONS = """\
+[augmentor]
+rotation = False
+vflip = False
+hflip = True
+shrinks = []
+deformation = True
+distortion = True
+barrdistortion = True
+
+[deformation]
+alpah = 1300
+sigmoids = [8, 9, 10]
+
+[distortion]
+gaussian_filter_rsigma = 40
+gaussian_filter_sigma = 0.5
+distortions = [0.02, 0.03, 0.04]
+
+[barrdistortion]
+radius = 0.3
+amount = 0.3
+centers = [(0.3, 0.3), (0.7, 0.3), (0.5, 0.5), (0.3, 0.7), (0.7, 0.7)]
+"""
+
+
+def make_cfg(tmp_path: Path, extra: str = "", train: str = ""):
+    return parse_config(BASE.format(train=train) + extra, base_dir=tmp_path)
+
+
+def pair(size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W, 3) image = mask * 80 and an (H, W) mask with a class-1 and a class-2 block."""
+    mask = np.zeros((size, size), np.uint8)
+    s = size / 64
+    mask[int(10 * s):int(34 * s), int(8 * s):int(30 * s)] = 1
+    mask[int(36 * s):int(56 * s), int(34 * s):int(58 * s)] = 2
+    return np.repeat((mask * 80)[..., None], 3, axis=-1), mask
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+GEOMETRIC = {
+    "hflip": lambda i, m: A.hflip(i, m),
+    "vflip": lambda i, m: A.vflip(i, m),
+    "rotate90": lambda i, m: A.rotate(i, m, 90),
+    "rotate30": lambda i, m: A.rotate(i, m, 30),
+    "shrink": lambda i, m: A.shrink(i, m, 0.8),
+    "shear": lambda i, m: A.shear(i, m, 0.2),
+    "elastic": lambda i, m: A.elastic(i, m, 300, 6, rng(1)),
+    "elastic_seed_params": lambda i, m: A.elastic(i, m, 1300, 8, rng(2)),
+    "grid": lambda i, m: A.grid_distort(i, m, 0.05, 40, 0.5, rng(3)),
+    "barrel": lambda i, m: A.barrel_distort(i, m, 0.3, 0.3, [(0.3, 0.3), (0.5, 0.5), (0.7, 0.7)]),
+    "pincushion": lambda i, m: A.barrel_distort(i, m, 0.5, -0.5, (0.5, 0.5)),
+}
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+@pytest.mark.parametrize("name", list(GEOMETRIC))
+def test_geometric_transform_keeps_image_and_mask_aligned(name):
+    image, mask = pair()
+    out_image, out_mask = GEOMETRIC[name](image, mask)
+    assert out_image.shape == image.shape and out_image.dtype == np.uint8
+    assert out_mask.shape == mask.shape and out_mask.dtype == mask.dtype
+    assert set(np.unique(out_mask)) <= set(np.unique(mask))           # no new classes
+    grey = out_image[..., 0].astype(int)
+    assert (out_image == out_image[..., :1]).all()                     # channels moved together
+    # nearest class read from the image agrees with the mask almost everywhere ...
+    assert (np.rint(grey / 80) == out_mask).mean() >= 0.97
+    # ... and exactly away from class borders of the output
+    interior = (ndimage.maximum_filter(out_mask, 5) == ndimage.minimum_filter(out_mask, 5))
+    assert interior.mean() > 0.6
+    assert (grey[interior] == out_mask[interior].astype(int) * 80).mean() >= 0.99
+
+
+@pytest.mark.parametrize("name", ["rotate30", "elastic", "grid", "barrel"])
+def test_geometric_transform_moves_something(name):
+    image, mask = pair()
+    out_image, out_mask = GEOMETRIC[name](image, mask)
+    assert (out_mask != mask).mean() > 0.005
+
+
+def test_flips_and_right_angle_rotation_are_exact_permutations():
+    image, mask = pair()
+    image = image.copy()
+    image[..., 1] = np.arange(64, dtype=np.uint8)[None, :]              # an asymmetric channel
+    assert all(np.array_equal(a, b) for a, b in zip(A.hflip(image, mask), (image[:, ::-1], mask[:, ::-1])))
+    assert all(np.array_equal(a, b) for a, b in zip(A.vflip(image, mask), (image[::-1], mask[::-1])))
+    # counter-clockwise on screen, as the original's cv2.getRotationMatrix2D
+    assert all(np.array_equal(a, b) for a, b in zip(A.rotate(image, mask, 90), (np.rot90(image), np.rot90(mask))))
+    assert all(np.array_equal(a, b) for a, b in zip(A.rotate(image, mask, 0), (image, mask)))
+    assert all(np.array_equal(a, b) for a, b in zip(A.shrink(image, mask, 1.0), (image, mask)))
+
+
+def test_uncovered_area_takes_image_background_and_mask_zero():
+    mask = np.ones((32, 32), np.uint8)
+    image = np.full((32, 32, 3), 30, np.uint8)                           # border background 30
+    out_image, out_mask = A.rotate(image, mask, 45)
+    assert out_mask[0, 0] == 0 and out_mask[16, 16] == 1
+    assert (out_image[0, 0] == 30).all()
+    small_image, small_mask = A.shrink(image, mask, 0.5)
+    assert small_mask[0, 0] == 0 and small_mask[16, 16] == 1 and (small_image[0, 0] == 30).all()
+    assert 0.2 < small_mask.mean() < 0.3                                 # about half the side
+
+
+def test_grey_image_without_channel_axis():
+    image, mask = pair(32)
+    out_image, out_mask = A.rotate(image[..., 0], mask, 90)
+    assert out_image.shape == (32, 32) and np.array_equal(out_image, np.rot90(image[..., 0]))
+
+
+def test_size_mismatch_is_refused():
+    with pytest.raises(ValueError, match="same size"):
+        A.hflip(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 9), np.uint8))
+
+
+@pytest.mark.parametrize("fn", [lambda i, m, g: A.elastic(i, m, 300, 6, g),
+                                lambda i, m, g: A.grid_distort(i, m, 0.05, 40, 0.5, g)])
+def test_random_transforms_are_reproducible(fn):
+    image, mask = pair()
+    a, b, c = fn(image, mask, rng(5)), fn(image, mask, rng(5)), fn(image, mask, rng(6))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_intensity_transforms_touch_the_image_only():
+    image, mask = pair()
+    for out_image, out_mask in (A.sharpen(image, mask, 1.0), A.brighten(image, mask, 1.2, 10)):
+        assert out_mask is mask and np.array_equal(out_mask, pair()[1])
+        assert out_image.dtype == np.uint8 and not np.array_equal(out_image, image)
+
+
+def test_brighten_values():
+    image = np.array([[[0], [100], [250]]], np.uint8)                    # (1, 3, 1)
+    out, _ = A.brighten(image, np.zeros((1, 3), np.uint8), 1.2, 10)
+    assert out[0, :, 0].tolist() == [10, 130, 255]                       # 1.2x + 10, clipped
+
+
+def test_sharpen_values():
+    flat = np.full((5, 5, 3), 100, np.uint8)
+    assert np.array_equal(A.sharpen(flat, np.zeros((5, 5), np.uint8), 2.0)[0], flat)
+    step = np.zeros((5, 6, 1), np.uint8)
+    step[:, 3:] = 100
+    out, _ = A.sharpen(step, np.zeros((5, 6), np.uint8), 0.5)
+    # x + 9k (x - mean3x3): at the edge 0 -> 0 - 4.5 * 100/3 clipped, 100 -> 100 + 4.5 * 100/3
+    assert out[2, 2, 0] == 0 and out[2, 3, 0] == 250 and out[2, 0, 0] == 0 and out[2, 5, 0] == 100
+    assert np.array_equal(A.sharpen(step, np.zeros((5, 6), np.uint8), 0.0)[0], step)
+
+
+def test_barrel_centres_apply_in_turn():
+    image, mask = pair()
+    one = A.barrel_distort(image, mask, 0.3, 0.3, [(0.3, 0.3)])
+    both = A.barrel_distort(image, mask, 0.3, 0.3, [(0.3, 0.3), (0.7, 0.7)])
+    assert np.array_equal(one[1], A.barrel_distort(image, mask, 0.3, 0.3, (0.3, 0.3))[1])
+    assert not np.array_equal(one[1], both[1])
+
+
+# --------------------------------------------------------------------------- variants and names
+
+
+def test_variant_names_for_the_seed_options(tmp_path):
+    names = [v.name for v in A.variants(make_cfg(tmp_path, SEED_OPTIONS))]
+    assert names == [
+        "hflipped",
+        "deformed_alpha_1300_sigmoid_8", "deformed_alpha_1300_sigmoid_9", "deformed_alpha_1300_sigmoid_10",
+        "distorted_0.02_rsigma0.5_sigma40", "distorted_0.03_rsigma0.5_sigma40",
+        "distorted_0.04_rsigma0.5_sigma40",
+        "barrdistorted_1001_0.3_0.3", "barrdistorted_1002_0.3_0.3", "barrdistorted_1003_0.3_0.3",
+        "barrdistorted_1004_0.3_0.3", "barrdistorted_1005_0.3_0.3",
+    ]
+    v = A.variants(make_cfg(tmp_path, SEED_OPTIONS))[1]
+    assert v.filename("10001.png") == "deformed_alpha_1300_sigmoid_8_10001.png" and v.random
+
+
+def test_variant_names_for_every_option(tmp_path):
+    extra = """\
+[augmentor]
+angles = [90, 22.5]
+shrinks = [0.8]
+shears = [0.2, -0.1]
+sharpening = True
+brightening = True
+pincdistortion = True
+
+[sharpening]
+k = 1.0
+
+[pincdistortion]
+radius = 0.3
+amount = -0.3
+centers = [(0.5, 0.5), (0.3, 0.3)]
+"""
+    names = [v.name for v in A.variants(make_cfg(tmp_path, extra))]
+    assert names == ["hflipped", "vflipped", "rotated_90", "rotated_22.5", "shrinked_0_8", "sheared_0_2",
+                     "sheared_-0_1", "pincdistorted_1001_0.3_-0.3", "pincdistorted_1002_0.3_-0.3",
+                     "sharpened_1", "brightened_1.2_10"]
+    repeated = make_cfg(tmp_path, "[augmentor]\nangles = [90, 90.0]\nshrinks = []\n")
+    assert [v.name for v in A.variants(repeated)] == ["hflipped", "vflipped", "rotated_90"]
+    defaults = [v.name for v in A.variants(make_cfg(tmp_path))]
+    assert defaults == ["hflipped", "vflipped", "rotated_90", "rotated_180", "rotated_270", "shrinked_0_8"]
+
+
+def test_is_augmented():
+    assert A.is_augmented("hflipped_10001.png") and A.is_augmented("barrdistorted_1005_0.3_0.3_10019.png")
+    assert A.is_augmented(Path("x/deformed_alpha_1300_sigmoid_8_10003.png"))
+    assert not A.is_augmented("10001.png") and not A.is_augmented("rotatedbrain.png")
+
+
+def test_variant_rng_depends_on_seed_source_and_variant_only():
+    draw = lambda *key: A.variant_rng(*key).random()  # noqa: E731
+    assert draw(137, "10001", "hflipped") == draw(137, "10001", "hflipped")
+    assert len({draw(137, "10001", "a"), draw(138, "10001", "a"), draw(137, "10002", "a"),
+                draw(137, "10001", "b")}) == 4
+
+
+# --------------------------------------------------------------------------- augment_dataset
+
+
+def make_dataset(root: Path, counts: dict[str, int]) -> Path:
+    """<root>/Stroke/<subset>/{images,masks} with small pairs; returns <root>/Stroke."""
+    base = root / "Stroke"
+    image, mask = pair(32)
+    first = {"train": 10001, "valid": 10101, "test": 10201}
+    for subset, n in counts.items():
+        for k in range(n):
+            stem = f"{first[subset] + k}"
+            save_image(base / subset / "images" / f"{stem}.png", np.roll(image, k, axis=1))
+            save_rgb_mask(base / subset / "masks" / f"{stem}.png", np.roll(mask, k, axis=1), RGB_MAP)
+    return base
+
+
+def dataset_cfg(tmp_path: Path, augmentor: str):
+    paths = 'images_dir = "Stroke/train/images"\nmasks_dir = "Stroke/train/masks"'
+    extra = "".join(f"[{s}]\nimages_dir = \"Stroke/{s}/images\"\nmasks_dir = \"Stroke/{s}/masks\"\n\n"
+                    for s in ("valid", "test"))
+    return make_cfg(tmp_path, extra + augmentor, train=paths)
+
+
+AUGMENTOR = """\
+[augmentor]
+vflip = False
+angles = [90]
+shrinks = []
+deformation = True
+
+[deformation]
+alpha = 100
+sigmoids = [4]
+"""
+
+
+def listing(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_augment_dataset_writes_variants_and_refuses_a_rerun(tmp_path):
+    base = make_dataset(tmp_path, {"train": 2, "valid": 1, "test": 1})
+    cfg = dataset_cfg(tmp_path, AUGMENTOR)
+    before_valid, before_test = listing(base / "valid" / "images"), listing(base / "test" / "masks")
+    summary = A.augment_dataset(cfg, progress=False)
+    assert summary["sources"] == 2 and summary["written"] == 6 and summary["subsets"] == {"train": 2}
+    assert summary["variants"] == {"hflipped": 2, "rotated_90": 2, "deformed_alpha_100_sigmoid_4": 2}
+    assert summary["seconds"] >= 0
+    expected = {f"{p}_{s}.png" for p in ("hflipped", "rotated_90", "deformed_alpha_100_sigmoid_4")
+                for s in ("10001", "10002")} | {"10001.png", "10002.png"}
+    for sub in ("images", "masks"):
+        assert {p.name for p in (base / "train" / sub).iterdir()} == expected
+    # written masks are colour PNGs of known classes, aligned with their images
+    for name in expected - {"10001.png", "10002.png"}:
+        index = read_mask(base / "train" / "masks" / name, RGB_MAP).index
+        image = read_image(base / "train" / "images" / name)
+        assert (np.rint(image[..., 0] / 80) == index).mean() >= 0.97
+    assert listing(base / "valid" / "images") == before_valid and listing(base / "test" / "masks") == before_test
+
+    first = listing(base / "train" / "images")
+    with pytest.raises(FlexUNetError, match="already exist.*overwrite"):
+        A.augment_dataset(cfg, progress=False)
+    again = A.augment_dataset(cfg, overwrite=True, progress=False)
+    assert again["sources"] == 2 and again["written"] == 6                # augmented files are not sources
+    assert listing(base / "train" / "images") == first                    # same seed: identical files
+
+
+def test_augment_valid_when_asked_and_test_never(tmp_path):
+    base = make_dataset(tmp_path, {"train": 1, "valid": 1, "test": 1})
+    cfg = dataset_cfg(tmp_path, "[augmentor]\nrotation = False\nvflip = False\nshrinks = []\naugment_valid = True\n")
+    before_test = listing(base / "test" / "images")
+    summary = A.augment_dataset(cfg, progress=False)
+    assert summary["subsets"] == {"train": 1, "valid": 1} and summary["written"] == 2
+    assert (base / "valid" / "images" / "hflipped_10101.png").is_file()
+    assert (base / "valid" / "masks" / "hflipped_10101.png").is_file()
+    assert listing(base / "test" / "images") == before_test
+
+
+def test_split_manifest_names_the_originals(tmp_path):
+    base = make_dataset(tmp_path, {"train": 3})
+    # the layout flexunet.split writes
+    doc = {"seed": 137, "subsets": {"train": {"count": 2, "files": ["10001.png", "10003.png"]},
+                                    "valid": {"count": 0, "files": []}, "test": {"count": 0, "files": []}}}
+    (base / "split.json").write_text(json.dumps(doc))
+    cfg = dataset_cfg(tmp_path, "[augmentor]\nrotation = False\nvflip = False\nshrinks = []\n")
+    summary = A.augment_dataset(cfg, progress=False)
+    assert summary["sources"] == 2
+    names = {p.name for p in (base / "train" / "images").iterdir()}
+    assert "hflipped_10001.png" in names and "hflipped_10003.png" in names
+    assert "hflipped_10002.png" not in names
+    (base / "split.json").write_text(json.dumps({"train": ["10002.png"]}))   # a plain list also works
+    assert A.augment_dataset(cfg, progress=False)["sources"] == 1
+
+
+# --------------------------------------------------------------------------- online
+
+
+ALL_ON = """\
+[augmentor]
+shears = [0.1]
+deformation = True
+distortion = True
+sharpening = True
+brightening = True
+barrdistortion = True
+pincdistortion = True
+
+[deformation]
+alpha = 300
+sigmoids = [6]
+
+[distortion]
+distortions = [0.03]
+"""
+
+
+def test_random_augment_is_reproducible_and_aligned(tmp_path):
+    cfg = make_cfg(tmp_path, ALL_ON.replace("sharpening = True\nbrightening = True\n", ""))
+    image, mask = pair()
+    results = [A.random_augment(image, mask, cfg, rng(s)) for s in range(8)]
+    again = A.random_augment(image, mask, cfg, rng(0))
+    assert np.array_equal(results[0][0], again[0]) and np.array_equal(results[0][1], again[1])
+    assert len({r[1].tobytes() for r in results}) > 4                     # draws differ
+    for out_image, out_mask in results:
+        assert out_image.shape == image.shape and out_mask.shape == mask.shape
+        assert set(np.unique(out_mask)) <= {0, 1, 2}
+        assert (np.rint(out_image[..., 0] / 80) == out_mask).mean() >= 0.95
+
+
+def test_random_augment_with_every_option_and_off_switches(tmp_path):
+    image, mask = pair()
+    out = A.random_augment(image, mask, make_cfg(tmp_path, ALL_ON), rng(3))
+    assert out[0].dtype == np.uint8 and set(np.unique(out[1])) <= {0, 1, 2}
+    intensity_only = """\
+[augmentor]
+rotation = False
+hflip = False
+vflip = False
+shrinks = []
+sharpening = True
+brightening = True
+"""
+    for s in range(4):
+        assert np.array_equal(A.random_augment(image, mask, make_cfg(tmp_path, intensity_only), rng(s))[1], mask)
+    off = make_cfg(tmp_path, ALL_ON + "\n[generator]\naugmentation = False\n")
+    assert A.random_augment(image, mask, off, rng(0))[0] is image
+
+
+def test_npz_masks_stay_npz(tmp_path):
+    base = tmp_path / "Stroke" / "train"
+    image, mask = pair(32)
+    save_image(base / "images" / "10001.png", image)
+    (base / "masks").mkdir(parents=True)
+    np.savez(base / "masks" / "10001.npz", mask=mask)
+    cfg = dataset_cfg(tmp_path, "[augmentor]\nrotation = False\nvflip = False\nshrinks = []\n")
+    cfg = cfg.replace("mask", mask_file_format=".npz")
+    assert A.augment_dataset(cfg, progress=False)["written"] == 1
+    assert np.array_equal(read_mask(base / "masks" / "hflipped_10001.npz", RGB_MAP).index, mask[:, ::-1])
