@@ -1,0 +1,608 @@
+"""A synthetic stand-in for the TEKNOFEST-2021 Stroke CT dataset, in its raw layout.
+
+``synthesize(out, count, seed)`` writes::
+
+    out/STROKE-DATASET/YARISMA-VERI-SETI_2_OTURUM/
+        DICOM/10000.dcm    CT slice in Hounsfield units (slope 1, intercept -1024)
+        PNG/10000.png      the same slice in the brain window (centre 40, width 80), 8-bit RGB grey
+        MASKS/10000.png    colour mask: black background, green ischemic, blue hemorrhagic
+        OVERLAY/10000.png  the mask colours blended at alpha 0.5 over the PNG
+    out/STROKE-DATASET/synth.json   what made it: seed, count, size, per-class slice counts
+
+Each slice is drawn in millimetres, then sampled on the pixel grid, so the same seed
+gives the same anatomy at any ``size``:
+
+1. a patient: head half-axes, position and tilt, scalp and skull thickness, grey/white
+   matter values, ventricle size, sulcal pattern, pixel spacing and 3-D lesions;
+2. a slice of that patient: a height ``h`` in the head (head and ventricles change size
+   smoothly from slice to slice), tissue layers by depth below the scalp (skin, fat,
+   bone, CSF, cortex, white matter), sulci, interhemispheric fissure, ventricles, deep
+   grey nuclei, a smooth texture;
+3. lesions: irregular blobs (lobes with random radial harmonics) whose cross-section
+   shrinks towards their ends in z.  Ischemia (class 1) pulls parenchyma 8-14 HU below
+   white matter and blurs the grey/white difference, with a soft edge; haemorrhage
+   (class 2) sets 60-80 HU with a sharp edge.  The mask is where the same smooth shape
+   reaches one half, so label and drawn intensity agree; haemorrhage wins overlaps;
+4. partial-volume blur, correlated noise, rounding to integer HU.
+
+Randomness: patient ``p`` draws from ``default_rng([seed, 0, p])`` and slice ``i`` from
+``default_rng([seed, 1, i])``, so slice ``i`` does not depend on ``count``.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import logging
+import math
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from flexunet.errors import DataError
+from flexunet.io import save_image, write_bytes, write_json
+from flexunet.masks import index_to_rgb, save_rgb_mask
+from flexunet.progress import Progress
+
+log = logging.getLogger(__name__)
+
+STROKE_RGB_MAP: dict[tuple[int, int, int], int] = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
+CLASS_NAMES: tuple[str, ...] = ("background", "ischemic", "hemorrhagic")
+DATASET_DIR = "STROKE-DATASET"
+SESSION_DIR = "YARISMA-VERI-SETI_2_OTURUM"
+SUBDIRS = ("PNG", "MASKS", "DICOM", "OVERLAY")
+FIRST_ID = 10000
+WINDOW_CENTRE = 40.0
+WINDOW_WIDTH = 80.0
+RESCALE_INTERCEPT = -1024
+HU_MAX = 3071                       # stored values 0..4095 (12 bits)
+SLICE_THICKNESS_MM = 5.0
+OVERLAY_ALPHA = 0.5
+MIN_LESION_RADIUS_MM = 2.4          # 2.5 px at 256 px (spacing ~0.94 mm)
+MIN_LESION_PIXELS = 4
+
+# tissue codes of the ideal (noise-free) slice; >= CSF is inside the skull, >= GM is parenchyma
+AIR, SKIN, FAT, BONE, CSF, GM, WM = range(7)
+ISCHEMIC, HEMORRHAGIC = 1, 2
+
+
+# --------------------------------------------------------------------------- the scene
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """One 3-D lesion of a patient, in the brain's normalised frame (brain = unit disc)."""
+
+    kind: int                       # ISCHEMIC or HEMORRHAGIC
+    u: float                        # centre, lateral, in brain half-widths
+    v: float                        # centre, antero-posterior, in brain half-lengths
+    radius_mm: float                # in-plane radius at its widest slice
+    z: float                        # centre along the patient's slices (slice units)
+    half_depth: float               # half extent in slices
+    aspect: float                   # >= 1: squash of the second axis
+    angle: float                    # in-plane orientation, radians
+    lobes: tuple[tuple[float, float, float], ...]   # (offset a, offset b, scale) in radii
+    harmonics: np.ndarray           # (lobes, K, 2): amplitude, phase of cos(k*phi + phase)
+    value_hu: float                 # ischemic: drop below white matter; haemorrhage: HU
+    edge_mm: float                  # width of the soft edge (signed-distance units)
+
+
+@dataclass(frozen=True)
+class Patient:
+    """Everything fixed for one patient's series of slices."""
+
+    index: int
+    n_slices: int
+    spacing512_mm: float            # pixel spacing at 512 px; field of view = 512 * this
+    half_width_mm: float            # outer head half-axes at the widest slice
+    half_length_mm: float
+    centre_mm: tuple[float, float]  # head centre offset from the image centre
+    tilt: float                     # radians
+    outline: np.ndarray             # (K, 2) harmonics of the head outline
+    scalp_mm: float
+    skull_mm: float
+    csf_mm: float
+    gm_hu: float
+    wm_hu: float
+    atrophy: float                  # 0..1: wider sulci and ventricles
+    vent_scale: float
+    sulci: int
+    sulcus_phase: float
+    sulcus_depth_mm: float
+    folds: np.ndarray               # (M, 5): kx, ky (rad/mm), k_h, phase, amplitude of sulcal bends
+    h0: float                       # height of slice 0 in the head, -1 (base) .. 1 (vertex)
+    dh: float
+    noise_hu: float
+    lesions: tuple[Lesion, ...]
+    age: int
+    sex: str
+
+    def spacing_mm(self, size: int) -> float:
+        return self.spacing512_mm * 512.0 / size
+
+    def height(self, j: int) -> float:
+        return self.h0 + j * self.dh
+
+
+def make_patient(seed: int, index: int) -> Patient:
+    """Patient ``index`` of the dataset drawn from ``seed`` (independent of every other)."""
+    rng = np.random.default_rng([seed, 0, index])
+    n_slices = int(rng.integers(5, 11))
+    half_width = rng.uniform(70.0, 82.0)
+    half_length = half_width * rng.uniform(1.14, 1.24)
+    spacing = rng.uniform(0.45, 0.50)
+    fov_half = 256.0 * spacing
+    slack = max(fov_half - half_length - 8.0, 0.0)
+    centre = (rng.uniform(-0.4, 0.4) * slack, rng.uniform(-0.5, 0.5) * slack)
+    k = np.arange(2, 6)
+    outline = np.stack([rng.uniform(0.0, 0.02, k.size) / (k - 1), rng.uniform(0, 2 * np.pi, k.size)], 1)
+    atrophy = float(rng.beta(2.0, 3.0))
+    m = 6
+    wave = 2 * np.pi / rng.uniform(18.0, 45.0, m)
+    heading = rng.uniform(0, 2 * np.pi, m)
+    folds = np.stack([wave * np.cos(heading), wave * np.sin(heading), rng.uniform(-4.0, 4.0, m),
+                      rng.uniform(0, 2 * np.pi, m), rng.uniform(0.3, 0.8, m)], 1)
+    head_half_height = rng.uniform(88.0, 100.0)
+    return Patient(
+        index=index, n_slices=n_slices, spacing512_mm=float(spacing),
+        half_width_mm=float(half_width), half_length_mm=float(half_length),
+        centre_mm=(float(centre[0]), float(centre[1])), tilt=float(rng.normal(0.0, np.radians(7.0))),
+        outline=outline, scalp_mm=float(rng.uniform(3.0, 6.0)), skull_mm=float(rng.uniform(5.0, 8.0)),
+        csf_mm=float(rng.uniform(0.8, 1.6) + atrophy), gm_hu=float(rng.uniform(36.0, 41.0)),
+        wm_hu=float(rng.uniform(26.0, 30.0)), atrophy=atrophy,
+        vent_scale=float(rng.uniform(0.75, 1.0) + 0.7 * atrophy), sulci=int(rng.integers(34, 46)),
+        sulcus_phase=float(rng.uniform(0, 2 * np.pi)), sulcus_depth_mm=float(rng.uniform(9.0, 16.0)),
+        folds=folds,
+        h0=float(rng.uniform(-0.3, 0.15)), dh=float(SLICE_THICKNESS_MM / head_half_height),
+        noise_hu=float(rng.uniform(2.5, 3.5)), lesions=_make_lesions(rng, n_slices),
+        age=int(rng.integers(35, 90)), sex=str(rng.choice(["M", "F"])),
+    )
+
+
+def _make_lesions(rng: np.random.Generator, n_slices: int) -> tuple[Lesion, ...]:
+    if rng.random() < 0.05:                     # a normal scan
+        return ()
+    n_ischemic = int(rng.choice(4, p=[0.2, 0.3, 0.3, 0.2]))
+    n_hemorrhagic = int(rng.choice(3, p=[0.3, 0.45, 0.25]))
+    plan = [ISCHEMIC] * max(n_ischemic, n_hemorrhagic == 0) + [HEMORRHAGIC] * n_hemorrhagic
+    # spread the lesions along the series (one slot each) so few slices are left empty
+    slots = (rng.permutation(len(plan)) + rng.uniform(0.0, 1.0, len(plan))) * n_slices / len(plan) - 0.5
+    lesions: list[Lesion] = []
+    for kind, z in zip(plan, slots):
+        host = next((les for les in lesions if les.kind == ISCHEMIC), None)
+        if kind == HEMORRHAGIC and host is not None and rng.random() < 0.4:
+            lesions.append(_transformation(rng, host))   # haemorrhage inside an infarct
+        else:
+            lesions.append(_lesion(rng, kind, float(z)))
+    return tuple(lesions)
+
+
+def _lesion(rng: np.random.Generator, kind: int, z: float) -> Lesion:
+    if kind == ISCHEMIC:
+        radius = math.exp(rng.uniform(math.log(4.5), math.log(30.0)))
+        rho = rng.uniform(0.3, 0.8)
+    else:
+        radius = math.exp(rng.uniform(math.log(4.0), math.log(25.0)))
+        rho = rng.uniform(0.0, 0.45) if rng.random() < 0.5 else rng.uniform(0.45, 0.8)
+    rho = min(rho, max(0.0, 0.9 - radius / 70.0))
+    theta = rng.uniform(0, 2 * np.pi)
+    half_depth_mm = max(radius * rng.uniform(1.0, 1.8), rng.uniform(10.0, 18.0))
+    return _shape(rng, kind, radius, rho * math.cos(theta), rho * math.sin(theta),
+                  z, half_depth_mm / SLICE_THICKNESS_MM)
+
+
+def _transformation(rng: np.random.Generator, host: Lesion) -> Lesion:
+    radius = host.radius_mm * rng.uniform(0.35, 0.7)
+    shift = (host.radius_mm - radius) * 0.5 / 65.0
+    return _shape(rng, HEMORRHAGIC, radius, host.u + rng.uniform(-shift, shift),
+                  host.v + rng.uniform(-shift, shift), host.z, host.half_depth * rng.uniform(0.6, 0.9))
+
+
+def _shape(rng: np.random.Generator, kind: int, radius: float, u: float, v: float,
+           z: float, half_depth: float) -> Lesion:
+    n_lobes = int(rng.choice([1, 1, 2, 3]))
+    lobes = [(0.0, 0.0, 1.0)]
+    for _ in range(n_lobes - 1):
+        a = rng.uniform(0, 2 * np.pi)
+        d = rng.uniform(0.3, 0.7)
+        lobes.append((d * math.cos(a), d * math.sin(a), rng.uniform(0.4, 0.75)))
+    k = np.arange(2, 7)
+    amp = rng.uniform(0.0, 0.22 if kind == ISCHEMIC else 0.15, (n_lobes, k.size)) / (k - 1) ** 0.8
+    harmonics = np.stack([amp, rng.uniform(0, 2 * np.pi, amp.shape)], -1)
+    if kind == ISCHEMIC:
+        value, edge = rng.uniform(8.0, 14.0), 1.5 + 0.25 * radius
+    else:
+        value, edge = rng.uniform(60.0, 80.0), 0.8
+    return Lesion(kind=kind, u=float(u), v=float(v), radius_mm=float(radius), z=float(z),
+                  half_depth=float(max(half_depth, 1.2)), aspect=float(rng.uniform(1.0, 1.8)),
+                  angle=float(rng.uniform(0, np.pi)), lobes=tuple(lobes), harmonics=harmonics,
+                  value_hu=float(value), edge_mm=float(edge))
+
+
+def plan_slices(seed: int, count: int) -> list[tuple[Patient, int]]:
+    """(patient, slice index within the patient) of global slices 0..count-1."""
+    plan: list[tuple[Patient, int]] = []
+    p = 0
+    while len(plan) < count:
+        patient = make_patient(seed, p)
+        plan.extend((patient, j) for j in range(patient.n_slices))
+        p += 1
+    return plan[:count]
+
+
+# --------------------------------------------------------------------------- one slice
+
+
+@dataclass
+class _Frame:
+    """Per-pixel coordinates of one slice (mm, head frame: x lateral, y posterior)."""
+
+    xr: np.ndarray
+    yr: np.ndarray
+    r: np.ndarray
+    theta: np.ndarray
+    depth: np.ndarray               # below the skin (mm); < 0 outside the head
+    brain_axes: tuple[float, float]
+
+
+def _frame(patient: Patient, j: int, size: int) -> _Frame:
+    sp = patient.spacing_mm(size)
+    scale = math.sqrt(max(1.0 - patient.height(j) ** 2, 0.05))
+    a, b = patient.half_width_mm * scale, patient.half_length_mm * scale
+    xs = ((np.arange(size, dtype=np.float32) + 0.5) - size / 2) * np.float32(sp)
+    x = xs[None, :] - np.float32(patient.centre_mm[0])
+    y = xs[:, None] - np.float32(patient.centre_mm[1])
+    c, s = np.float32(math.cos(patient.tilt)), np.float32(math.sin(patient.tilt))
+    xr, yr = c * x + s * y, -s * x + c * y
+    r = np.maximum(np.hypot(xr, yr), np.float32(1e-3))
+    theta = np.arctan2(yr, xr)
+    outline = r / np.sqrt((xr / np.float32(a)) ** 2 + (yr / np.float32(b)) ** 2 + np.float32(1e-12))
+    bumps = np.ones_like(r)
+    for k, (amp, phase) in enumerate(patient.outline, start=2):
+        bumps += np.float32(amp) * np.cos(k * theta + np.float32(phase))
+    inner = patient.scalp_mm + patient.skull_mm + patient.csf_mm
+    return _Frame(xr, yr, r, theta, outline * bumps - r, (a - inner, b - inner))
+
+
+def _anatomy(patient: Patient, j: int, f: _Frame) -> tuple[np.ndarray, np.ndarray]:
+    """Ideal HU (float32) and tissue codes (uint8) of slice ``j``, before lesions and blur."""
+    d = f.depth
+    scalp, skull = patient.scalp_mm, patient.skull_mm
+    bone_t = np.clip((d - scalp) / skull, 0.0, 1.0)
+    dd = d - scalp - skull - patient.csf_mm               # depth below the cortical surface
+    tissue = np.select([d < 0, d < 1.2, d < scalp, d < scalp + skull, dd < 0],
+                       [AIR, SKIN, FAT, BONE, CSF], WM).astype(np.uint8)
+    hu = np.select([tissue == AIR, tissue == SKIN, tissue == FAT, tissue == BONE, tissue == CSF],
+                   [-1000.0, 45.0, -90.0, 1750.0 - 1000.0 * np.sin(np.pi * bone_t) ** 2, 7.0],
+                   patient.wm_hu).astype(np.float32)
+    brain = dd >= 0
+    h = patient.height(j)
+    u, v = f.xr / f.brain_axes[0], f.yr / f.brain_axes[1]
+    near, depth = _sulcus_distance(patient, h, f, dd)
+    thick = 2.5 + 1.5 * (0.5 + 0.5 * np.cos(2 * np.pi * near / 9.0))     # thicker on gyral crowns
+    grey = (dd < thick) | ((near < 2.8) & (dd < depth + 2.5)) | _deep_grey(h, u, v)
+    tissue[brain & grey] = GM
+    width = (0.7 + 1.6 * patient.atrophy) * (1.0 - 0.5 * np.clip(dd / depth, 0.0, 1.0))
+    sulci = (near < width / 2) & (dd < depth)
+    csf = brain & (sulci | _fissure(patient, h, f.xr, v) | _ventricles(patient, h, u, v))
+    tissue[csf] = CSF
+    hu[tissue == GM] = patient.gm_hu
+    hu[tissue == CSF] = 7.0
+    falx = brain & (np.abs(f.xr) < 0.4) & (np.abs(v) > _ventricle_factor(h) * 0.45)
+    hu[falx] = 55.0
+    return hu, tissue
+
+
+def _ventricle_factor(h: float) -> float:
+    return float(np.clip(1.0 - ((h - 0.05) / 0.38) ** 2, 0.0, 1.0))
+
+
+def _sulcus_distance(patient: Patient, h: float, f: _Frame,
+                     dd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (mm) to the nearest sulcus, and that sulcus' depth (mm).
+
+    Sulci are the lines ``phi = 2 pi k`` of a mostly radial phase ``phi = n theta + bends``;
+    the bends are a few slow plane waves in (x, y, h), so sulci wander and change smoothly
+    from slice to slice.
+    """
+    n = patient.sulci
+    phi = n * f.theta + np.float32(patient.sulcus_phase) + np.float32(0.08) * dd
+    for kx, ky, kh, phase, amp in patient.folds:
+        phi += np.float32(amp) * np.sin(np.float32(kx) * f.xr + np.float32(ky) * f.yr
+                                        + np.float32(kh * h + phase))
+    k = np.round(phi / np.float32(2 * np.pi))
+    near = np.abs(phi - np.float32(2 * np.pi) * k) / n * f.r
+    depth = patient.sulcus_depth_mm * (0.35 + 0.65 * (0.5 + 0.5 * np.sin(2.3 * k + patient.sulcus_phase)))
+    return near, depth.astype(np.float32)
+
+
+def _fissure(patient: Patient, h: float, xr: np.ndarray, v: np.ndarray) -> np.ndarray:
+    width = 1.2 + 1.5 * patient.atrophy
+    return (np.abs(xr) < width / 2) & (np.abs(v) > _ventricle_factor(h) * 0.45)
+
+
+def _ellipse(u: np.ndarray, v: np.ndarray, cu: float, cv: float, ru: float, rv: float,
+             angle: float = 0.0) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    a, b = (u - cu) * c + (v - cv) * s, -(u - cu) * s + (v - cv) * c
+    return (a / ru) ** 2 + (b / rv) ** 2 < 1.0
+
+
+def _ventricles(patient: Patient, h: float, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    vf = _ventricle_factor(h)
+    out = np.zeros(u.shape, bool)
+    if vf <= 0.05:
+        return out
+    k = patient.vent_scale * math.sqrt(vf)
+    for side in (-1.0, 1.0):
+        out |= _ellipse(u, v, side * 0.11 * k, -0.02, 0.065 * k, 0.30 * k, -side * 0.2)
+        out |= _ellipse(u, v, side * 0.19 * k, 0.22 * k, 0.07 * k, 0.09 * k)
+    third = float(np.clip(1.0 - ((h + 0.05) / 0.2) ** 2, 0.0, 1.0))
+    if third > 0.05:
+        out |= _ellipse(u, v, 0.0, 0.06, 0.02 * patient.vent_scale * third, 0.1 * third)
+    return out
+
+
+def _deep_grey(h: float, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    g = float(np.clip(1.0 - ((h + 0.05) / 0.3) ** 2, 0.0, 1.0))
+    out = np.zeros(u.shape, bool)
+    if g > 0.05:
+        for side in (-1.0, 1.0):
+            out |= _ellipse(u, v, side * 0.27, 0.0, 0.09 * g, 0.2 * g, side * 0.3)
+    return out
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    t = np.clip(x, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+def _lesion_distance(les: Lesion, dx: np.ndarray, dy: np.ndarray, radius: float, z: float) -> np.ndarray:
+    """Signed distance (mm, > 0 inside) to the lesion outline on a slice."""
+    c, s = math.cos(les.angle), math.sin(les.angle)
+    a, b = c * dx + s * dy, (-s * dx + c * dy) * les.aspect
+    dist = np.full(dx.shape, -np.inf, np.float32)
+    for (oa, ob, scale), harm in zip(les.lobes, les.harmonics):
+        pa, pb = a - oa * radius, b - ob * radius
+        phi = np.arctan2(pb, pa)
+        g = np.ones_like(phi)
+        for k, (amp, phase) in enumerate(harm, start=2):
+            g += np.float32(amp) * np.cos(k * phi + np.float32(phase + 0.4 * z))
+        dist = np.maximum(dist, scale * radius * g - np.hypot(pa, pb))
+    return dist
+
+
+def _draw_lesions(hu: np.ndarray, tissue: np.ndarray, patient: Patient, j: int,
+                  f: _Frame, size: int) -> np.ndarray:
+    """Apply each lesion crossing slice ``j`` to ``hu`` in place; return the class index mask."""
+    label = np.zeros(hu.shape, np.uint8)
+    sp = patient.spacing_mm(size)
+    c, s = math.cos(patient.tilt), math.sin(patient.tilt)
+    order = sorted(patient.lesions, key=lambda les: les.kind)     # haemorrhage last: it wins
+    for les in order:
+        frac = 1.0 - ((j - les.z) / les.half_depth) ** 2
+        radius = les.radius_mm * math.sqrt(max(frac, 0.0))
+        if frac < 0.2 or radius < MIN_LESION_RADIUS_MM:
+            continue
+        lx, ly = les.u * f.brain_axes[0], les.v * f.brain_axes[1]
+        col = (c * lx - s * ly + patient.centre_mm[0]) / sp + size / 2 - 0.5
+        row = (s * lx + c * ly + patient.centre_mm[1]) / sp + size / 2 - 0.5
+        reach = (radius * 1.6 + les.edge_mm) / sp + 2
+        r0, r1 = max(int(row - reach), 0), min(int(row + reach) + 2, size)
+        c0, c1 = max(int(col - reach), 0), min(int(col + reach) + 2, size)
+        if r0 >= r1 or c0 >= c1:
+            continue
+        box = (slice(r0, r1), slice(c0, c1))
+        dist = _lesion_distance(les, f.xr[box] - lx, f.yr[box] - ly, radius, j)
+        allowed = tissue[box] >= GM if les.kind == ISCHEMIC else tissue[box] >= CSF
+        if abs(les.u) > 0.08:                                   # the falx bounds a hemisphere
+            allowed &= f.xr[box] * np.float32(les.u) > 0
+        w = _smoothstep(0.5 + dist / les.edge_mm) * allowed
+        inside = _drop_specks(w, (dist >= 0) & allowed)
+        if not inside.any():
+            continue
+        if les.kind == ISCHEMIC:
+            hu[box] -= w * (0.7 * (hu[box] - patient.wm_hu) + les.value_hu)
+        else:
+            hu[box] += w * (les.value_hu - hu[box])
+        label[box][inside] = les.kind
+    return label
+
+
+def _drop_specks(w: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Zero ``w`` (in place) on pieces holding < MIN_LESION_PIXELS labelled pixels; the kept labels."""
+    pieces, n = ndimage.label(w > 0)
+    if n == 0:
+        return inside
+    small = np.bincount(pieces[inside], minlength=n + 1) < MIN_LESION_PIXELS
+    small[0] = True
+    drop = small[pieces]
+    w[drop] = 0.0
+    return inside & ~drop
+
+
+def render_slice(patient: Patient, j: int, size: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Slice ``j`` of ``patient``: (HU int16 (size, size), class index uint8 (size, size))."""
+    f = _frame(patient, j, size)
+    hu, tissue = _anatomy(patient, j, f)
+    n = max(size // 32, 4)
+    texture = ndimage.zoom(rng.standard_normal((n, n)).astype(np.float32), size / n, order=1)
+    hu += np.where(tissue >= GM, 1.5 * texture[:size, :size], 0.0).astype(np.float32)
+    label = _draw_lesions(hu, tissue, patient, j, f, size)
+    sp = patient.spacing_mm(size)
+    hu = ndimage.gaussian_filter(hu, sigma=0.5 / sp * 1.2)          # partial-volume blur
+    noise = ndimage.gaussian_filter(rng.standard_normal(hu.shape).astype(np.float32), sigma=0.35 / sp + 0.3)
+    hu += noise * np.float32(patient.noise_hu / max(float(noise.std()), 1e-6))
+    return np.clip(np.rint(hu), RESCALE_INTERCEPT, HU_MAX).astype(np.int16), label
+
+
+# --------------------------------------------------------------------------- renderings
+
+
+def brain_window(hu: np.ndarray, centre: float = WINDOW_CENTRE, width: float = WINDOW_WIDTH) -> np.ndarray:
+    """HU -> uint8 grey: ``centre - width/2`` maps to 0, ``centre + width/2`` to 255, rounded."""
+    lo = centre - width / 2
+    grey = (np.asarray(hu, np.float64) - lo) * (255.0 / width)
+    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+
+
+def overlay(grey_rgb: np.ndarray, index: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """Class colours blended at ``alpha`` over an RGB image where ``index`` != 0."""
+    out = np.array(grey_rgb, np.uint8, copy=True)
+    hit = index != 0
+    colours = index_to_rgb(index[hit], STROKE_RGB_MAP).astype(np.float32)
+    out[hit] = np.rint(out[hit] * np.float32(1 - alpha) + colours * np.float32(alpha)).astype(np.uint8)
+    return out
+
+
+def dicom_bytes(hu: np.ndarray, patient: Patient, j: int, seed: int) -> bytes:
+    """A CT Image Storage file (Explicit VR Little Endian) holding ``hu`` through the rescale."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+
+    def uid(*parts: object) -> str:
+        return generate_uid(entropy_srcs=["flexunet-synth", str(seed), *map(str, parts)])
+
+    size = hu.shape[0]
+    sp = patient.spacing_mm(size)
+    sop = uid("sop", patient.index, j)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20210101"
+    ds.Modality, ds.Manufacturer = "CT", "FlexUNet synthetic"
+    ds.StudyDescription = ds.SeriesDescription = "Synthetic non-contrast head CT"
+    ds.PatientName = f"SYNTH^{patient.index:04d}"
+    ds.PatientID = f"SYN{seed}-{patient.index:04d}"
+    ds.PatientSex, ds.PatientAge = patient.sex, f"{patient.age:03d}Y"
+    ds.BodyPartExamined, ds.KVP = "HEAD", 120
+    ds.SliceThickness = SLICE_THICKNESS_MM
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = uid("study", patient.index), uid("series", patient.index)
+    ds.FrameOfReferenceUID = uid("frame", patient.index)
+    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = str(patient.index + 1), 1, j + 1
+    location = round(patient.height(j) * SLICE_THICKNESS_MM / patient.dh, 3)
+    ds.ImagePositionPatient = [round(-size / 2 * sp, 4), round(-size / 2 * sp, 4), location]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.SliceLocation = location
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows = ds.Columns = size
+    ds.PixelSpacing = [round(sp, 6), round(sp, 6)]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.WindowCenter, ds.WindowWidth = WINDOW_CENTRE, WINDOW_WIDTH
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = RESCALE_INTERCEPT, 1, "HU"
+    stored = (hu.astype(np.int32) - RESCALE_INTERCEPT).astype("<u2")
+    ds.add_new(0x7FE00010, "OW", stored.tobytes())
+    buf = _io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- the dataset
+
+
+def dataset_root(out_dir: Path) -> Path:
+    """The YARISMA folder under ``out_dir`` that holds PNG/MASKS/DICOM/OVERLAY."""
+    return Path(out_dir) / DATASET_DIR / SESSION_DIR
+
+
+def _check_arguments(out_dir: Path, count: int, seed: int, size: int, overwrite: bool) -> None:
+    for name, value, least in (("count", count, 1), ("size", size, 32), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise DataError(f"synth: {name} = {value!r}; expected an integer >= {least}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir}: exists and is not a folder; choose a folder for the dataset")
+    top = out_dir / DATASET_DIR
+    if not overwrite and top.is_dir() and any(p.is_file() for p in top.rglob("*")):
+        raise DataError(f"{top}: already holds files; choose another output folder, or overwrite "
+                        f"(overwrite=True / --overwrite) to replace files of the same names")
+
+
+def write_slice(root: Path, slice_id: str, hu: np.ndarray, label: np.ndarray, dicom: bytes) -> None:
+    """The four files of one slice, each written atomically."""
+    grey = np.repeat(brain_window(hu)[..., None], 3, axis=-1)
+    save_image(root / "PNG" / f"{slice_id}.png", grey)
+    save_rgb_mask(root / "MASKS" / f"{slice_id}.png", label, STROKE_RGB_MAP)
+    save_image(root / "OVERLAY" / f"{slice_id}.png", overlay(grey, label))
+    write_bytes(root / "DICOM" / f"{slice_id}.dcm", dicom)
+
+
+def _make_slice(task: tuple[Path, int, int, int, Patient, int]) -> np.ndarray:
+    """Render and write global slice ``i``; its pixel count per class."""
+    root, seed, size, i, patient, j = task
+    hu, label = render_slice(patient, j, size, np.random.default_rng([seed, 1, i]))
+    slice_id = str(FIRST_ID + i)
+    write_slice(root, slice_id, hu, label, dicom_bytes(hu, patient, j, seed))
+    return np.bincount(label.ravel(), minlength=len(CLASS_NAMES))
+
+
+def synthesize(out_dir: Path, count: int, seed: int, size: int = 512, progress: bool = True,
+               overwrite: bool = False, workers: int = 1) -> dict[str, Any]:
+    """Write ``count`` synthetic slices in the TEKNOFEST raw layout under ``out_dir``.
+
+    Returns a summary: count, patients, root (the YARISMA folder), size, seed, seconds,
+    slices_with (slices holding each class, by class name), slices_without_lesion,
+    slices_with_both, pixel_fraction (by class name).  Refuses an ``out_dir`` whose
+    STROKE-DATASET folder already holds files unless ``overwrite`` (files of the same
+    names are then replaced).  ``workers`` > 1 renders in that many processes; the files
+    are the same.
+    """
+    out_dir = Path(out_dir)
+    _check_arguments(out_dir, count, seed, size, overwrite)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise DataError(f"synth: workers = {workers!r}; expected an integer >= 1")
+    start = time.perf_counter()
+    root = dataset_root(out_dir)
+    plan = plan_slices(int(seed), int(count))
+    tasks = [(root, int(seed), int(size), i, patient, j) for i, (patient, j) in enumerate(plan)]
+    if workers > 1 and count > 1:
+        context = multiprocessing.get_context("spawn")     # safe even after TensorFlow is imported
+        with ProcessPoolExecutor(min(workers, count), mp_context=context) as pool:
+            results = pool.map(_make_slice, tasks, chunksize=4)
+            counts = list(Progress(results, "synth", total=count, enabled=progress, unit="slice"))
+    else:
+        counts = [_make_slice(task) for task in Progress(tasks, "synth", enabled=progress, unit="slice")]
+    summary = _summary(np.array(counts), plan, root, int(seed), int(size), time.perf_counter() - start)
+    write_json(out_dir / DATASET_DIR / "synth.json", summary)
+    if overwrite:
+        _warn_stale(root, count)
+    log.info("synth: %d slices of %d patients (%d without lesion) in %.1f s -> %s", count,
+             summary["patients"], summary["slices_without_lesion"], summary["seconds"], root)
+    return summary
+
+
+def _summary(counts: np.ndarray, plan: list[tuple[Patient, int]], root: Path, seed: int, size: int,
+             seconds: float) -> dict[str, Any]:
+    present = counts > 0
+    lesion = present[:, 1:].any(1)
+    pixels = counts.sum(0)
+    return {
+        "count": len(plan), "patients": len({p.index for p, _ in plan}), "root": root,
+        "size": size, "seed": seed, "seconds": round(seconds, 3),
+        "slices_with": {name: int(present[:, k].sum()) for k, name in enumerate(CLASS_NAMES)},
+        "slices_without_lesion": int((~lesion).sum()),
+        "slices_with_both": int(present[:, 1:].all(1).sum()),
+        "pixel_fraction": {name: round(float(pixels[k] / pixels.sum()), 6)
+                           for k, name in enumerate(CLASS_NAMES)},
+        "rgb_map": {str(colour): index for colour, index in STROKE_RGB_MAP.items()},
+    }
+
+
+def _warn_stale(root: Path, count: int) -> None:
+    stale = sorted({p.stem for sub in SUBDIRS if (root / sub).is_dir() for p in (root / sub).iterdir()
+                    if p.stem.isdigit() and int(p.stem) >= FIRST_ID + count})
+    if stale:
+        log.warning("synth: %s still holds %d older slice(s) beyond this run (%s...); delete them or "
+                    "write to an empty folder", root, len(stale), stale[0])
