@@ -129,3 +129,27 @@ def summary_text(model: keras.Model, m: ModelSettings) -> str:
               f"Parameters: {model.count_params():,}",
               f"Forward GFLOPs per image: {flops / 1e9:.2f}  (training ~3x: {3 * flops / 1e9:.2f})"]
     return "\n".join(lines) + "\n"
+
+
+def best_model_path(model_dir) -> "Path":
+    """The best model a training run left in ``model_dir`` (full model or weights)."""
+    from pathlib import Path
+
+    from flexunet.errors import FlexUNetError
+
+    model_dir = Path(model_dir)
+    for name in ("best_model.keras", "best_model.weights.h5"):
+        if (model_dir / name).is_file():
+            return model_dir / name
+    raise FlexUNetError(f"{model_dir}: no best_model.keras or best_model.weights.h5; "
+                        f"expected a folder written by 'flexunet train' (check [train] model_dir)")
+
+
+def load_trained(cfg) -> keras.Model:
+    """The trained best model of a run, from ``[train] model_dir`` (not compiled)."""
+    path = best_model_path(cfg.train.model_dir)
+    if path.name.endswith(".weights.h5"):
+        model = build_model(cfg.model, seed=cfg.train.seed)
+        model.load_weights(path)
+        return model
+    return keras.models.load_model(path, compile=False)

@@ -1,0 +1,260 @@
+"""Training callbacks with explicit, saveable state, so a resumed run continues exactly.
+
+:class:`RunController` does at each epoch end, in this order:
+
+1. record the epoch's logs and learning rate in the history;
+2. if the monitored value improved: save the best model (atomically), reset the counters;
+   else count a bad epoch; after ``reducer_patience`` bad epochs multiply the learning rate
+   by ``reducer_factor``; after ``patience`` bad epochs stop (EarlyStopping);
+3. honour the stop file (``break_training`` beside the config);
+4. write train_losses.csv, train_metrics.csv, their plots and history.json (atomically);
+5. save the last-epoch checkpoint: weights, optimizer state, and this state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from flexunet.config import Config
+from flexunet.io import atomic_write, save_image, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "last_checkpoint"
+
+
+def current_lr(model: keras.Model) -> float:
+    return float(np.asarray(model.optimizer.learning_rate.value))
+
+
+def monitor_mode(monitor: str) -> str:
+    return "min" if "loss" in monitor else "max"
+
+
+def initial_state(cfg: Config) -> dict:
+    mode = monitor_mode(cfg.train.monitor)
+    return {"epoch": 0, "best": math.inf if mode == "min" else -math.inf, "best_epoch": None,
+            "reducer_wait": 0, "stop_wait": 0, "history": {}, "stopped_by": None}
+
+
+class RunController(keras.callbacks.Callback):
+    """Best checkpoint, LR reducer, early stopping, stop file, CSVs and the resume checkpoint."""
+
+    def __init__(self, cfg: Config, state: dict, best_path: Path) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.state = state
+        self.best_path = best_path
+        self.mode = monitor_mode(cfg.train.monitor)
+        self.stop_file = cfg.base_dir / "break_training"
+
+    # 1-5 ---------------------------------------------------------------------------
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = dict(logs or {})
+        t = self.cfg.train
+        lr = current_lr(self.model)
+        logs["learning_rate"] = lr
+        hist = self.state["history"]
+        for key, value in logs.items():
+            hist.setdefault(key, []).append(float(value))
+        self.state["epoch"] = epoch + 1
+
+        value = logs.get(t.monitor)
+        if value is None:
+            raise KeyError(f"[train] monitor = {t.monitor!r} is not among the logged values "
+                           f"{sorted(logs)}")
+        improved = value < self.state["best"] if self.mode == "min" else value > self.state["best"]
+        if improved:
+            log.info("epoch %d: %s improved %.5g -> %.5g; best model saved", epoch + 1, t.monitor,
+                     self.state["best"], value)
+            self.state.update(best=float(value), best_epoch=epoch + 1, reducer_wait=0, stop_wait=0)
+            save_model(self.model, self.best_path)
+        else:
+            self.state["reducer_wait"] += 1
+            self.state["stop_wait"] += 1
+            if t.learning_rate_reducer and self.state["reducer_wait"] >= max(1, t.reducer_patience):
+                new_lr = lr * t.reducer_factor
+                self.model.optimizer.learning_rate.assign(new_lr)
+                self.state["reducer_wait"] = 0
+                log.info("epoch %d: %s did not improve for %d epochs; learning rate %.3g -> %.3g", epoch + 1,
+                         t.monitor, t.reducer_patience, lr, new_lr)
+            if t.patience and self.state["stop_wait"] >= t.patience:
+                self.model.stop_training = True
+                self.state["stopped_by"] = f"early stopping after {t.patience} epochs without improvement"
+        if self.stop_file.exists():
+            self.model.stop_training = True
+            self.state["stopped_by"] = f"stop file {self.stop_file}"
+            log.info("stop file %s found: training ends after epoch %d (file removed)", self.stop_file, epoch + 1)
+            self.stop_file.unlink(missing_ok=True)
+        write_curves(self.cfg, hist)
+        save_checkpoint(self.model, self.cfg.train.model_dir, self.state)
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stop at the first non-finite loss and remember where it happened."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.where: tuple[int, int] | None = None
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.where = (self.epoch + 1, batch + 1)
+            self.model.stop_training = True
+
+
+class EpochChangeInferencer(keras.callbacks.Callback):
+    """After each epoch: predict the first N images of [infer] images_dir (Epoch_<n>_<name>.png + montage)."""
+
+    def __init__(self, cfg: Config, images: list[Path]) -> None:
+        super().__init__()
+        from flexunet.data import to_model_input
+        from flexunet.io import read_image
+
+        self.cfg = cfg
+        self.images = images
+        self.originals = [read_image(p) for p in images]
+        self.batch = np.stack([to_model_input(a, cfg) for a in self.originals])
+        self.out = cfg.train.epoch_change_infer_dir
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        from PIL import Image
+
+        from flexunet.masks import index_to_palette_image, index_to_rgb
+
+        probs = np.asarray(self.model(self.batch, training=False))
+        tiles = []
+        for path, original, index in zip(self.images, self.originals, probs.argmax(-1).astype(np.uint8)):
+            h, w = original.shape[:2]
+            mask = Image.fromarray(index).resize((w, h), Image.NEAREST)
+            save_image(self.out / f"Epoch_{epoch + 1}_{path.stem}.png",
+                       index_to_palette_image(np.asarray(mask), self.cfg.mask.rgb_map))
+            size = (self.cfg.model.image_width // 2, self.cfg.model.image_height // 2)
+            img = Image.fromarray(original[..., :3]).resize(size)
+            colour = Image.fromarray(index_to_rgb(index, self.cfg.mask.rgb_map)).resize(size, Image.NEAREST)
+            blend = Image.blend(img.convert("RGB"), colour, 0.45)
+            keep = np.asarray(Image.fromarray(index).resize(size, Image.NEAREST)) == 0
+            tiles.append(np.where(keep[..., None], np.asarray(img.convert("RGB")), np.asarray(blend)))
+        save_image(self.out / f"Epoch_{epoch + 1}_montage.png", np.concatenate(tiles, axis=1))
+
+
+# --------------------------------------------------------------------------- files
+
+
+def save_model(model: keras.Model, path: Path) -> None:
+    """Save a full model (.keras) or weights (.weights.h5) atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = ".weights.h5" if path.name.endswith(".weights.h5") else ".keras"
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name.removesuffix(suffix)}{suffix}")
+    try:
+        if suffix == ".keras":
+            model.save(tmp)
+        else:
+            model.save_weights(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_checkpoint(model: keras.Model, model_dir: Path, state: dict) -> None:
+    """The resume point: weights, optimizer variables and state, swapped in as one folder."""
+    final = model_dir / CHECKPOINT
+    tmp = model_dir / f".{CHECKPOINT}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_weights(tmp / "model.weights.h5")
+    opt_vars = {f"v{i}": np.asarray(v.value) for i, v in enumerate(model.optimizer.variables)}
+    with atomic_write(tmp / "optimizer.npz") as fh:
+        np.savez(fh, **opt_vars)
+    with atomic_write(tmp / "rng.npz") as fh:  # dropout seed-generator states: not among the weights
+        np.savez(fh, **{f"v{i}": np.asarray(v.value) for i, v in enumerate(_rng_variables(model))})
+    write_json(tmp / "state.json", state)
+    old = model_dir / f".{CHECKPOINT}.old-{os.getpid()}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _rng_variables(model: keras.Model) -> list:
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def load_checkpoint(model: keras.Model, model_dir: Path) -> dict:
+    """Restore weights and optimizer state; return the saved run state."""
+    folder = model_dir / CHECKPOINT
+    model.load_weights(folder / "model.weights.h5")
+    with np.load(folder / "optimizer.npz") as data:
+        values = [data[f"v{i}"] for i in range(len(data.files))]
+    model.optimizer.build(model.trainable_variables)
+    if len(values) != len(model.optimizer.variables):
+        raise ValueError(f"{folder}: optimizer state has {len(values)} variables, the model's optimizer "
+                         f"{len(model.optimizer.variables)}; was the config changed?")
+    for var, value in zip(model.optimizer.variables, values):
+        var.assign(value)
+    with np.load(folder / "rng.npz") as data:
+        for i, var in enumerate(_rng_variables(model)):
+            var.assign(data[f"v{i}"])
+    return json.loads((folder / "state.json").read_text())
+
+
+def write_curves(cfg: Config, hist: dict) -> None:
+    """train_losses.csv, train_metrics.csv (the original's formats), their plots, history.json."""
+    eval_dir = cfg.train.eval_dir
+    n = len(hist.get("loss", []))
+    rows = ["epoch, loss, val_loss"]
+    for e in range(n):
+        rows.append(f"{e + 1}, {_fmt(hist, 'loss', e)}, {_fmt(hist, 'val_loss', e)}")
+    write_text(eval_dir / "train_losses.csv", "\n".join(rows) + "\n")
+    m0, m1 = (list(cfg.train.metrics) + ["", ""])[:2]
+    rows = [f"epoch,{m0},{m1},"]
+    for e in range(n):
+        rows.append(f"{e + 1},{_fmt(hist, m0, e)},{_fmt(hist, m1, e)},")
+    write_text(eval_dir / "train_metrics.csv", "\n".join(rows) + "\n")
+    write_json(eval_dir / "history.json", {"epochs": list(range(1, n + 1)), **hist})
+    _plot(eval_dir / "train_losses.png", "train_losses", hist, "loss", "val_loss")
+    _plot(eval_dir / "train_metrics.png", "train_metrics", hist, m0, m1)
+
+
+def _fmt(hist: dict, key: str, e: int) -> str:
+    values = hist.get(key)
+    return "" if not values or e >= len(values) else f"{values[e]:.6g}"
+
+
+def _plot(path: Path, title: str, hist: dict, first: str, second: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 6))
+    try:
+        for key, colour in ((first, "green"), (second, "red")):
+            if hist.get(key):
+                ax.plot(range(1, len(hist[key]) + 1), hist[key], linestyle="--", color=colour, label=key)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend()
+        import io as _io
+
+        buf = _io.BytesIO()
+        fig.savefig(buf, format="png")
+        from flexunet.io import write_bytes
+
+        write_bytes(path, buf.getvalue())
+    finally:
+        plt.close(fig)

@@ -1,0 +1,195 @@
+"""The input pipeline: image/mask pairs from disk to batches, streamed with tf.data.
+
+1. pairs are matched by file name (a missing partner is an error naming it);
+2. per epoch, the file list is permuted with a stateless shuffle seeded by (seed, epoch),
+   so a run resumed at epoch k sees exactly the order an uninterrupted run would;
+3. files are decoded in parallel (PNG/JPEG/BMP/GIF natively), resized to the model input
+   (images bilinear, masks nearest), and masks map to class indices by nearest rgb_map
+   colour (a vectorised lookup), then one-hot;
+4. optional online augmentation (``generator = True``), seeded by (seed, epoch, index);
+5. batch and prefetch.  Memory stays flat: only a few batches are ever decoded at once
+   (unless ``cache = True`` keeps the decoded training set in memory).
+
+Images stay 0..255 float32: the model's first layer rescales them when
+``input_normalize`` is set, exactly as the config describes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from flexunet.config import Config
+from flexunet.errors import ConfigError, DataError
+from flexunet.io import pair_by_name
+from flexunet.masks import palette_colours
+
+log = logging.getLogger(__name__)
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def subset_pairs(cfg: Config, subset: str) -> list[tuple[Path, Path]]:
+    """Sorted (image, mask) pairs of [train], [valid] or [test]."""
+    images = cfg.require_dir(subset, "images_dir", "folder of images")
+    masks = cfg.require_dir(subset, "masks_dir", "folder of masks")
+    suffixes = (cfg.mask.mask_file_format,)
+    if cfg.mask.mask_file_format == ".npz":
+        raise ConfigError(f"{cfg.where('mask', 'mask_file_format')}: expected \".png\" for training "
+                          f"(convert .npz masks to PNG with the codec first)")
+    pairs = pair_by_name(images, masks, suffixes)
+    if not pairs:
+        raise DataError(f"{images}: no image/mask pairs found")
+    return pairs
+
+
+def to_model_input(image: np.ndarray, cfg: Config) -> np.ndarray:
+    """uint8 (H, W, C) at any size -> float32 (image_height, image_width, channels), 0..255."""
+    m = cfg.model
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] != m.image_channels:
+        if m.image_channels == 1:
+            image = image[..., :3].mean(-1, keepdims=True)
+        else:
+            image = np.repeat(image[..., :1], m.image_channels, -1) if image.shape[-1] == 1 \
+                else image[..., :m.image_channels]
+    resized = tf.image.resize(tf.cast(image, tf.float32), (m.image_height, m.image_width),
+                              method="bilinear", antialias=True)
+    return np.clip(resized.numpy(), 0.0, 255.0)
+
+
+def _palette(cfg: Config) -> tf.Tensor:
+    return tf.constant(palette_colours(cfg.mask.rgb_map), tf.int32)
+
+
+def decode_image(path: tf.Tensor, cfg: Config) -> tf.Tensor:
+    """File -> float32 (H, W, C) at the model size, 0..255."""
+    m = cfg.model
+    raw = tf.io.read_file(path)
+    image = tf.io.decode_image(raw, channels=3, expand_animations=False, dtype=tf.uint8)
+    if cfg.image.color_order == "BGR":
+        image = image[..., ::-1]
+    image = tf.image.resize(tf.cast(image, tf.float32), (m.image_height, m.image_width), method="bilinear",
+                            antialias=True)
+    if m.image_channels == 1:
+        image = tf.reduce_mean(image, -1, keepdims=True)
+    elif m.image_channels == 4:
+        image = tf.concat([image, tf.fill(tf.shape(image[..., :1]), 255.0)], -1)
+    image.set_shape((m.image_height, m.image_width, m.image_channels))
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def decode_mask(path: tf.Tensor, cfg: Config) -> tf.Tensor:
+    """Colour mask file -> uint8 class indices (H, W) at the model size (nearest colour, nearest resize)."""
+    m = cfg.model
+    rgb = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8)
+    rgb = tf.image.resize(rgb, (m.image_height, m.image_width), method="nearest")
+    diff = tf.cast(rgb, tf.int32)[:, :, None, :] - _palette(cfg)[None, None, :, :]
+    index = tf.argmin(tf.reduce_sum(diff * diff, -1), axis=-1, output_type=tf.int32)
+    index = tf.cast(index, tf.uint8)
+    index.set_shape((m.image_height, m.image_width))
+    return index
+
+
+def _augment_fn(cfg: Config):
+    from flexunet.augment import random_augment
+
+    def apply(image: np.ndarray, index: np.ndarray, seed: np.ndarray):
+        rng = np.random.default_rng([int(s) for s in seed])
+        img, msk = random_augment(np.clip(image, 0, 255).astype(np.uint8), index, cfg, rng)
+        return img.astype(np.float32), msk.astype(np.uint8)
+
+    def fn(image, index, seed):
+        img, msk = tf.numpy_function(apply, [image, index, seed], [tf.float32, tf.uint8], stateful=False)
+        img.set_shape(image.shape)
+        msk.set_shape(index.shape)
+        return img, msk
+
+    return fn
+
+
+def make_dataset(cfg: Config, pairs: list[tuple[Path, Path]], training: bool, batch_size: int | None = None,
+                 epochs: tuple[int, int] | None = None) -> tf.data.Dataset:
+    """Batches of (images float32 [B,H,W,C] 0..255, one-hot float32 [B,H,W,K]).
+
+    ``training=False``: in the order of ``pairs``, never augmented, one pass.
+    ``training=True``: ``epochs=(first, last)`` passes, each permuted by (seed, epoch) and,
+    with ``generator = True``, augmented on the fly; batches never straddle two epochs.
+    """
+    batch_size = batch_size or cfg.train.batch_size
+    num_classes = cfg.model.num_classes
+    images = tf.constant([str(p) for p, _ in pairs])
+    masks = tf.constant([str(p) for _, p in pairs])
+
+    def load(i, epoch):
+        image = decode_image(tf.gather(images, i), cfg)
+        index = decode_mask(tf.gather(masks, i), cfg)
+        return image, index, tf.stack([tf.cast(cfg.train.seed, tf.int64), epoch, tf.cast(i, tf.int64)])
+
+    def finish(image, index):
+        return image, tf.one_hot(tf.cast(index, tf.int32), num_classes, dtype=tf.float32)
+
+    if not training:
+        ds = tf.data.Dataset.range(len(pairs)).map(lambda i: load(i, tf.constant(0, tf.int64))[:2],
+                                                    num_parallel_calls=AUTOTUNE, deterministic=True)
+        return ds.map(finish, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)
+
+    first, last = epochs if epochs is not None else (0, cfg.train.epochs)
+    augment = _augment_fn(cfg) if cfg.model.generator and _augmentation_on(cfg) else None
+    cache = None
+    if cfg.train.cache:  # decode once; epochs then gather from memory (variables, not graph constants)
+        decoded = list(tf.data.Dataset.range(len(pairs)).map(
+            lambda i: load(i, tf.constant(0, tf.int64))[:2], num_parallel_calls=AUTOTUNE).as_numpy_iterator())
+        cache = (tf.Variable(np.stack([d[0] for d in decoded]), trainable=False),
+                 tf.Variable(np.stack([d[1] for d in decoded]), trainable=False))
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(len(pairs), dtype=tf.int64), seed=tf.stack([tf.cast(cfg.train.seed, tf.int64), epoch]))
+        ds = tf.data.Dataset.from_tensor_slices(order)
+        if cache is not None:
+            ds = ds.map(lambda i: (tf.gather(cache[0], i), tf.gather(cache[1], i),
+                                   tf.stack([tf.cast(cfg.train.seed, tf.int64), epoch, i])))
+        else:
+            ds = ds.map(lambda i: load(i, epoch), num_parallel_calls=AUTOTUNE, deterministic=True)
+        if augment is not None:
+            ds = ds.map(augment, num_parallel_calls=AUTOTUNE, deterministic=True)
+        else:
+            ds = ds.map(lambda img, idx, seed: (img, idx))
+        return ds.map(finish, num_parallel_calls=AUTOTUNE).batch(batch_size)
+
+    ds = tf.data.Dataset.range(first, last).flat_map(one_epoch)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def _augmentation_on(cfg: Config) -> bool:
+    return cfg.generator.augmentation
+
+
+def steps_per_epoch(cfg: Config, num_pairs: int, batch_size: int | None = None) -> int:
+    batch_size = batch_size or cfg.train.batch_size
+    return -(-num_pairs // batch_size)
+
+
+def check_masks(cfg: Config, pairs: list[tuple[Path, Path]], workers: int = 0) -> None:
+    """Pre-flight: every mask decodes and holds only rgb_map colours (within tolerance).
+
+    The pipeline maps colours to the nearest class silently, so foreign colours are
+    caught here, once, with the file named and the colours counted.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flexunet.masks import read_mask
+
+    def check(pair: tuple[Path, Path]) -> None:
+        read_mask(pair[1], cfg.mask.rgb_map, cfg.mask.tolerance, cfg.mask.map_unmapped)
+
+    with ThreadPoolExecutor(max_workers=workers or 4) as pool:
+        list(pool.map(check, pairs))

@@ -1,0 +1,195 @@
+"""``flexunet train``: streaming, resumable, reproducible training.
+
+1. refuse a model_dir holding a previous run unless ``--resume`` or ``--overwrite``;
+2. pair train and valid files by name and check every mask's colours once;
+3. seed everything from ``[train] seed`` (and op determinism when ``deterministic``);
+4. build and compile the model inside the ``[train] strategy`` scope;
+5. on ``--resume``: restore weights, optimizer state and the controller's state;
+6. fit on the tf.data pipeline; the controller writes best model, curves and checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from flexunet.config import Config, dump_config
+from flexunet.errors import FlexUNetError, TrainingStopped
+from flexunet.io import list_files, write_text
+
+log = logging.getLogger(__name__)
+
+RUN_FILES = ("best_model.keras", "best_model.weights.h5", "last_checkpoint", "train_eval_infer.config",
+             "logs", "summary.txt")
+
+
+def best_model_name(cfg: Config) -> str:
+    return "best_model.weights.h5" if cfg.train.save_weights_only else "best_model.keras"
+
+
+def _prepare_model_dir(cfg: Config, resume: bool, overwrite: bool) -> None:
+    model_dir = cfg.train.model_dir
+    used = model_dir.is_dir() and any(not p.name.startswith(".") for p in model_dir.iterdir())
+    if resume:
+        if not (model_dir / "last_checkpoint" / "state.json").is_file():
+            raise FlexUNetError(f"{model_dir}: nothing to resume (no last_checkpoint/); "
+                                f"start a new run without --resume")
+        return
+    if used and not overwrite:
+        raise FlexUNetError(f"{model_dir}: holds a previous run; use --resume to continue it or "
+                            f"--overwrite to replace it (or set [train] model_dir to a new folder)")
+    if used and cfg.train.create_backup:
+        backup = model_dir.with_name(f"{model_dir.name}.backup-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.copytree(model_dir, backup)
+        log.info("previous run backed up to %s", backup)
+    if used:  # --overwrite: remove only what a run writes
+        for name in RUN_FILES:
+            target = model_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    model_dir.mkdir(parents=True, exist_ok=True)
+
+
+def configure_runtime(cfg: Config) -> None:
+    """Seeds, determinism and precision policy; call before building the model."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(cfg.train.seed)
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    if cfg.train.mixed_precision:
+        keras.mixed_precision.set_global_policy(f"mixed_{cfg.train.mixed_precision}")
+    else:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def make_strategy(name: str):
+    """tf.distribute strategy: default (one device), mirrored (all local GPUs, else all logical CPUs), multiworker."""
+    import tensorflow as tf
+
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def make_optimizer(cfg: Config):
+    import keras
+
+    m = cfg.model
+    kwargs = {"learning_rate": m.learning_rate}
+    if m.clipvalue is not None:
+        kwargs["clipvalue"] = m.clipvalue
+    name = m.optimizer.lower()
+    table = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
+             "rmsprop": keras.optimizers.RMSprop}
+    return table[name](**kwargs)
+
+
+def compile_model(cfg: Config):
+    """Build and compile the configured model (call inside the strategy scope)."""
+    from flexunet.losses import make_loss, make_metrics
+    from flexunet.model import build_model
+
+    model = build_model(cfg.model, seed=cfg.train.seed)
+    model.compile(optimizer=make_optimizer(cfg), loss=make_loss(cfg), metrics=make_metrics(cfg),
+                  jit_compile=cfg.train.jit_compile)
+    if cfg.model.show_summary:
+        model.summary()
+    return model
+
+
+def _infer_samples(cfg: Config) -> list[Path]:
+    folder = cfg.infer.images_dir
+    if not cfg.train.epoch_change_infer:
+        return []
+    if folder is None or not Path(folder).is_dir():
+        log.warning("[train] epoch_change_infer: [infer] images_dir %s not found; epoch-change inference off",
+                    folder)
+        return []
+    return list_files(folder, (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"))[:cfg.train.num_infer_images]
+
+
+def train(cfg: Config, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+    """Train as the config says; returns a summary (epochs run, best value and epoch, paths, seconds)."""
+    from flexunet.data import check_masks, make_dataset, steps_per_epoch, subset_pairs
+
+    t = cfg.train
+    train_pairs = subset_pairs(cfg, "train")
+    valid_pairs = subset_pairs(cfg, "valid")
+    check_masks(cfg, train_pairs + valid_pairs)
+    _prepare_model_dir(cfg, resume, overwrite)
+
+    import keras
+
+    from flexunet.callbacks import EpochChangeInferencer, NanGuard, RunController, initial_state, load_checkpoint
+
+    configure_runtime(cfg)
+    strategy = make_strategy(t.strategy)
+    with strategy.scope():
+        model = compile_model(cfg)
+    state = initial_state(cfg)
+    if resume:
+        state = load_checkpoint(model, t.model_dir)
+        log.info("resuming after epoch %d (best %s = %.5g at epoch %s)", state["epoch"], t.monitor,
+                 state["best"], state["best_epoch"])
+    first = state["epoch"]
+    if first >= t.epochs or state.get("stopped_by", "") and str(state["stopped_by"]).startswith("early"):
+        log.info("nothing to do: the run already ended after epoch %d (%s)", first,
+                 state.get("stopped_by") or f"epochs = {t.epochs}")
+        return _summary(cfg, state, 0.0, best_model_name(cfg))
+    write_text(t.model_dir / "train_eval_infer.config", dump_config(cfg))
+
+    steps = t.steps_per_epoch or steps_per_epoch(cfg, len(train_pairs))
+    val_steps = t.validation_steps or steps_per_epoch(cfg, len(valid_pairs))
+    train_ds = make_dataset(cfg, train_pairs, training=True, epochs=(first, t.epochs))
+    if t.steps_per_epoch:  # generator mode: the original's fixed steps; repeat the epoch stream
+        train_ds = train_ds.repeat()
+    valid_ds = make_dataset(cfg, valid_pairs, training=False)
+
+    nan_guard = NanGuard()
+    callbacks = [nan_guard, RunController(cfg, state, t.model_dir / best_model_name(cfg))]
+    samples = _infer_samples(cfg)
+    if samples:
+        callbacks.append(EpochChangeInferencer(cfg, samples))
+    if t.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(t.model_dir / "logs"), write_graph=False))
+
+    log.info("training %d epochs from epoch %d: %d train / %d valid images, %d steps per epoch, batch %d",
+             t.epochs - first, first + 1, len(train_pairs), len(valid_pairs), steps, t.batch_size)
+    start = time.perf_counter()
+    verbose = (1 if sys.stderr.isatty() else 2) if progress else 0
+    try:
+        model.fit(train_ds, validation_data=valid_ds, epochs=t.epochs, initial_epoch=first,
+                  steps_per_epoch=steps, validation_steps=val_steps if t.validation_steps else None,
+                  callbacks=callbacks, verbose=verbose, shuffle=False)
+    except KeyboardInterrupt:
+        raise TrainingStopped(f"interrupted during epoch {state['epoch'] + 1}; epochs 1..{state['epoch']} are "
+                              f"saved in {t.model_dir}; continue with: flexunet train CONFIG --resume") from None
+    seconds = time.perf_counter() - start
+    if nan_guard.where is not None:
+        epoch, batch = nan_guard.where
+        raise TrainingStopped(f"loss became NaN at epoch {epoch}, batch {batch}; results up to epoch "
+                              f"{state['epoch']} are kept in {t.model_dir}; lower [model] learning_rate "
+                              f"(now {cfg.model.learning_rate}) or set clipvalue, check the inputs, then "
+                              f"--resume or --overwrite")
+    return _summary(cfg, state, seconds, best_model_name(cfg))
+
+
+def _summary(cfg: Config, state: dict, seconds: float, best_name: str) -> dict:
+    hist = state["history"]
+    return {"epochs": state["epoch"], "best": state["best"], "best_epoch": state["best_epoch"],
+            "monitor": cfg.train.monitor, "stopped_by": state.get("stopped_by"), "seconds": seconds,
+            "best_model": str(cfg.train.model_dir / best_name), "history": hist,
+            "final": {k: v[-1] for k, v in hist.items() if v and not (isinstance(v[-1], float) and math.isnan(v[-1]))}}
