@@ -75,10 +75,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from flexunet.synth import synthesize
 
-    summary = synthesize(Path(args.out), count=args.count, seed=args.seed, size=args.size,
-                         overwrite=args.overwrite, progress=not args.quiet)
-    log.info("synth: %d slices of %d patients in %.1f s -> %s", summary["count"], summary["patients"],
-             summary["seconds"], summary["root"])
+    synthesize(Path(args.out), count=args.count, seed=args.seed, size=args.size,
+               overwrite=args.overwrite, progress=not args.quiet, workers=args.workers)
     return 0
 
 
@@ -107,7 +105,41 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from flexunet.stats import dataset_stats
 
     out = Path(args.out) if args.out else None
-    dataset_stats(Path(args.dataset_dir), out_dir=out)
+    dataset_stats(Path(args.dataset_dir), out_dir=out, progress=not args.quiet)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from flexunet.train import train
+
+    cfg = _load(args)
+    summary = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    figures = ", ".join(f"{k} {v:.4f}" for k, v in summary["final"].items()
+                        if k.startswith(("val_dice", "val_iou", "val_mean", "val_loss")))
+    log.info("train: %d epochs, best %s %.5g at epoch %s (%s); %s", summary["epochs"], summary["monitor"],
+             summary["best"], summary["best_epoch"], summary["best_model"], figures)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from flexunet.evaluate import evaluate_model
+
+    evaluate_model(_load(args), progress=not args.quiet)
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from flexunet.infer import infer_images
+
+    infer_images(_load(args), tiled=args.tiled, progress=not args.quiet)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from flexunet.export import export_model
+
+    path = export_model(_load(args), args.format, Path(args.out) if args.out else None)
+    log.info("export: %s", path)
     return 0
 
 
@@ -125,11 +157,29 @@ def _args_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=137, help="random seed (default 137)")
     p.add_argument("--size", type=int, default=512, help="slice size in pixels (default 512)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing synthetic set")
+    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
 
 
 def _args_overwrite(p: argparse.ArgumentParser) -> None:
     _add_config(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs of this stage")
+
+
+def _args_train(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in model_dir from its last epoch")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous run in model_dir")
+
+
+def _args_infer(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    p.add_argument("--tiled", action="store_true", help="use [tiledinfer]: tile images larger than the model")
+
+
+def _args_export(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    p.add_argument("--format", choices=("keras", "savedmodel", "onnx"), default="keras")
+    p.add_argument("--out", help="output path (default: <model_dir>/export/...)")
 
 
 def _args_stats(p: argparse.ArgumentParser) -> None:
@@ -143,6 +193,10 @@ COMMANDS: list[Command] = [
     ("split", "master dataset -> leak-free train/valid/test (grouped, seeded)", cmd_split, _args_overwrite),
     ("augment", "offline augmentation of the train subset ([augmentor])", cmd_augment, _args_overwrite),
     ("stats", "dataset statistics charts and sample grids", cmd_stats, _args_stats),
+    ("train", "train the configured model (streaming, resumable)", cmd_train, _args_train),
+    ("evaluate", "evaluate the best model on the test set", cmd_evaluate, _add_config),
+    ("infer", "predict masks for [infer] images_dir", cmd_infer, _args_infer),
+    ("export", "export the best model (keras, savedmodel, onnx)", cmd_export, _args_export),
     ("inspect", "layer summary, parameter count and GFLOPs of the configured model", cmd_inspect,
      _args_inspect),
 ]

@@ -1,0 +1,223 @@
+"""flexunet evaluate: the original's evaluation.csv byte for byte, and a per-class report on a known case.
+
+The known case uses a "colour model": a 1x1 convolution whose softmax picks class 1 where
+the image is green and class 2 where it is blue, so every prediction - and so every
+figure - follows from how the test images are painted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from flexunet.config import parse_config
+from flexunet.errors import FlexUNetError
+from flexunet.evaluate import KerasMean, evaluate_model, pixel_spacings, seed_evaluation_text
+from flexunet.metrics import hd95
+
+GREEN, BLUE, GREY = (0, 255, 0), (0, 0, 255), (60, 60, 60)
+SIZE = 32
+
+CONFIG = """\
+[model]
+image_width = 32
+image_height = 32
+num_classes = 3
+base_filters = 4
+num_layers = 2
+
+[dataset]
+class_names = ("background", "ischemic", "hemorrhagic")
+
+[train]
+model_dir = "models"
+eval_dir = "eval"
+
+[test]
+images_dir = "data/Stroke/test/images"
+masks_dir = "data/Stroke/test/masks"
+
+[eval]
+batch_size = 2
+
+[mask]
+rgb_map = {(0,0,0):0, (0,255,0):1, (0,0,255):2}
+"""
+
+
+def colour_model() -> keras.Model:
+    """Softmax over logits (12.75, 0.1*G, 0.1*B): green -> 1, blue -> 2, grey or black -> 0."""
+    inputs = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(3, 1, name="head")
+    x = conv(inputs)
+    conv.set_weights([np.array([[[[0, 0, 0], [0, 0.1, 0], [0, 0, 0.1]]]], np.float32),
+                      np.array([12.75, 0, 0], np.float32)])
+    return keras.Model(inputs, keras.layers.Activation("softmax")(x))
+
+
+def box(y0: int, y1: int, x0: int, x1: int) -> tuple[slice, slice]:
+    return slice(y0, y1), slice(x0, x1)
+
+
+def write_case(root: Path, name: str, mask_boxes: dict, paint_boxes: dict) -> None:
+    """An image (grey, painted boxes) and its colour mask (black, mask boxes); boxes per colour."""
+    image = np.zeros((SIZE, SIZE, 3), np.uint8) + np.array(GREY, np.uint8)
+    mask = np.zeros((SIZE, SIZE, 3), np.uint8)
+    for colour, boxes in paint_boxes.items():
+        for b in boxes:
+            image[b] = colour
+    for colour, boxes in mask_boxes.items():
+        for b in boxes:
+            mask[b] = colour
+    Image.fromarray(image).save(root / "images" / name)
+    Image.fromarray(mask).save(root / "masks" / name)
+
+
+@pytest.fixture
+def known_case(tmp_path: Path):
+    test = tmp_path / "data" / "Stroke" / "test"
+    (test / "images").mkdir(parents=True)
+    (test / "masks").mkdir(parents=True)
+    write_case(test, "a.png", {GREEN: [box(4, 12, 4, 12)]}, {GREEN: [box(4, 12, 4, 12)]})        # perfect
+    write_case(test, "b.png", {BLUE: [box(10, 16, 10, 16)], GREEN: [box(20, 24, 20, 24)]},
+               {BLUE: [box(10, 16, 10, 16)]})                                                    # ischemic missed
+    write_case(test, "c.png", {}, {GREEN: [box(2, 5, 2, 5)]})                                    # false alarm
+    write_case(test, "d.png", {}, {})                                                            # both empty
+    write_case(test, "e.png", {GREEN: [box(0, 8, 0, 8)]}, {GREEN: [box(0, 8, 0, 4)]})            # half found
+    model_dir = tmp_path / "models"
+    model_dir.mkdir()
+    colour_model().save(model_dir / "best_model.keras")
+    cfg = parse_config(CONFIG, base_dir=tmp_path)
+    return cfg, tmp_path
+
+
+def test_seed_evaluation_text_is_the_original_format():
+    # the original writes  loss + "," + str(round(x, 4)) + "\n"  then the metric line, no header
+    assert seed_evaluation_text("categorical_crossentropy", 0.0049123, 0.99738) == \
+        "categorical_crossentropy,0.0049\ndice_coef_multiclass,0.9974\n"
+    assert seed_evaluation_text("dice", 0.5, 0.25) == "dice,0.5\ndice_coef_multiclass,0.25\n"
+
+
+def test_keras_mean_weighting():
+    m = KerasMean()
+    m.add(np.array([1.0, 1.0]), weight=2)
+    m.add(np.array([4.0]), weight=1)
+    assert m.value == pytest.approx(2.0)          # losses: weighted by batch size
+    d = KerasMean()
+    d.add(np.float32(1.0))
+    d.add(np.float32(4.0))
+    assert d.value == pytest.approx(2.5)          # a scalar per batch counts once
+
+
+def test_evaluate_known_case(known_case):
+    cfg, root = known_case
+    result = evaluate_model(cfg, progress=False)
+
+    # 1. evaluation.csv: byte for byte what keras.Model.evaluate gives, in the original's format
+    from flexunet.data import make_dataset, subset_pairs
+    from flexunet.losses import dice_coef_multiclass, make_loss
+
+    model = keras.models.load_model(root / "models" / "best_model.keras", compile=False)
+    model.compile(loss=make_loss(cfg), metrics=[dice_coef_multiclass])
+    keras_result = model.evaluate(make_dataset(cfg, subset_pairs(cfg, "test"), training=False, batch_size=2),
+                                  return_dict=True, verbose=0)
+    assert result["loss"] == pytest.approx(keras_result["loss"], rel=1e-5)
+    assert result["dice_coef_multiclass"] == pytest.approx(keras_result["dice_coef_multiclass"], rel=1e-5)
+    expected = (f"categorical_crossentropy,{round(keras_result['loss'], 4)}\n"
+                f"dice_coef_multiclass,{round(keras_result['dice_coef_multiclass'], 4)}\n").encode()
+    csv_path = root / "evaluation.csv"                # default: beside the config
+    assert result["evaluation_csv"] == csv_path
+    assert csv_path.read_bytes() == expected
+
+    # 2. per-class figures, by hand
+    report = json.loads((root / "eval" / "evaluation.json").read_text(),
+                        parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+    isch, hem = report["classes"]["ischemic"], report["classes"]["hemorrhagic"]
+    # per image Dice: a 1, b 0 (missed), c 0 (false alarm), d empty (NaN, excluded), e 2*32/(64+32)
+    assert isch["per_image"]["dice"]["mean"] == pytest.approx((1 + 0 + 0 + 2 / 3) / 4)
+    assert isch["per_image"]["dice"]["n_valid"] == 4 and isch["n_empty"] == 1
+    assert isch["per_image"]["recall"]["mean"] == pytest.approx((1 + 0 + 0 + 0.5) / 4)
+    # whole set from summed counts: tp 64+32, fp 9 (c), fn 16 (b) + 32 (e)
+    assert isch["whole_set"]["tp"] == 96 and isch["whole_set"]["fp"] == 9 and isch["whole_set"]["fn"] == 48
+    assert isch["whole_set"]["dice"] == pytest.approx(192 / 249)
+    assert hem["per_image"]["dice"] == {"mean": 1.0, "median": 1.0, "std": 0.0, "n_valid": 1}
+    assert hem["n_empty"] == 4
+    # false-positive rate on slices without the class: ischemic absent from c and d, predicted on c
+    assert isch["false_positive_slices"]["slices_without_class"] == 2
+    assert isch["false_positive_slices"]["rate"] == 0.5
+    assert hem["false_positive_slices"]["rate"] == 0.0
+    # lesions: reference a, b, e (3); detected a, e; predicted a, c, e; matched a, e
+    assert isch["lesions"] == {"ref_lesions": 3, "detected": 2, "pred_components": 3, "pred_matched": 2,
+                               "recall": pytest.approx(2 / 3), "precision": pytest.approx(2 / 3),
+                               "f1": pytest.approx(2 / 3)}
+    # HD95: a 0, e as the metric computes it; b and c undefined (one mask empty)
+    ref_e = np.zeros((SIZE, SIZE), bool)
+    ref_e[0:8, 0:8] = True
+    pred_e = np.zeros((SIZE, SIZE), bool)
+    pred_e[0:8, 0:4] = True
+    assert isch["per_image"]["hd95_px"]["n_valid"] == 2
+    assert isch["per_image"]["hd95_px"]["mean"] == pytest.approx(hd95(ref_e, pred_e) / 2)
+    assert isch["per_image"]["hd95_mm"]["n_valid"] == 0      # no spacing known
+    assert report["num_images"] == 5 and report["empty_rule"].startswith("Dice/IoU")
+    assert report["seed_metrics"]["dice_coef_multiclass"] == pytest.approx(result["dice_coef_multiclass"])
+    assert report["model"].endswith("best_model.keras")
+    cm = np.array(report["confusion_matrix"]["counts"])
+    assert cm.sum() == 5 * SIZE * SIZE and cm[1, 1] == 96 and cm[0, 1] == 9 and cm[1, 0] == 48
+
+    # 3. per_image.csv: one row per image and foreground class; confusion matrix files
+    with open(root / "eval" / "per_image.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 5 * 2
+    by_key = {(r["image"], r["class"]): r for r in rows}
+    assert float(by_key[("e.png", "ischemic")]["dice"]) == pytest.approx(2 / 3, abs=1e-6)
+    assert by_key[("d.png", "ischemic")]["dice"] == ""          # NaN: both empty
+    assert by_key[("c.png", "ischemic")]["fp"] == "9"
+    lines = (root / "eval" / "confusion_matrix.csv").read_text().splitlines()
+    assert lines[0] == "reference \\ prediction,background,ischemic,hemorrhagic"
+    assert lines[2].split(",")[:3] == ["ischemic", "48", "96"]
+    assert (root / "eval" / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result["classes"]["ischemic"]["dice"] == pytest.approx(isch["per_image"]["dice"]["mean"])
+
+
+def test_hd95_in_mm_from_the_prepare_manifest(known_case):
+    cfg, root = known_case
+    master = root / "master"
+    master.mkdir()
+    (master / "manifest.json").write_text(json.dumps({"items": [
+        {"id": "a", "pixel_spacing": [0.5, 0.5]}, {"id": "e", "pixel_spacing": [0.7, 0.7]},
+        {"id": "b", "pixel_spacing": None}]}))
+    (root / "data" / "Stroke" / "split.json").write_text(json.dumps({"master_dir": str(master)}))
+    result = evaluate_model(cfg, progress=False)
+    report = result["report"]
+    assert report["images_with_spacing"] == 2
+    assert report["pixel_spacing_source"] == str(master / "manifest.json")
+    with open(root / "eval" / "per_image.csv", newline="") as fh:
+        rows = {(r["image"], r["class"]): r for r in csv.DictReader(fh)}
+    e = rows[("e.png", "ischemic")]
+    assert float(e["hd95_mm"]) == pytest.approx(float(e["hd95_px"]) * 0.7, abs=1e-5)
+    assert rows[("a.png", "ischemic")]["hd95_mm"] == "0.000000"
+    assert rows[("b.png", "hemorrhagic")]["hd95_mm"] == ""      # b has no spacing
+
+
+def test_pixel_spacing_scales_to_the_model_input(tmp_path):
+    cfg = parse_config(CONFIG, base_dir=tmp_path)          # model input 32 x 32
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (64, 128)).save(tmp_path / "images" / "x.png")   # 128 rows, 64 columns
+    (tmp_path / "manifest.json").write_text(json.dumps({"items": [{"id": "x", "pixel_spacing": [0.4, 0.5]}]}))
+    spacing, source = pixel_spacings(cfg, [tmp_path / "images" / "x.png"])
+    assert source == tmp_path / "manifest.json"
+    assert spacing["x.png"] == pytest.approx((0.4 * 128 / 32, 0.5 * 64 / 32))
+
+
+def test_missing_model_is_a_clear_error(known_case):
+    cfg, root = known_case
+    (root / "models" / "best_model.keras").unlink()
+    with pytest.raises(FlexUNetError, match="best_model.keras"):
+        evaluate_model(cfg, progress=False)
+    assert not (root / "evaluation.csv").exists()

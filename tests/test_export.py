@@ -1,0 +1,109 @@
+"""flexunet export: each format round-trips to the Keras model's outputs (atol 1e-5)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from flexunet.config import parse_config
+from flexunet.errors import FlexUNetError
+from flexunet.export import check_same, export_model, sample_inputs
+from flexunet.model import build_model
+
+CONFIG = """\
+[model]
+image_width = 32
+image_height = 32
+num_classes = 3
+base_filters = 4
+num_layers = 2
+
+[train]
+model_dir = "models"
+
+[mask]
+rgb_map = {(0,0,0):0, (0,255,0):1, (0,0,255):2}
+"""
+
+
+@pytest.fixture
+def trained(tmp_path: Path):
+    cfg = parse_config(CONFIG, base_dir=tmp_path)
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg.model)
+    (tmp_path / "models").mkdir()
+    model.save(tmp_path / "models" / "best_model.keras")
+    x = np.random.default_rng(7).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    return cfg, tmp_path, np.asarray(model.predict_on_batch(x)), x
+
+
+def test_keras_export_round_trips(trained):
+    cfg, root, expected, x = trained
+    path = export_model(cfg, "keras")
+    assert path == root / "models" / "export" / "model.keras" and path.is_file()
+    loaded = keras.models.load_model(path, compile=False)
+    np.testing.assert_allclose(np.asarray(loaded.predict_on_batch(x)), expected, atol=1e-5)
+    custom = export_model(cfg, "keras", out=root / "deploy" / "stroke.keras")
+    assert custom.is_file() and not list((root / "deploy").glob(".tmp-*"))
+
+
+def test_savedmodel_export_round_trips_and_replaces_an_old_one(trained):
+    import tensorflow as tf
+
+    cfg, root, expected, x = trained
+    path = export_model(cfg, "savedmodel")
+    assert path == root / "models" / "export" / "saved_model" and (path / "saved_model.pb").is_file()
+    loaded = tf.saved_model.load(str(path))          # keep a reference: its variables live with it
+    served = loaded.serve(tf.constant(x))
+    np.testing.assert_allclose(np.asarray(served), expected, atol=1e-5)
+    again = export_model(cfg, "savedmodel")          # replaces the folder whole
+    assert again == path and (path / "saved_model.pb").is_file()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["saved_model"]
+
+
+def test_onnx_export_round_trips_or_names_the_extra(trained):
+    cfg, root, expected, x = trained
+    available = all(importlib.util.find_spec(m) is not None for m in ("tf2onnx", "onnxruntime"))
+    if not available:
+        with pytest.raises(FlexUNetError, match=r"'onnx' extra.*pip install 'flexunet\[onnx\]'"):
+            export_model(cfg, "onnx")
+        assert not (root / "models" / "export" / "model.onnx").exists()
+        return
+    import onnxruntime
+
+    path = export_model(cfg, "onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_bad_format_and_paths_are_clear_errors(trained):
+    cfg, root, _, _ = trained
+    with pytest.raises(FlexUNetError, match="--format tflite: expected one of keras, savedmodel, onnx"):
+        export_model(cfg, "tflite")
+    with pytest.raises(FlexUNetError, match=r"model\.h5: a Keras export needs a file name ending in \.keras"):
+        export_model(cfg, "keras", out=root / "model.h5")
+    (root / "models" / "best_model.keras").unlink()
+    with pytest.raises(FlexUNetError, match="best_model"):
+        export_model(cfg, "keras")
+
+
+def test_check_same_refuses_a_different_output(trained):
+    _, _, expected, _ = trained
+    assert check_same(expected, expected + 1e-7, "x") <= 1e-6
+    with pytest.raises(FlexUNetError, match="differ from the Keras model"):
+        check_same(expected, expected + 1e-3, "x")
+    with pytest.raises(FlexUNetError, match="shape"):
+        check_same(expected, expected[:1], "x")
+
+
+def test_sample_inputs_are_deterministic(trained):
+    cfg, _, _, _ = trained
+    model = build_model(cfg.model)
+    a, b = sample_inputs(model), sample_inputs(model)
+    assert a.shape == (2, 32, 32, 3) and a.dtype == np.float32 and np.array_equal(a, b)
+    assert 0 <= a.min() and a.max() <= 255

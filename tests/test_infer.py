@@ -1,0 +1,347 @@
+"""flexunet infer: palette masks at each input's size, batches, DICOM, overlays, TTA, small components, tiling."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from flexunet.config import parse_config
+from flexunet.dicom import read_dicom_hu, three_window_rgb, window
+from flexunet.errors import ConfigError, DataError
+from flexunet.infer import (infer_images, predict_indices, predict_probs, predict_tiled, ramp, read_input,
+                            remove_small_components, tile_starts)
+from flexunet.masks import flat_palette
+from flexunet.model import build_model
+
+RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
+CONFIG = """\
+[model]
+image_width = 32
+image_height = 32
+num_classes = 3
+base_filters = 4
+num_layers = 2
+dropout_rate = 0.0
+
+[dataset]
+class_names = ("background", "ischemic", "hemorrhagic")
+
+[train]
+model_dir = "models"
+
+[infer]
+images_dir = "in"
+output_dir = "out"
+batch_size = 2
+
+[tiledinfer]
+images_dir = "big"
+output_dir = "tiled_out"
+split_size = 48
+overlapping = 16
+
+[mask]
+rgb_map = {(0,0,0):0, (0,255,0):1, (0,0,255):2}
+"""
+
+
+def make_cfg(root: Path, **infer: object):
+    text = CONFIG
+    for key, value in infer.items():
+        text = text.replace("[infer]\n", f"[infer]\n{key} = {value!r}\n")
+    return parse_config(text, base_dir=root)
+
+
+def colour_model() -> keras.Model:
+    """Any size; softmax over logits (12.75, 0.1*G, 0.1*B): green -> class 1, blue -> 2, else 0."""
+    inputs = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(3, 1, name="head")
+    x = conv(inputs)
+    conv.set_weights([np.array([[[[0, 0, 0], [0, 0.1, 0], [0, 0, 0.1]]]], np.float32),
+                      np.array([12.75, 0, 0], np.float32)])
+    return keras.Model(inputs, keras.layers.Activation("softmax")(x))
+
+
+class CountingModel:
+    """Wraps a model and counts predict_on_batch calls and images."""
+
+    def __init__(self, model: keras.Model) -> None:
+        self.model, self.inputs, self.calls, self.images = model, model.inputs, 0, 0
+
+    def predict_on_batch(self, x):
+        self.calls += 1
+        self.images += len(x)
+        return self.model.predict_on_batch(x)
+
+
+def grey_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(40, 90, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def unet_run(tmp_path: Path):
+    """A tiny trained-shape FlexUNet saved as the best model, and inputs of several sizes and formats."""
+    cfg = make_cfg(tmp_path)
+    keras.utils.set_random_seed(0)
+    (tmp_path / "models").mkdir()
+    build_model(cfg.model).save(tmp_path / "models" / "best_model.keras")
+    src = tmp_path / "in"
+    src.mkdir()
+    sizes = {"a.png": (40, 50), "b.jpg": (33, 70), "c.tif": (64, 64), "d.bmp": (20, 31)}
+    for i, (name, (h, w)) in enumerate(sizes.items()):
+        Image.fromarray(grey_image(h, w, i)).save(src / name)
+    shutil.copy(get_testdata_file("CT_small.dcm"), src / "e.dcm")          # a real 128x128 CT slice
+    sizes["e.dcm"] = (128, 128)
+    return cfg, tmp_path, sizes
+
+
+# --------------------------------------------------------------------------- masks
+
+
+def test_infer_writes_palette_masks_at_each_input_size(unet_run):
+    cfg, root, sizes = unet_run
+    summary = infer_images(cfg, progress=False)
+    out = root / "out"
+    assert summary["images"] == 5 and summary["images_per_second"] > 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png", "d.png", "e.png"]
+    palette = flat_palette(RGB_MAP)
+    for name, (h, w) in sizes.items():
+        mask = Image.open(out / f"{Path(name).stem}.png")
+        assert mask.mode == "P" and mask.size == (w, h)
+        assert mask.getpalette()[:9] == palette[:9] == [0, 0, 0, 0, 255, 0, 0, 0, 255]
+        assert set(np.unique(np.asarray(mask))) <= {0, 1, 2}
+
+
+def test_mask_is_the_argmax_resized_back_nearest(unet_run):
+    cfg, root, _ = unet_run
+    from flexunet.data import to_model_input
+
+    infer_images(cfg, progress=False)
+    model = keras.models.load_model(root / "models" / "best_model.keras", compile=False)
+    original = np.asarray(Image.open(root / "in" / "a.png").convert("RGB"))
+    index = predict_indices(model, to_model_input(original, cfg)[None])[0]
+    expected = np.asarray(Image.fromarray(index).resize((50, 40), Image.NEAREST))
+    np.testing.assert_array_equal(np.asarray(Image.open(root / "out" / "a.png")), expected)
+
+
+def test_predicts_in_batches(unet_run):
+    cfg, root, _ = unet_run
+    model = CountingModel(keras.models.load_model(root / "models" / "best_model.keras", compile=False))
+    infer_images(cfg, model=model, progress=False)
+    assert (model.calls, model.images) == (3, 5)         # batch_size 2: 2 + 2 + 1
+
+
+def test_dicom_is_read_through_the_configured_window(tmp_path):
+    path = Path(get_testdata_file("CT_small.dcm"))
+    hu, _ = read_dicom_hu(path)
+    cfg = make_cfg(tmp_path)
+    np.testing.assert_array_equal(read_input(path, cfg), np.repeat(window(hu, 40, 80)[..., None], 3, -1))
+    wide = parse_config(CONFIG + "\n[prepare]\nwindow_center = 400\nwindow_width = 2000\n", base_dir=tmp_path)
+    np.testing.assert_array_equal(read_input(path, wide)[..., 0], window(hu, 400, 2000))
+    three = parse_config(CONFIG + "\n[prepare]\nthree_windows = True\n", base_dir=tmp_path)
+    np.testing.assert_array_equal(read_input(path, three), three_window_rgb(hu))
+
+
+def test_outputs_are_written_whole_and_names_cannot_collide(unet_run):
+    cfg, root, _ = unet_run
+    infer_images(cfg, progress=False)
+    assert not [p for p in (root / "out").rglob(".*")]    # no temporary files left behind
+    Image.fromarray(grey_image(8, 8)).save(root / "in" / "a.bmp")
+    with pytest.raises(DataError, match="a.bmp.*a.png|a.png.*a.bmp"):
+        infer_images(cfg, progress=False)
+
+
+def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
+    cfg = make_cfg(tmp_path)
+    with pytest.raises(ConfigError, match=r"\[infer\] images_dir"):
+        infer_images(cfg, model=colour_model(), progress=False)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="no images"):
+        infer_images(cfg, model=colour_model(), progress=False)
+
+
+# --------------------------------------------------------------------------- options
+
+
+def painted(h: int, w: int, boxes: dict) -> np.ndarray:
+    img = np.full((h, w, 3), 60, np.uint8)
+    for colour, (y0, y1, x0, x1) in boxes.items():
+        img[y0:y1, x0:x1] = colour
+    return img
+
+
+def test_overlays_and_class_index_masks_when_asked(tmp_path):
+    cfg = make_cfg(tmp_path, overlays=True, class_index_masks=True, overlay_alpha=0.5)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(painted(64, 96, {(0, 255, 0): (40, 56, 60, 80)})).save(tmp_path / "in" / "x.png")
+    summary = infer_images(cfg, model=colour_model(), progress=False)
+    overlay = np.asarray(Image.open(tmp_path / "out" / "overlays" / "x.png"))
+    index = np.asarray(Image.open(tmp_path / "out" / "class_index" / "x.png"))
+    mask = np.asarray(Image.open(tmp_path / "out" / "x.png"))
+    assert overlay.shape == (64, 96, 3) and Image.open(tmp_path / "out" / "class_index" / "x.png").mode == "L"
+    np.testing.assert_array_equal(index, mask)
+    assert (mask[44:52, 64:76] == 1).all() and mask[:, :40].max() == 0
+    # inside the lesion: green image blended with the green class colour stays green
+    assert overlay[48, 70].tolist() == [0, 255, 0]
+    # far from the legend and the lesion: the image itself
+    assert overlay[60, 5].tolist() == [60, 60, 60]
+    # the legend (top left) shows a swatch of each foreground class colour
+    legend = overlay[:30, :60].reshape(-1, 3).tolist()
+    assert [0, 255, 0] in legend and [0, 0, 255] in legend
+    assert summary["overlays"] == [tmp_path / "out" / "overlays" / "x.png"]
+
+
+def test_no_overlays_unless_asked(tmp_path):
+    cfg = make_cfg(tmp_path)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(painted(32, 32, {})).save(tmp_path / "in" / "x.png")
+    infer_images(cfg, model=colour_model(), progress=False)
+    assert not (tmp_path / "out" / "overlays").exists() and not (tmp_path / "out" / "class_index").exists()
+
+
+def test_small_components_are_removed(tmp_path):
+    index = np.zeros((10, 10), np.uint8)
+    index[0:2, 0:2] = 1          # 4 px
+    index[5:9, 5:9] = 1          # 16 px
+    index[0, 9] = 2              # 1 px
+    out, removed = remove_small_components(index, 5)
+    assert removed == 2 and out[0:2, 0:2].max() == 0 and out[0, 9] == 0 and (out[5:9, 5:9] == 1).all()
+    assert remove_small_components(index, 0)[0] is index
+    # end to end: a 2x2 speck goes, an 8x8 lesion stays
+    cfg = make_cfg(tmp_path, min_component_size=10)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(painted(32, 32, {(0, 255, 0): (2, 4, 2, 4), (0, 0, 255): (16, 24, 16, 24)})).save(
+        tmp_path / "in" / "x.png")
+    summary = infer_images(cfg, model=colour_model(), progress=False)
+    mask = np.asarray(Image.open(tmp_path / "out" / "x.png"))
+    assert mask[2:4, 2:4].max() == 0 and (mask[16:24, 16:24] == 2).all()
+    assert summary["removed_components"] == 1
+
+
+class PatternModel:
+    """A fixed, position-dependent softmax: class 1 rises left to right, class 2 top to bottom."""
+
+    inputs = [keras.KerasTensor((None, 8, 8, 3))]
+
+    def predict_on_batch(self, x):
+        b, h, w = x.shape[:3]
+        logits = np.stack([np.zeros((h, w)), np.tile(np.arange(w), (h, 1)) / 2.0,
+                           np.tile(np.arange(h)[:, None], (1, w)) / 3.0], -1)
+        p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        return np.repeat(p[None], b, 0).astype(np.float32)
+
+
+def test_flip_tta_averages_identity_and_flips():
+    x = np.zeros((2, 8, 8, 3), np.float32)
+    p = PatternModel().predict_on_batch(x)
+    expected = (p + p[:, :, ::-1] + p[:, ::-1]) / 3
+    np.testing.assert_allclose(predict_probs(PatternModel(), x, flip_tta=True), expected, atol=1e-7)
+    np.testing.assert_allclose(predict_probs(PatternModel(), x), p)
+
+
+# --------------------------------------------------------------------------- tiling
+
+
+def test_tile_starts_and_ramp():
+    assert tile_starts(100, 32, 8) == [0, 24, 48, 68]
+    assert tile_starts(20, 32, 8) == [0]
+    assert tile_starts(32, 32, 8) == [0]
+    w = ramp(10, 3)
+    assert w.tolist() == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 1, 0.75, 0.5, 0.25])
+    assert (ramp(5, 0) == 1).all()
+
+
+def pointwise_model(seed: int = 0) -> keras.Model:
+    """Size-agnostic, receptive field 1 pixel: any tiling must give exactly the untiled output."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 1, activation="relu")(x)
+    x = keras.layers.Conv2D(3, 1)(x)
+    return keras.Model(inputs, keras.layers.Activation("softmax")(x))
+
+
+@pytest.mark.parametrize("tile,overlap", [(32, 8), (48, 16), (40, 0)])
+def test_tiled_equals_untiled_for_a_size_agnostic_pointwise_model(tmp_path, tile, overlap):
+    cfg = make_cfg(tmp_path)
+    model = pointwise_model()
+    image = np.random.default_rng(1).integers(0, 256, (100, 75, 3), dtype=np.uint8)
+    full = np.asarray(model.predict_on_batch(image[None].astype(np.float32)))[0]
+    tiled = predict_tiled(model, image, cfg, tile, overlap, batch_size=3)
+    np.testing.assert_allclose(tiled, full, atol=1e-5)       # no seams: blending is exact
+    np.testing.assert_array_equal(tiled.argmax(-1), full.argmax(-1))
+
+
+def test_tiled_unet_stays_within_tolerance_of_untiled(tmp_path):
+    """A size-agnostic 3-level FlexUNet: tiles see zero padding at their edges, so outputs differ
+    near tile borders; with a 24 px blended overlap the softmax stays within 0.05 (max) and 0.005 (mean)."""
+    text = CONFIG.replace("num_layers = 2", "num_layers = 3")
+    cfg = parse_config(text, base_dir=tmp_path)
+    keras.utils.set_random_seed(1)
+    fixed = build_model(cfg.model)
+    free = keras.models.clone_model(fixed, input_tensors=keras.Input((None, None, 3)))
+    free.set_weights(fixed.get_weights())
+    image = np.random.default_rng(0).integers(0, 256, (96, 80, 3), dtype=np.uint8)
+    full = np.asarray(free.predict_on_batch(image[None].astype(np.float32)))[0]
+    tiled = predict_tiled(free, image, cfg, 64, 24, batch_size=4)
+    diff = np.abs(tiled - full)
+    assert diff.max() < 0.05 and diff.mean() < 0.005
+
+
+def test_tiled_inference_of_large_images(tmp_path):
+    cfg = make_cfg(tmp_path)          # model input 32; tiles of 48 resized to 32 and back
+    (tmp_path / "models").mkdir()
+    keras.utils.set_random_seed(0)
+    build_model(cfg.model).save(tmp_path / "models" / "best_model.keras")
+    (tmp_path / "big").mkdir()
+    Image.fromarray(grey_image(100, 130)).save(tmp_path / "big" / "large.png")
+    shutil.copy(get_testdata_file("CT_small.dcm"), tmp_path / "big" / "slice.dcm")
+    model = CountingModel(keras.models.load_model(tmp_path / "models" / "best_model.keras", compile=False))
+    summary = infer_images(cfg, model=model, tiled=True, progress=False)
+    assert summary["tiled"] and summary["images"] == 2
+    large = Image.open(tmp_path / "tiled_out" / "large.png")
+    assert large.mode == "P" and large.size == (130, 100)
+    assert Image.open(tmp_path / "tiled_out" / "slice.png").size == (128, 128)
+    # 48-px tiles, stride 32, the last one flush with the edge: 100 rows -> 0, 32, 52; 130 columns ->
+    # 0, 32, 64, 82; 128 -> 0, 32, 64, 80.  3 x 4 + 4 x 4 tiles, in batches of 2
+    assert model.images == 12 + 16 and model.calls == 6 + 8
+
+
+def test_tiled_colour_model_finds_lesions_across_tile_borders(tmp_path):
+    cfg = make_cfg(tmp_path)
+    (tmp_path / "big").mkdir()
+    image = painted(90, 120, {(0, 255, 0): (30, 60, 35, 85), (0, 0, 255): (70, 80, 5, 115)})
+    Image.fromarray(image).save(tmp_path / "big" / "x.png")
+    infer_images(cfg, model=colour_model(), tiled=True, progress=False)
+    mask = np.asarray(Image.open(tmp_path / "tiled_out" / "x.png"))
+    expected = np.zeros((90, 120), np.uint8)
+    expected[30:60, 35:85] = 1
+    expected[70:80, 5:115] = 2
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_overlap_must_be_smaller_than_the_tile(tmp_path):
+    cfg = parse_config(CONFIG.replace("overlapping = 16", "overlapping = 48"), base_dir=tmp_path)
+    (tmp_path / "big").mkdir()
+    with pytest.raises(ConfigError, match=r"\[tiledinfer\] overlapping"):
+        infer_images(cfg, model=colour_model(), tiled=True, progress=False)
+
+
+def test_network_input_follows_color_order_and_channels(tmp_path):
+    from flexunet.infer import network_input
+
+    rgb = np.array([[[10, 20, 30]]], np.uint8)
+    assert network_input(rgb, make_cfg(tmp_path)).tolist() == [[[10, 20, 30]]]
+    bgr = parse_config(CONFIG + '\n[image]\ncolor_order = "BGR"\n', base_dir=tmp_path)
+    assert network_input(rgb, bgr).tolist() == [[[30, 20, 10]]]
+    grey = parse_config(CONFIG.replace("num_classes = 3", "num_classes = 3\nimage_channels = 1"), base_dir=tmp_path)
+    assert network_input(rgb, grey).tolist() == [[[20.0]]]
+    rgba = parse_config(CONFIG.replace("num_classes = 3", "num_classes = 3\nimage_channels = 4"), base_dir=tmp_path)
+    assert network_input(rgb, rgba).tolist() == [[[10, 20, 30, 255]]]
