@@ -421,6 +421,13 @@ class SplitSettings:
     mini_test_count: int = opt(6, NONNEG_INT, "test images copied to mini_test/ for quick inference")
 
 
+@dataclass(frozen=True)
+class ReportSettings:
+    output_dir: Path = opt(Path("report"), PathKind(), "where report.html and its figures go")
+    dataset_dir: Path | None = opt(None, OPT_PATH, "split dataset for the statistics (default: [split] output_dir/name)")
+    gallery_per_rank: int = opt(2, NONNEG_INT, "test slices shown for each of best, median and worst Dice")
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelSettings,
     "dataset": DatasetSettings,
@@ -442,6 +449,7 @@ SECTIONS: dict[str, type] = {
     "pincdistortion": PincDistortionSettings,
     "prepare": PrepareSettings,
     "split": SplitSettings,
+    "report": ReportSettings,
 }
 
 REQUIRED: tuple[tuple[str, str], ...] = (("model", "num_classes"), ("mask", "rgb_map"))
@@ -485,6 +493,7 @@ class Config:
     pincdistortion: PincDistortionSettings
     prepare: PrepareSettings
     split: SplitSettings
+    report: ReportSettings
     origins: Mapping[tuple[str, str], Origin] = field(default_factory=dict, compare=False, repr=False)
     warnings: tuple[str, ...] = field(default=(), compare=False, repr=False)
     source: str = field(default="<config>", compare=False, repr=False)
