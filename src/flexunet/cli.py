@@ -143,6 +143,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from flexunet.report import build_report
+
+    result = build_report(_load(args), progress=not args.quiet)
+    log.info("report: %s", result["html"])
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flexunet.demo import run_demo
+
+    run_demo(Path(args.out), size=args.size, epochs=args.epochs, count=args.count, seed=args.seed,
+             progress=not args.quiet)
+    return 0
+
+
 Command = tuple[str, str, Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None]]
 
 
@@ -182,12 +198,21 @@ def _args_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output path (default: <model_dir>/export/...)")
 
 
+def _args_demo(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="flexunet-demo", help="demo folder (default ./flexunet-demo)")
+    p.add_argument("--size", type=int, default=256, help="image size in pixels (default 256)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo config's)")
+    p.add_argument("--count", type=int, default=240, help="synthetic slices (default 240)")
+    p.add_argument("--seed", type=int, default=137, help="seed of the synthetic data (default 137)")
+
+
 def _args_stats(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset_dir", help="dataset folder holding train/ valid/ test/")
     p.add_argument("--out", help="where the charts go (default: DATASET_DIR)")
 
 
 COMMANDS: list[Command] = [
+    ("demo", "the whole pipeline on synthetic stroke CT, in minutes on a CPU", cmd_demo, _args_demo),
     ("synth", "write a synthetic stroke-CT dataset in the raw TEKNOFEST layout", cmd_synth, _args_synth),
     ("prepare", "raw PNG/DICOM + colour masks -> master dataset of square PNGs", cmd_prepare, _args_overwrite),
     ("split", "master dataset -> leak-free train/valid/test (grouped, seeded)", cmd_split, _args_overwrite),
@@ -197,6 +222,7 @@ COMMANDS: list[Command] = [
     ("evaluate", "evaluate the best model on the test set", cmd_evaluate, _add_config),
     ("infer", "predict masks for [infer] images_dir", cmd_infer, _args_infer),
     ("export", "export the best model (keras, savedmodel, onnx)", cmd_export, _args_export),
+    ("report", "one self-contained HTML report of data, training and evaluation", cmd_report, _add_config),
     ("inspect", "layer summary, parameter count and GFLOPs of the configured model", cmd_inspect,
      _args_inspect),
 ]

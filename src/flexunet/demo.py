@@ -1,0 +1,129 @@
+"""``flexunet demo``: the whole pipeline on a synthetic stroke-CT set, on a laptop, in minutes.
+
+synth -> prepare -> split -> augment -> train -> evaluate -> infer -> report, driven by the
+demo config shipped in the package (written into the demo folder, so every stage can be
+re-run by hand on it).  Re-running into the same folder replaces the previous demo; a
+folder that is not a FlexUNet demo folder is never touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+from flexunet.config import Config, load_config
+from flexunet.errors import FlexUNetError
+from flexunet.io import write_text
+
+log = logging.getLogger(__name__)
+
+MARKER = ".flexunet-demo"
+CONFIG_NAME = "train_eval_infer.config"
+DEFAULT_COUNT = 240
+
+
+def demo_config_text(size: int = 256, epochs: int | None = None) -> str:
+    """The shipped demo config, with the image size (and epochs) set."""
+    text = resources.files("flexunet").joinpath("configs/demo.config").read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^(image_width|image_height)(\s*)=.*$", rf"\g<1>\g<2>= {size}", text)
+    text = re.sub(r"(?m)^size(\s*)=.*$", rf"size\g<1>= {size}", text)
+    if epochs is not None:
+        text = re.sub(r"(?m)^epochs(\s*)=.*$", rf"epochs\g<1>= {epochs}", text)
+    return text
+
+
+def _claim_folder(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise FlexUNetError(f"{out}: is a file; expected a folder for the demo")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise FlexUNetError(f"{out}: not empty and not a FlexUNet demo folder; choose another --out "
+                            f"(the demo only replaces folders it created)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("created by flexunet demo; re-running the demo replaces this folder's content\n")
+
+
+def run_demo(out: Path, size: int = 256, epochs: int | None = None, count: int = DEFAULT_COUNT,
+             seed: int = 137, progress: bool = True, echo: Callable[[str], None] = print) -> dict:
+    """Run every stage into ``out``; returns the evaluation figures and the report path."""
+    if size < 32 or size % 16:
+        raise FlexUNetError(f"--size {size}: expected a multiple of 16, at least 32 (the demo net has 5 levels)")
+    if epochs is not None and epochs < 1:
+        raise FlexUNetError(f"--epochs {epochs}: expected an integer >= 1")
+    out = Path(out).resolve()
+    _claim_folder(out)
+    config_path = out / CONFIG_NAME
+    write_text(config_path, demo_config_text(size, epochs))
+    cfg = load_config(config_path)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def stage(name: str, what: str, fn: Callable[[], object]) -> object:
+        echo(f"[{len(timings) + 1}/8] {name}: {what}")
+        t0 = time.perf_counter()
+        result = fn()
+        timings[name] = time.perf_counter() - t0
+        echo(f"      {name} done in {timings[name]:.1f} s")
+        return result
+
+    from flexunet.augment import augment_dataset
+    from flexunet.prepare import prepare_dataset
+    from flexunet.split import split_dataset
+    from flexunet.synth import synthesize
+
+    stage("synth", f"{count} synthetic CT slices at {size} px -> {out / 'raw'}",
+          lambda: synthesize(out / "raw", count=count, seed=seed, size=size, overwrite=True, progress=progress))
+    stage("prepare", "pair PNG/ and MASKS/, pad, resize, check colours",
+          lambda: prepare_dataset(cfg, overwrite=True, progress=progress))
+    stage("split", "group by patient into train / valid / test",
+          lambda: split_dataset(cfg, overwrite=True))
+    stage("augment", "offline flips of the train subset",
+          lambda: augment_dataset(cfg, overwrite=True, progress=progress))
+
+    from flexunet.evaluate import evaluate_model
+    from flexunet.infer import infer_images
+    from flexunet.report import build_report
+    from flexunet.train import train
+
+    stage("train", f"{cfg.train.epochs} epochs of a {cfg.model.num_layers}-level FlexUNet",
+          lambda: train(cfg, overwrite=True, progress=progress))
+    evaluation = stage("evaluate", "test subset: per-class Dice, IoU, HD95, lesion detection",
+                       lambda: evaluate_model(cfg, progress=progress))
+    stage("infer", f"palette masks and overlays for {cfg.infer.images_dir.name}/",
+          lambda: infer_images(cfg, progress=progress))
+    report = stage("report", "HTML report", lambda: build_report(cfg, progress=progress))
+    total = time.perf_counter() - start
+    classes = _class_figures(evaluation)
+    echo("")
+    echo(f"FlexUNet demo finished in {total / 60:.1f} min. Test-set figures (whole-set Dice from summed counts; "
+         f"per-image mean in brackets):")
+    for name, fig in classes.items():
+        echo(f"  {name:<12} Dice {fig['dice']:.3f}  IoU {fig['iou']:.3f}  (per-image Dice {fig['per_image_dice']:.3f})")
+    echo(f"  seed's dice_coef_multiclass (pools background): {evaluation['dice_coef_multiclass']:.4f}")
+    echo(f"Report: {report['html']}")
+    echo(f"Config for re-running any stage: {config_path}")
+    return {"out": out, "config": config_path, "seconds": total, "timings": timings, "classes": classes,
+            "report": report["html"], "evaluation": evaluation}
+
+
+def _class_figures(evaluation: dict) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, c in evaluation["report"]["classes"].items():
+        whole = c["whole_set"]
+        out[name] = {"dice": _num(whole["dice"]), "iou": _num(whole["iou"]),
+                     "per_image_dice": _num(c["per_image"]["dice"]["mean"])}
+    return out
+
+
+def _num(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def load_demo_config(out: Path) -> Config:
+    return load_config(Path(out) / CONFIG_NAME)
+
+
+

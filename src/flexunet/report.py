@@ -1,0 +1,773 @@
+"""``flexunet report``: one self-contained HTML page of a finished run.
+
+``build_report(cfg)`` reads what the earlier stages left and writes
+``<[report] output_dir>/report.html`` plus every picture it shows in ``figures/``
+beside it (relative links only: no network, no external CSS or JavaScript):
+
+1. header: the model (parameters, input size, classes, loss), dates and paths;
+2. dataset statistics (:func:`flexunet.stats.dataset_stats` on ``[report] dataset_dir``,
+   else ``[split] output_dir/name``, else the folder above ``[train] images_dir`` when it
+   is a split's ``train/``); skipped with a note when there is no such folder;
+3. training and validation curves from ``history.json``: loss, per-class Dice, learning rate;
+4. the evaluation table per foreground class from ``evaluation.json``, the original's
+   pooled ``dice_coef_multiclass`` beside it, the confusion matrix and the empty-mask rule;
+5. a gallery of test slices (image / ground truth / prediction / overlay) for the best,
+   median and worst per-image mean foreground Dice of ``per_image.csv``, predicted again
+   with the best model;
+6. the epoch-change montages, in epoch order.
+
+Every number of the evaluation tables carries its exact JSON value and its dotted path
+into ``evaluation.json`` (``data-key="classes.ischemic.dice.mean" data-value="0.83127"``),
+so a test can check that the page shows what the evaluation computed.  Figures are built
+in a temporary folder that replaces ``figures/`` whole, and the HTML is written
+atomically, so a rerun replaces the previous report.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import html
+import io as _io
+import json
+import logging
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from flexunet.config import Config
+from flexunet.errors import DataError, FlexUNetError
+from flexunet.io import write_bytes, write_text
+from flexunet.progress import Progress
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"
+FIGURES = "figures"
+RANKS = ("best", "median", "worst")
+PANELS = ("image", "ground truth", "prediction", "overlay")
+MIN_PANEL = 256   # smaller model inputs are enlarged (nearest) so the overlay's legend leaves the slice visible
+POOLED_EXPLANATION = (
+    "dice_coef_multiclass (the original's figure) pools the pixels of every class, background included, into "
+    "one Dice; background is most of a CT slice, so a model that predicts only background already scores "
+    "about 0.97-0.99. The per-class figures leave background out and score each lesion class on its own.")
+
+
+class ReportError(FlexUNetError):
+    """A run folder that lacks what the report needs."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def eval_dir_of(cfg: Config) -> Path:
+    """Where ``flexunet evaluate`` wrote its report: ``[eval] eval_dir``, else ``[train] eval_dir``."""
+    return Path(cfg.eval.eval_dir or cfg.train.eval_dir)
+
+
+def load_evaluation(eval_dir: Path) -> dict[str, Any]:
+    """``evaluation.json`` of ``eval_dir``; a ReportError saying how to make it when missing or unreadable."""
+    path = Path(eval_dir) / "evaluation.json"
+    if not path.is_file():
+        raise ReportError(f"{path}: not found; run `flexunet evaluate CONFIG` first (it writes evaluation.json "
+                          f"to [eval] eval_dir)")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{path}: cannot be read as JSON ({exc}); run `flexunet evaluate CONFIG` again") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("classes"), dict):
+        raise ReportError(f"{path}: no 'classes' table; expected the evaluation.json written by "
+                          f"`flexunet evaluate CONFIG` (run it again)")
+    return doc
+
+
+def _number(text: str) -> float:
+    return float(text) if text.strip() else float("nan")
+
+
+def read_per_image(path: Path) -> list[dict[str, Any]]:
+    """Rows of ``per_image.csv`` (image, class, dice...); empty cells read as NaN."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReportError(f"{path}: not found; run `flexunet evaluate CONFIG` first (it writes per_image.csv "
+                          f"beside evaluation.json)")
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        return [{"image": r["image"], "class": r["class"], "dice": _number(r["dice"])} for r in rows]
+    except (OSError, KeyError, ValueError, csv.Error) as exc:
+        raise ReportError(f"{path}: unreadable ({exc}); expected the per_image.csv written by "
+                          f"`flexunet evaluate CONFIG` (run it again)") from None
+
+
+def image_means(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Per image, the mean Dice over its foreground classes (NaN ones left out).
+
+    Images where every class is NaN (absent from both masks) are left out entirely.
+    """
+    per: dict[str, list[float]] = {}
+    for row in rows:
+        per.setdefault(row["image"], []).append(float(row["dice"]))
+    out = {}
+    for name, values in per.items():
+        valid = [v for v in values if not math.isnan(v)]
+        if valid:
+            out[name] = float(np.mean(valid))
+    return out
+
+
+def rank_images(means: Mapping[str, float], per_rank: int) -> dict[str, list[tuple[str, float]]]:
+    """The best, median and worst images by mean Dice, ``per_rank`` each, no image twice.
+
+    With fewer than ``3 * per_rank`` images each rank gets ``len // 3`` (at least one for
+    best, then worst, then median while images last).  Best is listed best first, worst
+    worst first, median around the middle of the ranking (ties: by name).
+    """
+    order = sorted(means.items(), key=lambda kv: (-kv[1], kv[0]))
+    n = len(order)
+    if per_rank <= 0 or n == 0:
+        return {rank: [] for rank in RANKS}
+    k = min(per_rank, max(1, n // 3))
+    best = order[:k]
+    worst = order[max(k, n - k):][::-1]
+    middle = order[k:max(k, n - k)]
+    start = max(0, (len(middle) - k) // 2)
+    return {"best": best, "median": middle[start:start + k], "worst": worst}
+
+
+def dataset_dir_of(cfg: Config) -> tuple[Path | None, str]:
+    """The split dataset to describe, and which setting named it."""
+    if cfg.report.dataset_dir is not None:
+        return Path(cfg.report.dataset_dir), "[report] dataset_dir"
+    if cfg.split.output_dir is not None:
+        return Path(cfg.split.output_dir) / cfg.split.name, "[split] output_dir/name"
+    images = cfg.train.images_dir
+    if images is not None and Path(images).parent.name == "train":
+        return Path(images).parent.parent, "the folder above [train] images_dir"
+    return None, "no [report] dataset_dir, [split] output_dir or split-style [train] images_dir"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("%s: unreadable (%s); left out of the report", path, exc)
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+# --------------------------------------------------------------------------- html helpers
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def lookup(doc: Any, key: str) -> Any:
+    """The value at a dotted path (list items by index): ``classes.ischemic.dice.mean``."""
+    for part in key.split("."):
+        doc = doc[int(part)] if isinstance(doc, list) else doc[part]
+    return doc
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, bool) or isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return esc(value)
+
+
+def value_cell(doc: Mapping[str, Any], key: str, digits: int = 3, attr: str = "data-key") -> str:
+    """A table cell showing the value at ``key`` with its exact JSON value in ``data-value``."""
+    value = lookup(doc, key)
+    return (f'<td class="num" {attr}="{esc(key)}" data-value="{esc(json.dumps(value))}">'
+            f"{fmt(value, digits)}</td>")
+
+
+def figure_html(rel: str, caption: str, cls: str = "fig") -> str:
+    src = esc(rel)
+    return (f'<figure class="{cls}"><a href="{src}"><img src="{src}" alt="{esc(caption)}"></a>'
+            f"<figcaption>{esc(caption)}</figcaption></figure>")
+
+
+def note(text: str) -> str:
+    return f'<p class="note">{esc(text)}</p>'
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0 auto;max-width:1200px;
+padding:0 1.5em 3em;color:#1d232b;line-height:1.45}
+h1{margin:.8em 0 .2em}h2{border-bottom:2px solid #d7dde4;padding-bottom:.2em;margin-top:2em}
+nav a{margin-right:1em}table{border-collapse:collapse;margin:.6em 0 1em;font-size:.92em}
+th,td{border:1px solid #d7dde4;padding:.25em .6em;text-align:left}th{background:#f1f4f7}
+td.num{text-align:right;font-variant-numeric:tabular-nums}.note{color:#5b6570;font-size:.92em}
+.pooled{background:#fff7e0}.rule{background:#f6f8fa;border-left:4px solid #9aa7b4;padding:.4em .8em}
+figure{display:inline-block;margin:.4em;vertical-align:top}figure img{max-width:100%;border:1px solid #d7dde4}
+figure.fig img{max-width:560px}figure.wide img{max-width:1150px}figcaption{font-size:.85em;color:#5b6570}
+.case{display:flex;flex-wrap:wrap;align-items:flex-start;gap:.3em;margin:.4em 0 1em}
+.case figure img{width:180px;image-rendering:pixelated}.case .info{min-width:220px;font-size:.9em}
+code{background:#f1f4f7;padding:0 .25em}
+"""
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: Path) -> Path:
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png")
+    fig.clear()
+    write_bytes(path, buf.getvalue())
+    return path
+
+
+def _class_colours(cfg: Config) -> list[tuple[float, float, float]]:
+    from flexunet.masks import palette_colours
+
+    colours = palette_colours(cfg.mask.rgb_map) / 255.0
+    return [tuple(c) if 0.15 < c.sum() < 2.7 else (0.4, 0.4, 0.4) for c in colours]
+
+
+def _epoch_axis(ax: Any, best_epoch: int | None) -> None:
+    ax.set_xlabel("epoch")
+    ax.grid(alpha=0.3)
+    if best_epoch:
+        ax.axvline(best_epoch, color="grey", linestyle=":", linewidth=1, label=f"best epoch ({best_epoch})")
+    ax.legend(fontsize="small")
+
+
+def plot_loss(hist: Mapping[str, Any], loss_name: str, best_epoch: int | None, path: Path) -> Path:
+    fig = _figure(6.5, 4)
+    ax = fig.add_subplot()
+    epochs = hist["epochs"]
+    for key, style in (("loss", "-"), ("val_loss", "--")):
+        if hist.get(key):
+            ax.plot(epochs[:len(hist[key])], hist[key], style, marker=".", label=key)
+    ax.set_title(f"Loss ({loss_name})")
+    _epoch_axis(ax, best_epoch)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_dice(hist: Mapping[str, Any], cfg: Config, best_epoch: int | None, path: Path) -> Path:
+    from flexunet.losses import metric_suffix
+
+    fig = _figure(6.5, 4)
+    ax = fig.add_subplot()
+    epochs = hist["epochs"]
+    colours = _class_colours(cfg)
+    for k, name in enumerate(cfg.class_names[1:], start=1):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = hist.get(f"{prefix}dice_{metric_suffix(name)}")
+            if values:
+                ax.plot(epochs[:len(values)], values, style, marker=".", color=colours[k],
+                        label=f"{'valid' if prefix else 'train'} {name}")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("Per-class Dice (solid: train, dashed: valid)")
+    _epoch_axis(ax, best_epoch)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_learning_rate(hist: Mapping[str, Any], best_epoch: int | None, path: Path) -> Path:
+    fig = _figure(6.5, 3.2)
+    ax = fig.add_subplot()
+    values = hist["learning_rate"]
+    ax.plot(hist["epochs"][:len(values)], values, "-", marker=".", color="tab:purple", label="learning rate")
+    if min(values) > 0 and max(values) / min(values) > 10:
+        ax.set_yscale("log")
+    ax.set_title("Learning rate")
+    _epoch_axis(ax, best_epoch)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@dataclass
+class _Build:
+    """What the sections share while the report is built in a temporary figures folder."""
+
+    cfg: Config
+    tmp: Path                        # the figures folder being built
+    evaluation: dict[str, Any]
+    eval_dir: Path
+    progress: bool
+    model: Any = None
+    figures: list[str] = field(default_factory=list)   # paths relative to the figures folder
+    notes: list[str] = field(default_factory=list)
+    gallery: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {rank: [] for rank in RANKS})
+    dataset: dict[str, Any] | None = None
+
+    def add(self, path: Path) -> str:
+        """Register a written figure; return its path relative to the HTML."""
+        rel = path.relative_to(self.tmp).as_posix()
+        self.figures.append(rel)
+        return f"{FIGURES}/{rel}"
+
+    def copy(self, source: Path, rel: str) -> str:
+        target = self.tmp / rel
+        write_bytes(target, Path(source).read_bytes())
+        return self.add(target)
+
+    def note(self, text: str) -> str:
+        self.notes.append(text)
+        log.info("report: %s", text)
+        return note(text)
+
+
+def build_report(cfg: Config, progress: bool = True) -> dict[str, Any]:
+    """Write ``report.html`` and its figures to ``[report] output_dir``; return what was written.
+
+    Returns ``html`` (the page), ``figures`` (every PNG it shows, under ``figures/``),
+    ``output_dir``, ``sections`` (their ids), ``gallery`` (per rank: image, mean Dice
+    from per_image.csv, and the per-class Dice of the prediction made for the page),
+    ``dataset`` (the statistics, or None) and ``notes`` (what was skipped and why).
+    """
+    from flexunet.model import load_trained
+
+    eval_dir = eval_dir_of(cfg)
+    evaluation = load_evaluation(eval_dir)
+    per_image = read_per_image(eval_dir / "per_image.csv")
+    out = Path(cfg.report.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{FIGURES}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        b = _Build(cfg, tmp, evaluation, eval_dir, progress, model=load_trained(cfg))
+        steps: list[tuple[str, str, Callable[[], str]]] = [
+            ("dataset", "Dataset", lambda: _dataset_section(b)),
+            ("curves", "Training curves", lambda: _curves_section(b)),
+            ("evaluation", "Evaluation", lambda: _evaluation_section(b)),
+            ("gallery", "Gallery", lambda: _gallery_section(b, per_image)),
+            ("epochs", "Epoch-change montages", lambda: _epochs_section(b)),
+        ]
+        bodies = [(sid, title, make()) for sid, title, make in
+                  Progress(steps, "report", enabled=progress, unit="section")]
+        page = _page(b, bodies)
+        figures = out / FIGURES
+        old = out / f".{FIGURES}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        if figures.exists():
+            os.replace(figures, old)
+        os.replace(tmp, figures)
+        write_text(out / REPORT_FILE, page)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    html_path = out / REPORT_FILE
+    log.info("wrote %s (%d figures in %s)", html_path, len(b.figures), out / FIGURES)
+    return {"html": html_path, "figures": [out / FIGURES / rel for rel in b.figures], "output_dir": out,
+            "sections": ["header", *(sid for sid, _, _ in bodies)], "gallery": b.gallery, "dataset": b.dataset,
+            "notes": b.notes}
+
+
+def _page(b: _Build, bodies: Sequence[tuple[str, str, str]]) -> str:
+    cfg = b.cfg
+    title = f"FlexUNet report: {cfg.path.parent.name if cfg.path else cfg.source}"
+    nav = " ".join(f'<a href="#{sid}">{esc(t)}</a>' for sid, t, _ in bodies)
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{esc(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
+        f'<section id="header"><h1>{esc(title)}</h1>{_header(b)}<nav>{nav}</nav></section>',
+    ]
+    for sid, heading, body in bodies:
+        parts.append(f'<section id="{sid}"><h2>{esc(heading)}</h2>\n{body}\n</section>')
+    parts += ["</body>", "</html>", ""]
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- 1. header
+
+
+def _mtime(path: Path | None) -> str:
+    if path is None or not Path(path).exists():
+        return "n/a"
+    return _dt.datetime.fromtimestamp(Path(path).stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _header(b: _Build) -> str:
+    from flexunet.model import best_model_path
+
+    cfg, m, ev = b.cfg, b.cfg.model, b.evaluation
+    model_path = best_model_path(cfg.train.model_dir)
+    names = ", ".join(cfg.class_names)
+    params = b.model.count_params() if b.model is not None else None
+    summary = (f"{m.model}: {fmt(params)} parameters, input {m.image_height}x{m.image_width}x{m.image_channels}, "
+               f"{m.num_classes} classes ({names}), loss {m.loss}, optimizer {m.optimizer} "
+               f"(learning rate {m.learning_rate:g}), {m.num_layers} levels from {m.base_filters} filters")
+    state = _read_json(cfg.train.model_dir / "last_checkpoint" / "state.json") or {}
+    run = f"{state.get('epoch', 'n/a')} epoch(s) trained"
+    if state.get("best_epoch"):
+        run += f"; best {cfg.train.monitor} {fmt(state.get('best'), 4)} at epoch {state['best_epoch']}"
+    if state.get("stopped_by"):
+        run += f"; stopped by {state['stopped_by']}"
+    dataset, how = dataset_dir_of(cfg)
+    dates = [("report written", _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")),
+             ("best model saved", _mtime(model_path)),
+             ("evaluated", _mtime(b.eval_dir / "evaluation.json"))]
+    paths = [("config", cfg.path or cfg.source), ("best model", model_path), ("evaluation", b.eval_dir),
+             ("test images", ev.get("test_images_dir", cfg.test.images_dir)),
+             ("dataset", f"{dataset} ({how})" if dataset else how),
+             ("epoch-change montages", cfg.train.epoch_change_infer_dir)]
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in dates + paths)
+    return (f'<p class="summary"><strong>{esc(summary)}</strong></p><p>{esc(run)}; evaluated on '
+            f'{fmt(ev.get("num_images"))} test images at {esc("x".join(map(str, ev.get("resolution", []))))} '
+            f"pixels.</p><table>{rows}</table>")
+
+
+# --------------------------------------------------------------------------- 2. dataset
+
+
+def _dataset_section(b: _Build) -> str:
+    from flexunet.stats import dataset_stats
+
+    folder, how = dataset_dir_of(b.cfg)
+    if folder is None:
+        return b.note(f"Dataset statistics skipped: {how}.")
+    if not folder.is_dir():
+        return b.note(f"Dataset statistics skipped: {folder} ({how}) does not exist.")
+    try:
+        stats = dataset_stats(folder, b.tmp / "dataset", b.cfg.mask.rgb_map, b.cfg.class_names,
+                              progress=b.progress)
+    except DataError as exc:
+        return b.note(f"Dataset statistics skipped: {exc}")
+    b.dataset = {k: v for k, v in stats.items() if k != "files"}
+    names = stats["class_names"]
+    head = ("<tr><th rowspan=2>subset</th><th rowspan=2>images</th><th rowspan=2>masks</th>"
+            f"<th colspan={len(names)}>slices showing the class</th><th colspan={len(names)}>pixels</th></tr><tr>"
+            + "".join(f"<th>{esc(n)}</th>" for n in names) * 2 + "</tr>")
+    rows = []
+    for subset in stats["subsets"]:
+        base = f"subsets.{subset}"
+        cells = [value_cell(stats, f"{base}.{k}", attr="data-stats-key") for k in ("images", "masks")]
+        cells += [value_cell(stats, f"{base}.slices_with_class.{n}", attr="data-stats-key") for n in names]
+        cells += [value_cell(stats, f"{base}.pixels.{n}", attr="data-stats-key") for n in names]
+        rows.append(f"<tr><th>{esc(subset)}</th>{''.join(cells)}</tr>")
+    figs = []
+    for path in stats["files"]:
+        path = Path(path)
+        if path.suffix == ".png":
+            figs.append(figure_html(b.add(path), path.stem.replace("_", " ")))
+    return (f"<p>{esc(folder)} ({esc(how)})</p>"
+            f'<table data-source="stats.json">{head}{"".join(rows)}</table>{"".join(figs)}')
+
+
+# --------------------------------------------------------------------------- 3. curves
+
+
+def _curves_section(b: _Build) -> str:
+    path = b.cfg.train.eval_dir / "history.json"
+    hist = _read_json(path)
+    if not hist or not hist.get("epochs"):
+        return b.note(f"No training curves: {path} not found or empty (written by `flexunet train`).")
+    state = _read_json(b.cfg.train.model_dir / "last_checkpoint" / "state.json") or {}
+    best = state.get("best_epoch")
+    figs = [figure_html(b.add(plot_loss(hist, b.cfg.model.loss, best, b.tmp / "curves" / "loss.png")),
+                        "training and validation loss"),
+            figure_html(b.add(plot_dice(hist, b.cfg, best, b.tmp / "curves" / "dice.png")),
+                        "per-class Dice, training and validation")]
+    if hist.get("learning_rate"):
+        figs.append(figure_html(b.add(plot_learning_rate(hist, best, b.tmp / "curves" / "learning_rate.png")),
+                                "learning rate"))
+    return (f"<p>{len(hist['epochs'])} epoch(s) from {esc(path)}. Dice during training is accumulated over each "
+            f"epoch's pixels (per class, background left out).</p>{''.join(figs)}")
+
+
+# --------------------------------------------------------------------------- 4. evaluation
+
+
+# (label, path under classes.<name>, path under mean_foreground or None, digits)
+EVAL_ROWS: tuple[tuple[str, str, str | None, int], ...] = (
+    ("Dice per image: mean", "per_image.dice.mean", "per_image_dice", 3),
+    ("Dice per image: median", "per_image.dice.median", None, 3),
+    ("IoU per image: mean", "per_image.iou.mean", "per_image_iou", 3),
+    ("IoU per image: median", "per_image.iou.median", None, 3),
+    ("Precision per image: mean", "per_image.precision.mean", "per_image_precision", 3),
+    ("Recall per image: mean", "per_image.recall.mean", "per_image_recall", 3),
+    ("HD95 (px) per image: mean", "per_image.hd95_px.mean", "per_image_hd95_px", 2),
+    ("HD95 (px) per image: median", "per_image.hd95_px.median", None, 2),
+    ("HD95 (mm) per image: mean", "per_image.hd95_mm.mean", "per_image_hd95_mm", 2),
+    ("HD95 (mm) per image: median", "per_image.hd95_mm.median", None, 2),
+    ("Images scored for Dice (n valid)", "per_image.dice.n_valid", None, 0),
+    ("Images with the class in neither mask (n empty)", "n_empty", None, 0),
+    ("Images with the class in the reference", "slices_with_class", None, 0),
+    ("Whole-set Dice (summed counts)", "whole_set.dice", "whole_set_dice", 3),
+    ("Whole-set IoU", "whole_set.iou", "whole_set_iou", 3),
+    ("Whole-set precision", "whole_set.precision", "whole_set_precision", 3),
+    ("Whole-set recall", "whole_set.recall", "whole_set_recall", 3),
+    ("Reference lesions", "lesions.ref_lesions", None, 0),
+    ("Lesions detected", "lesions.detected", None, 0),
+    ("Lesion-wise recall", "lesions.recall", None, 3),
+    ("Lesion-wise precision", "lesions.precision", None, 3),
+    ("Lesion-wise F1", "lesions.f1", "lesion_f1", 3),
+    ("Slices without the class", "false_positive_slices.slices_without_class", None, 0),
+    ("... of which with a false positive", "false_positive_slices.slices_with_false_positive", None, 0),
+    ("False-positive slice rate", "false_positive_slices.rate", None, 3),
+)
+
+
+def _has(doc: Any, key: str) -> bool:
+    try:
+        lookup(doc, key)
+    except (KeyError, IndexError, TypeError, ValueError):
+        return False
+    return True
+
+
+def _evaluation_section(b: _Build) -> str:
+    ev = b.evaluation
+    classes = list(ev["classes"])
+    has_mm = any(_has(ev, f"classes.{c}.per_image.hd95_mm.mean") and
+                 lookup(ev, f"classes.{c}.per_image.hd95_mm.mean") is not None for c in classes)
+    head = "<tr><th>measure</th>" + "".join(f"<th>{esc(c)}</th>" for c in classes) + \
+        "<th>mean of the foreground classes</th></tr>"
+    rows = []
+    for label, sub, macro, digits in EVAL_ROWS:
+        if "hd95_mm" in sub and not has_mm:
+            continue
+        cells = [value_cell(ev, f"classes.{c}.{sub}", digits) if _has(ev, f"classes.{c}.{sub}")
+                 else "<td>n/a</td>" for c in classes]
+        macro_key = f"mean_foreground.{macro}" if macro else None
+        cells.append(value_cell(ev, macro_key, digits) if macro_key and _has(ev, macro_key) else "<td></td>")
+        rows.append(f"<tr><th>{esc(label)}</th>{''.join(cells)}</tr>")
+    mm_note = "" if has_mm else " HD95 in mm is not shown: no test image has a known pixel spacing."
+    parts = [
+        f"<p>{fmt(ev.get('num_images'))} test images of {esc(ev.get('test_images_dir', ''))}, scored at the "
+        f"model's input resolution ({esc('x'.join(map(str, ev.get('resolution', []))))}).{esc(mm_note)}</p>",
+        f'<table id="per-class" data-source="evaluation.json">{head}{"".join(rows)}</table>',
+        _pooled_table(ev),
+        '<h3>Rules</h3>',
+        f'<p class="rule"><strong>Empty masks.</strong> {esc(ev.get("empty_rule", "not stated"))}</p>',
+    ]
+    for key, name in (("hd95_definition", "HD95"), ("lesion_definition", "Lesions")):
+        if ev.get(key):
+            parts.append(f'<p class="rule"><strong>{name}.</strong> {esc(ev[key])}</p>')
+    parts.append("<h3>Confusion matrix</h3>" + _confusion(b))
+    return "\n".join(parts)
+
+
+def _pooled_table(ev: Mapping[str, Any]) -> str:
+    seed = ev.get("seed_metrics") or {}
+    rows = []
+    if "loss" in seed:
+        rows.append(f"<tr><th>{esc(seed.get('loss_name', 'loss'))} (loss on the test set)</th>"
+                    f"{value_cell(ev, 'seed_metrics.loss', 4)}</tr>")
+    if "dice_coef_multiclass" in seed:
+        rows.append('<tr class="pooled"><th>dice_coef_multiclass (original, pooled, background included)</th>'
+                    f"{value_cell(ev, 'seed_metrics.dice_coef_multiclass', 4)}</tr>")
+    if _has(ev, "mean_foreground.per_image_dice"):
+        rows.append("<tr><th>Dice per image, mean of the foreground classes (honest)</th>"
+                    f"{value_cell(ev, 'mean_foreground.per_image_dice', 4)}</tr>")
+    if _has(ev, "mean_foreground.whole_set_dice"):
+        rows.append("<tr><th>Whole-set Dice, mean of the foreground classes</th>"
+                    f"{value_cell(ev, 'mean_foreground.whole_set_dice', 4)}</tr>")
+    if not rows:
+        return note("evaluation.json has no seed_metrics: the original's figures are not shown.")
+    return ("<h3>The original's figure beside the honest ones</h3>"
+            f'<table id="pooled" data-source="evaluation.json">{"".join(rows)}</table>'
+            f'<p class="note">{esc(POOLED_EXPLANATION)}</p>')
+
+
+def _confusion(b: _Build) -> str:
+    ev = b.evaluation
+    parts = []
+    png = b.eval_dir / "confusion_matrix.png"
+    if png.is_file():
+        parts.append(figure_html(b.copy(png, "confusion_matrix.png"),
+                                 "confusion matrix: rows = reference, columns = prediction"))
+    if _has(ev, "confusion_matrix.counts") and _has(ev, "confusion_matrix.labels"):
+        labels = ev["confusion_matrix"]["labels"]
+        head = "<tr><th>reference \\ prediction</th>" + "".join(f"<th>{esc(n)}</th>" for n in labels) + "</tr>"
+        rows = [f"<tr><th>{esc(name)}</th>"
+                + "".join(value_cell(ev, f"confusion_matrix.counts.{i}.{j}") for j in range(len(labels))) + "</tr>"
+                for i, name in enumerate(labels)]
+        parts.append(f'<table id="confusion" data-source="evaluation.json">{head}{"".join(rows)}</table>')
+    return "".join(parts) or b.note(f"No confusion matrix in {b.eval_dir}.")
+
+
+# --------------------------------------------------------------------------- 5. gallery
+
+
+def _gallery_section(b: _Build, per_image: Sequence[Mapping[str, Any]]) -> str:
+    cfg = b.cfg
+    k = cfg.report.gallery_per_rank
+    if k == 0:
+        return b.note("Gallery off: [report] gallery_per_rank = 0.")
+    means = image_means(per_image)
+    excluded = len({r["image"] for r in per_image}) - len(means)
+    ranks = rank_images(means, k)
+    if not means:
+        return b.note("Gallery empty: no test image has a foreground class in either mask.")
+    try:
+        pairs = _test_pairs(cfg)
+    except FlexUNetError as exc:
+        return b.note(f"Gallery skipped: {exc}")
+    chosen = [(rank, i, name, mean) for rank in RANKS for i, (name, mean) in enumerate(ranks[rank], start=1)]
+    missing = [name for _, _, name, _ in chosen if name not in pairs]
+    for name in missing:
+        b.note(f"Gallery: {name} of per_image.csv is no longer in [test] images_dir; left out.")
+    chosen = [c for c in chosen if c[2] in pairs]
+    images = _predict_cases(b, [pairs[name] for _, _, name, _ in chosen])
+    dice_by_image: dict[str, dict[str, float]] = {}
+    for row in per_image:
+        dice_by_image.setdefault(row["image"], {})[row["class"]] = row["dice"]
+    parts = [f"<p>Test slices ranked by their mean foreground Dice (from per_image.csv; classes absent from both "
+             f"masks left out; {excluded} image(s) with no class in either mask excluded). Predictions: the best "
+             f"model, predicted again for this page. Columns: image, ground truth, prediction, prediction over "
+             f"the image.</p>"]
+    if len(means) < 3 * k:
+        parts.append(note(f"{len(means)} ranked image(s) for {k} per rank: {min(k, max(1, len(means) // 3))} "
+                          f"per rank shown, none twice."))
+    strips = []
+    for rank in RANKS:
+        parts.append(f'<h3 id="gallery-{rank}">{rank.capitalize()}</h3>')
+        cases = [(c, imgs) for c, imgs in zip(chosen, images) if c[0] == rank]
+        if not cases:
+            parts.append(note(f"No image left for the {rank} rank."))
+        for (_, i, name, mean), (shown, truth, pred) in cases:
+            panels = _panels(cfg, shown, truth, pred)
+            parts.append(_case(b, rank, i, name, mean, truth, pred, panels, dice_by_image[name]))
+            strips.append((f"{rank} {i}: {name} (Dice {mean:.3f})", panels))
+    if strips:
+        path = _gallery_png(b, strips)
+        parts.append(figure_html(b.add(path), "the whole gallery in one picture", "wide"))
+    return "\n".join(parts)
+
+
+def _test_pairs(cfg: Config) -> dict[str, tuple[Path, Path]]:
+    from flexunet.data import subset_pairs
+
+    return {image.name: (image, mask) for image, mask in subset_pairs(cfg, "test")}
+
+
+def _predict_cases(b: _Build, pairs: Sequence[tuple[Path, Path]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(image as shown, ground truth, prediction) per pair, at the model's input size, as evaluation sees them."""
+    import tensorflow as tf
+    from PIL import Image
+
+    from flexunet.data import decode_mask, to_model_input
+    from flexunet.infer import network_input, predict_indices, read_input
+
+    if not pairs:
+        return []
+    cfg = b.cfg
+    h, w = cfg.model.image_height, cfg.model.image_width
+    originals = [read_input(image, cfg) for image, _ in pairs]
+    batch = np.stack([to_model_input(network_input(rgb, cfg), cfg) for rgb in originals])
+    preds = predict_indices(b.model, batch)
+    out = []
+    for (image, mask), rgb, pred in zip(pairs, originals, preds):
+        shown = np.asarray(Image.fromarray(rgb[..., :3]).resize((w, h), Image.BILINEAR))
+        truth = decode_mask(tf.constant(str(mask)), cfg).numpy()
+        out.append((shown, truth, pred))
+    return out
+
+
+def _case(b: _Build, rank: str, i: int, name: str, mean: float, truth: np.ndarray, pred: np.ndarray,
+          panels: Sequence[Any], csv_dice: Mapping[str, float]) -> str:
+    from flexunet.io import save_image
+    from flexunet.metrics import image_scores
+
+    cfg = b.cfg
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).stem)
+    base = b.tmp / "gallery" / f"{rank}_{i}_{stem}"
+    figs = []
+    for label, picture in zip(PANELS, panels):
+        path = Path(f"{base}_{label.replace(' ', '_')}.png")
+        save_image(path, picture)
+        figs.append(figure_html(b.add(path), label))
+    scores = image_scores(truth, pred, cfg.model.num_classes)["dice"]
+    shown_dice = {n: float(scores[k]) for k, n in enumerate(cfg.class_names) if k > 0}
+    for n, value in shown_dice.items():
+        expected = csv_dice.get(n, float("nan"))
+        if not (math.isnan(value) and math.isnan(expected)) and not abs(value - expected) <= 1e-4:
+            log.warning("gallery %s: %s Dice of the new prediction %.4f differs from per_image.csv's %.4f; "
+                        "was the model retrained after `flexunet evaluate`?", name, n, value, expected)
+    b.gallery[rank].append({"image": name, "mean_dice": mean, "dice": dict(csv_dice), "predicted_dice": shown_dice})
+    info = "".join(f"<tr><th>{esc(n)}</th><td class=\"num\" data-csv-image=\"{esc(name)}\" data-csv-class=\"{esc(n)}\" "
+                   f"data-value=\"{esc(json.dumps(None if math.isnan(v) else v))}\">{fmt(v)}</td></tr>"
+                   for n, v in csv_dice.items())
+    return (f'<div class="case" data-rank="{rank}" data-image="{esc(name)}"><div class="info">'
+            f"<strong>{esc(rank)} {i}: {esc(name)}</strong><br>mean foreground Dice {fmt(mean)}"
+            f'<table data-source="per_image.csv"><tr><th>class</th><th>Dice</th></tr>{info}</table></div>'
+            f'{"".join(figs)}</div>')
+
+
+def _panels(cfg: Config, shown: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> list[Any]:
+    """Image, ground truth, prediction and overlay pictures, enlarged by a whole factor up to MIN_PANEL."""
+    from flexunet.infer import overlay_image
+    from flexunet.masks import index_to_rgb
+
+    factor = max(1, math.ceil(MIN_PANEL / min(truth.shape)))
+
+    def big(a: np.ndarray) -> np.ndarray:
+        return np.repeat(np.repeat(a, factor, 0), factor, 1)
+
+    shown, truth, pred = big(shown), big(truth), big(pred)
+    rgb_map = cfg.mask.rgb_map
+    return [shown, index_to_rgb(truth, rgb_map), index_to_rgb(pred, rgb_map),
+            overlay_image(shown, pred, rgb_map, cfg.class_names, cfg.infer.overlay_alpha)]
+
+
+def _gallery_png(b: _Build, strips: Sequence[tuple[str, Sequence[Any]]]) -> Path:
+    fig = _figure(4 * 2.4, len(strips) * 2.5 + 0.3)
+    for r, (title, panels) in enumerate(strips):
+        for c, panel in enumerate(panels):
+            ax = fig.add_subplot(len(strips), 4, r * 4 + c + 1)
+            ax.imshow(np.asarray(panel), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(PANELS[c], fontsize="small")
+            if c == 0:
+                ax.set_ylabel(title, fontsize="x-small")
+    fig.tight_layout()
+    return _save(fig, b.tmp / "gallery" / "gallery.png")
+
+
+# --------------------------------------------------------------------------- 6. montages
+
+
+def epoch_montages(folder: Path) -> list[tuple[int, Path]]:
+    """``Epoch_<n>_montage.png`` of ``folder`` as (n, path), in epoch order."""
+    found = []
+    for path in Path(folder).glob("Epoch_*_montage.png") if Path(folder).is_dir() else []:
+        match = re.fullmatch(r"Epoch_(\d+)_montage\.png", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def _epochs_section(b: _Build) -> str:
+    folder = b.cfg.train.epoch_change_infer_dir
+    montages = epoch_montages(folder)
+    if not montages:
+        return b.note(f"No epoch-change montages in {folder} (set [train] epoch_change_infer = True to record "
+                      f"the predictions of a few [infer] images after every epoch).")
+    figs = [figure_html(b.copy(path, f"epochs/{path.name}"), f"epoch {n}", "wide") for n, path in montages]
+    return (f"<p>{len(montages)} montage(s) from {esc(folder)}: the same [infer] images predicted after each "
+            f"epoch.</p>" + "".join(figs))

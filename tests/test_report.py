@@ -1,0 +1,216 @@
+"""flexunet report: a tiny finished run -> report.html whose links exist and whose numbers are evaluation.json's.
+
+One module fixture trains a 32x32 model for 2 epochs on the conftest dataset (8 train,
+4 valid, 4 test images), evaluates it and builds the report; the tests read what it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from conftest import TRAIN_CONFIG, make_tiny_dataset
+
+from flexunet.config import load_config
+from flexunet.errors import FlexUNetError
+from flexunet.report import (POOLED_EXPLANATION, RANKS, ReportError, build_report, epoch_montages, image_means,
+                             lookup, rank_images)
+
+SECTIONS = ("header", "dataset", "curves", "evaluation", "gallery", "epochs")
+
+
+class Page(HTMLParser):
+    """What a test needs from the page: links, section ids, data-* cells, gallery cases, text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[str] = []
+        self.sections: list[str] = []
+        self.cells: list[dict[str, str]] = []
+        self.cases: list[dict[str, str]] = []
+        self.tags: set[str] = set()
+        self.text: list[str] = []
+        self._cell: dict[str, str] | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        self.tags.add(tag)
+        self.links += [a[k] for k in ("src", "href") if k in a]
+        if tag == "section":
+            self.sections.append(a["id"])
+        if "data-value" in a:
+            self._cell = {**a, "text": ""}
+            self.cells.append(self._cell)
+        if "data-rank" in a:
+            self.cases.append(a)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td":
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell["text"] += data
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from flexunet.evaluate import evaluate_model
+    from flexunet.train import train
+
+    root = tmp_path_factory.mktemp("report_run")
+    for subset, n, seed in (("train", 8, 1), ("valid", 4, 2), ("test", 4, 3)):
+        make_tiny_dataset(root / "data" / subset, n=n, seed=seed)
+    path = root / "train_eval_infer.config"
+    path.write_text(TRAIN_CONFIG)
+    overrides = ["train.epochs=2", "train.epoch_change_infer=True"]
+    cfg = load_config(path, overrides)
+    train(cfg, progress=False)
+    evaluate_model(cfg, progress=False)
+    result = build_report(cfg, progress=False)
+    html_path = result["html"]
+    return {"root": root, "path": path, "overrides": overrides, "cfg": cfg, "result": result,
+            "page": Page(html_path.read_text(encoding="utf-8")),
+            "evaluation": json.loads((root / "eval" / "evaluation.json").read_text())}
+
+
+def _shown(value: object, text: str) -> bool:
+    """The cell's text is the JSON value, rounded for display."""
+    if value is None:
+        return text == "n/a"
+    if isinstance(value, int):
+        return text.replace(",", "") == str(value)
+    digits = len(text.split(".")[1])
+    return text == f"{value:.{digits}f}"
+
+
+def test_report_links_only_files_beside_it(run):
+    out = run["root"] / "report"
+    result, page = run["result"], run["page"]
+    assert result["html"] == out / "report.html" and result["html"].is_file()
+    files = [link for link in page.links if not link.startswith("#")]
+    assert files, "the page shows no figure"
+    for link in files:
+        assert "://" not in link and not link.startswith("/"), link      # no network, no absolute path
+        target = (out / link).resolve()
+        assert target.is_file(), link
+        assert (out / "figures").resolve() in target.parents, link
+    assert not {"script", "link", "iframe"} & page.tags                 # nothing external, inline CSS only
+    shown = {(out / link).resolve() for link in files}
+    assert result["figures"] and all(p.is_file() and p.resolve() in shown for p in result["figures"])
+    assert not list(out.glob(".figures*"))                               # no temporary folder left
+
+
+def test_numbers_equal_evaluation_json(run):
+    ev, page = run["evaluation"], run["page"]
+    cells = [c for c in page.cells if "data-key" in c]
+    for cell in cells:
+        value = lookup(ev, cell["data-key"])
+        assert json.loads(cell["data-value"]) == value, cell["data-key"]
+        assert _shown(value, cell["text"].strip()), (cell["data-key"], cell["text"])
+    keys = {c["data-key"] for c in cells}
+    for name in ev["classes"]:
+        for sub in ("per_image.dice.mean", "per_image.dice.median", "per_image.dice.n_valid", "per_image.iou.mean",
+                    "per_image.precision.mean", "per_image.recall.mean", "per_image.hd95_px.mean", "n_empty",
+                    "whole_set.dice", "lesions.recall", "lesions.precision", "lesions.f1",
+                    "false_positive_slices.rate"):
+            assert f"classes.{name}.{sub}" in keys, sub
+    assert {"seed_metrics.dice_coef_multiclass", "mean_foreground.per_image_dice",
+            "confusion_matrix.counts.0.0"} <= keys
+    text = " ".join("".join(page.text).split())
+    assert ev["empty_rule"] in text and POOLED_EXPLANATION in text
+
+
+def test_dataset_numbers_equal_stats_json(run):
+    stats = json.loads((run["root"] / "report" / "figures" / "dataset" / "stats.json").read_text())
+    cells = [c for c in run["page"].cells if "data-stats-key" in c]
+    assert {"subsets.test.images", "subsets.train.pixels.bright"} <= {c["data-stats-key"] for c in cells}
+    for cell in cells:
+        assert json.loads(cell["data-value"]) == lookup(stats, cell["data-stats-key"])
+    assert stats["subsets"]["train"]["images"] == 8 and stats["subsets"]["test"]["images"] == 4
+
+
+def test_sections_curves_gallery_and_montages(run):
+    page, result, out = run["page"], run["result"], run["root"] / "report"
+    assert page.sections == list(SECTIONS) == result["sections"]
+    text = "".join(page.text)
+    assert "input 32x32x3" in text and "3 classes (background, bright, dark)" in text and "ce_dice" in text
+    assert "figures/curves/loss.png" in page.links and "figures/curves/dice.png" in page.links
+    assert "figures/curves/learning_rate.png" in page.links and "figures/confusion_matrix.png" in page.links
+    # gallery: 4 test images and gallery_per_rank = 2 -> one each, no image twice, in Dice order
+    assert [c["data-rank"] for c in page.cases] == list(RANKS)
+    gallery = result["gallery"]
+    names = [case["image"] for rank in RANKS for case in gallery[rank]]
+    assert len(names) == 3 == len(set(names)) and names == [c["data-image"] for c in page.cases]
+    means = [gallery[rank][0]["mean_dice"] for rank in RANKS]
+    assert means == sorted(means, reverse=True)
+    for rank in RANKS:
+        case = gallery[rank][0]
+        for name, value in case["dice"].items():           # the page's prediction is the evaluated one
+            assert case["predicted_dice"][name] == pytest.approx(value, abs=1e-4)
+        stem = Path(case["image"]).stem
+        for panel in ("image", "ground_truth", "prediction", "overlay"):
+            assert f"figures/gallery/{rank}_1_{stem}_{panel}.png" in page.links
+    montages = [link for link in page.links if link.startswith("figures/epochs/") and link.endswith(".png")]
+    assert list(dict.fromkeys(montages)) == ["figures/epochs/Epoch_1_montage.png", "figures/epochs/Epoch_2_montage.png"]
+    assert (out / "figures" / "gallery" / "gallery.png").is_file()
+
+
+def test_rerun_replaces_the_report_and_notes_what_is_missing(run):
+    out = run["root"] / "report_again"
+    cfg = load_config(run["path"], run["overrides"] + [
+        f"report.output_dir={out}", "report.dataset_dir=./no_such_dataset", "report.gallery_per_rank=0",
+        "train.epoch_change_infer_dir=./no_montages"])
+    first = build_report(cfg, progress=False)
+    stale = out / "figures" / "stale.png"
+    stale.write_bytes(b"old")
+    second = build_report(cfg, progress=False)
+    assert not stale.exists() and second["figures"] == first["figures"]
+    assert all(p.is_file() for p in second["figures"])
+    text = " ".join("".join(Page(second["html"].read_text()).text).split())
+    assert "no_such_dataset" in text and "does not exist" in text
+    assert "gallery_per_rank = 0" in text and "No epoch-change montages" in text
+    assert len(second["notes"]) == 3 and second["dataset"] is None
+    assert second["gallery"] == {"best": [], "median": [], "worst": []}
+
+
+def test_missing_evaluation_json_says_to_run_evaluate(tmp_path):
+    path = tmp_path / "train_eval_infer.config"
+    path.write_text(TRAIN_CONFIG)
+    with pytest.raises(ReportError) as info:
+        build_report(load_config(path), progress=False)
+    message = str(info.value)
+    assert isinstance(info.value, FlexUNetError) and "\n" not in message
+    assert str(tmp_path / "eval" / "evaluation.json") in message and "flexunet evaluate CONFIG" in message
+    assert not (tmp_path / "report").exists()
+
+
+def test_ranking_excludes_all_empty_images_and_never_repeats_one():
+    nan = math.nan
+    rows = [{"image": img, "class": cls, "dice": d} for img, pairs in {
+        "a": (0.9, 0.7), "b": (0.2, nan), "c": (nan, nan), "d": (0.5, 0.5), "e": (0.0, 0.1),
+        "f": (1.0, 1.0), "g": (0.6, 0.6), "h": (0.3, 0.3)}.items() for cls, d in zip(("x", "y"), pairs)]
+    means = image_means(rows)
+    assert "c" not in means and means["b"] == 0.2 and means["a"] == pytest.approx(0.8)
+    # order: f 1.0, a 0.8, g 0.6, d 0.5, h 0.3, b 0.2, e 0.05
+    ranks = rank_images(means, 2)
+    assert [n for n, _ in ranks["best"]] == ["f", "a"]
+    assert [n for n, _ in ranks["worst"]] == ["e", "b"]
+    assert [n for n, _ in ranks["median"]] == ["g", "d"]
+    assert [len(v) for v in rank_images(means, 5).values()] == [2, 2, 2]   # 7 images: 2 per rank
+    two = rank_images({"p": 0.4, "q": 0.9}, 2)
+    assert two == {"best": [("q", 0.9)], "median": [], "worst": [("p", 0.4)]}
+    assert rank_images({}, 2) == {"best": [], "median": [], "worst": []}
+    assert rank_images(means, 0) == {"best": [], "median": [], "worst": []}
+
+
+def test_epoch_montages_in_numeric_epoch_order(tmp_path):
+    for name in ("Epoch_10_montage.png", "Epoch_2_montage.png", "Epoch_1_montage.png", "Epoch_3_1000.png"):
+        (tmp_path / name).write_bytes(b"")
+    assert [n for n, _ in epoch_montages(tmp_path)] == [1, 2, 10]
+    assert epoch_montages(tmp_path / "missing") == []
