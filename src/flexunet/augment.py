@@ -442,8 +442,10 @@ def _jobs(cfg: Config) -> list[tuple[str, Path, Path, list[tuple[Path, Path]]]]:
 
 
 def _augment_pair(cfg: Config, todo: list[Variant], img_path: Path, mask_path: Path,
-                  images_dir: Path, masks_dir: Path) -> list[str]:
-    """Write every variant of one source pair; the names of the variants written."""
+                  images_dir: Path, masks_dir: Path, created: list[Path]) -> list[str]:
+    """Write every variant of one source pair; the names of the variants written.
+
+    Files that did not exist before are added to ``created`` before they are written."""
     image = read_image(img_path, channels=3)
     mask = read_mask(mask_path, cfg.mask.rgb_map, cfg.mask.tolerance, cfg.mask.map_unmapped).index
     if image.shape[:2] != mask.shape:
@@ -453,8 +455,11 @@ def _augment_pair(cfg: Config, todo: list[Variant], img_path: Path, mask_path: P
         rng = variant_rng(cfg.train.seed, img_path.stem, v.name) if v.random else None
         out_image, out_mask = v.apply(image, mask, rng)
         # each file atomic; mask first, so an interrupted run never leaves an image without mask
-        _write_mask(masks_dir / v.filename(img_path, cfg.mask.mask_file_format), out_mask, cfg)
-        save_image(images_dir / v.filename(img_path), out_image)
+        mask_out = masks_dir / v.filename(img_path, cfg.mask.mask_file_format)
+        image_out = images_dir / v.filename(img_path)
+        created.extend(p for p in (mask_out, image_out) if not p.exists())
+        _write_mask(mask_out, out_mask, cfg)
+        save_image(image_out, out_image)
     return [v.name for v in todo]
 
 
@@ -476,11 +481,17 @@ def augment_dataset(cfg: Config, overwrite: bool = False, progress: bool = True)
     if existing and not overwrite:
         raise FlexUNetError(f"{existing[0].parent}: {len(existing)} augmented file(s) already exist "
                             f"(e.g. {existing[0].name}); use overwrite (--overwrite) to regenerate them")
-    for subset, images_dir, masks_dir, pairs in jobs:
-        for img_path, mask_path in Progress(pairs, f"augment {subset}", enabled=progress):
-            for name in _augment_pair(cfg, todo, img_path, mask_path, images_dir, masks_dir):
-                summary["variants"][name] += 1
-                summary["written"] += 1
+    created: list[Path] = []
+    try:
+        for subset, images_dir, masks_dir, pairs in jobs:
+            for img_path, mask_path in Progress(pairs, f"augment {subset}", enabled=progress):
+                for name in _augment_pair(cfg, todo, img_path, mask_path, images_dir, masks_dir, created):
+                    summary["variants"][name] += 1
+                    summary["written"] += 1
+    except BaseException:  # all or nothing: a failed run takes back the files it added
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise
     summary["seconds"] = round(time.perf_counter() - start, 3)
     log.info("augmented %d source pair(s): %d new pair(s) in %.1f s", summary["sources"],
              summary["written"], summary["seconds"])

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from flexunet.config import Config
+from flexunet.errors import FlexUNetError
 from flexunet.io import atomic_write, save_image, write_json, write_text
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,11 @@ class RunController(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = dict(logs or {})
         t = self.cfg.train
+        if not math.isfinite(float(logs.get("loss", 0.0))):
+            # NanGuard stopped this epoch: record nothing, so the checkpoint, best model and
+            # curves keep the last good epoch and --resume never starts from NaN weights
+            self.model.stop_training = True
+            return
         lr = current_lr(self.model)
         logs["learning_rate"] = lr
         hist = self.state["history"]
@@ -170,23 +176,62 @@ def save_model(model: keras.Model, path: Path) -> None:
 
 
 def save_checkpoint(model: keras.Model, model_dir: Path, state: dict) -> None:
-    """The resume point: weights, optimizer variables and state, swapped in as one folder."""
+    """The resume point: weights, optimizer variables and state, swapped in as one folder.
+
+    state.json is written last, so a folder holding it is complete.  A crash between the
+    two renames leaves ``.last_checkpoint.old-*`` (and the complete ``.tmp-*``), which
+    :func:`recover_checkpoint` puts back.
+    """
     final = model_dir / CHECKPOINT
     tmp = model_dir / f".{CHECKPOINT}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save_weights(tmp / "model.weights.h5")
-    opt_vars = {f"v{i}": np.asarray(v.value) for i, v in enumerate(model.optimizer.variables)}
-    with atomic_write(tmp / "optimizer.npz") as fh:
-        np.savez(fh, **opt_vars)
-    with atomic_write(tmp / "rng.npz") as fh:  # dropout seed-generator states: not among the weights
-        np.savez(fh, **{f"v{i}": np.asarray(v.value) for i, v in enumerate(_rng_variables(model))})
-    write_json(tmp / "state.json", state)
     old = model_dir / f".{CHECKPOINT}.old-{os.getpid()}"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        model.save_weights(tmp / "model.weights.h5")
+        opt_vars = {f"v{i}": np.asarray(v.value) for i, v in enumerate(model.optimizer.variables)}
+        with atomic_write(tmp / "optimizer.npz") as fh:
+            np.savez(fh, **opt_vars)
+        with atomic_write(tmp / "rng.npz") as fh:  # dropout seed-generator states: not among the weights
+            np.savez(fh, **{f"v{i}": np.asarray(v.value) for i, v in enumerate(_rng_variables(model))})
+        write_json(tmp / "state.json", state)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+    except BaseException:
+        if old.exists() and not final.exists():
+            os.replace(old, final)  # the previous checkpoint stays the resume point
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_checkpoint(model_dir: Path) -> Path | None:
+    """After a crash inside :func:`save_checkpoint`'s swap, put the newest complete checkpoint back.
+
+    Returns the restored folder's former name, or None when nothing needed restoring.
+    """
+    final = model_dir / CHECKPOINT
+    leftovers = sorted(model_dir.glob(f".{CHECKPOINT}.*-*"))
+    restored = None
+    if not final.exists():
+        candidates = []
+        for p in leftovers:
+            try:
+                epoch = int(json.loads((p / "state.json").read_text())["epoch"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # incomplete: state.json is written last
+            candidates.append((epoch, p.name.startswith(f".{CHECKPOINT}.tmp-"), p))
+        if candidates:
+            epoch, _, restored = max(candidates)
+            os.replace(restored, final)
+            log.warning("%s: restored the checkpoint of epoch %d from %s (a previous run stopped while "
+                        "saving it)", final, epoch, restored.name)
+    if final.exists():  # the resume point is whole: what killed runs left half-written goes
+        for p in leftovers:
+            if p != restored:
+                shutil.rmtree(p, ignore_errors=True)
+    return restored
 
 
 def _rng_variables(model: keras.Model) -> list:
@@ -197,13 +242,22 @@ def _rng_variables(model: keras.Model) -> list:
 def load_checkpoint(model: keras.Model, model_dir: Path) -> dict:
     """Restore weights and optimizer state; return the saved run state."""
     folder = model_dir / CHECKPOINT
-    model.load_weights(folder / "model.weights.h5")
+    try:
+        model.load_weights(folder / "model.weights.h5")
+    except (ValueError, OSError, KeyError) as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise FlexUNetError(f"{folder / 'model.weights.h5'}: cannot be loaded into the configured model "
+                            f"({reason}); expected the config the run was started with (see "
+                            f"{model_dir / 'train_eval_infer.config'}) — or start again with "
+                            f"--overwrite") from None
     with np.load(folder / "optimizer.npz") as data:
         values = [data[f"v{i}"] for i in range(len(data.files))]
     model.optimizer.build(model.trainable_variables)
     if len(values) != len(model.optimizer.variables):
-        raise ValueError(f"{folder}: optimizer state has {len(values)} variables, the model's optimizer "
-                         f"{len(model.optimizer.variables)}; was the config changed?")
+        raise FlexUNetError(f"{folder}: optimizer state has {len(values)} variables, the configured "
+                            f"optimizer {len(model.optimizer.variables)}; expected the config the run was "
+                            f"started with (compare {model_dir / 'train_eval_infer.config'}: [model] "
+                            f"optimizer and the model keys must not change) — or start again with --overwrite")
     for var, value in zip(model.optimizer.variables, values):
         var.assign(value)
     with np.load(folder / "rng.npz") as data:

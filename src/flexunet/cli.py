@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except FlexUNetError as exc:
-        print(f"flexunet {args.command}: error: {exc}", file=sys.stderr)
+        kind = "" if exc.exit_code == 130 else "error: "  # Ctrl-C is not an error
+        print(f"flexunet {args.command}: {kind}{exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"flexunet {args.command}: interrupted", file=sys.stderr)

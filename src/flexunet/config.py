@@ -465,7 +465,8 @@ class Origin:
 
     def where(self, section: str, key: str) -> str:
         loc = f"{self.source}:{self.line}" if self.line is not None else self.source
-        return f"{loc} [{section}] {key} = {self.raw}"
+        raw = " ".join(self.raw.splitlines())  # a multi-line value, on the message's one line
+        return f"{loc} [{section}] {key} = {raw}"
 
 
 @dataclass(frozen=True)
@@ -735,7 +736,8 @@ def _split_override(item: str) -> tuple[str, str, str]:
     name, sep, value = item.partition("=")
     section, dot, key = name.strip().partition(".")
     if not sep or not dot or not section or not key:
-        raise ConfigError(f"--set {item}: expected section.key=value, e.g. --set train.epochs=3")
+        shown = " ".join(item.splitlines())
+        raise ConfigError(f"--set {shown}: expected section.key=value, e.g. --set train.epochs=3")
     section, key, value = section.strip().lower(), key.strip().lower(), value.strip()
     try:
         _literal(value)

@@ -178,18 +178,54 @@ def steps_per_epoch(cfg: Config, num_pairs: int, batch_size: int | None = None) 
     return -(-num_pairs // batch_size)
 
 
-def check_masks(cfg: Config, pairs: list[tuple[Path, Path]], workers: int = 0) -> None:
-    """Pre-flight: every mask decodes and holds only rgb_map colours (within tolerance).
+# what tf.io.decode_image reads; anything else would fail deep inside tf.data
+PIPELINE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
-    The pipeline maps colours to the nearest class silently, so foreign colours are
-    caught here, once, with the file named and the colours counted.
+
+def check_image(path: Path) -> tuple[int, int]:
+    """(width, height) of an image the pipeline can read as prepare and infer do; else a DataError.
+
+    The file must decode whole (not truncated, really an image) in a format tf.data
+    reads; 16-bit images and transparent pixels are refused because tf.data would read
+    them differently (value/256, alpha dropped) from ``prepare`` and ``infer``
+    (min..max stretch, composited on black).
+    """
+    from flexunet.io import open_image
+
+    if path.suffix.lower() not in PIPELINE_SUFFIXES:
+        raise DataError(f"{path}: {path.suffix} images cannot be read by the training pipeline (PNG, JPEG, "
+                        f"BMP or GIF only); convert them to PNG, or run them through `flexunet prepare`")
+    img = open_image(path)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        raise DataError(f"{path}: {img.mode} ({'16' if img.mode.startswith('I;16') else '32'}-bit) image; "
+                        f"the training pipeline reads 8-bit images only — convert the raw slices with "
+                        f"`flexunet prepare` (it stretches them to 0..255 as infer does)")
+    if "A" in img.getbands() or (img.mode == "P" and "transparency" in img.info):
+        alpha = img.convert("RGBA").getchannel("A")
+        if alpha.getextrema()[0] < 255:
+            raise DataError(f"{path}: has transparent pixels; the training pipeline ignores alpha while "
+                            f"prepare and infer composite it on black — save the image without "
+                            f"transparency, or run it through `flexunet prepare`")
+    return img.size
+
+
+def check_masks(cfg: Config, pairs: list[tuple[Path, Path]], workers: int = 0) -> None:
+    """Pre-flight: every image and mask decodes, they have the same size, and masks hold
+    only rgb_map colours (within tolerance).
+
+    tf.data would fail deep inside ``fit`` on a truncated file and maps foreign colours
+    to the nearest class silently, so both are caught here, once, with the file named.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     from flexunet.masks import read_mask
 
     def check(pair: tuple[Path, Path]) -> None:
-        read_mask(pair[1], cfg.mask.rgb_map, cfg.mask.tolerance, cfg.mask.map_unmapped)
+        width, height = check_image(pair[0])
+        index = read_mask(pair[1], cfg.mask.rgb_map, cfg.mask.tolerance, cfg.mask.map_unmapped).index
+        if index.shape != (height, width):
+            raise DataError(f"{pair[1]}: mask is {index.shape[1]}x{index.shape[0]} but {pair[0].name} is "
+                            f"{width}x{height} (WxH); expected an image and its mask of the same size")
 
     with ThreadPoolExecutor(max_workers=workers or 4) as pool:
         list(pool.map(check, pairs))

@@ -28,3 +28,9 @@ class MaskError(DataError):
 
 class TrainingStopped(FlexUNetError):
     """Training ended on purpose or on a numerical failure (NaN loss...)."""
+
+
+class Interrupted(TrainingStopped):
+    """Ctrl-C (SIGINT) during training: the last completed epoch is saved; exit status 130."""
+
+    exit_code = 130

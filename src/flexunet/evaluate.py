@@ -143,11 +143,12 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True) -> dic
     per-image means, whole-set dice, lesion F1, FP-slice rate), ``num_images``,
     ``evaluation_csv``, ``eval_dir``, ``files`` and ``report`` (evaluation.json's content).
     """
-    from flexunet.data import make_dataset, subset_pairs
+    from flexunet.data import check_masks, make_dataset, subset_pairs
     from flexunet.losses import dice_coef_multiclass, make_loss
     from flexunet.model import best_model_path, load_trained
 
     pairs = subset_pairs(cfg, "test")
+    check_masks(cfg, pairs)
     model_path: Path | None = None
     if model is None:
         model_path = best_model_path(cfg.train.model_dir)

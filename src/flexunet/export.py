@@ -109,6 +109,10 @@ def _target(cfg: Config, fmt: str, out: Path | None) -> Path:
         raise FlexUNetError(f"{target}: an ONNX export needs a file name ending in .onnx")
     if fmt == "savedmodel" and target.exists() and not target.is_dir():
         raise FlexUNetError(f"{target}: is a file; a SavedModel export is a folder — give a folder path")
+    if (fmt == "savedmodel" and target.is_dir() and any(target.iterdir())
+            and not (target / "saved_model.pb").is_file()):
+        raise FlexUNetError(f"{target}: a folder that is not a SavedModel export; the export replaces its "
+                            f"target whole, so give a new or empty folder (or a previous export) as --out")
     if fmt != "savedmodel" and target.is_dir():
         raise FlexUNetError(f"{target}: is a folder; expected a file path for --format {fmt}")
     return target

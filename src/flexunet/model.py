@@ -152,4 +152,11 @@ def load_trained(cfg) -> keras.Model:
         model = build_model(cfg.model, seed=cfg.train.seed)
         model.load_weights(path)
         return model
-    return keras.models.load_model(path, compile=False)
+    try:  # safe_mode: a file holding Python code (a Lambda layer) is refused, never run
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except (ValueError, TypeError, OSError, KeyError) as exc:
+        from flexunet.errors import FlexUNetError
+
+        reason = " ".join(str(exc).split())[:300]
+        raise FlexUNetError(f"{path}: cannot be loaded as a FlexUNet model ({reason}); expected the "
+                            f"best_model.keras written by 'flexunet train'") from None

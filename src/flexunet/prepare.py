@@ -346,6 +346,10 @@ def _pairs(cfg: Config, root: Path) -> tuple[list[tuple[str, Path, Path, Path | 
     assert mask_dir is not None
     suffixes = DICOM_SUFFIXES if p.source == "dicom" else IMAGE_SUFFIXES
     images = _by_stem(list_files(image_dir, suffixes), image_dir)
+    jpeg = list_files(mask_dir, (".jpg", ".jpeg"))
+    if jpeg:
+        raise MaskError(f"{jpeg[0]}: JPEG mask refused ({len(jpeg)} in {mask_dir}) — lossy compression "
+                        f"invents colours at class borders; save masks as PNG")
     masks = _by_stem(list_files(mask_dir, (".png",)), mask_dir)
     dicom_dir = _child(root, "DICOM") if p.source == "png" else None
     headers = _by_stem(list_files(dicom_dir, DICOM_SUFFIXES), dicom_dir) if dicom_dir else {}

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from flexunet.config import Config, dump_config
-from flexunet.errors import FlexUNetError, TrainingStopped
+from flexunet.errors import FlexUNetError, Interrupted, TrainingStopped
 from flexunet.io import list_files, write_text
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,10 @@ def _prepare_model_dir(cfg: Config, resume: bool, overwrite: bool) -> None:
     model_dir = cfg.train.model_dir
     used = model_dir.is_dir() and any(not p.name.startswith(".") for p in model_dir.iterdir())
     if resume:
+        from flexunet.callbacks import recover_checkpoint
+
+        if model_dir.is_dir():
+            recover_checkpoint(model_dir)
         if not (model_dir / "last_checkpoint" / "state.json").is_file():
             raise FlexUNetError(f"{model_dir}: nothing to resume (no last_checkpoint/); "
                                 f"start a new run without --resume")
@@ -65,6 +69,10 @@ def configure_runtime(cfg: Config) -> None:
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.deterministic:
         tf.config.experimental.enable_op_determinism()
+    else:  # the switch is process-wide: a previous deterministic run must not leak into this one
+        from tensorflow.python.framework.config import disable_op_determinism
+
+        disable_op_determinism()
     if cfg.train.mixed_precision:
         keras.mixed_precision.set_global_policy(f"mixed_{cfg.train.mixed_precision}")
     else:
@@ -80,8 +88,33 @@ def make_strategy(name: str):
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker_strategy()
     return tf.distribute.get_strategy()
+
+
+def _multi_worker_strategy():
+    """MultiWorkerMirroredStrategy (cluster from TF_CONFIG) with the ``reduce`` Keras 3's ``fit`` expects.
+
+    Keras 3 reduces a whole (x, y) batch in one call, which the plain strategy refuses
+    ("Attempt to convert a value (PerReplica...)", keras-team/keras#20585), and reduces
+    scalar logs "along axis 0", which has no axis 0: reduce a nest value by value, and a
+    scalar across workers only.
+    """
+    import tensorflow as tf
+
+    class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            parent = super()
+
+            def one(v):
+                if v is None:
+                    return v
+                scalar = self.experimental_local_results(v)[0].shape.rank == 0
+                return parent.reduce(reduce_op, v, None if scalar else axis)
+
+            return tf.nest.map_structure(one, value)
+
+    return MultiWorkerStrategy()
 
 
 def make_optimizer(cfg: Config):
@@ -121,8 +154,46 @@ def _infer_samples(cfg: Config) -> list[Path]:
     return list_files(folder, (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"))[:cfg.train.num_infer_images]
 
 
+def is_chief() -> bool:
+    """Whether this process writes the run's files: TF_CONFIG's "chief", else worker 0, else (no TF_CONFIG) yes."""
+    import json
+
+    spec = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = spec.get("task") or {}
+    kind = task.get("type")
+    if kind is None or kind == "chief":
+        return True
+    return kind == "worker" and int(task.get("index", 0)) == 0 and not spec.get("cluster", {}).get("chief")
+
+
+def _worker_config(cfg: Config, scratch: Path, resume: bool) -> Config:
+    """A non-chief worker's config: the same run, its files in ``scratch`` (the chief writes the real ones)."""
+    t = cfg.train
+    if resume:  # continue from the chief's checkpoint, which this worker must see
+        source = t.model_dir / "last_checkpoint"
+        if not (source / "state.json").is_file():
+            raise FlexUNetError(f"{t.model_dir}: no last_checkpoint/ visible to this worker; --resume with "
+                                f"several workers needs [train] model_dir on a filesystem they all share")
+        shutil.copytree(source, scratch / "models" / "last_checkpoint")
+    return cfg.replace("train", model_dir=scratch / "models", eval_dir=scratch / "eval",
+                       epoch_change_infer_dir=scratch / "epoch_change_infer")
+
+
 def train(cfg: Config, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
-    """Train as the config says; returns a summary (epochs run, best value and epoch, paths, seconds)."""
+    """Train as the config says; returns a summary (epochs run, best value and epoch, paths, seconds).
+
+    With ``strategy = "multiworker"`` every worker runs this with the same config; only the
+    chief writes model_dir and eval_dir, the others write to a temporary folder (removed).
+    """
+    if cfg.train.strategy == "multiworker" and not is_chief():
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="flexunet-worker-") as scratch:
+            return _train(_worker_config(cfg, Path(scratch), resume), resume, overwrite, progress)
+    return _train(cfg, resume, overwrite, progress)
+
+
+def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     from flexunet.data import check_masks, make_dataset, steps_per_epoch, subset_pairs
 
     t = cfg.train
@@ -175,16 +246,24 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False, progress: 
                   steps_per_epoch=steps, validation_steps=val_steps if t.validation_steps else None,
                   callbacks=callbacks, verbose=verbose, shuffle=False)
     except KeyboardInterrupt:
-        raise TrainingStopped(f"interrupted during epoch {state['epoch'] + 1}; epochs 1..{state['epoch']} are "
-                              f"saved in {t.model_dir}; continue with: flexunet train CONFIG --resume") from None
+        hint = "; continue with: flexunet train CONFIG --resume" if state["epoch"] else ""
+        raise Interrupted(f"interrupted during epoch {state['epoch'] + 1}; {_kept(state, t.model_dir)}{hint}") \
+            from None
     seconds = time.perf_counter() - start
     if nan_guard.where is not None:
         epoch, batch = nan_guard.where
-        raise TrainingStopped(f"loss became NaN at epoch {epoch}, batch {batch}; results up to epoch "
-                              f"{state['epoch']} are kept in {t.model_dir}; lower [model] learning_rate "
-                              f"(now {cfg.model.learning_rate}) or set clipvalue, check the inputs, then "
-                              f"--resume or --overwrite")
+        raise TrainingStopped(f"loss became NaN at epoch {epoch}, batch {batch}; {_kept(state, t.model_dir)}; "
+                              f"lower [model] learning_rate (now {cfg.model.learning_rate}) or set [model] "
+                              f"clipvalue, check the inputs, and start again with --overwrite (--resume "
+                              f"would continue with the saved learning rate)")
     return _summary(cfg, state, seconds, best_model_name(cfg))
+
+
+def _kept(state: dict, model_dir: Path) -> str:
+    """What an interrupted or failed run leaves: the epochs its last checkpoint holds."""
+    if not state["epoch"]:
+        return "no epoch had completed, so no checkpoint was saved"
+    return f"epochs 1..{state['epoch']} are saved in {model_dir}"
 
 
 def _summary(cfg: Config, state: dict, seconds: float, best_name: str) -> dict:
