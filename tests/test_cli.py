@@ -65,3 +65,13 @@ def test_inspect_stroke_config_reports_the_original_figures(stroke_config_path, 
     assert result.returncode == 0, result.stderr
     assert "Parameters: 124,996,883" in result.stdout
     assert "Forward GFLOPs per image: 115.68" in result.stdout
+
+
+def test_strict_turns_unknown_keys_into_errors(write_config, tiny_config_text, tmp_path, capsys):
+    path = write_config(tiny_config_text.replace("[train]", "[train]\nepohcs = 3"))
+    args = ["inspect", str(path), "--no-save"]
+    assert main(["--strict", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown key 'epohcs' ignored; did you mean 'epochs'?" in err[0]
+    assert "--strict" in err[0]
+    assert main(args) == 0  # without --strict: a warning, and the command runs

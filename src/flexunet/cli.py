@@ -51,8 +51,14 @@ def _quiet_tensorflow() -> None:
 
 def _load(args: argparse.Namespace):
     from flexunet.config import load_config
+    from flexunet.errors import ConfigError
 
-    return load_config(args.config, args.set or ())
+    # with --strict the warnings become the error below: do not print them twice
+    logging.getLogger("flexunet.config").setLevel(logging.ERROR if args.strict else logging.NOTSET)
+    cfg = load_config(args.config, args.set or ())
+    if args.strict and cfg.warnings:
+        raise ConfigError(f"{cfg.warnings[0]} (--strict: unknown keys and sections are errors)")
+    return cfg
 
 
 def _add_config(p: argparse.ArgumentParser) -> None:
@@ -234,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Config-driven multiclass U-Net segmentation: data, training, evaluation, inference.")
     parser.add_argument("--version", action="version", version=f"flexunet {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--strict", action="store_true",
+                        help="treat unknown config keys and sections as errors (default: warnings)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only; no progress bars")
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for name, help_text, func, add_args in COMMANDS:
