@@ -123,37 +123,39 @@ class NanGuard(keras.callbacks.Callback):
 
 
 class EpochChangeInferencer(keras.callbacks.Callback):
-    """After each epoch: predict the first N images of [infer] images_dir (Epoch_<n>_<name>.png + montage)."""
+    """After each epoch: predict the first N images of [infer] images_dir (Epoch_<n>_<name>.png + montage).
+
+    Inputs are read and fed exactly as ``flexunet infer`` does; the montage shows each
+    prediction over its image, side by side, at half the model size.
+    """
 
     def __init__(self, cfg: Config, images: list[Path]) -> None:
         super().__init__()
         from flexunet.data import to_model_input
-        from flexunet.io import read_image
+        from flexunet.infer import network_input, read_input
 
         self.cfg = cfg
         self.images = images
-        self.originals = [read_image(p) for p in images]
-        self.batch = np.stack([to_model_input(a, cfg) for a in self.originals])
+        self.originals = [read_input(p, cfg) for p in images]
+        self.batch = np.stack([to_model_input(network_input(a, cfg), cfg) for a in self.originals])
         self.out = cfg.train.epoch_change_infer_dir
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         from PIL import Image
 
-        from flexunet.masks import index_to_palette_image, index_to_rgb
+        from flexunet.infer import overlay_image, predict_indices
+        from flexunet.masks import index_to_palette_image
 
-        probs = np.asarray(self.model(self.batch, training=False))
+        size = (max(1, self.cfg.model.image_width // 2), max(1, self.cfg.model.image_height // 2))
         tiles = []
-        for path, original, index in zip(self.images, self.originals, probs.argmax(-1).astype(np.uint8)):
+        for path, original, index in zip(self.images, self.originals, predict_indices(self.model, self.batch)):
             h, w = original.shape[:2]
-            mask = Image.fromarray(index).resize((w, h), Image.NEAREST)
+            mask = np.asarray(Image.fromarray(index).resize((w, h), Image.NEAREST))
             save_image(self.out / f"Epoch_{epoch + 1}_{path.stem}.png",
-                       index_to_palette_image(np.asarray(mask), self.cfg.mask.rgb_map))
-            size = (self.cfg.model.image_width // 2, self.cfg.model.image_height // 2)
-            img = Image.fromarray(original[..., :3]).resize(size)
-            colour = Image.fromarray(index_to_rgb(index, self.cfg.mask.rgb_map)).resize(size, Image.NEAREST)
-            blend = Image.blend(img.convert("RGB"), colour, 0.45)
-            keep = np.asarray(Image.fromarray(index).resize(size, Image.NEAREST)) == 0
-            tiles.append(np.where(keep[..., None], np.asarray(img.convert("RGB")), np.asarray(blend)))
+                       index_to_palette_image(mask, self.cfg.mask.rgb_map))
+            small = np.asarray(Image.fromarray(original).resize(size, Image.BILINEAR))
+            small_index = np.asarray(Image.fromarray(index).resize(size, Image.NEAREST))
+            tiles.append(np.asarray(overlay_image(small, small_index, self.cfg.mask.rgb_map, (), 0.45)))
         save_image(self.out / f"Epoch_{epoch + 1}_montage.png", np.concatenate(tiles, axis=1))
 
 

@@ -46,18 +46,26 @@ def subset_pairs(cfg: Config, subset: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def to_model_input(image: np.ndarray, cfg: Config) -> np.ndarray:
-    """uint8 (H, W, C) at any size -> float32 (image_height, image_width, channels), 0..255."""
-    m = cfg.model
+def adapt_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W, c) -> (H, W, channels) as the pipeline does: grey = channel mean, alpha = 255."""
     image = np.asarray(image)
     if image.ndim == 2:
         image = image[..., None]
-    if image.shape[-1] != m.image_channels:
-        if m.image_channels == 1:
-            image = image[..., :3].mean(-1, keepdims=True)
-        else:
-            image = np.repeat(image[..., :1], m.image_channels, -1) if image.shape[-1] == 1 \
-                else image[..., :m.image_channels]
+    if image.shape[-1] == channels:
+        return image
+    if channels == 1:
+        return image[..., :3].mean(-1, keepdims=True, dtype=np.float32)
+    if image.shape[-1] == 1:
+        return np.repeat(image, channels, -1)
+    if channels == 4 and image.shape[-1] == 3:
+        return np.concatenate([image, np.full(image.shape[:2] + (1,), 255, image.dtype)], -1)
+    return image[..., :channels]
+
+
+def to_model_input(image: np.ndarray, cfg: Config) -> np.ndarray:
+    """uint8 (H, W, C) at any size -> float32 (image_height, image_width, channels), 0..255."""
+    m = cfg.model
+    image = adapt_channels(image, m.image_channels)
     resized = tf.image.resize(tf.cast(image, tf.float32), (m.image_height, m.image_width),
                               method="bilinear", antialias=True)
     return np.clip(resized.numpy(), 0.0, 255.0)
@@ -143,17 +151,16 @@ def make_dataset(cfg: Config, pairs: list[tuple[Path, Path]], training: bool, ba
     augment = _augment_fn(cfg) if cfg.model.generator and _augmentation_on(cfg) else None
     cache = None
     if cfg.train.cache:  # decode once; epochs then gather from memory (variables, not graph constants)
-        decoded = list(tf.data.Dataset.range(len(pairs)).map(
-            lambda i: load(i, tf.constant(0, tf.int64))[:2], num_parallel_calls=AUTOTUNE).as_numpy_iterator())
-        cache = (tf.Variable(np.stack([d[0] for d in decoded]), trainable=False),
-                 tf.Variable(np.stack([d[1] for d in decoded]), trainable=False))
+        decoded = tf.data.Dataset.range(len(pairs)).map(
+            lambda i: load(i, tf.constant(0, tf.int64))[:2], num_parallel_calls=AUTOTUNE).as_numpy_iterator()
+        cache = tuple(tf.Variable(a, trainable=False) for a in _stack_cache(decoded, len(pairs)))
 
     def one_epoch(epoch):
         order = tf.random.experimental.stateless_shuffle(
             tf.range(len(pairs), dtype=tf.int64), seed=tf.stack([tf.cast(cfg.train.seed, tf.int64), epoch]))
         ds = tf.data.Dataset.from_tensor_slices(order)
         if cache is not None:
-            ds = ds.map(lambda i: (tf.gather(cache[0], i), tf.gather(cache[1], i),
+            ds = ds.map(lambda i: (tf.cast(tf.gather(cache[0], i), tf.float32), tf.gather(cache[1], i),
                                    tf.stack([tf.cast(cfg.train.seed, tf.int64), epoch, i])))
         else:
             ds = ds.map(lambda i: load(i, epoch), num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -167,6 +174,24 @@ def make_dataset(cfg: Config, pairs: list[tuple[Path, Path]], training: bool, ba
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def _stack_cache(decoded, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The decoded set as two arrays, filled in place; images as uint8 while every value is whole.
+
+    Images stored at the model size are never resampled, so they decode to whole numbers
+    0..255: uint8 holds them exactly in a quarter of the memory of float32.
+    """
+    images = masks = None
+    for k, (image, index) in enumerate(decoded):
+        if images is None:
+            images = np.empty((n, *image.shape), np.uint8)
+            masks = np.empty((n, *index.shape), index.dtype)
+        if images.dtype == np.uint8 and not np.array_equal(image, np.rint(image)):
+            images = images.astype(np.float32)  # resampled: keep float32 (earlier rows convert exactly)
+        images[k] = image
+        masks[k] = index
+    return images, masks
 
 
 def _augmentation_on(cfg: Config) -> bool:

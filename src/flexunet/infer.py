@@ -103,19 +103,6 @@ def _model_size(model: Any) -> tuple[int | None, int | None]:
     return shape[1], shape[2]
 
 
-def _adapt_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """(H, W, c) -> (H, W, channels) as the training pipeline does: grey = channel mean, alpha = 255."""
-    if image.shape[-1] == channels:
-        return image
-    if channels == 1:
-        return image[..., :3].mean(-1, keepdims=True, dtype=np.float32)
-    if image.shape[-1] == 1:
-        return np.repeat(image, channels, -1)
-    if channels == 4 and image.shape[-1] == 3:
-        return np.concatenate([image, np.full(image.shape[:2] + (1,), 255, image.dtype)], -1)
-    return image[..., :channels]
-
-
 def predict_tiled(model: Any, image: np.ndarray, cfg: Config, tile: int, overlap: int,
                   batch_size: int, flip_tta: bool = False) -> np.ndarray:
     """Softmax (H, W, K) of one image of any size, tile by tile, overlaps blended with linear ramps.
@@ -126,7 +113,7 @@ def predict_tiled(model: Any, image: np.ndarray, cfg: Config, tile: int, overlap
     """
     import tensorflow as tf
 
-    from flexunet.data import to_model_input
+    from flexunet.data import adapt_channels, to_model_input
 
     h, w = image.shape[:2]
     th, tw = min(tile, h), min(tile, w)
@@ -142,7 +129,7 @@ def predict_tiled(model: Any, image: np.ndarray, cfg: Config, tile: int, overlap
         if fixed:
             batch = np.stack([to_model_input(c, cfg) for c in crops])
         else:
-            batch = np.stack([_adapt_channels(c, cfg.model.image_channels).astype(np.float32) for c in crops])
+            batch = np.stack([adapt_channels(c, cfg.model.image_channels).astype(np.float32) for c in crops])
         probs = predict_probs(model, batch, flip_tta)
         if probs.shape[1:3] != (th, tw):
             probs = tf.image.resize(probs, (th, tw), method="bilinear").numpy()
@@ -170,7 +157,9 @@ def read_input(path: Path, cfg: Config) -> np.ndarray:
 def network_input(rgb: np.ndarray, cfg: Config) -> np.ndarray:
     """An RGB image as training fed it: [image] color_order, then [model] image_channels."""
     image = rgb[..., ::-1] if cfg.image.color_order == "BGR" else rgb
-    return _adapt_channels(image, cfg.model.image_channels)
+    from flexunet.data import adapt_channels
+
+    return adapt_channels(image, cfg.model.image_channels)
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -182,16 +171,19 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 def overlay_image(rgb: np.ndarray, index: np.ndarray, rgb_map: dict, class_names: Sequence[str],
                   alpha: float) -> Image.Image:
-    """The mask blended over the image (background left as is), with a legend of the foreground classes."""
+    """The mask blended over the image (background left as is), with a legend of the foreground classes
+    (none when ``class_names`` is empty)."""
     colours = palette_colours(rgb_map)
     base = np.asarray(rgb[..., :3], np.float32)
     blend = base * (1.0 - alpha) + colours[index].astype(np.float32) * alpha
     out = np.where((index > 0)[..., None], blend, base).round().clip(0, 255).astype(np.uint8)
     img = Image.fromarray(out, "RGB")
+    entries = [(k, class_names[k]) for k in range(1, len(class_names))]
+    if not entries:  # no names given: no legend
+        return img
     draw = ImageDraw.Draw(img, "RGBA")
     size = max(10, min(img.size) // 32)
     font = _font(size)
-    entries = [(k, class_names[k]) for k in range(1, len(class_names))]
     pad, box = max(2, size // 4), size
     width = max(int(draw.textlength(name, font=font)) for _, name in entries) + box + 3 * pad
     draw.rectangle([0, 0, width, pad + len(entries) * (box + pad)], fill=(0, 0, 0, 160))
