@@ -40,7 +40,6 @@ from conftest import make_tiny_dataset
 from flexunet.cli import main
 from flexunet.errors import DataError, FlexUNetError
 from flexunet.io import atomic_write, safe_output_path
-from flexunet.masks import index_to_rgb
 
 RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
 GREEN = (0, 255, 0)

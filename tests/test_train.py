@@ -98,8 +98,6 @@ def test_per_class_dice_and_iou_match_hand_counts(train_project):
 
 
 def test_reducer_waits_reducer_patience_epochs(train_project):
-    import keras
-
     from flexunet.callbacks import RunController, current_lr, initial_state
     from flexunet.train import compile_model, configure_runtime
 

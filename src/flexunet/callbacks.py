@@ -292,25 +292,16 @@ def _fmt(hist: dict, key: str, e: int) -> str:
 
 
 def _plot(path: Path, title: str, hist: dict, first: str, second: str) -> None:
-    import matplotlib
+    """The original's curve plot: 8x6 inches, green and red dashed lines, the CSV's stem as title."""
+    from flexunet.plots import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 6))
-    try:
-        for key, colour in ((first, "green"), (second, "red")):
-            if hist.get(key):
-                ax.plot(range(1, len(hist[key]) + 1), hist[key], linestyle="--", color=colour, label=key)
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
+    fig = new_figure(8, 6)
+    ax = fig.add_subplot(1, 1, 1)
+    for key, colour in ((first, "green"), (second, "red")):
+        if hist.get(key):
+            ax.plot(range(1, len(hist[key]) + 1), hist[key], linestyle="--", color=colour, label=key)
+    ax.set_title(title)
+    ax.set_xlabel("epoch")
+    if ax.get_legend_handles_labels()[0]:
         ax.legend()
-        import io as _io
-
-        buf = _io.BytesIO()
-        fig.savefig(buf, format="png")
-        from flexunet.io import write_bytes
-
-        write_bytes(path, buf.getvalue())
-    finally:
-        plt.close(fig)
+    save_figure(fig, path)

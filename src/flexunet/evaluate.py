@@ -285,15 +285,13 @@ def _write_report(eval_dir: Path, acc: MetricAccumulator, report: dict[str, Any]
 
 def confusion_png(confusion: np.ndarray, names: Sequence[str]) -> bytes:
     """A confusion-matrix chart (rows normalised to the reference pixels; counts printed) as PNG bytes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from flexunet.plots import new_figure, png_bytes
 
     confusion = np.asarray(confusion, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         fraction = np.nan_to_num(confusion / confusion.sum(1, keepdims=True))
     n = len(names)
-    fig = Figure(figsize=(1.6 * n + 2.4, 1.4 * n + 1.8), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(1.6 * n + 2.4, 1.4 * n + 1.8)
     ax = fig.add_subplot(1, 1, 1)
     image = ax.imshow(fraction, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of reference pixels")
@@ -307,6 +305,4 @@ def confusion_png(confusion: np.ndarray, names: Sequence[str]) -> bytes:
     ax.set_ylabel("reference")
     ax.set_title("Confusion matrix (pixels)")
     fig.tight_layout()
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return png_bytes(fig)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 from keras import layers
@@ -131,10 +132,8 @@ def summary_text(model: keras.Model, m: ModelSettings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def best_model_path(model_dir) -> "Path":
+def best_model_path(model_dir: str | Path) -> Path:
     """The best model a training run left in ``model_dir`` (full model or weights)."""
-    from pathlib import Path
-
     from flexunet.errors import FlexUNetError
 
     model_dir = Path(model_dir)

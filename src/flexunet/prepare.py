@@ -321,8 +321,8 @@ def _run(jobs: list[_Job], workers: int, progress: bool) -> list[dict[str, Any]]
                     rows.append(fut.result())
                     bar.update()
     except BrokenProcessPool:
-        raise FlexUNetError(f"prepare: a worker process died (out of memory?); set [prepare] workers = 1 "
-                            f"(or fewer workers) and run again") from None
+        raise FlexUNetError("prepare: a worker process died (out of memory?); set [prepare] workers = 1 "
+                            "(or fewer workers) and run again") from None
     bar.close()
     return rows
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import html
-import io as _io
 import json
 import logging
 import math
@@ -45,6 +44,7 @@ from flexunet.config import Config
 from flexunet.errors import DataError, FlexUNetError
 from flexunet.io import write_bytes, write_text
 from flexunet.progress import Progress
+from flexunet.plots import new_figure, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -224,21 +224,6 @@ code{background:#f1f4f7;padding:0 .25em}
 # --------------------------------------------------------------------------- drawing
 
 
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Any, path: Path) -> Path:
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png")
-    fig.clear()
-    write_bytes(path, buf.getvalue())
-    return path
 
 
 def _class_colours(cfg: Config) -> list[tuple[float, float, float]]:
@@ -257,7 +242,7 @@ def _epoch_axis(ax: Any, best_epoch: int | None) -> None:
 
 
 def plot_loss(hist: Mapping[str, Any], loss_name: str, best_epoch: int | None, path: Path) -> Path:
-    fig = _figure(6.5, 4)
+    fig = new_figure(6.5, 4)
     ax = fig.add_subplot()
     epochs = hist["epochs"]
     for key, style in (("loss", "-"), ("val_loss", "--")):
@@ -266,13 +251,13 @@ def plot_loss(hist: Mapping[str, Any], loss_name: str, best_epoch: int | None, p
     ax.set_title(f"Loss ({loss_name})")
     _epoch_axis(ax, best_epoch)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_dice(hist: Mapping[str, Any], cfg: Config, best_epoch: int | None, path: Path) -> Path:
     from flexunet.losses import metric_suffix
 
-    fig = _figure(6.5, 4)
+    fig = new_figure(6.5, 4)
     ax = fig.add_subplot()
     epochs = hist["epochs"]
     colours = _class_colours(cfg)
@@ -286,11 +271,11 @@ def plot_dice(hist: Mapping[str, Any], cfg: Config, best_epoch: int | None, path
     ax.set_title("Per-class Dice (solid: train, dashed: valid)")
     _epoch_axis(ax, best_epoch)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_learning_rate(hist: Mapping[str, Any], best_epoch: int | None, path: Path) -> Path:
-    fig = _figure(6.5, 3.2)
+    fig = new_figure(6.5, 3.2)
     ax = fig.add_subplot()
     values = hist["learning_rate"]
     ax.plot(hist["epochs"][:len(values)], values, "-", marker=".", color="tab:purple", label="learning rate")
@@ -299,7 +284,7 @@ def plot_learning_rate(hist: Mapping[str, Any], best_epoch: int | None, path: Pa
     ax.set_title("Learning rate")
     _epoch_axis(ax, best_epoch)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- the report
@@ -734,7 +719,7 @@ def _panels(cfg: Config, shown: np.ndarray, truth: np.ndarray, pred: np.ndarray)
 
 
 def _gallery_png(b: _Build, strips: Sequence[tuple[str, Sequence[Any]]]) -> Path:
-    fig = _figure(4 * 2.4, len(strips) * 2.5 + 0.3)
+    fig = new_figure(4 * 2.4, len(strips) * 2.5 + 0.3)
     for r, (title, panels) in enumerate(strips):
         for c, panel in enumerate(panels):
             ax = fig.add_subplot(len(strips), 4, r * 4 + c + 1)
@@ -746,7 +731,7 @@ def _gallery_png(b: _Build, strips: Sequence[tuple[str, Sequence[Any]]]) -> Path
             if c == 0:
                 ax.set_ylabel(title, fontsize="x-small")
     fig.tight_layout()
-    return _save(fig, b.tmp / "gallery" / "gallery.png")
+    return save_figure(fig, b.tmp / "gallery" / "gallery.png")
 
 
 # --------------------------------------------------------------------------- 6. montages

@@ -13,7 +13,6 @@ no pyplot state, no window, nothing left open.
 
 from __future__ import annotations
 
-import io as _io
 import json
 import logging
 import math
@@ -23,9 +22,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from flexunet.errors import DataError
-from flexunet.io import list_files, read_image, write_bytes, write_json
+from flexunet.io import list_files, read_image, write_json
 from flexunet.masks import RgbMap, describe_unmapped, index_to_rgb, palette_colours, read_mask
 from flexunet.progress import Progress
+from flexunet.plots import new_figure, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +112,16 @@ def dataset_stats(dataset_dir: Path, out_dir: Path | None = None, rgb_map: RgbMa
     subsets = {s: _subset_stats(dataset_dir / s, rgb, names, progress) for s in present}
     name = dataset_dir.resolve().name
     files = [
-        _save(_count_chart(name, subsets), out / f"{name}_Statistics.png"),
-        _save(_class_chart(name, subsets, names, rgb), out / "class_statistics.png"),
+        save_figure(_count_chart(name, subsets), out / f"{name}_Statistics.png"),
+        save_figure(_class_chart(name, subsets, names, rgb), out / "class_statistics.png"),
     ]
     train = dataset_dir / "train"
     if "train" in present and subsets["train"]["images"]:
         images, masks = _samples(train, SAMPLE_COUNT)
-        files.append(_save(_grid([read_image(p) for p in images], [p.name for p in images]),
+        files.append(save_figure(_grid([read_image(p) for p in images], [p.name for p in images]),
                            out / "train_images_sample.png"))
         mask_arrays = [index_to_rgb(read_mask(p, rgb, 0.0, map_unmapped=True).index, rgb) for p in masks]
-        files.append(_save(_grid(mask_arrays, [p.name for p in masks]), out / "train_masks_sample.png"))
+        files.append(save_figure(_grid(mask_arrays, [p.name for p in masks]), out / "train_masks_sample.png"))
     else:
         log.warning("%s: no train images, so no sample grids", dataset_dir)
     doc = {"dataset_dir": str(dataset_dir), "class_names": names,
@@ -151,25 +151,10 @@ def _samples(train: Path, count: int) -> tuple[list[Path], list[Path]]:
 # --------------------------------------------------------------------------- drawing
 
 
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Any, path: Path) -> Path:
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png")
-    fig.clear()
-    write_bytes(path, buf.getvalue())
-    return path
 
 
 def _count_chart(name: str, subsets: Mapping[str, Mapping[str, Any]]) -> Any:
-    fig = _figure(6, 4)
+    fig = new_figure(6, 4)
     ax = fig.add_subplot()
     labels = list(subsets)
     counts = [subsets[s]["images"] for s in labels]
@@ -188,7 +173,7 @@ def _bar_colours(rgb: RgbMap, n: int) -> list[tuple[float, float, float]]:
 
 def _class_chart(name: str, subsets: Mapping[str, Mapping[str, Any]], names: Sequence[str],
                  rgb: RgbMap) -> Any:
-    fig = _figure(11, 4)
+    fig = new_figure(11, 4)
     labels = list(subsets)
     x = np.arange(len(labels))
     width = 0.8 / len(names)
@@ -211,7 +196,7 @@ def _class_chart(name: str, subsets: Mapping[str, Mapping[str, Any]], names: Seq
 def _grid(arrays: Sequence[np.ndarray], titles: Sequence[str]) -> Any:
     cols = min(4, max(1, len(arrays)))
     rows = max(1, math.ceil(len(arrays) / cols))
-    fig = _figure(3 * cols, 3 * rows)
+    fig = new_figure(3 * cols, 3 * rows)
     for i in range(rows * cols):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.axis("off")
