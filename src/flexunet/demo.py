@@ -92,7 +92,7 @@ def run_demo(out: Path, size: int = 256, epochs: int | None = None, count: int =
           lambda: train(cfg, overwrite=True, progress=progress))
     evaluation = stage("evaluate", "test subset: per-class Dice, IoU, HD95, lesion detection",
                        lambda: evaluate_model(cfg, progress=progress))
-    stage("infer", f"palette masks and overlays for {cfg.infer.images_dir.name}/",
+    stage("infer", f"palette masks and overlays for {cfg.infer.images_dir.relative_to(out)}/",
           lambda: infer_images(cfg, progress=progress))
     report = stage("report", "HTML report", lambda: build_report(cfg, progress=progress))
     total = time.perf_counter() - start
