@@ -165,6 +165,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from flexunet.bench import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
 Command = tuple[str, str, Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None]]
 
 
@@ -212,6 +218,11 @@ def _args_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=137, help="seed of the synthetic data (default 137)")
 
 
+def _args_bench(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bench_args", nargs=argparse.REMAINDER,
+                   help="the benchmark's own options (flexunet bench --help lists them)")
+
+
 def _args_stats(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset_dir", help="dataset folder holding train/ valid/ test/")
     p.add_argument("--out", help="where the charts go (default: DATASET_DIR)")
@@ -229,6 +240,7 @@ COMMANDS: list[Command] = [
     ("infer", "predict masks for [infer] images_dir", cmd_infer, _args_infer),
     ("export", "export the best model (keras, savedmodel, onnx)", cmd_export, _args_export),
     ("report", "one self-contained HTML report of data, training and evaluation", cmd_report, _add_config),
+    ("bench", "training and inference speed against the hardware's convolution peak", cmd_bench, _args_bench),
     ("inspect", "layer summary, parameter count and GFLOPs of the configured model", cmd_inspect,
      _args_inspect),
 ]
@@ -245,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only; no progress bars")
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for name, help_text, func, add_args in COMMANDS:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        # bench passes every option, --help included, to the benchmark's own parser
+        p = sub.add_parser(name, help=help_text, description=help_text, add_help=name != "bench")
         add_args(p)
         p.set_defaults(func=func)
     return parser
@@ -253,7 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "bench":  # its options belong to the benchmark's parser
+        args.bench_args = unknown + args.bench_args
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     _setup_logging(args.verbose, args.quiet)
     _quiet_tensorflow()
     try:

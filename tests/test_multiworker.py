@@ -1,0 +1,106 @@
+"""tf.distribute across processes: two local workers over loopback train one model and agree.
+
+Each worker is a separate Python process with its own TF_CONFIG (two free ports on
+127.0.0.1), running ``flexunet.train.train`` with ``[train] strategy = "multiworker"`` on
+the same config and the same model_dir, as two machines sharing a filesystem would.
+Gradients are all-reduced, so after training both hold the same weights, and since
+``batch_size`` is the global batch the run equals one device's; only the chief (worker 0)
+writes the run's files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+from flexunet.config import load_config
+
+WORKER = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import flexunet.train as T
+
+    config, out, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    models = []
+    build = T.compile_model
+    T.compile_model = lambda cfg: models.append(build(cfg)) or models[-1]   # keep the model to compare
+    from flexunet.config import load_config
+    cfg = load_config(config, overrides + ["train.strategy='multiworker'"])
+    summary = T.train(cfg, progress=False)
+    np.savez(out, *[np.asarray(w) for w in models[0].get_weights()])
+    print("RESULT " + json.dumps({"loss": summary["history"]["loss"], "val_loss": summary["history"]["val_loss"]}))
+""")
+
+OVERRIDES = ["train.epochs=2", "train.patience=0", "train.deterministic=False",
+             "model.loss='categorical_crossentropy'"]
+TIMEOUT_S = 420  # two TensorFlow processes sharing 2 CI cores; a hang (a lost peer) must still end
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_two_workers_over_loopback_agree_with_each_other_and_with_one_device(train_project, tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+                   TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="")
+        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, str(train_project), str(tmp_path / f"w{index}.npz"),
+                                       json.dumps(OVERRIDES)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    outputs = []
+    try:
+        for proc in procs:
+            outputs.append(proc.communicate(timeout=TIMEOUT_S))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    for index, (proc, (out, err)) in enumerate(zip(procs, outputs)):
+        assert proc.returncode == 0, f"worker {index} exited {proc.returncode}:\n{err[-3000:]}"
+    results = [json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+               for out, _ in outputs]
+
+    # the same run on both workers: all-reduced losses and identical weights
+    assert len(results[0]["loss"]) == 2
+    np.testing.assert_allclose(results[1]["loss"], results[0]["loss"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results[1]["val_loss"], results[0]["val_loss"], rtol=1e-5, atol=1e-6)
+    with np.load(tmp_path / "w0.npz") as w0, np.load(tmp_path / "w1.npz") as w1:
+        assert w0.files == w1.files and len(w0.files) > 0
+        for key in w0.files:
+            np.testing.assert_allclose(w1[key], w0[key], rtol=1e-5, atol=1e-6)
+    assert np.isfinite(results[0]["loss"]).all()
+
+    # [train] batch_size is the global batch: two workers of 2 images each train as one device of 4
+    from flexunet.train import train
+
+    single = train(load_config(train_project, OVERRIDES + [f"train.model_dir={tmp_path / 'single'}",
+                                                           f"train.eval_dir={tmp_path / 'single_eval'}"]),
+                   progress=False)
+    np.testing.assert_allclose(results[0]["loss"], single["history"]["loss"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(results[0]["val_loss"], single["history"]["val_loss"], rtol=1e-4, atol=1e-6)
+
+    # only the chief wrote the run: one checkpoint, one CSV with two epochs, no worker leftovers
+    cfg = load_config(train_project)
+    assert (cfg.train.model_dir / "best_model.keras").is_file()
+    state = json.loads((cfg.train.model_dir / "last_checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 2
+    np.testing.assert_allclose(state["history"]["loss"], results[0]["loss"], rtol=1e-6)
+    assert len((cfg.train.eval_dir / "train_losses.csv").read_text().splitlines()) == 3
+    assert sorted(p.name for p in cfg.train.model_dir.iterdir() if p.name.startswith(".")) == []
