@@ -16,8 +16,10 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
+import pytest
 
 from flexunet.config import load_config
 
@@ -39,7 +41,7 @@ WORKER = textwrap.dedent("""
 
 OVERRIDES = ["train.epochs=2", "train.patience=0", "train.deterministic=False",
              "model.loss='categorical_crossentropy'"]
-TIMEOUT_S = 420  # two TensorFlow processes sharing 2 CI cores; a hang (a lost peer) must still end
+TIMEOUT_S = 420  # both workers, sharing 2 CI cores (~30 s when idle); a hang (a lost peer) must still end
 
 
 def _free_ports(n: int) -> list[int]:
@@ -58,15 +60,19 @@ def test_two_workers_over_loopback_agree_with_each_other_and_with_one_device(tra
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
     for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-                   TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="")
-        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, str(train_project), str(tmp_path / f"w{index}.npz"),
-                                       json.dumps(OVERRIDES)],
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+        task = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        env = dict(os.environ, TF_CONFIG=json.dumps(task), TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow",
+                   CUDA_VISIBLE_DEVICES="")
+        args = [sys.executable, "-c", WORKER, str(train_project), str(tmp_path / f"w{index}.npz"),
+                json.dumps(OVERRIDES)]
+        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
     outputs = []
+    deadline = time.monotonic() + TIMEOUT_S
     try:
         for proc in procs:
-            outputs.append(proc.communicate(timeout=TIMEOUT_S))
+            outputs.append(proc.communicate(timeout=max(1.0, deadline - time.monotonic())))
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the two workers did not finish within {TIMEOUT_S} s (a worker waiting for a lost peer?)")
     finally:
         for proc in procs:
             if proc.poll() is None:

@@ -9,10 +9,9 @@ For each config (``stroke``: the shipped stroke config, 512x512, ~125 M paramete
    kernel, in the variant's precision), median of repeats taken inside every measuring
    process, halfway and at the end: the attainable FLOP/s under the same machine load;
 3. training, in a fresh process per variant (XLA off / on; float16 mixed precision on a GPU):
-   the real pipeline (``data.make_dataset`` over N images on disk + ``model.fit``), then the
-   same model fed one in-memory batch (the compute bound).  ``warmup`` steps are dropped, then
-   ``repeats`` timings of ``steps`` steps each; figures are medians.  Pipeline overhead is
-   ``1 - from_disk / in_memory``;
+   the real pipeline (``data.make_dataset`` over N images on disk + ``model.fit``) and the
+   same model fed one in-memory batch (the compute bound), after an untimed warm-up, in
+   alternating timed fits; figures are medians.  Pipeline overhead is ``1 - from_disk / in_memory``;
 4. memory: peak resident memory (VmHWM) right after the from-disk training, on N images and,
    in another process doing the same, on 10 x N images;
 5. inference: ``infer.infer_images`` (streaming, batched) against a per-image
@@ -261,8 +260,9 @@ def _measure_training(spec: dict) -> dict:
     2. one timed fit from disk, ``memory_steps`` steps in all with the warm-up, then peak memory
        is read (the N and the 10 x N run read it after the same number of steps); with
        ``memory_only`` the process ends here (the 10 x N run);
-    3. ``repeats`` times: a timed fit from one in-memory batch, then one from disk, so a change
-       in machine load hits both alike.
+    3. alternating timed fits from one in-memory batch and from disk, ``repeats`` of each (the
+       fit of step 2 is the first from disk), so a change in machine load hits both alike;
+    4. inference (``infer_dir``), then the convolution peak again (it was measured after step 2).
     """
     import tensorflow as tf
 
@@ -292,25 +292,35 @@ def _measure_training(spec: dict) -> dict:
     out["warmup_s"] = time.perf_counter() - t0
     disk_rates = [_window(model, disk(skip + first_steps), skip, first_steps, batch)]
     out["disk_steps"] = warmup + skip + first_steps
+    phases = out["phase_s"] = {"warmup": out["warmup_s"], "first_disk": time.perf_counter() - t0 - out["warmup_s"]}
     out["peak_rss_mib"] = peak_rss_mib()  # after from-disk training only: the N vs 10 x N comparison
     if spec.get("memory_only"):
         out["disk"] = _summary(disk_rates)
         return out
     precision = cfg.train.mixed_precision or "float32"
+    t0 = time.perf_counter()
     peak = conv_peak(precision, spec["peak_repeats"], spec["peak_shape"])
+    phases["peak"] = time.perf_counter() - t0
 
     x, y = next(iter(make_dataset(cfg, pairs[:batch], training=False, batch_size=batch)))
-    in_memory = tf.data.Dataset.from_tensors((x, y)).repeat()
+    # the same batch again and again, with the from-disk element spec (batch dimension None): no retrace
+    in_memory = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(batch)
     memory_rates = []
+    t0 = time.perf_counter()
     for r in range(repeats):
         if r:  # the first from-disk timing is the one above
             disk_rates.append(_window(model, disk(skip + steps), skip, steps, batch))
         memory_rates.append(_window(model, in_memory, skip, steps, batch))
     out["disk"], out["memory"] = _summary(disk_rates), _summary(memory_rates)
+    phases["alternating"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     if spec.get("infer_dir"):
         out["infer"] = _measure_inference(cfg, model, Path(spec["infer_dir"]), Path(spec["infer_out"]),
                                           spec["infer_repeats"])
+    phases["inference"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     samples = peak["samples"] + conv_peak(precision, spec["peak_repeats"], spec["peak_shape"])["samples"]
+    phases["peak"] += time.perf_counter() - t0
     out["peak"] = {**peak, "samples": samples, "flops": median(samples)}
     if tf.config.list_physical_devices("GPU"):
         out["gpu_peak_mib"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
@@ -397,9 +407,8 @@ def run_bench(configs: Sequence[str] = ("stroke", "demo"), out: str | os.PathLik
               workdir: str | os.PathLike | None = None, quick: bool = False, steps: int | None = None,
               repeats: int | None = None, images: int | None = None, xla: Sequence[bool] = (False, True),
               precisions: Sequence[str] | None = None, memory: bool = True, sets: Sequence[str] = (),
-              seed: int = 137,
-              infer_images: int | None = None, peak_repeats: int = 3, peak_shape: Sequence[int] = PEAK_SHAPE,
-              progress: bool = True,
+              seed: int = 137, infer_images: int | None = None, peak_repeats: int = 2,
+              peak_shape: Sequence[int] = PEAK_SHAPE, progress: bool = True,
               echo: Callable[[str], None] = print) -> dict:
     """Benchmark training and inference of each config; print a table, return (and write) the figures.
 
@@ -684,7 +693,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="comma-separated: stroke, demo, or config file paths (default stroke,demo)")
     p.add_argument("--out", help="write the figures as JSON here")
     p.add_argument("--workdir", help="keep data and outputs here (and reuse the data); default: a temp folder")
-    p.add_argument("--quick", action="store_true", help="smaller plans: about a third of the default time")
+    p.add_argument("--quick", action="store_true",
+                   help="smaller plans: fewer images and timings (about 3/4 of the time)")
     p.add_argument("--steps", type=int, help="training steps per timing (default: per config)")
     p.add_argument("--repeats", type=int, help="timings per figure; medians are reported (default: per config)")
     p.add_argument("--images", type=int, help="N, training images of the throughput run (default: per config)")
