@@ -13,7 +13,8 @@ import math
 import pytest
 
 from conftest import TRAIN_CONFIG
-from flexunet.bench import _data_overrides, _make_data, derived, format_table, run_bench, targets
+from flexunet.bench import (Variant, _data_overrides, _make_data, derived, format_table, memory_variant,
+                            run_bench, targets)
 from flexunet.errors import FlexUNetError
 
 
@@ -100,3 +101,11 @@ def test_mixed_precision_without_a_gpu_is_refused_with_the_way_out():
         pytest.skip("a GPU is present")
     with pytest.raises(FlexUNetError, match="only measured on a GPU.*--precision float32"):
         run_bench(configs=["demo"], precisions=["float16"], echo=lambda _: None)
+
+
+def test_memory_is_measured_on_the_configs_own_xla_setting():
+    off, on, half = Variant(False, "float32"), Variant(True, "float32"), Variant(True, "float16")
+    assert memory_variant([off, on], jit_compile=True) == on    # the stroke and demo configs ship XLA on
+    assert memory_variant([off, on], jit_compile=False) == off
+    assert memory_variant([half, off], jit_compile=True) == half  # no float32 XLA variant: the first
+    assert memory_variant([off], jit_compile=True) == off

@@ -81,9 +81,11 @@ class Plan:
 
 
 # The stroke model is ~116 GFLOP forward per 512x512 image: a training step of batch 2 takes
-# 10-30 s on 2 CPU cores, so it gets single-step timings; the demo net gets real medians.
+# 10-25 s on 2 CPU cores, so by default it gets one single-step timing from disk and one from
+# memory per variant (that keeps the default run under 10 minutes; --repeats 3 gives medians);
+# the demo net gets real medians.
 PLANS = {
-    "stroke": Plan(images=4, warmup=1, skip=0, steps=1, repeats=2, full_epoch=False, infer_images=2,
+    "stroke": Plan(images=2, warmup=1, skip=0, steps=1, repeats=1, full_epoch=False, infer_images=2,
                    infer_repeats=1),
     "demo": Plan(images=16, warmup=2, skip=1, steps=3, repeats=3, full_epoch=True, infer_images=16,
                  infer_repeats=3),
@@ -477,6 +479,11 @@ def _workdir(workdir: str | os.PathLike | None):
         yield Path(tmp)
 
 
+def memory_variant(variants: Sequence[Variant], jit_compile: bool) -> Variant:
+    """The variant whose N vs 10 x N memory is measured: the config's own XLA setting in float32, else the first."""
+    return next((v for v in variants if v.xla == jit_compile and v.precision == "float32"), variants[0])
+
+
 def _bench_config(entry: str, work: Path, quick: bool, steps: int | None, repeats: int | None,
                   images: int | None, infer_images: int | None, variants: list[Variant], memory: bool,
                   sets: list[str], peak: dict, seed: int, progress: bool, echo: Callable[[str], None]) -> dict:
@@ -511,9 +518,11 @@ def _bench_config(entry: str, work: Path, quick: bool, steps: int | None, repeat
                      "train.tensorboard=False", "train.epoch_change_infer=False", "train.strategy='default'",
                      f"train.seed={seed}"]
 
+    mem_v = memory_variant(variants, base.train.jit_compile)
+
     def spec(v: Variant, n: int, label: str, **extra: Any) -> dict:
         mp = "None" if v.precision == "float32" else repr(v.precision)
-        steps_before_reading = memory_steps if v == variants[0] else plan.warmup + plan.skip + plan.steps
+        steps_before_reading = memory_steps if v == mem_v else plan.warmup + plan.skip + plan.steps
         return {"config": str(cfg_path), "overrides": common + [f"train.jit_compile={v.xla}",
                                                                 f"train.mixed_precision={mp}"],
                 "images": n, "warmup": plan.warmup, "skip": plan.skip, "steps": plan.steps,
@@ -535,11 +544,11 @@ def _bench_config(entry: str, work: Path, quick: bool, steps: int | None, repeat
     out = {"config": name, "path": str(cfg_path), "image_size": size, "batch": batch, "plan": asdict(plan),
            "params": runs[0]["params"], "forward_flops": runs[0]["forward_flops"], "variants": runs}
     if memory:
-        v = variants[0]
+        v = mem_v
         job = spec(v, n_large, f"{name} training on 10 x N = {n_large} images, {v.label}", memory_only=True)
         echo(f"[{name}] {job['label']} (peak memory) ...")
         large = _run_child(job)
-        small = runs[0]
+        small = runs[variants.index(mem_v)]
         out["memory"] = {"variant": v.label, "images": [small["images"], large["images"]],
                          "disk_steps": [small["disk_steps"], large["disk_steps"]],
                          "peak_rss_mib": [small["peak_rss_mib"], large["peak_rss_mib"]],
