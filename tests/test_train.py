@@ -52,6 +52,31 @@ def test_epoch_order_depends_only_on_seed_and_epoch(train_project):
     assert full[:2] != full[2:4]              # reshuffled between epochs
 
 
+@pytest.mark.parametrize("size", [32, 24])  # 32: stored at the model size (uint8 cache); 24: resampled (float32)
+def test_cached_pipeline_yields_the_same_batches_as_streaming(train_project, size):
+    from flexunet.data import _cache_variables, decode_image, decode_mask, make_dataset, subset_pairs
+
+    sizes = [f"model.image_width={size}", f"model.image_height={size}"]
+    cfg = load_config(train_project, sizes)
+    pairs = subset_pairs(cfg, "train")
+
+    def batches(cache: bool):
+        c = cfg.replace("train", cache=cache)
+        return [(x.numpy(), y.numpy()) for x, y in make_dataset(c, pairs, training=True, epochs=(0, 2))]
+
+    streamed, cached = batches(False), batches(True)
+    assert len(streamed) == len(cached) == 4
+    for (xs, ys), (xc, yc) in zip(streamed, cached):
+        np.testing.assert_array_equal(xs, xc)
+        np.testing.assert_array_equal(ys, yc)
+
+    decoded = [(decode_image(str(i), cfg).numpy(), decode_mask(str(m), cfg).numpy()) for i, m in pairs]
+    images, masks = _cache_variables(iter(decoded), len(decoded))
+    assert images.dtype.name == ("uint8" if size == 32 else "float32") and masks.dtype.name == "uint8"
+    np.testing.assert_array_equal(images.numpy(), np.stack([d[0] for d in decoded]))
+    np.testing.assert_array_equal(masks.numpy(), np.stack([d[1] for d in decoded]))
+
+
 def test_pairing_errors_name_the_file(train_project):
     from flexunet.data import subset_pairs
 

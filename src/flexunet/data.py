@@ -153,7 +153,7 @@ def make_dataset(cfg: Config, pairs: list[tuple[Path, Path]], training: bool, ba
     if cfg.train.cache:  # decode once; epochs then gather from memory (variables, not graph constants)
         decoded = tf.data.Dataset.range(len(pairs)).map(
             lambda i: load(i, tf.constant(0, tf.int64))[:2], num_parallel_calls=AUTOTUNE).as_numpy_iterator()
-        cache = tuple(tf.Variable(a, trainable=False) for a in _stack_cache(decoded, len(pairs)))
+        cache = _cache_variables(decoded, len(pairs))
 
     def one_epoch(epoch):
         order = tf.random.experimental.stateless_shuffle(
@@ -176,21 +176,27 @@ def make_dataset(cfg: Config, pairs: list[tuple[Path, Path]], training: bool, ba
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 
-def _stack_cache(decoded, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The decoded set as two arrays, filled in place; images as uint8 while every value is whole.
+def _cache_variables(decoded, n: int) -> tuple[tf.Variable, tf.Variable]:
+    """The decoded set as two variables filled row by row; images as uint8 while every value is whole.
 
     Images stored at the model size are never resampled, so they decode to whole numbers
-    0..255: uint8 holds them exactly in a quarter of the memory of float32.
+    0..255: uint8 holds them exactly in a quarter of the memory of float32.  Rows are written
+    straight into the variables, so building the cache needs its own size and one row, not
+    the two or three copies a stacked array turned into a variable passes through.
     """
+    def zeros(shape: tuple, dtype: tf.DType) -> tf.Variable:  # a lazy initial value: no second buffer
+        return tf.Variable(lambda: tf.zeros(shape, dtype), trainable=False)
+
     images = masks = None
     for k, (image, index) in enumerate(decoded):
         if images is None:
-            images = np.empty((n, *image.shape), np.uint8)
-            masks = np.empty((n, *index.shape), index.dtype)
-        if images.dtype == np.uint8 and not np.array_equal(image, np.rint(image)):
-            images = images.astype(np.float32)  # resampled: keep float32 (earlier rows convert exactly)
-        images[k] = image
-        masks[k] = index
+            images, masks = zeros((n, *image.shape), tf.uint8), zeros((n, *index.shape), tf.as_dtype(index.dtype))
+        if images.dtype == tf.uint8 and not np.array_equal(image, np.rint(image)):
+            old = images  # resampled: keep float32 (the rows so far convert exactly)
+            images = tf.Variable(lambda: tf.cast(old, tf.float32), trainable=False)
+        # scatter_nd_update writes the row in place (a sliced assign copies the whole variable)
+        images.scatter_nd_update([[k]], image[None].astype(images.dtype.as_numpy_dtype))
+        masks.scatter_nd_update([[k]], index[None])
     return images, masks
 
 
