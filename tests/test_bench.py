@@ -43,6 +43,8 @@ def test_toy_run_measures_everything_and_writes_table_and_json(tmp_path):
 
     (row,) = derived(report)
     assert row["overhead"] == pytest.approx(1 - run["disk"]["images_per_s"] / run["memory"]["images_per_s"])
+    assert run["input"]["batches"] == 3 and run["input"]["s_per_batch"] > 0
+    assert row["input_share"] == pytest.approx(run["input"]["s_per_batch"] * run["disk"]["images_per_s"] / 4)
     assert row["train_gflops"] == pytest.approx(3 * toy["forward_flops"] * run["disk"]["images_per_s"] / 1e9)
     assert row["infer_gflops"] == pytest.approx(toy["forward_flops"] * run["infer"]["streaming"]["images_per_s"] / 1e9)
     assert report["peak"]["float32"]["flops"] > 0 and len(run["peak"]["samples"]) == 2 * 2
@@ -51,7 +53,7 @@ def test_toy_run_measures_everything_and_writes_table_and_json(tmp_path):
     assert [t["target"] for t in report["targets"]] == ["pipeline overhead", "peak memory, 10 x N vs N images"]
     table = "\n".join(lines)
     assert "training (images/s; medians)" in table and "inference (images/s; medians)" in table
-    assert "targets:" in table and "toy" in table
+    assert "targets:" in table and "toy" in table and "input alone" in table
 
     # the data is kept in --workdir and reused when the recipe is the same
     root = next((tmp_path / "work" / "data").glob("*/bench-data.json")).parent
@@ -68,6 +70,7 @@ def _report(overhead_disk: float, stroke_gflops_share: float, speedup: float, gr
         return {"xla": False, "precision": "float32", "images": 4, "batch": 2, "peak_rss_mib": 1000.0,
                 "peak": {"flops": peak, "samples": [peak]},
                 "disk": {"images_per_s": disk}, "memory": {"images_per_s": mem},
+                "input": {"batches": 3, "s_per_batch": 0.01},
                 "infer": {"streaming": {"images_per_s": stream}, "per_image": {"images_per_s": loop}}}
     stroke_ips = stroke_gflops_share * peak / (3 * flops)
     return {"machine": {"cpus": 2, "gpus": [], "tensorflow": "x", "loadavg_start": [0.1], "loadavg_end": [0.1],

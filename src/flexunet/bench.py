@@ -80,6 +80,8 @@ class Plan:
     infer_repeats: int
 
 
+INPUT_BATCHES = 3  # batches timed for the pipeline alone
+
 # The stroke model is ~116 GFLOP forward per 512x512 image: a training step of batch 2 takes
 # 10-25 s on 2 CPU cores, so by default it gets one single-step timing from disk and one from
 # memory per variant (that keeps the default run under 10 minutes; --repeats 3 gives medians);
@@ -251,6 +253,16 @@ def _window(model: Any, dataset: Any, skip: int, steps: int, batch: int) -> floa
     return steps * batch / (ends[-1] - start)
 
 
+def _input_alone(dataset: Any, batches: int) -> dict:
+    """Seconds per batch of the from-disk pipeline with no model: the first batch (start-up) untimed."""
+    it = iter(dataset)
+    next(it)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    return {"batches": batches, "s_per_batch": (time.perf_counter() - t0) / batches}
+
+
 def _summary(rates: list[float]) -> dict:
     return {"images_per_s": median(rates), "samples": rates}
 
@@ -299,6 +311,7 @@ def _measure_training(spec: dict) -> dict:
     if spec.get("memory_only"):
         out["disk"] = _summary(disk_rates)
         return out
+    out["input"] = _input_alone(disk(INPUT_BATCHES + 1), INPUT_BATCHES)
     precision = cfg.train.mixed_precision or "float32"
     t0 = time.perf_counter()
     peak = conv_peak(precision, spec["peak_repeats"], spec["peak_shape"])
@@ -601,6 +614,8 @@ def derived(report: dict) -> list[dict]:
                 "config": c["config"], "size": c["image_size"], "xla": v["xla"], "precision": v["precision"],
                 "images": v["images"], "batch": v["batch"],
                 "train_disk": disk, "train_memory": mem, "overhead": 1.0 - disk / mem,
+                # the pipeline's own time per batch against a training step's: what it could cost at most
+                "input_share": v["input"]["s_per_batch"] * disk / v["batch"],
                 "train_gflops": 3 * flops * disk / 1e9, "train_memory_gflops": 3 * flops * mem / 1e9,
                 "train_peak_fraction": 3 * flops * disk / peak,
                 "infer_streaming": stream, "infer_per_image": loop, "infer_speedup": stream / loop,
@@ -661,9 +676,10 @@ def format_table(report: dict) -> str:
              "",
              "training (images/s; medians):"]
     lines += _table(["config", "size", "xla", "precision", "N", "batch", "from disk", "in memory", "overhead",
-                     "GFLOP/s", "conv peak", "of peak", "peak RSS MiB"],
+                     "input alone", "GFLOP/s", "conv peak", "of peak", "peak RSS MiB"],
                     [[r["config"], str(r["size"]), "on" if r["xla"] else "off", r["precision"], str(r["images"]),
                       str(r["batch"]), f"{r['train_disk']:.3g}", f"{r['train_memory']:.3g}", f"{r['overhead']:.1%}",
+                      f"{r['input_share']:.1%}",
                       f"{r['train_gflops']:.1f}", f"{r['peak_gflops']:.1f}", f"{r['train_peak_fraction']:.0%}",
                       f"{r['peak_rss_mib']:.0f}"]
                      for r in rows])
