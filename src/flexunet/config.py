@@ -280,6 +280,15 @@ class TrainSettings:
     cache: bool = opt(False, Bool(), "cache decoded training data in memory")
     shuffle_buffer: int = opt(256, POS_INT, "shuffle buffer (file names, so cheap)")
     tensorboard: bool = opt(True, Bool(), "write TensorBoard logs under model_dir/logs")
+    foreground_oversampling: float = opt(0.0, Float(lo=0.0, hi=1.0),
+                                         "share of each batch drawn from slices with a foreground class "
+                                         "(rarest first); 0: uniform order")
+    lr_schedule: str = opt("constant", Str(("constant", "poly", "cosine"), lower=True),
+                           "learning-rate schedule after warm-up: constant, poly or cosine decay to 0")
+    warmup_epochs: int = opt(0, NONNEG_INT, "epochs of linear learning-rate warm-up from 0")
+    on_collapse: str = opt("stop", Str(("warn", "stop"), lower=True),
+                           "when a foreground class is never predicted for collapse_patience epochs")
+    collapse_patience: int = opt(3, POS_INT, "epochs in a row without a predicted pixel of a present class")
 
 
 @dataclass(frozen=True)
@@ -686,9 +695,9 @@ def _build(raw: dict[str, dict[str, _Raw]], source: str, base: Path) -> tuple[di
         values: dict[str, Any] = {}
         for key, item in raw.get(name, {}).items():
             if key not in accepted:
-                hint = _did_you_mean(key, accepted)
+                others = [s for s, c in SECTIONS.items() if key in _section_keys(c)]
+                hint = "" if others else _did_you_mean(key, accepted)
                 if not hint:
-                    others = [s for s, c in SECTIONS.items() if key in _section_keys(c)]
                     hint = f"; '{key}' belongs in [{others[0]}]" if others else ""
                 loc = f"{item.source}:{item.line}" if item.line is not None else item.source
                 warnings.append(f"{loc} [{name}] unknown key '{key}' ignored{hint}")
