@@ -221,3 +221,83 @@ def test_reference_lists_every_section():
 def test_readme_config_reference_is_current():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert reference() in readme, "regenerate README's config reference from flexunet.config.reference()"
+
+
+# ------------------------------------------------------------ issue 12: dropout depth, metric names, unused keys
+
+
+def _load_tiny(write_config, tiny_config_text, *overrides: str):
+    return load_config(write_config(tiny_config_text), overrides)
+
+
+@pytest.mark.parametrize("layers,rate,largest", [(3, 0.5, "0.5"), (6, 0.2, "0.2"), (6, 0.3, "0.2")])
+def test_deepest_level_dropout_must_stay_below_one(write_config, tiny_config_text, layers, rate, largest):
+    text = tiny_config_text.replace("image_width = 64", "image_width = 256").replace(
+        "image_height = 64", "image_height = 256")
+    with pytest.raises(ConfigError) as err:
+        _load_tiny(write_config, text, f"model.num_layers={layers}", f"model.dropout_rate={rate}")
+    message = str(err.value)
+    assert "[model] dropout_rate" in message and f"num_layers = {layers}" in message
+    assert f"below 1/(num_layers-1) = {largest}" in message and "\n" not in message
+    # just below the limit builds
+    below = float(largest) * 0.99
+    assert _load_tiny(write_config, text, f"model.num_layers={layers}",
+                      f"model.dropout_rate={below}").model.dropout_rate == below
+
+
+def test_monitor_must_be_a_logged_name_with_did_you_mean(write_config, tiny_config_text):
+    with pytest.raises(ConfigError) as err:
+        _load_tiny(write_config, tiny_config_text, "train.monitor=val_mean_dise")
+    message = str(err.value)
+    assert message.startswith("--set [train] monitor = 'val_mean_dise': expected names among loss, ")
+    assert message.endswith("did you mean 'val_mean_dice'?") and "\n" not in message
+    for name in ("val_loss", "loss", "val_mean_iou", "val_dice_class_1", "iou_class_2", "val_dice_coef_multiclass"):
+        assert _load_tiny(write_config, tiny_config_text, f"train.monitor={name}").train.monitor == name
+    with pytest.raises(ConfigError, match="'learning_rate' is not one"):
+        _load_tiny(write_config, tiny_config_text, "train.monitor=learning_rate")
+
+
+def test_monitor_names_follow_class_names(write_config, tiny_config_text):
+    text = tiny_config_text + '\n[dataset]\nclass_names = ["background", "Ischemic Stroke", "hemorrhagic"]\n'
+    cfg = _load_tiny(write_config, text, "train.monitor=val_dice_ischemic_stroke")
+    assert cfg.train.monitor == "val_dice_ischemic_stroke"
+    with pytest.raises(ConfigError, match="did you mean 'val_dice_ischemic_stroke'"):
+        _load_tiny(write_config, text, "train.monitor=val_dice_ischemic")
+
+
+def test_model_metrics_choose_the_extra_metric_and_unknown_names_are_errors(write_config, tiny_config_text):
+    from flexunet.losses import make_metrics
+
+    def names(cfg):
+        return [getattr(m, "name", getattr(m, "__name__", None)) for m in make_metrics(cfg)]
+
+    default = _load_tiny(write_config, tiny_config_text)
+    assert names(default)[0] == "dice_coef_multiclass"
+    off = _load_tiny(write_config, tiny_config_text, "model.metrics=[]", "train.metrics=['mean_dice','val_mean_dice']")
+    assert "dice_coef_multiclass" not in names(off)
+    assert names(off) == ["dice_class_1", "dice_class_2", "iou_class_1", "iou_class_2", "mean_dice", "mean_iou"]
+    with pytest.raises(ConfigError, match=r"\[model\] metrics = \['dice_coef'\]: .*did you mean "
+                                          r"'dice_coef_multiclass'\?"):
+        _load_tiny(write_config, tiny_config_text, "model.metrics=['dice_coef']")
+    # the default [train] metrics name dice_coef_multiclass: refused when it is no longer logged
+    with pytest.raises(ConfigError, match=r"\[train\] metrics = .*'dice_coef_multiclass' is not one \(it is "
+                                          r"logged only when \[model\] metrics lists 'dice_coef_multiclass'\)"):
+        _load_tiny(write_config, tiny_config_text, "model.metrics=[]")
+    with pytest.raises(ConfigError, match=r"\[train\] metrics = .*'val_los' is not one; did you mean 'val_loss'"):
+        _load_tiny(write_config, tiny_config_text, "train.metrics=['loss','val_los']")
+    assert _load_tiny(write_config, tiny_config_text,
+                      "train.metrics=['learning_rate','val_mean_iou']").train.metrics[0] == "learning_rate"
+
+
+def test_ignored_values_are_warned_about_once_each(write_config, tiny_config_text, caplog):
+    with caplog.at_level(logging.WARNING, logger="flexunet.config"):
+        _load_tiny(write_config, tiny_config_text)
+    assert not caplog.records
+    with caplog.at_level(logging.WARNING, logger="flexunet.config"):
+        cfg = _load_tiny(write_config, tiny_config_text, "model.final_activation='sigmoid'",
+                         "train.shuffle_buffer=64")
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert messages[0].startswith("--set [model] final_activation = 'sigmoid': the head is softmax")
+    assert messages[1].startswith("--set [train] shuffle_buffer = 64: unused")
+    assert cfg.warnings == ()  # not unknown keys: --strict still accepts them

@@ -228,7 +228,8 @@ class ModelSettings:
     activation: str = opt("relu", Str(("relu", "elu", "gelu", "selu", "swish", "silu", "leaky_relu", "tanh")),
                           "activation of the convolutions")
     final_activation: str = opt("softmax", Str(("softmax", "sigmoid")),
-                                "head activation (softmax whenever num_classes > 1, as the original)")
+                                "head activation: always softmax (num_classes >= 2), as the original; "
+                                "\"sigmoid\" is accepted with a warning")
     dropout_seed_fixing: bool = opt(False, Bool(), "seed the dropout layers with [train] seed")
     optimizer: str = opt("adam", Str(OPTIMIZERS, lower=True, keep_case=True), "Adam, AdamW, SGD or RMSprop")
     learning_rate: float = opt(0.0001, POS_FLOAT, "initial learning rate")
@@ -238,7 +239,9 @@ class ModelSettings:
     focal_gamma: float = opt(2.0, Float(lo=0.0), "focal loss gamma")
     tversky_alpha: float = opt(0.3, Float(lo=0.0, hi=1.0), "Tversky weight of false positives")
     tversky_beta: float = opt(0.7, Float(lo=0.0, hi=1.0), "Tversky weight of false negatives")
-    metrics: tuple = opt(("dice_coef_multiclass",), Seq(Str()), "metrics shown during training")
+    metrics: tuple = opt(("dice_coef_multiclass",), Seq(Str()),
+                         "extra training metrics: list \"dice_coef_multiclass\" to log it; per-class "
+                         "dice_/iou_<class>, mean_dice and mean_iou are always logged")
     show_summary: bool = opt(False, Bool(), "print the layer summary when building")
 
 
@@ -254,7 +257,7 @@ class TrainSettings:
     batch_size: int = opt(4, POS_INT, "global batch size")
     patience: int = opt(10, NONNEG_INT, "EarlyStopping patience in epochs (0: off)")
     metrics: tuple = opt(("dice_coef_multiclass", "val_dice_coef_multiclass"), Seq(Str()),
-                         "the two metrics written to train_metrics.csv")
+                         "the two logged values written to train_metrics.csv")
     model_dir: Path = opt(Path("models"), PathKind(), "where models and checkpoints go")
     eval_dir: Path = opt(Path("eval"), PathKind(), "where training curves and CSVs go")
     images_dir: Path | None = opt(None, OPT_PATH, "training images folder")
@@ -270,7 +273,8 @@ class TrainSettings:
     steps_per_epoch: int | None = opt(None, Optional(POS_INT), "steps per epoch (None: whole set)")
     validation_steps: int | None = opt(None, Optional(POS_INT), "validation steps (None: whole set)")
     seed: int = opt(137, NONNEG_INT, "one seed for split, augmentation, shuffling and initialisation")
-    monitor: str = opt("val_loss", Str(), "quantity the checkpoint, reducer and early stopping watch")
+    monitor: str = opt("val_loss", Str(), "logged value the checkpoint, reducer and early stopping watch "
+                                           "(loss, a metric, or their val_ forms)")
     deterministic: bool = opt(False, Bool(), "op determinism: bit-identical runs on CPU (slower)")
     jit_compile: bool = opt(False, Bool(), "XLA compilation of the train step")
     mixed_precision: str | None = opt(None, Optional(Str(("float16", "bfloat16"), lower=True)),
@@ -278,7 +282,8 @@ class TrainSettings:
     strategy: str = opt("default", Str(("default", "mirrored", "multiworker"), lower=True),
                         "tf.distribute strategy")
     cache: bool = opt(False, Bool(), "cache decoded training data in memory")
-    shuffle_buffer: int = opt(256, POS_INT, "shuffle buffer (file names, so cheap)")
+    shuffle_buffer: int = opt(256, POS_INT, "unused (accepted with a warning): every epoch is a full "
+                                            "seeded permutation of the file list")
     tensorboard: bool = opt(True, Bool(), "write TensorBoard logs under model_dir/logs")
     foreground_oversampling: float = opt(0.0, Float(lo=0.0, hi=1.0),
                                          "share of each batch drawn from slices with a foreground class "
@@ -730,7 +735,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
         if getattr(getattr(cfg, section), key) is None:
             cfg.require(section, key, _REQUIRED_HINT[(section, key)])
     _validate(cfg)
-    for w in warnings:
+    for w in warnings + _notices(cfg):
         log.warning(w)
     return cfg
 
@@ -772,6 +777,30 @@ def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Confi
                         path=p.resolve())
 
 
+# --------------------------------------------------------------------------- logged names
+
+# metrics [model] metrics may switch on; the honest per-class ones are always logged
+EXTRA_METRICS = ("dice_coef_multiclass",)
+
+
+def metric_suffix(name: str) -> str:
+    """A class name as it appears in metric names: lower case, [a-z0-9_] only."""
+    return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_") or "class"
+
+
+def class_metric_names(class_names: Iterable[str]) -> list[str]:
+    """The always-logged metrics: Dice and IoU per foreground class, then their foreground means."""
+    fg = [metric_suffix(n) for n in list(class_names)[1:]]
+    return [f"dice_{s}" for s in fg] + [f"iou_{s}" for s in fg] + ["mean_dice", "mean_iou"]
+
+
+def logged_names(cfg: Config) -> list[str]:
+    """What training logs each epoch: loss, the chosen extras, the per-class metrics, and their val_ forms."""
+    chosen = [name for name in EXTRA_METRICS if name in cfg.model.metrics]
+    train = ["loss", *chosen, *class_metric_names(cfg.class_names)]
+    return train + [f"val_{name}" for name in train]
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -787,6 +816,11 @@ def _validate(cfg: Config) -> None:
         raise cfg.error("model", "base_kernels", "an odd square kernel such as (3,3) or (9,9)")
     if m.dilation[0] != m.dilation[1]:
         raise cfg.error("model", "dilation", "a square dilation such as (1,1) or (2,2)")
+    deepest = m.dropout_rate * (m.num_layers - 1)
+    if deepest >= 1:
+        raise cfg.error("model", "dropout_rate", f"a rate below 1/(num_layers-1) = {1 / (m.num_layers - 1):.4g} "
+                                                 f"for num_layers = {m.num_layers}: level i drops dropout_rate*i, "
+                                                 f"so the deepest level would drop {deepest:.3g}")
     if m.max_filters is not None and m.max_filters < m.base_filters:
         raise cfg.error("model", "max_filters", f"None or >= base_filters ({m.base_filters})")
     rgb_map = cfg.mask.rgb_map
@@ -802,6 +836,42 @@ def _validate(cfg: Config) -> None:
     ratios = cfg.split.ratios
     if len(ratios) != 3 or abs(sum(ratios) - 1.0) > 1e-6 or ratios[0] <= 0:
         raise cfg.error("split", "ratios", "three fractions train, valid, test summing to 1 (train > 0)")
+    _validate_metric_names(cfg)
+
+
+def _validate_metric_names(cfg: Config) -> None:
+    """[model] metrics, [train] metrics and [train] monitor name values training really logs."""
+    selectable = [*EXTRA_METRICS, *class_metric_names(cfg.class_names)]
+    for name in cfg.model.metrics:
+        if name not in selectable:
+            raise cfg.error("model", "metrics", _names_expected(name, selectable))
+    logged = logged_names(cfg)
+    for name in cfg.train.metrics:
+        if name not in logged + ["learning_rate"]:
+            raise cfg.error("train", "metrics", _names_expected(name, logged + ["learning_rate"]))
+    if cfg.train.monitor not in logged:
+        raise cfg.error("train", "monitor", _names_expected(cfg.train.monitor, logged))
+
+
+def _names_expected(name: str, known: list[str]) -> str:
+    base = name.removeprefix("val_")
+    longer = [k for k in known if k.startswith(name)]
+    hint = f"; did you mean {longer[0]!r}?" if name and longer else _did_you_mean(name, known)
+    if base in EXTRA_METRICS and base not in known:
+        hint = f" (it is logged only when [model] metrics lists {base!r})"
+    return f"names among {', '.join(known)}; {name!r} is not one{hint}"
+
+
+def _notices(cfg: Config) -> list[str]:
+    """Warnings about values that are accepted but change nothing."""
+    out = []
+    if cfg.model.final_activation == "sigmoid":
+        out.append(f"{cfg.where('model', 'final_activation')}: the head is softmax whenever num_classes > 1 "
+                   f"(as the original); \"sigmoid\" is ignored")
+    if ("train", "shuffle_buffer") in cfg.origins:
+        out.append(f"{cfg.where('train', 'shuffle_buffer')}: unused; every epoch is a full seeded "
+                   f"permutation of the file list (the key can be removed)")
+    return out
 
 
 # --------------------------------------------------------------------------- writing

@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from flexunet.config import Config
+from flexunet.config import Config, metric_suffix
 from flexunet.metrics import dice_from_counts, iou_from_counts
 
 EPS = 1e-7
@@ -139,16 +139,15 @@ class ClassCounts(keras.metrics.Metric):
                 "class_id": self.class_id}
 
 
-def metric_suffix(name: str) -> str:
-    """A class name as it appears in metric names: lower case, [a-z0-9_] only."""
-    return "".join(ch if ch.isalnum() else "_" for ch in name.lower()).strip("_") or "class"
-
-
 def make_metrics(cfg: Config) -> list:
-    """dice_coef_multiclass, then per foreground class Dice and IoU, then their foreground means."""
+    """dice_coef_multiclass when [model] metrics lists it, then per foreground class Dice and IoU, then
+    their foreground means (always: the checkpoint monitor and the curves rely on them).
+
+    The names are :func:`flexunet.config.logged_names`'s, which the config checks ``monitor`` against.
+    """
     names = cfg.class_names
     c = cfg.model.num_classes
-    metrics: list = [dice_coef_multiclass]
+    metrics: list = [dice_coef_multiclass] if "dice_coef_multiclass" in cfg.model.metrics else []
     for i in range(1, c):
         metrics.append(ClassCounts(c, "dice", i, name=f"dice_{metric_suffix(names[i])}"))
     for i in range(1, c):
