@@ -186,10 +186,11 @@ def test_second_run_into_a_used_model_dir_is_refused(train_project):
 
     cfg = load_config(train_project, ["train.epochs=1"])
     train(cfg, progress=False)
+    best = cfg.train.model_dir / "best_model.keras"
+    before = (best.stat().st_mtime_ns, best.read_bytes())
     with pytest.raises(FlexUNetError, match="holds a previous run; use --resume .* or --overwrite"):
         train(cfg, progress=False)
-    before = (cfg.train.model_dir / "best_model.keras").stat().st_mtime_ns
-    assert (cfg.train.model_dir / "best_model.keras").stat().st_mtime_ns == before
+    assert (best.stat().st_mtime_ns, best.read_bytes()) == before  # the refused run left the model alone
     train(cfg, overwrite=True, progress=False)
     with pytest.raises(FlexUNetError, match="nothing to resume"):
         train(load_config(train_project, ["train.model_dir=./elsewhere"]), resume=True, progress=False)
@@ -215,3 +216,17 @@ def test_mirrored_two_cpu_devices_match_one_device(train_project, tmp_path):
         assert out.returncode == 0, out.stderr[-2000:]
         curves[strategy] = json.loads(out.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(curves["mirrored"], curves["default"], rtol=1e-4, atol=1e-5)
+
+
+def test_missing_tensorboard_is_one_line_before_any_epoch(train_project, monkeypatch, capsys):
+    from flexunet.cli import main
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed: find_spec -> None
+    model_dir = train_project.parent / "tb_models"
+    assert main(["train", str(train_project), "--set", f"train.model_dir={model_dir}",
+                 "--set", "train.tensorboard=True"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["flexunet train: error: --set [train] tensorboard = True: needs the tensorboard package, which "
+                   "is not installed; install it with pip install 'tensorboard>=2.21,<2.22' (the cpu and gpu "
+                   "extras include it) or set [train] tensorboard = False"]
+    assert not model_dir.exists()  # refused before anything was written

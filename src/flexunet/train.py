@@ -193,9 +193,24 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False, progress: 
     return _train(cfg, resume, overwrite, progress)
 
 
+def require_tensorboard(cfg: Config) -> None:
+    """With ``[train] tensorboard = True``, fail before any work when the tensorboard package is missing.
+
+    TensorFlow >= 2.21 does not install it, and without it ``tf.summary`` fails only at the
+    end of the first epoch (TBNotInstalledError).
+    """
+    import importlib.util
+
+    if cfg.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise FlexUNetError(f"{cfg.where('train', 'tensorboard')}: needs the tensorboard package, which is not "
+                            f"installed; install it with pip install 'tensorboard>=2.21,<2.22' (the cpu and gpu "
+                            f"extras include it) or set [train] tensorboard = False")
+
+
 def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     from flexunet.data import check_masks, make_dataset, steps_per_epoch, subset_pairs
 
+    require_tensorboard(cfg)
     t = cfg.train
     train_pairs = subset_pairs(cfg, "train")
     valid_pairs = subset_pairs(cfg, "valid")
