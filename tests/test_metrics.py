@@ -223,3 +223,15 @@ def test_accumulator_per_image_and_whole_set_figures():
     assert len(rows) == 3 * 2                        # one row per image and foreground class
     assert rows[0]["image"] == "a.png" and rows[0]["class"] == "ischemic" and rows[0]["tp"] == 1
     assert math.isnan(rows[1]["dice"])               # a.png, hemorrhagic: both empty
+
+
+def test_hd95_is_the_larger_directed_percentile_not_the_pooled_one():
+    # reference: one pixel; prediction: the same pixel and one 10 columns away (each pixel is its own boundary)
+    ref = np.zeros((12, 20), bool)
+    ref[5, 5] = True
+    pred = ref.copy()
+    pred[5, 15] = True
+    # ref -> pred: [0]; pred -> ref: [0, 10] -> P95 = 9.5 (linear interpolation); the larger is 9.5.
+    # medpy's hd95 pools both directions: P95 of [0, 0, 10] = 9.0
+    assert hd95(ref, pred) == pytest.approx(9.5)
+    assert hd95(pred, ref) == pytest.approx(9.5)

@@ -5,17 +5,26 @@ negatives where needed).  Every metric is a small function of counts written wit
 arithmetic, so the same function serves numpy arrays (evaluation, tests) and tensors
 (the training metrics).
 
-The empty-mask rule (as nnU-Net, MONAI and Metrics Reloaded): for a class absent from both
-reference and prediction, Dice and IoU are undefined -> NaN, excluded from means
-(``nanmean``) and counted; a class absent from the reference but predicted scores 0.
+The empty-mask rule (FlexUNet's own, the one nnU-Net's evaluation also applies): for a
+class absent from both reference and prediction, Dice and IoU are undefined -> NaN,
+excluded from means (``nanmean``) and counted; a class absent from the reference but
+predicted scores 0 (a false alarm counts against the model).  MONAI's ``DiceMetric``
+differs: with its default ``ignore_empty=True`` a class absent from the reference is NaN
+even when it is predicted (false alarms on empty slices are not scored), and with
+``ignore_empty=False`` it scores 1 when both are empty.
 
 Beyond the overlap figures (per image with :func:`image_scores`, per class over the set
 with :class:`MetricAccumulator`):
 
 * HD95 (:func:`hd95`): the larger of the two directed 95th percentiles of the distances
-  from the boundary pixels of one mask to the nearest boundary pixel of the other (as
-  MONAI and DeepMind's surface-distance); boundary = mask pixels with a 4-neighbour
-  outside the mask; in pixels, or in mm with a pixel spacing; NaN when either mask is empty.
+  from the boundary pixels of one mask to the nearest boundary pixel of the other;
+  boundary = mask pixels with a 4-neighbour outside the mask (the image edge is outside);
+  in pixels, or in mm with a pixel spacing; NaN when either mask is empty.  This is the
+  definition of MONAI's ``compute_hausdorff_distance(percentile=95)`` (undirected).
+  medpy's ``hd95`` instead takes the 95th percentile of both directions' distances
+  pooled, which is smaller when one direction holds the outliers; DeepMind's
+  surface-distance (``compute_robust_hausdorff``) weights each boundary element by its
+  surfel length/area.  Neither is what this function computes.
 * lesion-wise detection (:func:`lesion_counts`): 8-connected components; a reference
   lesion is detected when a predicted pixel of its class overlaps it, a predicted
   component is a true positive when it overlaps a reference lesion.
