@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -75,3 +76,33 @@ def test_strict_turns_unknown_keys_into_errors(write_config, tiny_config_text, t
     assert len(err) == 1 and "unknown key 'epohcs' ignored; did you mean 'epochs'?" in err[0]
     assert "--strict" in err[0]
     assert main(args) == 0  # without --strict: a warning, and the command runs
+
+
+TF_NOISE = ("absl::InitializeLog", "oneDNN", "cpu_feature_guard", "port.cc", "retracing", "UserWarning")
+
+
+def test_tensorflow_chatter_is_hidden_by_default_and_shown_with_verbose(write_config, tiny_config_text, tmp_path):
+    import os
+    import re
+
+    path = write_config(tiny_config_text)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell has it
+    probe = ("import logging, os, sys\nfrom flexunet.cli import main\ncode = main(sys.argv[1:])\n"
+             "print('TF_CPP_MIN_LOG_LEVEL', os.environ.get('TF_CPP_MIN_LOG_LEVEL'))\n"
+             "print('tf logger', logging.getLogger('tensorflow').level)\nraise SystemExit(code)\n")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", probe, *args, "inspect", str(path), "--no-save"],
+                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+
+    quiet = run()
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Parameters:" in quiet.stdout
+    assert not [ln for ln in quiet.stderr.splitlines() if any(n in ln for n in TF_NOISE)], quiet.stderr
+    assert not re.search(r"^[IWE]\d{4} ", quiet.stderr, re.M), quiet.stderr  # no absl-format C++ lines
+    assert "TF_CPP_MIN_LOG_LEVEL 3" in quiet.stdout and f"tf logger {logging.ERROR}" in quiet.stdout
+
+    verbose = run("--verbose")
+    assert verbose.returncode == 0, verbose.stderr
+    assert "TF_CPP_MIN_LOG_LEVEL None" in verbose.stdout  # nothing forced: TensorFlow logs as it would
+    assert f"tf logger {logging.ERROR}" not in verbose.stdout

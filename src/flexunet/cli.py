@@ -12,7 +12,9 @@ import argparse
 import errno
 import logging
 import os
+import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -44,9 +46,62 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     root.propagate = False
 
 
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# commands that import TensorFlow (the others never pay for it)
+TF_COMMANDS = frozenset({"train", "evaluate", "infer", "export", "report", "bench", "demo", "inspect"})
+
+# what TensorFlow's C++ core writes to fd 2 while it is imported, before absl logging is
+# initialised and whatever TF_CPP_MIN_LOG_LEVEL says: absl-format info/warning lines and the
+# "All log messages before absl::InitializeLog()" notice (GPU builds add factory-registration errors)
+_TF_STARTUP_NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
+                               r"|[IW]\d{4} [\d:.]+\s+\d+ \S+:\d+\]"
+                               r"|E\d{4} [\d:.]+\s.*(Unable to register cu\w+ factory|already been registered))")
+
+
+def _quiet_tensorflow(verbose: bool, command: str) -> None:
+    """Keep TensorFlow's C++ and Python chatter out of the user's output (unless --verbose).
+
+    Environment variables must be set before TensorFlow is imported: C++ log level 3
+    (errors from the C++ core still surface as Python exceptions).  TensorFlow is then
+    imported with fd 2 captured, its start-up notices dropped and anything else passed on;
+    afterwards TensorFlow's, absl's and Keras' Python loggers and UserWarnings are quieted
+    (e.g. the tf.function retracing warning).
+    """
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(keras|tensorflow|absl)(\.|$)")
+    for name in ("tensorflow", "absl", "keras"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if command in TF_COMMANDS:
+        _import_tensorflow_quietly()
+
+
+def _import_tensorflow_quietly() -> None:
+    if "tensorflow" in sys.modules:
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", "replace").splitlines():
+                if not _TF_STARTUP_NOISE.search(line):
+                    print(line, file=sys.stderr)
+    try:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    except ImportError:  # pragma: no cover - absl comes with TensorFlow
+        pass
 
 
 def _load(args: argparse.Namespace):
@@ -251,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flexunet",
         description="Config-driven multiclass U-Net segmentation: data, training, evaluation, inference.")
     parser.add_argument("--version", action="version", version=f"flexunet {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and TensorFlow's own log lines and warnings (hidden by default)")
     parser.add_argument("--strict", action="store_true",
                         help="treat unknown config keys and sections as errors (default: warnings)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only; no progress bars")
@@ -272,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     elif unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     _setup_logging(args.verbose, args.quiet)
-    _quiet_tensorflow()
+    _quiet_tensorflow(args.verbose, args.command)
     try:
         return int(args.func(args) or 0)
     except FlexUNetError as exc:
