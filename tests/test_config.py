@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flexunet.config import dump_config, load_config, parse_config, reference
+from flexunet.config import dump_config, load_config, logged_names, parse_config, reference
 from flexunet.errors import ConfigError
 
 
@@ -273,6 +273,8 @@ def test_model_metrics_choose_the_extra_metric_and_unknown_names_are_errors(writ
 
     default = _load_tiny(write_config, tiny_config_text)
     assert names(default)[0] == "dice_coef_multiclass"
+    # what the model logs is what the config checks monitor and [train] metrics against
+    assert ["loss", *names(default)] == [n for n in logged_names(default) if not n.startswith("val_")]
     off = _load_tiny(write_config, tiny_config_text, "model.metrics=[]", "train.metrics=['mean_dice','val_mean_dice']")
     assert "dice_coef_multiclass" not in names(off)
     assert names(off) == ["dice_class_1", "dice_class_2", "iou_class_1", "iou_class_2", "mean_dice", "mean_iou"]
