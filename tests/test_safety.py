@@ -195,10 +195,12 @@ def test_report_keeps_a_users_figures_folder(project, capsys):
     assert sorted(p.name for p in user.rglob("*")) == ["figures", "poster.png"]
 
 
-def test_report_into_the_project_folder_is_refused(project, capsys):
+def test_report_into_the_project_folder_is_refused(project, capsys, monkeypatch):
     assert run(project, "evaluate") == 0
+    project.write_text(project.read_text().replace('output_dir = "./report"', 'output_dir = "."'))
+    monkeypatch.chdir(project.parent)
     before = tree_hash(project.parent)
-    code = run(project, "report", "--overwrite", "--set", "report.output_dir='.'")
+    code = run(project, "report", "--overwrite")
     err = capsys.readouterr().err
     assert code == 2 and "[report] output_dir" in err and "contains the input folder" in err
     assert tree_hash(project.parent) == before
@@ -318,33 +320,48 @@ def test_a_run_without_a_record_warns_once(project, capsys):
 # --------------------------------------------------------------------------- 5. the report shows what was evaluated
 
 
-def test_report_shows_the_images_of_the_evaluation_it_reports(project, caplog):
-    import logging
-
+def test_report_shows_the_images_of_the_evaluation_it_reports(project, capsys):
     root = project.parent
     other = root / "other"
     shutil.copytree(root / "dataset/D/test", other)
-    # same names as the test set, other pictures: the valid slices under the test names
-    valid = sorted((root / "dataset/D/valid/images").glob("*.png"))
-    for target, source in zip(sorted((other / "images").glob("*.png")), valid):
-        shutil.copy(source, target)
-        shutil.copy(root / "dataset/D/valid/masks" / source.name, other / "masks" / target.name)
-    assert run(project, "evaluate", "--allow-overlap", "--set", f"test.images_dir='{other / 'images'}'",
+    # the same names as the test set, other pictures: each slice and its mask turned upside down
+    for sub in ("images", "masks"):
+        for path in (other / sub).glob("*.png"):
+            Image.open(path).transpose(Image.FLIP_TOP_BOTTOM).save(path)
+    assert run(project, "evaluate", "--set", f"test.images_dir='{other / 'images'}'",
                "--set", f"test.masks_dir='{other / 'masks'}'") == 0
+    capsys.readouterr()
     from flexunet.config import load_config
     from flexunet.report import build_report
 
-    with caplog.at_level(logging.WARNING, logger="flexunet"):
-        result = build_report(load_config(project), progress=False, allow_overlap=True)
-    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert any("the evaluation scored" in w and str(other / "images") in w for w in warnings), warnings
-    assert not any("differs from per_image.csv" in w for w in warnings), warnings
+    result = build_report(load_config(project), progress=False)
+    err = capsys.readouterr().err
+    assert f"the evaluation scored {other / 'images'}, not [test] images_dir" in err
+    assert "differs from per_image.csv" not in err
     cases = [c for rank in result["gallery"].values() for c in rank]
     assert cases
     for case in cases:
         for name, value in case["predicted_dice"].items():
             expected = case["dice"][name]
             assert (np.isnan(value) and np.isnan(expected)) or abs(value - expected) <= 1e-4
+
+
+def test_the_gallery_pairs_come_from_the_evaluated_folders(project):
+    """Same names as [test], other files: the gallery reads the evaluated folder, not [test]."""
+    from flexunet.config import load_config
+    from flexunet.report import _test_pairs
+
+    cfg = load_config(project)
+    root = project.parent
+    other = root / "other"
+    shutil.copytree(root / "dataset/D/test", other)
+    for path in (other / "images").glob("*.png"):
+        Image.open(path).transpose(Image.FLIP_TOP_BOTTOM).save(path)
+    shown = _test_pairs(cfg, (other / "images", other / "masks"))
+    default = _test_pairs(cfg, None)
+    assert shown.keys() == default.keys()
+    assert all(shown[n][0].parent == other / "images" for n in shown)
+    assert any(shown[n][0].read_bytes() != default[n][0].read_bytes() for n in shown)
 
 
 # --------------------------------------------------------------------------- 7. warnings
