@@ -309,7 +309,7 @@ class _Build:
     notes: list[str] = field(default_factory=list)
     gallery: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {rank: [] for rank in RANKS})
     dataset: dict[str, Any] | None = None
-    test_folders: tuple[Path, Path] | None = None      # (images, masks) the evaluation scored
+    test_folders: tuple[Path, Path] | None = None      # (images, masks) the evaluation scored, None: [test]
 
     def add(self, path: Path) -> str:
         """Register a written figure; return its path relative to the HTML."""
@@ -328,9 +328,9 @@ class _Build:
         return note(text)
 
 
-def evaluated_folders(cfg: Config, evaluation: Mapping[str, Any]) -> tuple[Path, Path]:
-    """The (images, masks) folders the evaluation scored, as evaluation.json records them; [test]'s
-    for an evaluation.json that predates the record (with a warning when [test] now differs)."""
+def evaluated_folders(cfg: Config, evaluation: Mapping[str, Any]) -> tuple[Path, Path] | None:
+    """The (images, masks) folders the evaluation scored, as evaluation.json records them (with a
+    warning when [test] now differs); None for an evaluation.json without them ([test] is used)."""
     images, masks = evaluation.get("test_images_dir"), evaluation.get("test_masks_dir")
     if images and masks:
         images, masks = Path(images), Path(masks)
@@ -341,15 +341,16 @@ def evaluated_folders(cfg: Config, evaluation: Mapping[str, Any]) -> tuple[Path,
         return images, masks
     log.warning("report: evaluation.json does not say which folders it scored (written by an older flexunet); "
                 "the gallery uses [test] images_dir — run `flexunet evaluate` again to be sure they match")
-    return cfg.require_dir("test", "images_dir", "folder of images"), cfg.require_dir("test", "masks_dir",
-                                                                                      "folder of masks")
+    return None
 
 
-def _check_output(cfg: Config, out: Path, eval_dir: Path, folders: tuple[Path, Path], overwrite: bool) -> None:
+def _check_output(cfg: Config, out: Path, eval_dir: Path, folders: tuple[Path, Path] | None,
+                  overwrite: bool) -> None:
     """The report writes report.html and figures/ only into a folder of its own (see README: report)."""
     from flexunet.io import check_output_dir
 
-    check_output_dir(out, "report", [eval_dir, cfg.train.model_dir, *folders], overwrite,
+    shown = folders or (cfg.test.images_dir, cfg.test.masks_dir)
+    check_output_dir(out, "report", [eval_dir, cfg.train.model_dir, *shown], overwrite,
                      what="[report] output_dir", writes=(REPORT_FILE,), replaces=(FIGURES,))
 
 
@@ -372,8 +373,9 @@ def build_report(cfg: Config, progress: bool = True, overwrite: bool = False,
     folders = evaluated_folders(cfg, evaluation)
     out = Path(cfg.report.output_dir)
     _check_output(cfg, out, eval_dir, folders, overwrite)
-    if folders[0].is_dir():
-        check_test_images(cfg.train.model_dir, list_files(folders[0]), allow_overlap, "report")
+    images = folders[0] if folders else cfg.test.images_dir
+    if images is not None and Path(images).is_dir():
+        check_test_images(cfg.train.model_dir, list_files(images), allow_overlap, "report")
     claim_output_dir(out, "report", [REPORT_FILE, FIGURES])
     tmp = out / f".{FIGURES}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
