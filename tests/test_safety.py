@@ -282,6 +282,7 @@ def test_a_copied_train_image_is_detected_and_counted_with_allow_overlap(project
     assert leak["checked"] and leak["overlapping"] == 1 and leak["allowed"]
     assert run(project, "report") == 2
     assert run(project, "report", "--allow-overlap") == 0
+    assert "1 test image(s) are images the model trained" in (root / "report/report.html").read_text()
 
 
 def test_a_resaved_copy_is_detected_by_its_pixels(project, capsys):

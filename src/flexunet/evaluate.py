@@ -36,7 +36,7 @@ import numpy as np
 
 from flexunet.config import Config
 from flexunet.errors import DataError
-from flexunet.io import write_bytes, write_json, write_text
+from flexunet.io import claim_output_dir, write_bytes, write_json, write_text
 from flexunet.metrics import COUNTS, LESION_COUNTS, SCORES, MetricAccumulator
 from flexunet.progress import Progress
 
@@ -167,10 +167,8 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
     """
     from flexunet.data import check_masks, make_dataset, subset_pairs
     from flexunet.losses import dice_coef_multiclass, make_loss
-    from flexunet.model import best_model_path, load_trained
-
     from flexunet.datarecord import check_test_images
-    from flexunet.io import claim_output_dir
+    from flexunet.model import best_model_path, load_trained
 
     pairs = subset_pairs(cfg, "test")
     eval_dir = Path(cfg.eval.eval_dir or cfg.train.eval_dir)

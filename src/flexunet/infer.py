@@ -30,7 +30,8 @@ from scipy import ndimage
 
 from flexunet.config import Config
 from flexunet.errors import DataError
-from flexunet.io import DICOM_SUFFIXES, IMAGE_SUFFIXES, list_files, read_image, safe_output_path, save_image
+from flexunet.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, check_output_dir, claim_output_dir, list_files, read_image,
+                         safe_output_path, save_image)
 from flexunet.masks import index_to_palette_image, palette_colours
 from flexunet.progress import Progress
 
@@ -254,7 +255,9 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
     """Predict every image of [infer] (or [tiledinfer] when ``tiled``) images_dir; return a summary.
 
     Summary keys: ``images``, ``seconds``, ``images_per_second``, ``output_dir``, ``tiled``,
-    ``files`` (masks written), ``overlays``, ``class_index``, ``removed_components``.
+    ``files`` (masks written), ``overlays``, ``class_index``, ``removed_components``, ``blank``
+    (masks left without any foreground).  ``output_dir`` must lie outside every input folder
+    and be infer's own (or ``overwrite``: written beside the files there, none deleted).
     """
     section = "tiledinfer" if tiled else "infer"
     images_dir = cfg.require_dir(section, "images_dir", "folder of images to predict")
@@ -263,8 +266,6 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
         raise cfg.error("tiledinfer", "overlapping",
                         f"fewer pixels than split_size ({cfg.tiledinfer.split_size})")
     files = _list_inputs(images_dir)
-    from flexunet.io import check_output_dir, claim_output_dir
-
     names = _output_names(files, cfg)
     check_output_dir(out_dir, "infer", _protected_dirs(cfg, images_dir), overwrite, what=f"[{section}] output_dir",
                      writes=tuple(names))
@@ -274,7 +275,7 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
         model = load_trained(cfg)
     opts = cfg.infer
     summary: dict[str, Any] = {"images": 0, "output_dir": out_dir, "tiled": tiled, "files": [],
-                               "overlays": [], "class_index": [], "removed_components": 0}
+                               "overlays": [], "class_index": [], "removed_components": 0, "blank": 0}
     bar = Progress([], "infer", total=len(files), enabled=progress, unit="img")
     start = time.perf_counter()
     claim_output_dir(out_dir, "infer", names)  # before writing: an interrupted run's files are still infer's
@@ -297,7 +298,7 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
             _write_outputs(cfg, out_dir, path, original, p.argmax(-1).astype(np.uint8), summary)
         bar.update(len(chunk))
     bar.close()
-    if summary["removed_components"] and summary.get("blank", 0) == summary["images"]:
+    if summary["removed_components"] and summary["blank"] == summary["images"]:
         log.warning("[infer] min_component_size = %d removed every predicted component: all %d masks are blank; "
                     "lower it", cfg.infer.min_component_size, summary["images"])
     seconds = time.perf_counter() - start
@@ -313,7 +314,7 @@ def _write_outputs(cfg: Config, out_dir: Path, path: Path, original: np.ndarray,
     if index.shape != (h, w):
         index = np.asarray(Image.fromarray(index).resize((w, h), Image.NEAREST))
     index, removed = remove_small_components(index, cfg.infer.min_component_size)
-    summary["blank"] = summary.get("blank", 0) + int(not index.any())
+    summary["blank"] += int(not index.any())
     name = f"{path.stem}.png"
     mask_path = safe_output_path(out_dir, name)
     save_image(mask_path, index_to_palette_image(index, cfg.mask.rgb_map))

@@ -563,6 +563,18 @@ def _has(doc: Any, key: str) -> bool:
     return True
 
 
+def _leak_note(ev: Mapping[str, Any]) -> str:
+    """What the leak guard found when the evaluation ran (evaluation.json's leak_check)."""
+    leak = ev.get("leak_check") or {}
+    if not leak.get("checked"):
+        return note("The test images were not checked against the training data (no data_record.json in the "
+                    "run folder, or an evaluation.json written before the check).")
+    if leak.get("overlapping"):
+        return note(f"{leak['overlapping']} test image(s) are images the model trained or validated on "
+                    f"(scored with --allow-overlap): these figures overstate the model.")
+    return ""
+
+
 def _evaluation_section(b: _Build) -> str:
     ev = b.evaluation
     classes = list(ev["classes"])
@@ -585,6 +597,7 @@ def _evaluation_section(b: _Build) -> str:
         f"model's input resolution ({esc('x'.join(map(str, ev.get('resolution', []))))}).{esc(mm_note)}</p>",
         f'<table id="per-class" data-source="evaluation.json">{head}{"".join(rows)}</table>',
         _pooled_table(ev),
+        _leak_note(ev),
         '<h3>Rules</h3>',
         f'<p class="rule"><strong>Empty masks.</strong> {esc(ev.get("empty_rule", "not stated"))}</p>',
     ]
