@@ -109,7 +109,8 @@ def test_infer_writes_palette_masks_at_each_input_size(unet_run):
     summary = infer_images(cfg, progress=False)
     out = root / "out"
     assert summary["images"] == 5 and summary["images_per_second"] > 0
-    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png", "d.png", "e.png"]
+    assert sorted(p.name for p in out.iterdir()) == [".flexunet-owner.json", "a.png", "b.png", "c.png", "d.png",
+                                                     "e.png"]
     palette = flat_palette(RGB_MAP)
     for name, (h, w) in sizes.items():
         mask = Image.open(out / f"{Path(name).stem}.png")
@@ -151,7 +152,8 @@ def test_dicom_is_read_through_the_configured_window(tmp_path):
 def test_outputs_are_written_whole_and_names_cannot_collide(unet_run):
     cfg, root, _ = unet_run
     infer_images(cfg, progress=False)
-    assert not [p for p in (root / "out").rglob(".*")]    # no temporary files left behind
+    # no temporary files left behind (the ownership marker is not one)
+    assert not [p for p in (root / "out").rglob(".*") if p.name != ".flexunet-owner.json"]
     Image.fromarray(grey_image(8, 8)).save(root / "in" / "a.bmp")
     with pytest.raises(DataError, match="a.bmp.*a.png|a.png.*a.bmp"):
         infer_images(cfg, progress=False)

@@ -980,7 +980,9 @@ def test_infer_writes_into_an_existing_folder_without_deleting(infer_project, ca
     config, root = infer_project
     (root / "out").mkdir()
     (root / "out" / "my_notes.txt").write_text("keep me")
-    assert cli(capsys, "infer", str(config))[0] == 0
+    assert cli(capsys, "infer", str(config))[0] == 2                  # not infer's folder: --overwrite needed
+    assert sorted(p.name for p in (root / "out").iterdir()) == ["my_notes.txt"]
+    assert cli(capsys, "infer", str(config), "--overwrite")[0] == 0
     assert (root / "out" / "my_notes.txt").read_text() == "keep me" and (root / "out" / "a.png").is_file()
 
 
@@ -1030,8 +1032,8 @@ def test_prepare_and_infer_keep_hostile_names_inside_the_output_folder(tmp_path,
     outside.write_bytes(b"not yours")
     victim.parent.mkdir()
     victim.symlink_to(outside)                                          # an output name that is a link
-    assert cli(capsys, "infer", str(config))[0] == 0
-    assert sorted(p.name for p in (root / "out").iterdir()) == ["b.png", "escaped.png"]
+    assert cli(capsys, "infer", str(config), "--overwrite")[0] == 0
+    assert sorted(p.name for p in (root / "out").iterdir()) == [".flexunet-owner.json", "b.png", "escaped.png"]
     assert not victim.is_symlink() and outside.read_bytes() == b"not yours"
 
     raw = tmp_path / "p" / "raw"

@@ -463,6 +463,25 @@ def _augment_pair(cfg: Config, todo: list[Variant], img_path: Path, mask_path: P
     return [v.name for v in todo]
 
 
+def _check_targets(cfg: Config, jobs: list) -> None:
+    """Augmented copies go beside the originals of train (valid) only: never into a folder that is also
+    the test, infer or (for train) valid folder, with or without --overwrite.  (They never replace an
+    original: originals are the files not named as augmented copies.)"""
+    from flexunet.io import overlap
+
+    guarded = [("test", "images_dir"), ("test", "masks_dir"), ("infer", "images_dir")]
+    if not cfg.augmentor.augment_valid:
+        guarded += [("valid", "images_dir"), ("valid", "masks_dir")]
+    for subset, images_dir, masks_dir, _ in jobs:
+        for folder in (images_dir, masks_dir):
+            for section, key in guarded:
+                other = getattr(getattr(cfg, section), key)
+                if other is not None and section != subset and overlap(folder, other):
+                    raise FlexUNetError(f"[{subset}] {folder}: {overlap(folder, other)} [{section}] {key} = {other}; "
+                                        f"augmented copies would land in the {section} data — give each subset "
+                                        f"its own folders")
+
+
 def augment_dataset(cfg: Config, overwrite: bool = False, progress: bool = True) -> dict:
     """Write the :func:`variants` of every original train pair (and valid with
     ``augment_valid``; test never) beside it.  Reruns give identical files; existing
@@ -477,6 +496,7 @@ def augment_dataset(cfg: Config, overwrite: bool = False, progress: bool = True)
         log.warning("[augmentor] enables no transform; nothing to write")
     targets = [(images_dir / v.filename(i), masks_dir / v.filename(i, suffix))
                for _, images_dir, masks_dir, pairs in jobs for i, _ in pairs for v in todo]
+    _check_targets(cfg, jobs)
     existing = [p for both in targets for p in both if p.exists()]
     if existing and not overwrite:
         raise FlexUNetError(f"{existing[0].parent}: {len(existing)} augmented file(s) already exist "

@@ -166,7 +166,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     from flexunet.stats import dataset_stats
 
     out = Path(args.out) if args.out else None
-    dataset_stats(Path(args.dataset_dir), out_dir=out, progress=not args.quiet)
+    dataset_stats(Path(args.dataset_dir), out_dir=out, progress=not args.quiet, overwrite=args.overwrite)
     return 0
 
 
@@ -185,14 +185,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from flexunet.evaluate import evaluate_model
 
-    evaluate_model(_load(args), progress=not args.quiet)
+    evaluate_model(_load(args), progress=not args.quiet, overwrite=args.overwrite,
+                   allow_overlap=args.allow_overlap)
     return 0
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
     from flexunet.infer import infer_images
 
-    infer_images(_load(args), tiled=args.tiled, progress=not args.quiet)
+    infer_images(_load(args), tiled=args.tiled, progress=not args.quiet, overwrite=args.overwrite)
     return 0
 
 
@@ -207,7 +208,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from flexunet.report import build_report
 
-    result = build_report(_load(args), progress=not args.quiet)
+    result = build_report(_load(args), progress=not args.quiet, overwrite=args.overwrite,
+                          allow_overlap=args.allow_overlap)
     log.info("report: %s", result["html"])
     return 0
 
@@ -254,8 +256,32 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a previous run in model_dir")
 
 
+def _add_overwrite_into(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty folder this command did not create (its other files are kept)")
+
+
+def _add_allow_overlap(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="score test images the model trained or validated on (warned and counted) instead of "
+                        "refusing")
+
+
+def _args_evaluate(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    _add_overwrite_into(p)
+    _add_allow_overlap(p)
+
+
+def _args_report(p: argparse.ArgumentParser) -> None:
+    _add_config(p)
+    _add_overwrite_into(p)
+    _add_allow_overlap(p)
+
+
 def _args_infer(p: argparse.ArgumentParser) -> None:
     _add_config(p)
+    _add_overwrite_into(p)
     p.add_argument("--tiled", action="store_true", help="use [tiledinfer]: tile images larger than the model")
 
 
@@ -281,6 +307,7 @@ def _args_bench(p: argparse.ArgumentParser) -> None:
 def _args_stats(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset_dir", help="dataset folder holding train/ valid/ test/")
     p.add_argument("--out", help="where the charts go (default: DATASET_DIR)")
+    _add_overwrite_into(p)
 
 
 COMMANDS: list[Command] = [
@@ -291,10 +318,10 @@ COMMANDS: list[Command] = [
     ("augment", "offline augmentation of the train subset ([augmentor])", cmd_augment, _args_overwrite),
     ("stats", "dataset statistics charts and sample grids", cmd_stats, _args_stats),
     ("train", "train the configured model (streaming, resumable)", cmd_train, _args_train),
-    ("evaluate", "evaluate the best model on the test set", cmd_evaluate, _add_config),
+    ("evaluate", "evaluate the best model on the test set", cmd_evaluate, _args_evaluate),
     ("infer", "predict masks for [infer] images_dir", cmd_infer, _args_infer),
     ("export", "export the best model (keras, savedmodel, onnx)", cmd_export, _args_export),
-    ("report", "one self-contained HTML report of data, training and evaluation", cmd_report, _add_config),
+    ("report", "one self-contained HTML report of data, training and evaluation", cmd_report, _args_report),
     ("bench", "training and inference speed against the hardware's convolution peak", cmd_bench, _args_bench),
     ("inspect", "layer summary, parameter count and GFLOPs of the configured model", cmd_inspect,
      _args_inspect),

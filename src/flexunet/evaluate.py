@@ -36,7 +36,7 @@ import numpy as np
 
 from flexunet.config import Config
 from flexunet.errors import DataError
-from flexunet.io import write_bytes, write_json, write_text
+from flexunet.io import claim_output_dir, write_bytes, write_json, write_text
 from flexunet.metrics import COUNTS, LESION_COUNTS, SCORES, MetricAccumulator
 from flexunet.progress import Progress
 
@@ -135,7 +135,29 @@ def pixel_spacings(cfg: Config, images: Sequence[Path]) -> tuple[dict[str, tuple
 # --------------------------------------------------------------------------- running
 
 
-def evaluate_model(cfg: Config, model: Any = None, progress: bool = True) -> dict[str, Any]:
+EVAL_FILES = ("evaluation.json", "per_image.csv", "confusion_matrix.csv", "confusion_matrix.png")
+
+
+def check_outputs(cfg: Config, eval_dir: Path, overwrite: bool) -> None:
+    """eval_dir and evaluation_csv lie outside the test folders and the run folder; eval_dir is
+    evaluate's (or train's curves folder), or --overwrite writes beside the files there."""
+    from flexunet.io import check_output_dir, overlap
+
+    inputs = [cfg.test.images_dir, cfg.test.masks_dir, cfg.train.model_dir]
+    check_output_dir(eval_dir, "evaluate", inputs, overwrite, what="[eval] eval_dir", writes=EVAL_FILES,
+                     shares_with=("train",))
+    csv_path = Path(cfg.eval.evaluation_csv)
+    if csv_path.is_dir():
+        raise cfg.error("eval", "evaluation_csv", "a file path (it is a folder)")
+    for src in inputs:
+        relation = overlap(csv_path.parent, src) if src is not None else None
+        if relation in ("is", "is inside"):
+            raise cfg.error("eval", "evaluation_csv", f"a file outside the input folder {src} (inputs are never "
+                                                      f"modified)")
+
+
+def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwrite: bool = False,
+                   allow_overlap: bool = False) -> dict[str, Any]:
     """Evaluate the best model (or ``model``) on ``[test]``; write the files; return a summary.
 
     Summary keys: ``loss_name``, ``loss``, ``dice_coef_multiclass`` (the original's two
@@ -145,15 +167,19 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True) -> dic
     """
     from flexunet.data import check_masks, make_dataset, subset_pairs
     from flexunet.losses import dice_coef_multiclass, make_loss
+    from flexunet.datarecord import check_test_images
     from flexunet.model import best_model_path, load_trained
 
     pairs = subset_pairs(cfg, "test")
+    eval_dir = Path(cfg.eval.eval_dir or cfg.train.eval_dir)
+    check_outputs(cfg, eval_dir, overwrite)
     check_masks(cfg, pairs)
+    leaks = check_test_images(cfg.train.model_dir, [p for p, _ in pairs], allow_overlap, "evaluate",
+                              warn_missing=model is None)
     model_path: Path | None = None
     if model is None:
         model_path = best_model_path(cfg.train.model_dir)
         model = load_trained(cfg)
-    eval_dir = Path(cfg.eval.eval_dir or cfg.train.eval_dir)
     spacings, manifest = pixel_spacings(cfg, [p for p, _ in pairs])
     loss_fn = make_loss(cfg)
     loss_mean, dice_mean = KerasMean(), KerasMean()
@@ -177,8 +203,9 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True) -> dic
 
     csv_path = Path(cfg.eval.evaluation_csv)
     write_text(csv_path, seed_evaluation_text(cfg.model.loss, loss_mean.value, dice_mean.value))
-    report = _report(cfg, acc, loss_mean.value, dice_mean.value, model_path, manifest)
+    report = {**_report(cfg, acc, loss_mean.value, dice_mean.value, model_path, manifest), "leak_check": leaks}
     files = _write_report(eval_dir, acc, report)
+    claim_output_dir(eval_dir, "evaluate", EVAL_FILES)
     summary = {
         "loss_name": cfg.model.loss, "loss": loss_mean.value, SEED_METRIC: dice_mean.value,
         "num_images": seen, "classes": _brief(report), "evaluation_csv": csv_path, "eval_dir": eval_dir,
@@ -193,8 +220,8 @@ def _report(cfg: Config, acc: MetricAccumulator, loss: float, dice: float, model
     body = acc.summary()
     return {
         "model": str(model_path) if model_path is not None else None,
-        "test_images_dir": str(cfg.test.images_dir),
-        "test_masks_dir": str(cfg.test.masks_dir),
+        "test_images_dir": str(Path(cfg.test.images_dir).resolve()),   # what was scored: the report shows these
+        "test_masks_dir": str(Path(cfg.test.masks_dir).resolve()),
         "num_images": body.pop("num_images"),
         "resolution": [cfg.model.image_height, cfg.model.image_width],
         "pixel_spacing_source": str(manifest) if manifest is not None else None,

@@ -115,7 +115,25 @@ def _target(cfg: Config, fmt: str, out: Path | None) -> Path:
                             f"target whole, so give a new or empty folder (or a previous export) as --out")
     if fmt != "savedmodel" and target.is_dir():
         raise FlexUNetError(f"{target}: is a folder; expected a file path for --format {fmt}")
+    _check_overlap(cfg, target)
     return target
+
+
+def _check_overlap(cfg: Config, target: Path) -> None:
+    """The export goes under <model_dir>/export/ or outside the run folder and the data folders."""
+    from flexunet.io import overlap
+
+    model_dir = Path(cfg.train.model_dir)
+    relation = overlap(target, model_dir)
+    if relation and overlap(target, model_dir / "export") != "is inside":
+        raise FlexUNetError(f"--out {target}: {relation} the run folder {model_dir}; an export goes under "
+                            f"{model_dir / 'export'} or outside the run folder (it must never replace the "
+                            f"trained model)")
+    for section in ("train", "valid", "test", "infer"):
+        for folder in (getattr(cfg, section).images_dir, getattr(getattr(cfg, section), "masks_dir", None)):
+            if folder is not None and overlap(target, folder):
+                raise FlexUNetError(f"--out {target}: {overlap(target, folder)} the [{section}] folder {folder}; "
+                                    f"choose an export path outside the data folders")
 
 
 def _remove(path: Path) -> None:

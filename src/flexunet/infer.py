@@ -30,7 +30,8 @@ from scipy import ndimage
 
 from flexunet.config import Config
 from flexunet.errors import DataError
-from flexunet.io import DICOM_SUFFIXES, IMAGE_SUFFIXES, list_files, read_image, safe_output_path, save_image
+from flexunet.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, check_output_dir, claim_output_dir, list_files, read_image,
+                         safe_output_path, save_image)
 from flexunet.masks import index_to_palette_image, palette_colours
 from flexunet.progress import Progress
 
@@ -216,11 +217,47 @@ def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
 # --------------------------------------------------------------------------- the command
 
 
-def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: bool = True) -> dict[str, Any]:
+def _protected_dirs(cfg: Config, images_dir: Path) -> list[Path]:
+    """The folders infer must never write into: its images, the run folder, and the dataset's subsets."""
+    subsets = [getattr(cfg, s) for s in ("train", "valid", "test")]
+    return [images_dir, cfg.train.model_dir, *(f for s in subsets for f in (s.images_dir, s.masks_dir))]
+
+
+def _output_names(files: Sequence[Path], cfg: Config) -> list[str]:
+    extra = (["overlays"] if cfg.infer.overlays else []) + (["class_index"] if cfg.infer.class_index_masks else [])
+    return [f"{p.stem}.png" for p in files] + extra
+
+
+def _warn_tiles(cfg: Config, shape: tuple[int, ...]) -> None:
+    """A warning when the tile overlap makes tiled inference cost far more than it needs to."""
+    t = cfg.tiledinfer
+    h, w = shape[:2]
+    count = len(tile_starts(h, t.split_size, t.overlapping)) * len(tile_starts(w, t.split_size, t.overlapping))
+    quarter = t.split_size // 4
+    usual = len(tile_starts(h, t.split_size, quarter)) * len(tile_starts(w, t.split_size, quarter))
+    if t.split_size - t.overlapping < t.split_size // 4 and count > 2 * usual:
+        log.warning("[tiledinfer] overlapping = %d with split_size = %d: a stride of %d px, %d tiles per %dx%d "
+                    "image (%d with overlapping = %d); lower overlapping to about split_size / 4",
+                    t.overlapping, t.split_size, t.split_size - t.overlapping, count, w, h, usual, quarter)
+
+
+def _warn_min_component(cfg: Config, shape: tuple[int, ...]) -> None:
+    size = cfg.infer.min_component_size
+    h, w = shape[:2]
+    if size > h * w:
+        log.warning("[infer] min_component_size = %d is more than the %dx%d = %d pixels of an image: every "
+                    "predicted component is removed and every mask is blank; lower it (or 0 to keep all)",
+                    size, w, h, h * w)
+
+
+def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: bool = True,
+                 overwrite: bool = False) -> dict[str, Any]:
     """Predict every image of [infer] (or [tiledinfer] when ``tiled``) images_dir; return a summary.
 
     Summary keys: ``images``, ``seconds``, ``images_per_second``, ``output_dir``, ``tiled``,
-    ``files`` (masks written), ``overlays``, ``class_index``, ``removed_components``.
+    ``files`` (masks written), ``overlays``, ``class_index``, ``removed_components``, ``blank``
+    (masks left without any foreground).  ``output_dir`` must lie outside every input folder
+    and be infer's own (or ``overwrite``: written beside the files there, none deleted).
     """
     section = "tiledinfer" if tiled else "infer"
     images_dir = cfg.require_dir(section, "images_dir", "folder of images to predict")
@@ -229,17 +266,25 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
         raise cfg.error("tiledinfer", "overlapping",
                         f"fewer pixels than split_size ({cfg.tiledinfer.split_size})")
     files = _list_inputs(images_dir)
+    names = _output_names(files, cfg)
+    check_output_dir(out_dir, "infer", _protected_dirs(cfg, images_dir), overwrite, what=f"[{section}] output_dir",
+                     writes=tuple(names))
     if model is None:
         from flexunet.model import load_trained
 
         model = load_trained(cfg)
     opts = cfg.infer
     summary: dict[str, Any] = {"images": 0, "output_dir": out_dir, "tiled": tiled, "files": [],
-                               "overlays": [], "class_index": [], "removed_components": 0}
+                               "overlays": [], "class_index": [], "removed_components": 0, "blank": 0}
     bar = Progress([], "infer", total=len(files), enabled=progress, unit="img")
     start = time.perf_counter()
-    for chunk in _chunks(files, 1 if tiled else opts.batch_size):
+    claim_output_dir(out_dir, "infer", names)  # before writing: an interrupted run's files are still infer's
+    for n, chunk in enumerate(_chunks(files, 1 if tiled else opts.batch_size)):
         originals = [read_input(p, cfg) for p in chunk]
+        if n == 0:
+            _warn_min_component(cfg, originals[0].shape)
+            if tiled:
+                _warn_tiles(cfg, originals[0].shape)
         if tiled:
             t = cfg.tiledinfer
             probs = [predict_tiled(model, network_input(originals[0], cfg), cfg, t.split_size, t.overlapping,
@@ -253,6 +298,9 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
             _write_outputs(cfg, out_dir, path, original, p.argmax(-1).astype(np.uint8), summary)
         bar.update(len(chunk))
     bar.close()
+    if summary["removed_components"] and summary["blank"] == summary["images"]:
+        log.warning("[infer] min_component_size = %d removed every predicted component: all %d masks are blank; "
+                    "lower it", cfg.infer.min_component_size, summary["images"])
     seconds = time.perf_counter() - start
     summary.update(seconds=seconds, images_per_second=summary["images"] / seconds if seconds > 0 else 0.0)
     log.info("inferred %d image(s)%s in %.1f s (%.2f images/s) -> %s", summary["images"],
@@ -266,6 +314,7 @@ def _write_outputs(cfg: Config, out_dir: Path, path: Path, original: np.ndarray,
     if index.shape != (h, w):
         index = np.asarray(Image.fromarray(index).resize((w, h), Image.NEAREST))
     index, removed = remove_small_components(index, cfg.infer.min_component_size)
+    summary["blank"] += int(not index.any())
     name = f"{path.stem}.png"
     mask_path = safe_output_path(out_dir, name)
     save_image(mask_path, index_to_palette_image(index, cfg.mask.rgb_map))

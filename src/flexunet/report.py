@@ -2,7 +2,12 @@
 
 ``build_report(cfg)`` reads what the earlier stages left and writes
 ``<[report] output_dir>/report.html`` plus every picture it shows in ``figures/``
-beside it (relative links only: no network, no external CSS or JavaScript):
+beside it (relative links only: no network, no external CSS or JavaScript).  The output
+folder must be the report's own: a folder that holds its inputs (eval_dir, the run folder,
+the evaluated images) is refused, a non-empty folder it did not write needs ``--overwrite``
+(its files are then kept beside the report), and a ``figures/`` folder it did not write
+is never replaced.  The gallery shows the images the evaluation scored (the folders
+evaluation.json records), checked by the leak guard as ``evaluate`` checks them.  The page:
 
 1. header: the model (parameters, input size, classes, loss), dates and paths;
 2. dataset statistics (:func:`flexunet.stats.dataset_stats` on ``[report] dataset_dir``,
@@ -304,6 +309,7 @@ class _Build:
     notes: list[str] = field(default_factory=list)
     gallery: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {rank: [] for rank in RANKS})
     dataset: dict[str, Any] | None = None
+    test_folders: tuple[Path, Path] | None = None      # (images, masks) the evaluation scored, None: [test]
 
     def add(self, path: Path) -> str:
         """Register a written figure; return its path relative to the HTML."""
@@ -322,7 +328,34 @@ class _Build:
         return note(text)
 
 
-def build_report(cfg: Config, progress: bool = True) -> dict[str, Any]:
+def evaluated_folders(cfg: Config, evaluation: Mapping[str, Any]) -> tuple[Path, Path] | None:
+    """The (images, masks) folders the evaluation scored, as evaluation.json records them (with a
+    warning when [test] now differs); None for an evaluation.json without them ([test] is used)."""
+    images, masks = evaluation.get("test_images_dir"), evaluation.get("test_masks_dir")
+    if images and masks:
+        images, masks = Path(images), Path(masks)
+        if cfg.test.images_dir is not None and Path(cfg.test.images_dir).resolve() != images.resolve():
+            log.warning("report: the evaluation scored %s, not [test] images_dir = %s; the report shows the "
+                        "evaluated images (run `flexunet evaluate` again to report on %s)", images,
+                        cfg.test.images_dir, cfg.test.images_dir)
+        return images, masks
+    log.warning("report: evaluation.json does not say which folders it scored (written by an older flexunet); "
+                "the gallery uses [test] images_dir — run `flexunet evaluate` again to be sure they match")
+    return None
+
+
+def _check_output(cfg: Config, out: Path, eval_dir: Path, folders: tuple[Path, Path] | None,
+                  overwrite: bool) -> None:
+    """The report writes report.html and figures/ only into a folder of its own (see README: report)."""
+    from flexunet.io import check_output_dir
+
+    shown = folders or (cfg.test.images_dir, cfg.test.masks_dir)
+    check_output_dir(out, "report", [eval_dir, cfg.train.model_dir, *shown], overwrite,
+                     what="[report] output_dir", writes=(REPORT_FILE,), replaces=(FIGURES,))
+
+
+def build_report(cfg: Config, progress: bool = True, overwrite: bool = False,
+                 allow_overlap: bool = False) -> dict[str, Any]:
     """Write ``report.html`` and its figures to ``[report] output_dir``; return what was written.
 
     Returns ``html`` (the page), ``figures`` (every PNG it shows, under ``figures/``),
@@ -330,18 +363,25 @@ def build_report(cfg: Config, progress: bool = True) -> dict[str, Any]:
     from per_image.csv, and the per-class Dice of the prediction made for the page),
     ``dataset`` (the statistics, or None) and ``notes`` (what was skipped and why).
     """
+    from flexunet.datarecord import check_test_images
+    from flexunet.io import claim_output_dir, list_files
     from flexunet.model import load_trained
 
     eval_dir = eval_dir_of(cfg)
     evaluation = load_evaluation(eval_dir)
     per_image = read_per_image(eval_dir / "per_image.csv")
+    folders = evaluated_folders(cfg, evaluation)
     out = Path(cfg.report.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_output(cfg, out, eval_dir, folders, overwrite)
+    images = folders[0] if folders else cfg.test.images_dir
+    if images is not None and Path(images).is_dir():
+        check_test_images(cfg.train.model_dir, list_files(images), allow_overlap, "report")
+    claim_output_dir(out, "report", [REPORT_FILE, FIGURES])
     tmp = out / f".{FIGURES}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        b = _Build(cfg, tmp, evaluation, eval_dir, progress, model=load_trained(cfg))
+        b = _Build(cfg, tmp, evaluation, eval_dir, progress, model=load_trained(cfg), test_folders=folders)
         steps: list[tuple[str, str, Callable[[], str]]] = [
             ("dataset", "Dataset", lambda: _dataset_section(b)),
             ("curves", "Training curves", lambda: _curves_section(b)),
@@ -523,6 +563,18 @@ def _has(doc: Any, key: str) -> bool:
     return True
 
 
+def _leak_note(ev: Mapping[str, Any]) -> str:
+    """What the leak guard found when the evaluation ran (evaluation.json's leak_check)."""
+    leak = ev.get("leak_check") or {}
+    if not leak.get("checked"):
+        return note("The test images were not checked against the training data (no data_record.json in the "
+                    "run folder, or an evaluation.json written before the check).")
+    if leak.get("overlapping"):
+        return note(f"{leak['overlapping']} test image(s) are images the model trained or validated on "
+                    f"(scored with --allow-overlap): these figures overstate the model.")
+    return ""
+
+
 def _evaluation_section(b: _Build) -> str:
     ev = b.evaluation
     classes = list(ev["classes"])
@@ -545,6 +597,7 @@ def _evaluation_section(b: _Build) -> str:
         f"model's input resolution ({esc('x'.join(map(str, ev.get('resolution', []))))}).{esc(mm_note)}</p>",
         f'<table id="per-class" data-source="evaluation.json">{head}{"".join(rows)}</table>',
         _pooled_table(ev),
+        _leak_note(ev),
         '<h3>Rules</h3>',
         f'<p class="rule"><strong>Empty masks.</strong> {esc(ev.get("empty_rule", "not stated"))}</p>',
     ]
@@ -608,13 +661,13 @@ def _gallery_section(b: _Build, per_image: Sequence[Mapping[str, Any]]) -> str:
     if not means:
         return b.note("Gallery empty: no test image has a foreground class in either mask.")
     try:
-        pairs = _test_pairs(cfg)
+        pairs = _test_pairs(cfg, b.test_folders)
     except FlexUNetError as exc:
         return b.note(f"Gallery skipped: {exc}")
     chosen = [(rank, i, name, mean) for rank in RANKS for i, (name, mean) in enumerate(ranks[rank], start=1)]
     missing = [name for _, _, name, _ in chosen if name not in pairs]
     for name in missing:
-        b.note(f"Gallery: {name} of per_image.csv is no longer in [test] images_dir; left out.")
+        b.note(f"Gallery: {name} of per_image.csv is no longer in the evaluated folder; left out.")
     chosen = [c for c in chosen if c[2] in pairs]
     images = _predict_cases(b, [pairs[name] for _, _, name, _ in chosen])
     dice_by_image: dict[str, dict[str, float]] = {}
@@ -643,10 +696,16 @@ def _gallery_section(b: _Build, per_image: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-def _test_pairs(cfg: Config) -> dict[str, tuple[Path, Path]]:
+def _test_pairs(cfg: Config, folders: tuple[Path, Path] | None) -> dict[str, tuple[Path, Path]]:
+    """The pairs of the folders the evaluation scored (``folders``), else of [test]."""
     from flexunet.data import subset_pairs
+    from flexunet.io import pair_by_name
 
-    return {image.name: (image, mask) for image, mask in subset_pairs(cfg, "test")}
+    if folders is None:
+        pairs = subset_pairs(cfg, "test")
+    else:
+        pairs = pair_by_name(folders[0], folders[1], (cfg.mask.mask_file_format,))
+    return {image.name: (image, mask) for image, mask in pairs}
 
 
 def _predict_cases(b: _Build, pairs: Sequence[tuple[Path, Path]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -690,8 +749,9 @@ def _case(b: _Build, rank: str, i: int, name: str, mean: float, truth: np.ndarra
     for n, value in shown_dice.items():
         expected = csv_dice.get(n, float("nan"))
         if not (math.isnan(value) and math.isnan(expected)) and not abs(value - expected) <= 1e-4:
-            log.warning("gallery %s: %s Dice of the new prediction %.4f differs from per_image.csv's %.4f; "
-                        "was the model retrained after `flexunet evaluate`?", name, n, value, expected)
+            log.warning("gallery %s: %s Dice of the new prediction %.4f differs from per_image.csv's %.4f: "
+                        "the model, the image or its mask changed since `flexunet evaluate` (retrained, or "
+                        "files replaced); run `flexunet evaluate` again", name, n, value, expected)
     b.gallery[rank].append({"image": name, "mean_dice": mean, "dice": dict(csv_dice), "predicted_dice": shown_dice})
     info = "".join(f"<tr><th>{esc(n)}</th><td class=\"num\" data-csv-image=\"{esc(name)}\" data-csv-class=\"{esc(n)}\" "
                    f"data-value=\"{esc(json.dumps(None if math.isnan(v) else v))}\">{fmt(v)}</td></tr>"

@@ -95,10 +95,28 @@ def _subset_stats(folder: Path, rgb_map: RgbMap, names: Sequence[str], progress:
     }
 
 
+def _check_out(dataset_dir: Path, out: Path, present: Sequence[str], overwrite: bool) -> None:
+    """An ``out_dir`` other than the dataset folder lies outside its subsets and is stats' own
+    (or --overwrite); the default, the dataset folder itself, is the original's layout."""
+    from flexunet.io import check_output_dir, overlap
+
+    subsets = [dataset_dir / s for s in present]
+    if overlap(out, dataset_dir) == "is":
+        return
+    check_output_dir(out, "stats", subsets, overwrite, what="--out", writes=_names(dataset_dir))
+
+
+def _names(dataset_dir: Path) -> tuple[str, ...]:
+    return (f"{dataset_dir.resolve().name}_Statistics.png", "class_statistics.png", "stats.json",
+            "train_images_sample.png", "train_masks_sample.png")
+
+
 def dataset_stats(dataset_dir: Path, out_dir: Path | None = None, rgb_map: RgbMap | None = None,
-                  class_names: Sequence[str] | None = None, progress: bool = False) -> dict[str, Any]:
+                  class_names: Sequence[str] | None = None, progress: bool = False,
+                  overwrite: bool = False) -> dict[str, Any]:
     """Count, chart and sample ``dataset_dir``; return what was written to ``stats.json``
-    plus ``files`` (the paths written)."""
+    plus ``files`` (the paths written).  An ``out_dir`` apart from ``dataset_dir`` must not
+    overlap its subsets and must be stats' own folder unless ``overwrite``."""
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
         raise DataError(f"{dataset_dir}: folder not found; expected a dataset folder holding "
@@ -108,6 +126,7 @@ def dataset_stats(dataset_dir: Path, out_dir: Path | None = None, rgb_map: RgbMa
         raise DataError(f"{dataset_dir}: no train/, valid/ or test/ folder; expected a dataset folder "
                         f"written by `flexunet split`")
     out = Path(out_dir) if out_dir is not None else dataset_dir
+    _check_out(dataset_dir, out, present, overwrite)
     rgb, names = _labels(dataset_dir, rgb_map, class_names)
     subsets = {s: _subset_stats(dataset_dir / s, rgb, names, progress) for s in present}
     name = dataset_dir.resolve().name
@@ -130,6 +149,10 @@ def dataset_stats(dataset_dir: Path, out_dir: Path | None = None, rgb_map: RgbMa
     stats_json = out / "stats.json"
     write_json(stats_json, doc)
     files.insert(0, stats_json)
+    if out.resolve() != dataset_dir.resolve():
+        from flexunet.io import claim_output_dir
+
+        claim_output_dir(out, "stats", [f.name for f in files])
     log.info("wrote %s", ", ".join(str(f) for f in files))
     return {**doc, "files": files}
 

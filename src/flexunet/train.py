@@ -25,7 +25,9 @@ from flexunet.io import list_files, write_text
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("best_model.keras", "best_model.weights.h5", "last_checkpoint", "train_eval_infer.config",
-             "logs", "summary.txt")
+             "logs", "summary.txt", "data_record.json")
+# what training writes to [train] eval_dir (callbacks.write_curves); recorded as train's in its marker
+CURVE_FILES = ("train_losses.csv", "train_metrics.csv", "history.json", "train_losses.png", "train_metrics.png")
 
 
 def best_model_name(cfg: Config) -> str:
@@ -236,6 +238,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
                  state.get("stopped_by") or f"epochs = {t.epochs}")
         return _summary(cfg, state, 0.0, best_model_name(cfg))
     write_text(t.model_dir / "train_eval_infer.config", dump_config(cfg))
+    _record_data(cfg, train_pairs, valid_pairs)
 
     steps = t.steps_per_epoch or steps_per_epoch(cfg, len(train_pairs))
     val_steps = t.validation_steps or steps_per_epoch(cfg, len(valid_pairs))
@@ -272,6 +275,16 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
                               f"clipvalue, check the inputs, and start again with --overwrite (--resume "
                               f"would continue with the saved learning rate)")
     return _summary(cfg, state, seconds, best_model_name(cfg))
+
+
+def _record_data(cfg: Config, train_pairs: list, valid_pairs: list) -> None:
+    """The leak guard's record of what this run learns from, and eval_dir's curves marked as train's."""
+    from flexunet.datarecord import write_record
+    from flexunet.io import claim_output_dir
+
+    path = write_record(cfg.train.model_dir, {"train": train_pairs, "valid": valid_pairs})
+    log.debug("recorded %d train and %d valid images in %s", len(train_pairs), len(valid_pairs), path)
+    claim_output_dir(cfg.train.eval_dir, "train", CURVE_FILES)
 
 
 def _kept(state: dict, model_dir: Path) -> str:
