@@ -758,7 +758,6 @@ def test_disk_full_while_saving_the_checkpoint(tmp_path, capsys, pipeline, monke
 @pytest.mark.parametrize("change,expected", [
     ("model.optimizer='sgd'", r"last_checkpoint: optimizer state has \d+ variables, the configured optimizer \d+; "
                               r"expected the config the run was started with"),
-    ("model.base_filters=8", r"last_checkpoint/model\.weights\.h5: cannot be loaded into the configured model"),
 ])
 def test_resume_with_a_changed_model_config_is_one_line(tmp_path, capsys, pipeline, change, expected):
     config = _project_copy(pipeline, tmp_path)

@@ -25,11 +25,13 @@ from flexunet.io import list_files, write_text
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("best_model.keras", "best_model.weights.h5", "last_checkpoint", "train_eval_infer.config",
-             "logs", "summary.txt")
+             "logs", "summary.txt", "model_meta.json")
 
 
 def best_model_name(cfg: Config) -> str:
-    return "best_model.weights.h5" if cfg.train.save_weights_only else "best_model.keras"
+    from flexunet.run import best_model_name as name
+
+    return name(cfg)
 
 
 def _prepare_model_dir(cfg: Config, resume: bool, overwrite: bool) -> None:
@@ -179,8 +181,12 @@ def _worker_config(cfg: Config, scratch: Path, resume: bool) -> Config:
                        epoch_change_infer_dir=scratch / "epoch_change_infer")
 
 
-def train(cfg: Config, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+def train(cfg: Config, resume: bool = False, overwrite: bool = False, progress: bool = True,
+          strict: bool = False) -> dict:
     """Train as the config says; returns a summary (epochs run, best value and epoch, paths, seconds).
+
+    ``--resume`` continues the run as it was trained: the run folder's network keys and
+    learning rate win over the config's (one line per differing key; ``strict``: an error).
 
     With ``strategy = "multiworker"`` every worker runs this with the same config; only the
     chief writes model_dir and eval_dir, the others write to a temporary folder (removed).
@@ -189,13 +195,17 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False, progress: 
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="flexunet-worker-") as scratch:
-            return _train(_worker_config(cfg, Path(scratch), resume), resume, overwrite, progress)
-    return _train(cfg, resume, overwrite, progress)
+            return _train(_worker_config(cfg, Path(scratch), resume), resume, overwrite, progress, strict)
+    return _train(cfg, resume, overwrite, progress, strict)
 
 
-def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
+def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, strict: bool = False) -> dict:
     from flexunet.data import check_masks, make_dataset, steps_per_epoch, subset_pairs
 
+    if resume:  # the checkpoint restores the learning rate: the config's value would be ignored
+        from flexunet.run import apply_run
+
+        cfg = apply_run(cfg, strict, extra_keys=(("model", "learning_rate"),))
     t = cfg.train
     train_pairs = subset_pairs(cfg, "train")
     valid_pairs = subset_pairs(cfg, "valid")
@@ -220,7 +230,13 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
         log.info("nothing to do: the run already ended after epoch %d (%s)", first,
                  state.get("stopped_by") or f"epochs = {t.epochs}")
         return _summary(cfg, state, 0.0, best_model_name(cfg))
-    write_text(t.model_dir / "train_eval_infer.config", dump_config(cfg))
+    note = ""
+    if resume:
+        from flexunet.callbacks import current_lr
+
+        note = (f"; resumed after epoch {first} at learning rate {current_lr(model):.6g} (restored from "
+                f"last_checkpoint/; [model] learning_rate below is the run's initial rate)\n")
+    write_text(t.model_dir / "train_eval_infer.config", note + dump_config(cfg))
 
     steps = t.steps_per_epoch or steps_per_epoch(cfg, len(train_pairs))
     val_steps = t.validation_steps or steps_per_epoch(cfg, len(valid_pairs))
