@@ -831,8 +831,8 @@ def test_ctrl_c_exits_cleanly_with_the_checkpoint_intact(tmp_path, pipeline):
                      f"; continue with: flexunet train CONFIG --resume"], err
     checkpoint = tmp_path / "models" / "last_checkpoint"
     assert json.loads((checkpoint / "state.json").read_text())["epoch"] == 1
-    assert sorted(p.name for p in checkpoint.iterdir()) == ["model.weights.h5", "optimizer.npz", "rng.npz",
-                                                            "state.json"]
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["model.weights.h5", "model_meta.json", "optimizer.npz",
+                                                            "rng.npz", "state.json"]
     assert (tmp_path / "models" / "best_model.keras").is_file() and not leftovers(tmp_path)
 
 

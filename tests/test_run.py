@@ -262,3 +262,13 @@ def test_resume_refuses_a_checkpoint_that_does_not_fit_the_run_config(bn_run, tm
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "model.weights.h5: layer 'enc0_bn1'" in err
     assert (tmp_path / "p" / "models" / "last_checkpoint" / "state.json").read_text() == before
+
+
+def test_a_keras_file_that_does_not_fit_the_run_is_refused(filters_run, tmp_path):
+    from flexunet.model import build_model, load_trained
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(filters_run.parent / "models", run_dir)
+    build_model(_tiny_cfg().model).save(run_dir / "best_model.keras")   # 4 filters; the run has 8
+    with pytest.raises(FlexUNetError, match="'enc0_conv1'"):
+        load_trained(load_config(filters_run, [f"train.model_dir={run_dir}"]))

@@ -361,12 +361,18 @@ def _norm(value: Any) -> Any:
 
 
 def load_trained(cfg: Config):
-    """The trained best model of ``[train] model_dir``, built from the run's own [model] keys (not compiled)."""
+    """The trained best model of ``[train] model_dir``, built from the run's own [model] keys (not compiled).
+
+    A ``.keras`` file without the run's saved config beside it is its own truth: it is loaded
+    as it was saved (safe mode: a file holding Python code is refused, never run).
+    """
     from flexunet.model import build_model
 
     model_dir = Path(cfg.train.model_dir)
     path = best_model_path(model_dir)
     run = saved_config(model_dir)
+    if run is None and path.name.endswith(".keras"):
+        return _load_keras_file(path)
     settings = run.model if run is not None else cfg.model
     model = build_model(settings, seed=cfg.train.seed)
     saved = model_dir / SAVED_CONFIG if run is not None else None
@@ -394,3 +400,14 @@ def inspect_target(target: Path) -> str:
                             f"or a run folder written by 'flexunet train' (a run trained before the metadata "
                             f"existed has only its {SAVED_CONFIG})")
     return describe_meta(meta, str(target))
+
+
+def _load_keras_file(path: Path):
+    import keras
+
+    try:  # safe_mode: a file holding Python code (a Lambda layer) is refused, never run
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except (ValueError, TypeError, OSError, KeyError) as exc:
+        reason = " ".join(str(exc).split())[:300]
+        raise FlexUNetError(f"{path}: cannot be loaded as a FlexUNet model ({reason}); expected the "
+                            f"best_model.keras written by 'flexunet train'") from None

@@ -191,21 +191,21 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False, progress: 
     With ``strategy = "multiworker"`` every worker runs this with the same config; only the
     chief writes model_dir and eval_dir, the others write to a temporary folder (removed).
     """
+    if resume:  # every worker alike; the checkpoint restores the learning rate, so the config's is ignored
+        from flexunet.run import apply_run
+
+        cfg = apply_run(cfg, strict, extra_keys=(("model", "learning_rate"),))
     if cfg.train.strategy == "multiworker" and not is_chief():
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="flexunet-worker-") as scratch:
-            return _train(_worker_config(cfg, Path(scratch), resume), resume, overwrite, progress, strict)
-    return _train(cfg, resume, overwrite, progress, strict)
+            return _train(_worker_config(cfg, Path(scratch), resume), resume, overwrite, progress)
+    return _train(cfg, resume, overwrite, progress)
 
 
-def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, strict: bool = False) -> dict:
+def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     from flexunet.data import check_masks, make_dataset, steps_per_epoch, subset_pairs
 
-    if resume:  # the checkpoint restores the learning rate: the config's value would be ignored
-        from flexunet.run import apply_run
-
-        cfg = apply_run(cfg, strict, extra_keys=(("model", "learning_rate"),))
     t = cfg.train
     train_pairs = subset_pairs(cfg, "train")
     valid_pairs = subset_pairs(cfg, "valid")
