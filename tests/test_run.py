@@ -249,8 +249,11 @@ def test_best_model_and_checkpoint_carry_metadata_and_inspect_prints_it(bn_run, 
     out = capsys.readouterr().out
     assert "input: 32x32x3, RGB" in out and "1: bright  colour (0, 255, 0)" in out
     assert "model.normalization = True" in out
-    assert main(["inspect", str(models)]) == 0
-    assert "model.normalization = True" in capsys.readouterr().out
+    for target in (models, models / "model_meta.json", models / "last_checkpoint"):
+        assert main(["inspect", str(target)]) == 0
+        assert "model.normalization = True" in capsys.readouterr().out
+    assert main(["inspect", str(bn_run.parent / "data")]) == 2
+    assert "carries no FlexUNet metadata" in capsys.readouterr().err
 
 
 def test_resume_refuses_a_checkpoint_that_does_not_fit_the_run_config(bn_run, tmp_path, capsys):
@@ -272,3 +275,22 @@ def test_a_keras_file_that_does_not_fit_the_run_is_refused(filters_run, tmp_path
     build_model(_tiny_cfg().model).save(run_dir / "best_model.keras")   # 4 filters; the run has 8
     with pytest.raises(FlexUNetError, match="'enc0_conv1'"):
         load_trained(load_config(filters_run, [f"train.model_dir={run_dir}"]))
+
+
+def test_evaluate_a_wider_run_with_the_plain_config_equals_the_override_repeated(filters_run, capsys):
+    assert _evaluate(filters_run, "ev_repeated", "model.base_filters=8") == 0
+    assert _evaluate(filters_run, "ev_plain") == 0
+    assert "[model] base_filters: the run was trained with 8, the config says 4; using 8" in capsys.readouterr().err
+    assert _dice(filters_run, "ev_plain") == _dice(filters_run, "ev_repeated")
+
+
+def test_metadata_records_the_split_hash(tmp_path):
+    import hashlib
+
+    from flexunet.run import metadata
+
+    cfg = parse_config(TRAIN_CONFIG, base_dir=tmp_path)
+    assert metadata(cfg, "best_model.keras")["split_sha256"] is None
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "split.json").write_text('{"seed": 7}')
+    assert metadata(cfg, "best_model.keras")["split_sha256"] == hashlib.sha256(b'{"seed": 7}').hexdigest()

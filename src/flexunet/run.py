@@ -202,6 +202,13 @@ def read_meta(target: str | Path) -> dict[str, Any] | None:
         if path.is_file():
             return json.loads(path.read_text())
         return None
+    if target.suffix == ".json":
+        try:
+            meta = json.loads(target.read_text())
+        except (OSError, ValueError):
+            raise FlexUNetError(f"{target}: not readable as JSON; expected a {META} written by 'flexunet train'") \
+                from None
+        return meta if isinstance(meta, dict) and "best_model" in meta else None
     if target.name.endswith(".keras"):
         try:
             with zipfile.ZipFile(target) as zf:
