@@ -173,6 +173,7 @@ def test_switching_save_weights_only_on_resume_loads_the_newest_best(tmp_path):
     assert not (models / "best_model.keras").exists()
     assert best_model_path(models) == models / "best_model.weights.h5"
     assert read_meta(models)["best_model"] == "best_model.weights.h5"
+    assert read_meta(models / "last_checkpoint")["best_model"] == "best_model.weights.h5"
     assert read_meta(models / "best_model.weights.h5")["best_epoch"] == state["best_epoch"]
     model = load_trained(load_config(cfg))
     import h5py

@@ -102,7 +102,7 @@ class RunController(keras.callbacks.Callback):
             self.stop_file.unlink(missing_ok=True)
         write_curves(self.cfg, hist)
         save_checkpoint(self.model, self.cfg.train.model_dir, self.state,
-                        meta=run_metadata(self.cfg, self.best_path.name, self.state))
+                        meta=run_metadata(self.cfg, current_best_name(self.best_path), self.state))
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -171,6 +171,16 @@ def save_best(model: keras.Model, path: Path, cfg: Config, state: dict) -> None:
     save_model(model, path, meta)
     write_meta(path.parent, meta)
     drop_stale_best(path.parent, path.name)
+
+
+def current_best_name(best_path: Path) -> str:
+    """The best-model file the run folder holds now (after a switch of kind, the older one until improved)."""
+    from flexunet.run import best_model_path
+
+    try:
+        return best_model_path(best_path.parent).name
+    except FlexUNetError:
+        return best_path.name
 
 
 def run_metadata(cfg: Config, best_name: str, state: dict) -> dict:
