@@ -82,7 +82,7 @@ class RunController(keras.callbacks.Callback):
             log.info("epoch %d: %s improved %.5g -> %.5g; best model saved", epoch + 1, t.monitor,
                      self.state["best"], value)
             self.state.update(best=float(value), best_epoch=epoch + 1, reducer_wait=0, stop_wait=0)
-            save_model(self.model, self.best_path)
+            save_best(self.model, self.best_path, self.cfg, self.state)
         else:
             self.state["reducer_wait"] += 1
             self.state["stop_wait"] += 1
@@ -101,7 +101,8 @@ class RunController(keras.callbacks.Callback):
             log.info("stop file %s found: training ends after epoch %d (file removed)", self.stop_file, epoch + 1)
             self.stop_file.unlink(missing_ok=True)
         write_curves(self.cfg, hist)
-        save_checkpoint(self.model, self.cfg.train.model_dir, self.state)
+        save_checkpoint(self.model, self.cfg.train.model_dir, self.state,
+                        meta=run_metadata(self.cfg, current_best_name(self.best_path), self.state))
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -162,8 +163,34 @@ class EpochChangeInferencer(keras.callbacks.Callback):
 # --------------------------------------------------------------------------- files
 
 
-def save_model(model: keras.Model, path: Path) -> None:
-    """Save a full model (.keras) or weights (.weights.h5) atomically."""
+def save_best(model: keras.Model, path: Path, cfg: Config, state: dict) -> None:
+    """The best model with its metadata (embedded and as model_meta.json); the other kind's file goes."""
+    from flexunet.run import drop_stale_best, write_meta
+
+    meta = run_metadata(cfg, path.name, state)
+    save_model(model, path, meta)
+    write_meta(path.parent, meta)
+    drop_stale_best(path.parent, path.name)
+
+
+def current_best_name(best_path: Path) -> str:
+    """The best-model file the run folder holds now (after a switch of kind, the older one until improved)."""
+    from flexunet.run import best_model_path
+
+    try:
+        return best_model_path(best_path.parent).name
+    except FlexUNetError:
+        return best_path.name
+
+
+def run_metadata(cfg: Config, best_name: str, state: dict) -> dict:
+    from flexunet.run import metadata
+
+    return metadata(cfg, best_name, state)
+
+
+def save_model(model: keras.Model, path: Path, meta: dict | None = None) -> None:
+    """Save a full model (.keras) or weights (.weights.h5) atomically, ``meta`` embedded."""
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = ".weights.h5" if path.name.endswith(".weights.h5") else ".keras"
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name.removesuffix(suffix)}{suffix}")
@@ -172,12 +199,16 @@ def save_model(model: keras.Model, path: Path) -> None:
             model.save(tmp)
         else:
             model.save_weights(tmp)
+        if meta is not None:
+            from flexunet.run import embed_meta
+
+            embed_meta(tmp, meta)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def save_checkpoint(model: keras.Model, model_dir: Path, state: dict) -> None:
+def save_checkpoint(model: keras.Model, model_dir: Path, state: dict, meta: dict | None = None) -> None:
     """The resume point: weights, optimizer variables and state, swapped in as one folder.
 
     state.json is written last, so a folder holding it is complete.  A crash between the
@@ -196,6 +227,8 @@ def save_checkpoint(model: keras.Model, model_dir: Path, state: dict) -> None:
             np.savez(fh, **opt_vars)
         with atomic_write(tmp / "rng.npz") as fh:  # dropout seed-generator states: not among the weights
             np.savez(fh, **{f"v{i}": np.asarray(v.value) for i, v in enumerate(_rng_variables(model))})
+        if meta is not None:
+            write_json(tmp / "model_meta.json", meta)
         write_json(tmp / "state.json", state)
         if final.exists():
             os.replace(final, old)
@@ -243,7 +276,23 @@ def _rng_variables(model: keras.Model) -> list:
 
 def load_checkpoint(model: keras.Model, model_dir: Path) -> dict:
     """Restore weights and optimizer state; return the saved run state."""
+    from flexunet.run import check_weights
+
     folder = model_dir / CHECKPOINT
+    for name in ("model.weights.h5", "optimizer.npz", "rng.npz"):
+        if not (folder / name).is_file():
+            raise FlexUNetError(f"{folder / name}: missing, so the checkpoint cannot be resumed exactly; restore "
+                                f"the file, or start a new run with --overwrite (evaluate and infer can still "
+                                f"use the best model as it is)")
+    check_weights(folder / "model.weights.h5", model, model_dir / "train_eval_infer.config")
+    with np.load(folder / "optimizer.npz") as data:
+        values = [data[f"v{i}"] for i in range(len(data.files))]
+    model.optimizer.build(model.trainable_variables)  # built, it takes its stored variables (none skipped)
+    if len(values) != len(model.optimizer.variables):
+        raise FlexUNetError(f"{folder}: optimizer state has {len(values)} variables, the configured "
+                            f"optimizer {len(model.optimizer.variables)}; expected the config the run was "
+                            f"started with (compare {model_dir / 'train_eval_infer.config'}: [model] "
+                            f"optimizer and the model keys must not change) — or start again with --overwrite")
     try:
         model.load_weights(folder / "model.weights.h5")
     except (ValueError, OSError, KeyError) as exc:
@@ -252,14 +301,6 @@ def load_checkpoint(model: keras.Model, model_dir: Path) -> dict:
                             f"({reason}); expected the config the run was started with (see "
                             f"{model_dir / 'train_eval_infer.config'}) — or start again with "
                             f"--overwrite") from None
-    with np.load(folder / "optimizer.npz") as data:
-        values = [data[f"v{i}"] for i in range(len(data.files))]
-    model.optimizer.build(model.trainable_variables)
-    if len(values) != len(model.optimizer.variables):
-        raise FlexUNetError(f"{folder}: optimizer state has {len(values)} variables, the configured "
-                            f"optimizer {len(model.optimizer.variables)}; expected the config the run was "
-                            f"started with (compare {model_dir / 'train_eval_infer.config'}: [model] "
-                            f"optimizer and the model keys must not change) — or start again with --overwrite")
     for var, value in zip(model.optimizer.variables, values):
         var.assign(value)
     with np.load(folder / "rng.npz") as data:

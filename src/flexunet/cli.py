@@ -116,6 +116,13 @@ def _load(args: argparse.Namespace):
     return cfg
 
 
+def _load_run(args: argparse.Namespace):
+    """The config with the run folder's network and input/output keys (one line per differing key)."""
+    from flexunet.run import apply_run
+
+    return apply_run(_load(args), strict=args.strict)
+
+
 def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="train_eval_infer.config file")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
@@ -125,7 +132,17 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- commands
 
 
+def _is_model_target(target: str) -> bool:
+    path = Path(target)
+    return path.is_dir() or path.name.endswith((".keras", ".h5", ".json"))
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
+    if _is_model_target(args.config):
+        from flexunet.run import inspect_target
+
+        sys.stdout.write(inspect_target(Path(args.config)))
+        return 0
     cfg = _load(args)
     from flexunet.inspect import inspect_model
 
@@ -174,7 +191,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flexunet.train import train
 
     cfg = _load(args)
-    summary = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    summary = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
+                    strict=args.strict)
     figures = ", ".join(f"{k} {v:.4f}" for k, v in summary["final"].items()
                         if k.startswith(("val_dice", "val_iou", "val_mean", "val_loss")))
     log.info("train: %d epochs, best %s %.5g at epoch %s (%s); %s", summary["epochs"], summary["monitor"],
@@ -185,7 +203,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from flexunet.evaluate import evaluate_model
 
-    evaluate_model(_load(args), progress=not args.quiet, overwrite=args.overwrite,
+    evaluate_model(_load_run(args), progress=not args.quiet, overwrite=args.overwrite,
                    allow_overlap=args.allow_overlap)
     return 0
 
@@ -193,14 +211,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_infer(args: argparse.Namespace) -> int:
     from flexunet.infer import infer_images
 
-    infer_images(_load(args), tiled=args.tiled, progress=not args.quiet, overwrite=args.overwrite)
+    infer_images(_load_run(args), tiled=args.tiled, progress=not args.quiet, overwrite=args.overwrite)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from flexunet.export import export_model
 
-    path = export_model(_load(args), args.format, Path(args.out) if args.out else None)
+    path = export_model(_load_run(args), args.format, Path(args.out) if args.out else None)
     log.info("export: %s", path)
     return 0
 
@@ -208,7 +226,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from flexunet.report import build_report
 
-    result = build_report(_load(args), progress=not args.quiet, overwrite=args.overwrite,
+    result = build_report(_load_run(args), progress=not args.quiet, overwrite=args.overwrite,
                           allow_overlap=args.allow_overlap)
     log.info("report: %s", result["html"])
     return 0
@@ -232,7 +250,10 @@ Command = tuple[str, str, Callable[[argparse.Namespace], int], Callable[[argpars
 
 
 def _args_inspect(p: argparse.ArgumentParser) -> None:
-    _add_config(p)
+    p.add_argument("config", help="train_eval_infer.config file, or a model file / run folder (prints its "
+                                  "metadata)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set model.num_layers=5 (repeatable)")
     p.add_argument("--no-save", action="store_true", help="print only; do not write <model_dir>/summary.txt")
 
 
@@ -323,8 +344,8 @@ COMMANDS: list[Command] = [
     ("export", "export the best model (keras, savedmodel, onnx)", cmd_export, _args_export),
     ("report", "one self-contained HTML report of data, training and evaluation", cmd_report, _args_report),
     ("bench", "training and inference speed against the hardware's convolution peak", cmd_bench, _args_bench),
-    ("inspect", "layer summary, parameter count and GFLOPs of the configured model", cmd_inspect,
-     _args_inspect),
+    ("inspect", "layer summary, parameter count and GFLOPs of the configured model, or a trained model's "
+     "metadata", cmd_inspect, _args_inspect),
 ]
 
 
@@ -336,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging, and TensorFlow's own log lines and warnings (hidden by default)")
     parser.add_argument("--strict", action="store_true",
-                        help="treat unknown config keys and sections as errors (default: warnings)")
+                        help="treat unknown config keys and sections, and config keys that differ from the "
+                             "trained run's, as errors (default: warnings)")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only; no progress bars")
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for name, help_text, func, add_args in COMMANDS:

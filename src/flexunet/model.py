@@ -133,29 +133,14 @@ def summary_text(model: keras.Model, m: ModelSettings) -> str:
 
 
 def best_model_path(model_dir: str | Path) -> Path:
-    """The best model a training run left in ``model_dir`` (full model or weights)."""
-    from flexunet.errors import FlexUNetError
+    """The best model a training run left in ``model_dir`` (see :func:`flexunet.run.best_model_path`)."""
+    from flexunet.run import best_model_path as run_best_model_path
 
-    model_dir = Path(model_dir)
-    for name in ("best_model.keras", "best_model.weights.h5"):
-        if (model_dir / name).is_file():
-            return model_dir / name
-    raise FlexUNetError(f"{model_dir}: no best_model.keras or best_model.weights.h5; "
-                        f"expected a folder written by 'flexunet train' (check [train] model_dir)")
+    return run_best_model_path(model_dir)
 
 
 def load_trained(cfg) -> keras.Model:
-    """The trained best model of a run, from ``[train] model_dir`` (not compiled)."""
-    path = best_model_path(cfg.train.model_dir)
-    if path.name.endswith(".weights.h5"):
-        model = build_model(cfg.model, seed=cfg.train.seed)
-        model.load_weights(path)
-        return model
-    try:  # safe_mode: a file holding Python code (a Lambda layer) is refused, never run
-        return keras.models.load_model(path, compile=False, safe_mode=True)
-    except (ValueError, TypeError, OSError, KeyError) as exc:
-        from flexunet.errors import FlexUNetError
+    """The trained best model of a run, built as the run was trained (see :func:`flexunet.run.load_trained`)."""
+    from flexunet.run import load_trained as run_load_trained
 
-        reason = " ".join(str(exc).split())[:300]
-        raise FlexUNetError(f"{path}: cannot be loaded as a FlexUNet model ({reason}); expected the "
-                            f"best_model.keras written by 'flexunet train'") from None
+    return run_load_trained(cfg)

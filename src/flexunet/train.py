@@ -25,13 +25,15 @@ from flexunet.io import list_files, write_text
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("best_model.keras", "best_model.weights.h5", "last_checkpoint", "train_eval_infer.config",
-             "logs", "summary.txt", "data_record.json")
+             "logs", "summary.txt", "data_record.json", "model_meta.json")
 # what training writes to [train] eval_dir (callbacks.write_curves); recorded as train's in its marker
 CURVE_FILES = ("train_losses.csv", "train_metrics.csv", "history.json", "train_losses.png", "train_metrics.png")
 
 
 def best_model_name(cfg: Config) -> str:
-    return "best_model.weights.h5" if cfg.train.save_weights_only else "best_model.keras"
+    from flexunet.run import best_model_name as name
+
+    return name(cfg)
 
 
 def _prepare_model_dir(cfg: Config, resume: bool, overwrite: bool) -> None:
@@ -181,12 +183,20 @@ def _worker_config(cfg: Config, scratch: Path, resume: bool) -> Config:
                        epoch_change_infer_dir=scratch / "epoch_change_infer")
 
 
-def train(cfg: Config, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+def train(cfg: Config, resume: bool = False, overwrite: bool = False, progress: bool = True,
+          strict: bool = False) -> dict:
     """Train as the config says; returns a summary (epochs run, best value and epoch, paths, seconds).
+
+    ``--resume`` continues the run as it was trained: the run folder's network keys and
+    learning rate win over the config's (one line per differing key; ``strict``: an error).
 
     With ``strategy = "multiworker"`` every worker runs this with the same config; only the
     chief writes model_dir and eval_dir, the others write to a temporary folder (removed).
     """
+    if resume:  # every worker alike; the checkpoint restores the learning rate, so the config's is ignored
+        from flexunet.run import apply_run
+
+        cfg = apply_run(cfg, strict, extra_keys=(("model", "learning_rate"),))
     if cfg.train.strategy == "multiworker" and not is_chief():
         import tempfile
 
@@ -237,7 +247,13 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
         log.info("nothing to do: the run already ended after epoch %d (%s)", first,
                  state.get("stopped_by") or f"epochs = {t.epochs}")
         return _summary(cfg, state, 0.0, best_model_name(cfg))
-    write_text(t.model_dir / "train_eval_infer.config", dump_config(cfg))
+    note = ""
+    if resume:
+        from flexunet.callbacks import current_lr
+
+        note = (f"; resumed after epoch {first} at learning rate {current_lr(model):.6g} (restored from "
+                f"last_checkpoint/; [model] learning_rate below is the run's initial rate)\n")
+    write_text(t.model_dir / "train_eval_infer.config", note + dump_config(cfg))
     _record_data(cfg, train_pairs, valid_pairs)
 
     steps = t.steps_per_epoch or steps_per_epoch(cfg, len(train_pairs))
