@@ -91,6 +91,15 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from flexunet.plan import plan_dataset
+
+    classes = args.classes.split(",") if args.classes else None
+    plan_dataset(Path(args.dataset), Path(args.out), minutes=args.minutes, size=args.size, classes=classes,
+                 overwrite=args.overwrite)
+    return 0
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     from flexunet.prepare import prepare_dataset
 
@@ -203,6 +212,16 @@ def _args_synth(p: argparse.ArgumentParser) -> None:
                    help="unlabelled periventricular hypodensities and calcifications")
 
 
+def _args_plan(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", help="dataset folder holding train/ valid/ test/, each with images/ and masks/")
+    p.add_argument("--out", default="train_eval_infer.config",
+                   help="config to write; fingerprint.json goes beside it (default ./train_eval_infer.config)")
+    p.add_argument("--minutes", type=float, default=10.0, help="training time budget in minutes (default 10)")
+    p.add_argument("--size", type=int, default=None, help="network input size in px (default: the images')")
+    p.add_argument("--classes", help="class names in colour order (green, blue, red, ...), comma-separated")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing config")
+
+
 def _args_overwrite(p: argparse.ArgumentParser) -> None:
     _add_config(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs of this stage")
@@ -250,6 +269,7 @@ COMMANDS: list[Command] = [
     ("split", "master dataset -> leak-free train/valid/test (grouped, seeded)", cmd_split, _args_overwrite),
     ("augment", "offline augmentation of the train subset ([augmentor])", cmd_augment, _args_overwrite),
     ("stats", "dataset statistics charts and sample grids", cmd_stats, _args_stats),
+    ("plan", "fingerprint a dataset and write a config fitted to it and to this machine", cmd_plan, _args_plan),
     ("train", "train the configured model (streaming, resumable)", cmd_train, _args_train),
     ("evaluate", "evaluate the best model on the test set", cmd_evaluate, _add_config),
     ("infer", "predict masks for [infer] images_dir", cmd_infer, _args_infer),
