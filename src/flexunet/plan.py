@@ -553,11 +553,11 @@ vflip    = False
 
 def plan_dataset(dataset: Path, out: Path | None = None, minutes: float = 10.0, size: int | None = None,
                  classes: Sequence[str] | None = None, overwrite: bool = False,
-                 probe: Callable[..., dict[Candidate, float]] = probe_speed) -> dict[str, Any]:
+                 probe: Callable[..., dict[Candidate, float]] | None = None) -> dict[str, Any]:
     """Fingerprint ``dataset``, probe this machine, write the config and ``fingerprint.json``.
 
     Returns {"config": path, "fingerprint": path, "choices": ...}.  Refuses an existing
-    config unless ``overwrite``.
+    config unless ``overwrite``.  ``probe`` times the candidate nets (default: ``probe_speed``).
     """
     dataset = Path(dataset)
     out = Path(out) if out is not None else Path("train_eval_infer.config")
@@ -574,7 +574,7 @@ def plan_dataset(dataset: Path, out: Path | None = None, minutes: float = 10.0, 
     fp = fingerprint_dataset(dataset, classes)
     chosen_size, size_why = input_size(fp, size)
     channels = 1 if fp["channels"] == "grey" else 3
-    speeds = probe(candidates_for(chosen_size), chosen_size, channels, len(fp["classes"]))
+    speeds = (probe or probe_speed)(candidates_for(chosen_size), chosen_size, channels, len(fp["classes"]))
     choices = choose(fp, speeds, minutes, chosen_size, size_why)
     fp["probe"] = {f"{c.base_filters}x{c.levels}@{c.batch_size}": round(s, 4) for c, s in speeds.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
