@@ -350,3 +350,17 @@ def test_bad_options_are_one_line(kwargs: dict) -> None:
     with pytest.raises(DataError, match=f"synth: {next(iter(kwargs))} = ") as err:
         SynthOptions(**kwargs)
     assert "\n" not in str(err.value)
+
+
+def test_cli_flags_reach_the_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flexunet.cli import main
+
+    assert main(["-q", "synth", str(tmp_path / "a"), "--count", "3", "--size", "48", "--ischemic-hu", "3,5",
+                 "--lesion-size", "3,6", "--prevalence", "0.5", "--noise", "4", "--lookalikes"]) == 0
+    options = json.loads((tmp_path / "a" / DATASET_DIR / "synth.json").read_text())["options"]
+    assert options == {"ischemic_hu": [3.0, 5.0], "hemorrhage_hu": [60.0, 80.0], "lesion_size": [3.0, 6.0],
+                       "prevalence": 0.5, "noise": 4.0, "lookalikes": True}
+    assert main(["-q", "synth", str(tmp_path / "b"), "--count", "3", "--prevalence", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "prevalence = 2.0" in err
+    assert not (tmp_path / "b").exists()
