@@ -5,7 +5,7 @@ prepares and splits it (flexunet's own functions), runs `plan` with the time bud
 evaluates on the test subset and prints one row: variant, size, per-class test Dice (whole
 set, summed counts), epochs, minutes, machine.  With ``--original CONFIG`` it also runs that
 config (the original's, e.g. /work/shared/seed/train_eval_infer.config) with only its image
-size, dataset paths and output folders changed (and ``--epochs-cap`` if given).
+size, dataset paths and output folders changed (and its epochs with ``--original-epochs``).
 
     PYTHONPATH=src python benchmarks/generalisation.py --variants subtle --sizes 128 \\
         --minutes 15 --workdir /tmp/gen --json gen.json [--original train_eval_infer.config]
@@ -140,7 +140,8 @@ def train_and_score(config: Path, sets: list[str]) -> dict[str, Any]:
 def run_planned(dataset: Path, work: Path, minutes: float, epochs_cap: int | None) -> dict[str, Any]:
     from flexunet.plan import plan_dataset
 
-    plan = plan_dataset(dataset, work / "planned" / "train_eval_infer.config", minutes=minutes, overwrite=True)
+    plan = plan_dataset(dataset, work / "planned" / "train_eval_infer.config", minutes=minutes,
+                        classes=["ischemic", "hemorrhagic"], overwrite=True)
     sets = [f"train.epochs={min(epochs_cap, plan['choices']['epochs'][0])}"] if epochs_cap else []
     result = train_and_score(plan["config"], sets)
     result["plan"] = {k: plan["choices"][k][0] for k in ("base_filters", "levels", "batch_size", "epochs",
@@ -148,7 +149,7 @@ def run_planned(dataset: Path, work: Path, minutes: float, epochs_cap: int | Non
     return result
 
 
-def run_original(original: Path, dataset: Path, work: Path, size: int, epochs_cap: int | None) -> dict[str, Any]:
+def run_original(original: Path, dataset: Path, work: Path, size: int, epochs: int | None) -> dict[str, Any]:
     folder = work / "original"
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "train_eval_infer.config"
@@ -160,8 +161,8 @@ def run_original(original: Path, dataset: Path, work: Path, size: int, epochs_ca
     for subset in ("train", "valid", "test"):
         sets += [f"{subset}.images_dir='{dataset / subset / 'images'}'",
                  f"{subset}.masks_dir='{dataset / subset / 'masks'}'"]
-    if epochs_cap:
-        sets.append(f"train.epochs={epochs_cap}")
+    if epochs:
+        sets.append(f"train.epochs={epochs}")
     return train_and_score(config, sets)
 
 
@@ -187,8 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=240, help="slices per synthetic set (default 240)")
     p.add_argument("--seed", type=int, default=137)
     p.add_argument("--minutes", type=float, default=15.0, help="plan's time budget per run (default 15)")
-    p.add_argument("--epochs-cap", type=int, default=None, help="at most this many epochs (planned and original)")
+    p.add_argument("--epochs-cap", type=int, default=None, help="at most this many epochs of the planned configs")
     p.add_argument("--original", type=Path, help="the original's config, run with only size/paths changed")
+    p.add_argument("--original-epochs", type=int, default=None,
+                   help="epochs of the original's config (default: its own, 100 for the seed config)")
+    p.add_argument("--runs", default="plan,original", help="which of plan,original to run (original needs "
+                                                            "--original)")
     p.add_argument("--workdir", type=Path, default=Path("generalisation-work"))
     p.add_argument("--json", type=Path, help="write the rows as JSON")
     args = p.parse_args(argv)
@@ -202,10 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         for variant in args.variants.split(","):
             work = args.workdir / f"{variant}-{size}"
             dataset = make_variant(work / "data", variant, size, args.count, args.seed)
-            runs = [("plan", lambda: run_planned(dataset, work, args.minutes, args.epochs_cap))]
-            if args.original:
+            runs = []
+            if "plan" in args.runs.split(","):
+                runs.append(("plan", lambda: run_planned(dataset, work, args.minutes, args.epochs_cap)))
+            if args.original and "original" in args.runs.split(","):
                 runs.append(("original", lambda: run_original(args.original.resolve(), dataset.resolve(), work,
-                                                               size, args.epochs_cap)))
+                                                               size, args.original_epochs)))
             for name, run in runs:
                 row = {"variant": variant, "size": size, "config": name, "machine": machine, **run()}
                 rows.append(row)

@@ -20,6 +20,7 @@ DATASET holds ``train/ valid/ test/``, each with ``images/`` and ``masks/`` (the
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -478,7 +479,7 @@ clipvalue      = None
 loss           = "ce_dice"
 
 [dataset]
-class_names    = {names!r}
+class_names    = {json.dumps(names)}
 
 [train]
 ; {c['epochs'][1]}
