@@ -6,8 +6,8 @@ As nnU-Net does, the configuration is derived from the data and the machine:
    intensity statistics overall and inside each class, mask colours -> classes (black is
    background; colours that cannot be placed are refused), per-class pixel share, lesion
    component sizes, slices with and without each class, the size of every subset;
-2. probe (``probe_speed``): a few timed training steps of 1-3 candidate networks on this
-   machine, a few seconds in all;
+2. probe (``probe_speed``, ``augment_seconds``): a few timed training steps of 1-3 candidate
+   networks on this machine, and the online augmentation's cost, a few seconds in all;
 3. choose (``choose``): input size, levels and filters, BatchNorm, CE + Dice, Adam and
    its warm-up + decay schedule, batch size, online augmentation, foreground oversampling,
    epochs that fit the time budget, monitor, cache, channels, rgb_map and class names;
@@ -372,8 +372,12 @@ def _epoch_seconds(step_s: float, train_n: int, valid_n: int, batch: int) -> flo
     return 1.1 * step_s * (steps + math.ceil(valid_n / batch) / 3.0)
 
 
-def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, size_why: str) -> dict[str, Any]:
-    """Every planned value with the reason that chose it: {key: (value, why)} per section."""
+def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, size_why: str,
+           augment_s: float = 0.0) -> dict[str, Any]:
+    """Every planned value with the reason that chose it: {key: (value, why)}.
+
+    ``augment_s``: measured seconds per image of online augmentation (0: not measured).
+    """
     train_n, valid_n = fp["slices"]["train"], fp["slices"]["valid"]
     budget = minutes * 60.0
     ranked = sorted(speeds, key=lambda c: -c.base_filters)
@@ -394,7 +398,13 @@ def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, 
     warmup = 2 if epochs >= 15 else 1 if epochs >= 4 else 0
     decoded_mib = train_n * size * size * (1 if grey else 3) * 4 / 2 ** 20
     patience = max(5, epochs // 3)
+    aug_share = augment_s * pick.batch_size / max(speeds[pick], 1e-9)
+    generator = aug_share < AUGMENT_SHARE_LIMIT
     return {
+        "generator": (generator, f"online flips and small rotations ([augmentor]) cost {augment_s * 1e3:.1f} ms "
+                                 f"per image here, {aug_share:.0%} of a training step"
+                      + (f": worth it for {train_n} train slices seen {epochs} times" if generator
+                         else f" (over {AUGMENT_SHARE_LIMIT:.0%}): off")),
         "size": (size, size_why),
         "levels": (pick.levels, f"{size} px / 2^{pick.levels - 1} = {size // 2 ** (pick.levels - 1)} px at the "
                                 f"bottleneck: context of the whole slice"),
@@ -415,7 +425,42 @@ def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, 
         "cache": (decoded_mib < 2048, f"the decoded train set is {decoded_mib:.0f} MiB"
                   + (" (< 2 GiB): decode once" if decoded_mib < 2048 else ": stream from disk")),
         "names": names,
+        "generator_s": augment_s,
     }
+
+
+# --------------------------------------------------------------------------- online augmentation
+
+AUGMENTATION = """[generator]
+augmentation = True
+
+[augmentor]
+; online: horizontal flips (left/right is arbitrary in an axial slice) and small rotations;
+; no vertical flips (anatomy has a front and a back)
+rotation = True
+angles   = (-10, -5, 5, 10)
+shrinks  = (0.9,)
+shears   = ()
+hflip    = True
+vflip    = False
+"""
+AUGMENT_SHARE_LIMIT = 0.25       # online augmentation is planned when it costs less than this share of a step
+
+
+def augment_seconds(size: int, channels: int, repeats: int = 20) -> float:
+    """Seconds per image of the planned online augmentation (``random_augment``) on this machine."""
+    from flexunet.augment import random_augment
+    from flexunet.config import parse_config
+
+    cfg = parse_config("[model]\nnum_classes = 2\n[mask]\nrgb_map = {(0,0,0):0, (1,1,1):1}\n" + AUGMENTATION,
+                       "<plan augmentation>")
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (size, size, channels)).astype(np.uint8)
+    mask = (rng.random((size, size)) < 0.05).astype(np.uint8)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        random_augment(image, mask, cfg, rng)
+    return (time.perf_counter() - start) / repeats
 
 
 # --------------------------------------------------------------------------- the config
@@ -450,9 +495,8 @@ def config_text(fp: dict, c: dict[str, Any], out: Path, dataset: Path, minutes: 
 
 [model]
 model          = "TensorFlowFlexUNet"
-; online augmentation ([augmentor]) on every training batch: the train set is small and the slices are
-; only seen {c['epochs'][0]} times; flips and small rotations keep the net from learning positions
-generator      = True
+; {c['generator'][1]}
+generator      = {c['generator'][0]}
 ; {size_why}
 image_width    = {size}
 image_height   = {size}
@@ -468,7 +512,7 @@ base_filters   = {c['base_filters'][0]}
 base_kernels   = (3,3)
 ; {c['levels'][1]}
 num_layers     = {c['levels'][0]}
-; short schedule, augmentation already regularises
+; no dropout: a schedule of at most {EPOCH_CAP} epochs needs every step to count
 dropout_rate   = 0.0
 dilation       = (1,1)
 ; Adam at 1e-3 suits BatchNorm nets; clipping by value is off (it slows Adam and BatchNorm needs none)
@@ -533,19 +577,7 @@ batch_size = {c['batch_size'][0]}
 ; colours found in the masks: {fg}
 rgb_map = {{{rgb}}}{stray}
 
-[generator]
-augmentation = True
-
-[augmentor]
-; online: horizontal flips (left/right is arbitrary in an axial slice) and small rotations;
-; no vertical flips (anatomy has a front and a back)
-rotation = True
-angles   = (-10, -5, 5, 10)
-shrinks  = (0.9,)
-shears   = ()
-hflip    = True
-vflip    = False
-"""
+{AUGMENTATION}"""
     return lines
 
 
@@ -576,8 +608,9 @@ def plan_dataset(dataset: Path, out: Path | None = None, minutes: float = 10.0, 
     chosen_size, size_why = input_size(fp, size)
     channels = 1 if fp["channels"] == "grey" else 3
     speeds = (probe or probe_speed)(candidates_for(chosen_size), chosen_size, channels, len(fp["classes"]))
-    choices = choose(fp, speeds, minutes, chosen_size, size_why)
+    choices = choose(fp, speeds, minutes, chosen_size, size_why, augment_seconds(chosen_size, channels))
     fp["probe"] = {f"{c.base_filters}x{c.levels}@{c.batch_size}": round(s, 4) for c, s in speeds.items()}
+    fp["probe"]["augment_s_per_image"] = round(choices["generator_s"], 5)
     out.parent.mkdir(parents=True, exist_ok=True)
     fp_path = out.parent / "fingerprint.json"
     write_json(fp_path, fp)
