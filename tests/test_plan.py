@@ -129,6 +129,14 @@ def test_more_colours_than_classes_are_refused(tmp_path: Path) -> None:
         fingerprint_dataset(d)
 
 
+def test_masks_without_any_class_are_refused(tmp_path: Path) -> None:
+    d = tmp_path / "empty"
+    for subset in ("train", "valid", "test"):
+        _slice(d, subset, "x", [])
+    with pytest.raises(DataError, match="every mask is black"):
+        fingerprint_dataset(d)
+
+
 def test_missing_subset_is_one_line(tmp_path: Path) -> None:
     d = make_set(tmp_path)
     for p in (d / "valid" / "masks").iterdir():

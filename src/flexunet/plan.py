@@ -143,6 +143,9 @@ def place_colours(counts: dict[int, int], first_file: dict[int, Path]) -> tuple[
         raise DataError(f"{first_file[_pack(np.array(colour))]}: mask colour {colour} cannot be placed "
                         f"({n} px in the set, {stray_total} px in {len(strays)} such colour(s)); {why}; "
                         f"expected exact class colours: re-export the masks as PNG without smoothing")
+    if len(classes) < 2:
+        raise DataError(f"{next(iter(first_file.values()))}: every mask is black (background only); expected "
+                        f"at least one class colour to learn")
     classes[1:] = sorted(classes[1:], key=_colour_rank)
     return classes, strays
 
