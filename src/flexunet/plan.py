@@ -284,8 +284,8 @@ def _fingerprint_dict(dataset: Path, pairs: dict, names: list[str], colours: lis
         "bytes": int(nbytes),
         "image_sizes": sizes,
         "channels": "grey" if grey else "colour",
-        "classes": [{"index": c, "name": names[c], "colour": list(colours[c]), "colour_name": colour_name(colours[c])
-                     if c else "black"} for c in range(k)],
+        "classes": [{"index": c, "name": names[c], "colour": list(colours[c]),
+                     "colour_name": colour_name(colours[c]) if c else "black"} for c in range(k)],
         "stray_colours": {str(col): n for col, n in strays.items()},
         "pixel_share": {names[c]: _share(pixels[c], pixels.sum()) for c in range(k)},
         "intensity": {"all": _describe_hist(hists[k]), **{names[c]: _describe_hist(hists[c]) for c in range(k)}},
@@ -490,8 +490,10 @@ def config_text(fp: dict, c: dict[str, Any], out: Path, dataset: Path, minutes: 
     stray = ("\n; a few stray mask pixels (" + ", ".join(fp["stray_colours"]) + ") go to the nearest class colour"
              "\nmap_unmapped = True") if fp["stray_colours"] else ""
     size, size_why = c["size"]
+    n = fp["slices"]
     lines = f"""; train_eval_infer.config written by `flexunet plan` on {time.strftime('%Y-%m-%d')}
-; dataset: {fp['dataset']} ({fp['slices']['train']} train / {fp['slices']['valid']} valid / {fp['slices']['test']} test slices)
+; dataset: {fp['dataset']}
+; {n['train']} train / {n['valid']} valid / {n['test']} test slices
 ; the facts behind every choice are in fingerprint.json beside this file; time budget {minutes:g} min
 ; foreground pixel share: {shares or 'none'}
 ; lesion components: {lesions or 'none'}
