@@ -400,7 +400,7 @@ def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, 
     lesion_share = 1.0 - fp["pixel_share"][names[0]]
     warmup = 2 if epochs >= 15 else 1 if epochs >= 4 else 0
     decoded_mib = train_n * size * size * (1 if grey else 3) * 4 / 2 ** 20
-    patience = max(5, epochs // 3)
+    patience = max(8, epochs // 2)
     aug_share = augment_s * pick.batch_size / max(speeds[pick], 1e-9)
     generator = aug_share < AUGMENT_SHARE_LIMIT
     return {
@@ -418,7 +418,8 @@ def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, 
         "epochs": (epochs, f"{minutes:g} min / {epoch_min:.2f} min per epoch ({train_n} train + {valid_n} valid "
                            f"slices at the probed speed), at most {EPOCH_CAP}"),
         "warmup_epochs": (warmup, "a short linear warm-up keeps Adam's first steps from saturating the softmax"),
-        "patience": (patience, "early stopping after a third of the run without a better validation Dice"),
+        "patience": (patience, "early stopping after half the run without a better validation Dice: "
+                               "tiny lesions can take a third of it to appear at all"),
         "channels": (1 if grey else 3, "every image has R = G = B: one grey channel" if grey
                      else "the images hold colour"),
         "oversample": (oversample, f"the rarest class ({rarest}) is in {rare_share:.0%} of the train slices; "
