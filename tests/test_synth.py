@@ -6,6 +6,7 @@ Datasets here are tiny (<= 24 slices of 64-96 px) so the whole file runs in seco
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -21,6 +22,7 @@ from flexunet.errors import DataError, FlexUNetError
 from flexunet.masks import read_mask
 from flexunet.synth import (CLASS_NAMES, DATASET_DIR, FIRST_ID, STROKE_RGB_MAP, SUBDIRS, dataset_root,
                             plan_slices, render_slice, synthesize)
+from flexunet.synth_lesions import SynthOptions
 
 SEED = 3
 COUNT = 24
@@ -281,3 +283,84 @@ def test_output_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
     target.write_text("x")
     with pytest.raises(DataError, match="not a folder"):
         synthesize(target, 1, 1, size=32, progress=False)
+
+
+# --------------------------------------------------------------------------- knobs (SynthOptions)
+
+
+def _digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for sub in SUBDIRS:
+        for p in sorted((root / sub).iterdir()):
+            h.update(f"{sub}/{p.name}".encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_default_options_keep_the_demo_data_byte_identical(tmp_path: Path) -> None:
+    # digest computed on commit 7033dab, before the knobs existed (same PNG/DICOM writers)
+    synthesize(tmp_path, 12, 5, size=64, progress=False, options=SynthOptions())
+    assert _digest(dataset_root(tmp_path)) == "cdbd805116168a5a33f459619eb5b39b39426a0aae1aa721f6ab3c9b3043542c"
+
+
+def _lesion_contrast(options: SynthOptions, seed: int = SEED) -> tuple[float, float]:
+    """Mean HU change inside ischemic and haemorrhagic labels against the lesion-free slice."""
+    diffs: dict[int, list[np.ndarray]] = defaultdict(list)
+    for i, (patient, j) in enumerate(plan_slices(seed, 16, options)):
+        hu, label = render_slice(patient, j, SIZE, np.random.default_rng([seed, 1, i]), options,
+                                 np.random.default_rng([seed, 2, i]))
+        plain, _ = render_slice(dataclasses.replace(patient, lesions=()), j, SIZE,
+                                np.random.default_rng([seed, 1, i]), options, np.random.default_rng([seed, 2, i]))
+        for k in (1, 2):
+            diffs[k].append((hu.astype(float) - plain)[label == k])
+    return float(np.concatenate(diffs[1]).mean()), float(np.concatenate(diffs[2]).mean())
+
+
+def test_contrast_knobs_set_the_drawn_lesion_hu() -> None:
+    demo_drop, demo_rise = _lesion_contrast(SynthOptions())
+    subtle_drop, _ = _lesion_contrast(SynthOptions(ischemic_hu=(3.0, 3.0)))
+    _, faint_rise = _lesion_contrast(SynthOptions(hemorrhage_hu=(40.0, 40.0)))
+    assert demo_drop < -8 and -8 < subtle_drop < -1        # 3 HU plus the blurred grey/white pull
+    assert subtle_drop > demo_drop + 4
+    assert faint_rise < demo_rise - 10
+
+
+def test_lesion_size_prevalence_noise_and_lookalikes(tmp_path: Path) -> None:
+    tiny = plan_slices(SEED, 40, SynthOptions(lesion_size=(2.5, 4.0)))
+    radii = [les.radius_mm for p, _ in tiny for les in p.lesions]
+    assert radii and all(2.5 <= r <= 4.0 for r in radii)
+    none = synthesize(tmp_path / "none", 12, SEED, size=64, progress=False, options=SynthOptions(prevalence=0.0))
+    assert none["slices_without_lesion"] == 12 and none["options"]["prevalence"] == 0.0
+    loud = plan_slices(SEED, 4, SynthOptions(noise=9.0))
+    assert all(p.noise_hu == 9.0 for p, _ in loud)
+    # look-alikes change the image, never the label
+    changed = 0
+    for i, (patient, j) in enumerate(plan_slices(SEED, 10)):
+        a, la = render_slice(patient, j, SIZE, np.random.default_rng([SEED, 1, i]))
+        b, lb = render_slice(patient, j, SIZE, np.random.default_rng([SEED, 1, i]), SynthOptions(lookalikes=True),
+                             np.random.default_rng([SEED, 2, i]))
+        assert (la == lb).all()
+        changed += int((a != b).sum() > 20)
+    assert changed >= 3
+
+
+@pytest.mark.parametrize("kwargs", [dict(ischemic_hu=(5.0, 2.0)), dict(prevalence=1.5),
+                                    dict(noise=-1.0), dict(lesion_size=(0.0, 3.0))])
+def test_bad_options_are_one_line(kwargs: dict) -> None:
+    with pytest.raises(DataError, match=f"synth: {next(iter(kwargs))} = ") as err:
+        SynthOptions(**kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_cli_flags_reach_the_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flexunet.cli import main
+
+    assert main(["-q", "synth", str(tmp_path / "a"), "--count", "3", "--size", "48", "--ischemic-hu", "3,5",
+                 "--lesion-size", "3,6", "--prevalence", "0.5", "--noise", "4", "--lookalikes"]) == 0
+    options = json.loads((tmp_path / "a" / DATASET_DIR / "synth.json").read_text())["options"]
+    assert options == {"ischemic_hu": [3.0, 5.0], "hemorrhage_hu": [60.0, 80.0], "lesion_size": [3.0, 6.0],
+                       "prevalence": 0.5, "noise": 4.0, "lookalikes": True}
+    assert main(["-q", "synth", str(tmp_path / "b"), "--count", "3", "--prevalence", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "prevalence = 2.0" in err
+    assert not (tmp_path / "b").exists()

@@ -152,9 +152,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from flexunet.synth import synthesize
+    from flexunet.synth_lesions import SynthOptions, parse_range
 
+    options = SynthOptions(
+        ischemic_hu=parse_range(args.ischemic_hu), hemorrhage_hu=parse_range(args.hemorrhage_hu),
+        lesion_size=parse_range(args.lesion_size) if args.lesion_size else None,
+        prevalence=args.prevalence, noise=args.noise, lookalikes=args.lookalikes)
     synthesize(Path(args.out), count=args.count, seed=args.seed, size=args.size,
-               overwrite=args.overwrite, progress=not args.quiet, workers=args.workers)
+               overwrite=args.overwrite, progress=not args.quiet, workers=args.workers, options=options)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from flexunet.plan import plan_dataset
+
+    classes = args.classes.split(",") if args.classes else None
+    plan_dataset(Path(args.dataset), Path(args.out), minutes=args.minutes, size=args.size, classes=classes,
+                 overwrite=args.overwrite)
     return 0
 
 
@@ -264,6 +278,26 @@ def _args_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=512, help="slice size in pixels (default 512)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing synthetic set")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--ischemic-hu", default="8,14", metavar="LO,HI",
+                   help="infarct drop below white matter in HU (default 8,14; 3,5 is subtle)")
+    p.add_argument("--hemorrhage-hu", default="60,80", metavar="LO,HI", help="haemorrhage HU (default 60,80)")
+    p.add_argument("--lesion-size", metavar="MIN,MAX",
+                   help="lesion radius in mm (default 4.5,30 ischemic and 4,25 haemorrhagic)")
+    p.add_argument("--prevalence", type=float, default=1.0,
+                   help="share of slices allowed lesions, 0..1 (default 1: every slice its patient's)")
+    p.add_argument("--noise", type=float, default=None, help="noise sd in HU (default 2.5-3.5 per patient)")
+    p.add_argument("--lookalikes", action="store_true",
+                   help="unlabelled periventricular hypodensities and calcifications")
+
+
+def _args_plan(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", help="dataset folder holding train/ valid/ test/, each with images/ and masks/")
+    p.add_argument("--out", default="train_eval_infer.config",
+                   help="config to write; fingerprint.json goes beside it (default ./train_eval_infer.config)")
+    p.add_argument("--minutes", type=float, default=10.0, help="training time budget in minutes (default 10)")
+    p.add_argument("--size", type=int, default=None, help="network input size in px (default: the images')")
+    p.add_argument("--classes", help="class names in colour order (green, blue, red, ...), comma-separated")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing config")
 
 
 def _args_overwrite(p: argparse.ArgumentParser) -> None:
@@ -338,6 +372,7 @@ COMMANDS: list[Command] = [
     ("split", "master dataset -> leak-free train/valid/test (grouped, seeded)", cmd_split, _args_overwrite),
     ("augment", "offline augmentation of the train subset ([augmentor])", cmd_augment, _args_overwrite),
     ("stats", "dataset statistics charts and sample grids", cmd_stats, _args_stats),
+    ("plan", "fingerprint a dataset and write a config fitted to it and to this machine", cmd_plan, _args_plan),
     ("train", "train the configured model (streaming, resumable)", cmd_train, _args_train),
     ("evaluate", "evaluate the best model on the test set", cmd_evaluate, _args_evaluate),
     ("infer", "predict masks for [infer] images_dir", cmd_infer, _args_infer),

@@ -25,6 +25,10 @@ gives the same anatomy at any ``size``:
    reaches one half, so label and drawn intensity agree; haemorrhage wins overlaps;
 4. partial-volume blur, correlated noise, rounding to integer HU.
 
+Harder sets: ``SynthOptions`` (flexunet.synth_lesions) sets the lesion contrast and size,
+the share of slices with lesions, the noise and unlabelled look-alikes; its defaults are
+the demo's data, byte for byte (its extra draws come from ``default_rng([seed, 2, i])``).
+
 Randomness: patient ``p`` draws from ``default_rng([seed, 0, p])`` and slice ``i`` from
 ``default_rng([seed, 1, i])``, so slice ``i`` does not depend on ``count``.
 """
@@ -37,6 +41,7 @@ import math
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,7 @@ from flexunet.errors import DataError
 from flexunet.io import save_image, write_bytes, write_json
 from flexunet.masks import index_to_rgb, save_rgb_mask
 from flexunet.progress import Progress
+from flexunet.synth_lesions import DEFAULT_OPTIONS, SynthOptions, draw_lookalikes
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +135,7 @@ class Patient:
         return self.h0 + j * self.dh
 
 
-def make_patient(seed: int, index: int) -> Patient:
+def make_patient(seed: int, index: int, options: SynthOptions = DEFAULT_OPTIONS) -> Patient:
     """Patient ``index`` of the dataset drawn from ``seed`` (independent of every other)."""
     rng = np.random.default_rng([seed, 0, index])
     n_slices = int(rng.integers(5, 11))
@@ -148,7 +154,7 @@ def make_patient(seed: int, index: int) -> Patient:
     folds = np.stack([wave * np.cos(heading), wave * np.sin(heading), rng.uniform(-4.0, 4.0, m),
                       rng.uniform(0, 2 * np.pi, m), rng.uniform(0.3, 0.8, m)], 1)
     head_half_height = rng.uniform(88.0, 100.0)
-    return Patient(
+    patient = Patient(
         index=index, n_slices=n_slices, spacing512_mm=float(spacing),
         half_width_mm=float(half_width), half_length_mm=float(half_length),
         centre_mm=(float(centre[0]), float(centre[1])), tilt=float(rng.normal(0.0, np.radians(7.0))),
@@ -159,12 +165,15 @@ def make_patient(seed: int, index: int) -> Patient:
         sulcus_phase=float(rng.uniform(0, 2 * np.pi)), sulcus_depth_mm=float(rng.uniform(9.0, 16.0)),
         folds=folds,
         h0=float(rng.uniform(-0.3, 0.15)), dh=float(SLICE_THICKNESS_MM / head_half_height),
-        noise_hu=float(rng.uniform(2.5, 3.5)), lesions=_make_lesions(rng, n_slices),
+        noise_hu=float(rng.uniform(2.5, 3.5)), lesions=_make_lesions(rng, n_slices, options),
         age=int(rng.integers(35, 90)), sex=str(rng.choice(["M", "F"])),
     )
+    if options.noise is not None:             # after every draw: the anatomy stays the same
+        patient = dataclasses.replace(patient, noise_hu=float(options.noise))
+    return patient
 
 
-def _make_lesions(rng: np.random.Generator, n_slices: int) -> tuple[Lesion, ...]:
+def _make_lesions(rng: np.random.Generator, n_slices: int, options: SynthOptions) -> tuple[Lesion, ...]:
     if rng.random() < 0.05:                     # a normal scan
         return ()
     n_ischemic = int(rng.choice(4, p=[0.2, 0.3, 0.3, 0.2]))
@@ -176,35 +185,37 @@ def _make_lesions(rng: np.random.Generator, n_slices: int) -> tuple[Lesion, ...]
     for kind, z in zip(plan, slots):
         host = next((les for les in lesions if les.kind == ISCHEMIC), None)
         if kind == HEMORRHAGIC and host is not None and rng.random() < 0.4:
-            lesions.append(_transformation(rng, host))   # haemorrhage inside an infarct
+            lesions.append(_transformation(rng, host, options))   # haemorrhage inside an infarct
         else:
-            lesions.append(_lesion(rng, kind, float(z)))
+            lesions.append(_lesion(rng, kind, float(z), options))
     return tuple(lesions)
 
 
-def _lesion(rng: np.random.Generator, kind: int, z: float) -> Lesion:
+def _lesion(rng: np.random.Generator, kind: int, z: float, options: SynthOptions) -> Lesion:
+    lo, hi = options.radius_range(kind == ISCHEMIC)
+    radius = math.exp(rng.uniform(math.log(lo), math.log(hi)))
     if kind == ISCHEMIC:
-        radius = math.exp(rng.uniform(math.log(4.5), math.log(30.0)))
         rho = rng.uniform(0.3, 0.8)
     else:
-        radius = math.exp(rng.uniform(math.log(4.0), math.log(25.0)))
         rho = rng.uniform(0.0, 0.45) if rng.random() < 0.5 else rng.uniform(0.45, 0.8)
     rho = min(rho, max(0.0, 0.9 - radius / 70.0))
     theta = rng.uniform(0, 2 * np.pi)
     half_depth_mm = max(radius * rng.uniform(1.0, 1.8), rng.uniform(10.0, 18.0))
     return _shape(rng, kind, radius, rho * math.cos(theta), rho * math.sin(theta),
-                  z, half_depth_mm / SLICE_THICKNESS_MM)
+                  z, half_depth_mm / SLICE_THICKNESS_MM, options)
 
 
-def _transformation(rng: np.random.Generator, host: Lesion) -> Lesion:
+def _transformation(rng: np.random.Generator, host: Lesion, options: SynthOptions) -> Lesion:
     radius = host.radius_mm * rng.uniform(0.35, 0.7)
+    if options.lesion_size is not None:     # a bleed in an infarct keeps to the asked sizes too
+        radius = min(max(radius, options.lesion_size[0]), options.lesion_size[1])
     shift = (host.radius_mm - radius) * 0.5 / 65.0
     return _shape(rng, HEMORRHAGIC, radius, host.u + rng.uniform(-shift, shift),
-                  host.v + rng.uniform(-shift, shift), host.z, host.half_depth * rng.uniform(0.6, 0.9))
+                  host.v + rng.uniform(-shift, shift), host.z, host.half_depth * rng.uniform(0.6, 0.9), options)
 
 
 def _shape(rng: np.random.Generator, kind: int, radius: float, u: float, v: float,
-           z: float, half_depth: float) -> Lesion:
+           z: float, half_depth: float, options: SynthOptions) -> Lesion:
     n_lobes = int(rng.choice([1, 1, 2, 3]))
     lobes = [(0.0, 0.0, 1.0)]
     for _ in range(n_lobes - 1):
@@ -215,21 +226,21 @@ def _shape(rng: np.random.Generator, kind: int, radius: float, u: float, v: floa
     amp = rng.uniform(0.0, 0.22 if kind == ISCHEMIC else 0.15, (n_lobes, k.size)) / (k - 1) ** 0.8
     harmonics = np.stack([amp, rng.uniform(0, 2 * np.pi, amp.shape)], -1)
     if kind == ISCHEMIC:
-        value, edge = rng.uniform(8.0, 14.0), 1.5 + 0.25 * radius
+        value, edge = rng.uniform(*options.ischemic_hu), 1.5 + 0.25 * radius
     else:
-        value, edge = rng.uniform(60.0, 80.0), 0.8
+        value, edge = rng.uniform(*options.hemorrhage_hu), 0.8
     return Lesion(kind=kind, u=float(u), v=float(v), radius_mm=float(radius), z=float(z),
                   half_depth=float(max(half_depth, 1.2)), aspect=float(rng.uniform(1.0, 1.8)),
                   angle=float(rng.uniform(0, np.pi)), lobes=tuple(lobes), harmonics=harmonics,
                   value_hu=float(value), edge_mm=float(edge))
 
 
-def plan_slices(seed: int, count: int) -> list[tuple[Patient, int]]:
+def plan_slices(seed: int, count: int, options: SynthOptions = DEFAULT_OPTIONS) -> list[tuple[Patient, int]]:
     """(patient, slice index within the patient) of global slices 0..count-1."""
     plan: list[tuple[Patient, int]] = []
     p = 0
     while len(plan) < count:
-        patient = make_patient(seed, p)
+        patient = make_patient(seed, p, options)
         plan.extend((patient, j) for j in range(patient.n_slices))
         p += 1
     return plan[:count]
@@ -426,14 +437,26 @@ def _drop_specks(w: np.ndarray, inside: np.ndarray) -> np.ndarray:
     return inside & ~drop
 
 
-def render_slice(patient: Patient, j: int, size: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Slice ``j`` of ``patient``: (HU int16 (size, size), class index uint8 (size, size))."""
+def render_slice(patient: Patient, j: int, size: int, rng: np.random.Generator,
+                 options: SynthOptions = DEFAULT_OPTIONS,
+                 extra: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Slice ``j`` of ``patient``: (HU int16 (size, size), class index uint8 (size, size)).
+
+    ``extra`` draws what ``options`` adds to the demo's data (is this slice allowed its
+    lesions, the look-alikes), so ``rng``'s draws, and the demo's data, stay the same.
+    """
     f = _frame(patient, j, size)
     hu, tissue = _anatomy(patient, j, f)
     n = max(size // 32, 4)
     texture = ndimage.zoom(rng.standard_normal((n, n)).astype(np.float32), size / n, order=1)
     hu += np.where(tissue >= GM, 1.5 * texture[:size, :size], 0.0).astype(np.float32)
+    if not options.is_default:
+        extra = extra if extra is not None else np.random.default_rng([patient.index, j, 2])
+        if extra.random() >= options.prevalence:
+            patient = dataclasses.replace(patient, lesions=())
+        if options.lookalikes:
+            draw_lookalikes(hu, tissue >= GM, tissue == WM, f.xr / f.brain_axes[0], f.yr / f.brain_axes[1],
+                            patient.spacing_mm(size), _ventricle_factor(patient.height(j)), extra)
     label = _draw_lesions(hu, tissue, patient, j, f, size)
     sp = patient.spacing_mm(size)
     hu = ndimage.gaussian_filter(hu, sigma=0.5 / sp * 1.2)          # partial-volume blur
@@ -539,17 +562,19 @@ def write_slice(root: Path, slice_id: str, hu: np.ndarray, label: np.ndarray, di
     write_bytes(root / "DICOM" / f"{slice_id}.dcm", dicom)
 
 
-def _make_slice(task: tuple[Path, int, int, int, Patient, int]) -> np.ndarray:
+def _make_slice(task: tuple[Path, int, int, int, Patient, int, SynthOptions]) -> np.ndarray:
     """Render and write global slice ``i``; its pixel count per class."""
-    root, seed, size, i, patient, j = task
-    hu, label = render_slice(patient, j, size, np.random.default_rng([seed, 1, i]))
+    root, seed, size, i, patient, j, options = task
+    hu, label = render_slice(patient, j, size, np.random.default_rng([seed, 1, i]), options,
+                             np.random.default_rng([seed, 2, i]))
     slice_id = str(FIRST_ID + i)
     write_slice(root, slice_id, hu, label, dicom_bytes(hu, patient, j, seed))
     return np.bincount(label.ravel(), minlength=len(CLASS_NAMES))
 
 
 def synthesize(out_dir: Path, count: int, seed: int, size: int = 512, progress: bool = True,
-               overwrite: bool = False, workers: int = 1) -> dict[str, Any]:
+               overwrite: bool = False, workers: int = 1,
+               options: SynthOptions = DEFAULT_OPTIONS) -> dict[str, Any]:
     """Write ``count`` synthetic slices in the TEKNOFEST raw layout under ``out_dir``.
 
     Returns a summary: count, patients, root (the YARISMA folder), size, seed, seconds,
@@ -557,16 +582,19 @@ def synthesize(out_dir: Path, count: int, seed: int, size: int = 512, progress: 
     slices_with_both, pixel_fraction (by class name).  Refuses an ``out_dir`` whose
     STROKE-DATASET folder already holds files unless ``overwrite`` (files of the same
     names are then replaced).  ``workers`` > 1 renders in that many processes; the files
-    are the same.
+    are the same.  ``options`` (contrast, lesion size, prevalence, noise, look-alikes)
+    makes a harder set; its defaults are the demo's data, byte for byte.
     """
     out_dir = Path(out_dir)
     _check_arguments(out_dir, count, seed, size, overwrite)
+    if not isinstance(options, SynthOptions):
+        raise DataError(f"synth: options = {options!r}; expected a SynthOptions")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise DataError(f"synth: workers = {workers!r}; expected an integer >= 1")
     start = time.perf_counter()
     root = dataset_root(out_dir)
-    plan = plan_slices(int(seed), int(count))
-    tasks = [(root, int(seed), int(size), i, patient, j) for i, (patient, j) in enumerate(plan)]
+    plan = plan_slices(int(seed), int(count), options)
+    tasks = [(root, int(seed), int(size), i, patient, j, options) for i, (patient, j) in enumerate(plan)]
     if workers > 1 and count > 1:
         context = multiprocessing.get_context("spawn")     # safe even after TensorFlow is imported
         with ProcessPoolExecutor(min(workers, count), mp_context=context) as pool:
@@ -575,6 +603,7 @@ def synthesize(out_dir: Path, count: int, seed: int, size: int = 512, progress: 
     else:
         counts = [_make_slice(task) for task in Progress(tasks, "synth", enabled=progress, unit="slice")]
     summary = _summary(np.array(counts), plan, root, int(seed), int(size), time.perf_counter() - start)
+    summary["options"] = options.as_dict()
     write_json(out_dir / DATASET_DIR / "synth.json", summary)
     if overwrite:
         _warn_stale(root, count)

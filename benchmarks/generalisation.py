@@ -1,0 +1,227 @@
+"""Generalisation benchmark: `flexunet plan` + train + evaluate on synthetic sets the demo was not tuned on.
+
+For each variant and size it synthesises a stroke-CT set with `flexunet synth`'s knobs,
+prepares and splits it (flexunet's own functions), runs `plan` with the time budget, trains,
+evaluates on the test subset and prints one row: variant, size, per-class test Dice (whole
+set, summed counts), epochs, minutes, machine.  With ``--original CONFIG`` it also runs that
+config (the original's, e.g. /work/shared/seed/train_eval_infer.config) with only its image
+size, dataset paths and output folders changed (and its epochs with ``--original-epochs``).
+
+    PYTHONPATH=src python benchmarks/generalisation.py --variants subtle --sizes 128 \\
+        --minutes 15 --workdir /tmp/gen --json gen.json [--original train_eval_infer.config]
+
+Target (issue 13): per-class test Dice >= 0.90 hemorrhagic and >= 0.50 subtle ischemic at
+128 px within 30 epochs on 2 CPU cores.  This is a script, not a unit test: a run takes
+minutes per variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    # the demo's phantom, with unlabelled look-alikes
+    "base": {"lookalikes": True},
+    # infarcts only 3-5 HU below white matter (demo: 8-14), look-alikes of the same contrast
+    "subtle": {"ischemic_hu": (3.0, 5.0), "lookalikes": True},
+    # every lesion 2.5-6 mm in radius (demo: 4-30 mm)
+    "tiny": {"lesion_size": (2.5, 6.0), "lookalikes": True},
+    # a quarter of the slices carry their lesions
+    "rare": {"prevalence": 0.25, "lookalikes": True},
+}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _machine() -> str:
+    import os
+
+    return f"{_cpu_name()}, {os.cpu_count()} cores"
+
+
+def data_config(root: Path, size: int) -> Path:
+    """A config that only drives prepare and split of the synthetic set under ``root``."""
+    from flexunet.io import write_text
+
+    path = root / "data.config"
+    write_text(path, f"""[model]
+num_classes = 3
+[dataset]
+class_names = ["background", "ischemic", "hemorrhagic"]
+[train]
+seed = 137
+[mask]
+rgb_map = {{(0,0,0):0, (0,255,0):1, (0,0,255):2}}
+[prepare]
+raw_dir = "./raw"
+source = "png"
+output_dir = "./master"
+size = {size}
+[split]
+output_dir = "./split"
+name = "Set"
+ratios = (0.70, 0.15, 0.15)
+mini_test_count = 0
+""")
+    return path
+
+
+def make_variant(root: Path, variant: str, size: int, count: int, seed: int) -> Path:
+    """synth -> prepare -> split into ``root``; the split dataset folder (reused when the recipe matches)."""
+    from flexunet.config import load_config
+    from flexunet.prepare import prepare_dataset
+    from flexunet.split import split_dataset
+    from flexunet.synth import synthesize
+    from flexunet.synth_lesions import SynthOptions
+
+    recipe = {"variant": variant, "options": VARIANTS[variant], "size": size, "count": count, "seed": seed}
+    marker = root / "recipe.json"
+    dataset = root / "split" / "Set"
+    if marker.is_file() and json.loads(marker.read_text()) == json.loads(json.dumps(recipe)):
+        return dataset
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    synth = synthesize(root / "raw", count, seed, size=size, progress=False,
+                       options=SynthOptions(**VARIANTS[variant]))
+    cfg = load_config(data_config(root, size))
+    prepare_dataset(cfg, overwrite=True, progress=False)
+    split_dataset(cfg, overwrite=True)
+    marker.write_text(json.dumps(recipe))
+    logging.getLogger("flexunet").info("data %s@%d: %s", variant, size, synth["slices_with"])
+    return dataset
+
+
+def _dice(evaluation: dict) -> dict[str, float | None]:
+    return {name: c["whole_set"]["dice"] for name, c in evaluation["report"]["classes"].items()}
+
+
+def train_and_score(config: Path, sets: list[str]) -> dict[str, Any]:
+    """train (overwrite) + evaluate one config; Dice per class, epochs, minutes, how it ended."""
+    import keras
+
+    from flexunet.config import load_config
+    from flexunet.errors import FlexUNetError
+    from flexunet.evaluate import evaluate_model
+    from flexunet.train import train
+
+    cfg = load_config(config, sets)
+    start = time.perf_counter()
+    stopped = None
+    try:
+        summary = train(cfg, overwrite=True, progress=False)
+        epochs = summary["epochs"]
+    except FlexUNetError as exc:            # e.g. stopped by the collapse guard: that is a result
+        stopped, epochs = str(exc), None
+    minutes = (time.perf_counter() - start) / 60.0
+    dice: dict[str, float | None] = {}
+    if (cfg.train.model_dir).is_dir() and any(cfg.train.model_dir.glob("best*")):
+        dice = _dice(evaluate_model(cfg, progress=False))
+    keras.backend.clear_session()
+    return {"dice": dice, "epochs": epochs, "minutes": round(minutes, 2), "stopped": stopped}
+
+
+def run_planned(dataset: Path, work: Path, minutes: float, epochs_cap: int | None) -> dict[str, Any]:
+    from flexunet.plan import plan_dataset
+
+    plan = plan_dataset(dataset, work / "planned" / "train_eval_infer.config", minutes=minutes,
+                        classes=["ischemic", "hemorrhagic"], overwrite=True)
+    sets = [f"train.epochs={min(epochs_cap, plan['choices']['epochs'][0])}"] if epochs_cap else []
+    result = train_and_score(plan["config"], sets)
+    result["plan"] = {k: plan["choices"][k][0] for k in ("base_filters", "levels", "batch_size", "epochs",
+                                                          "oversample")}
+    return result
+
+
+def run_original(original: Path, dataset: Path, work: Path, size: int, epochs: int | None) -> dict[str, Any]:
+    folder = work / "original"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "train_eval_infer.config"
+    shutil.copyfile(original, config)
+    sets = [f"model.image_width={size}", f"model.image_height={size}",
+            f"train.model_dir='{folder / 'models'}'", f"train.eval_dir='{folder / 'eval'}'",
+            f"train.epoch_change_infer_dir='{folder / 'epoch_change_infer'}'",
+            f"infer.images_dir='{dataset / 'test' / 'images'}'", f"infer.output_dir='{folder / 'infer'}'"]
+    for subset in ("train", "valid", "test"):
+        sets += [f"{subset}.images_dir='{dataset / subset / 'images'}'",
+                 f"{subset}.masks_dir='{dataset / subset / 'masks'}'"]
+    if epochs:
+        sets.append(f"train.epochs={epochs}")
+    return train_and_score(config, sets)
+
+
+def _fmt(value: float | None) -> str:
+    return "  -  " if value is None else f"{value:.3f}"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = f"{'variant':<10} {'size':>4} {'config':<9} {'ischemic':>8} {'hemorrh.':>8} {'epochs':>6} {'min':>6}  note"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        d = r["dice"]
+        note = (r["stopped"] or "")[:90]
+        lines.append(f"{r['variant']:<10} {r['size']:>4} {r['config']:<9} {_fmt(d.get('ischemic')):>8} "
+                     f"{_fmt(d.get('hemorrhagic')):>8} {str(r['epochs'] or '-'):>6} {r['minutes']:>6.1f}  {note}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--variants", default="subtle,tiny,rare", help=f"comma-separated, of {', '.join(VARIANTS)}")
+    p.add_argument("--sizes", default="128,256", help="image sizes in px, comma-separated")
+    p.add_argument("--count", type=int, default=240, help="slices per synthetic set (default 240)")
+    p.add_argument("--seed", type=int, default=137)
+    p.add_argument("--minutes", type=float, default=15.0, help="plan's time budget per run (default 15)")
+    p.add_argument("--epochs-cap", type=int, default=None, help="at most this many epochs of the planned configs")
+    p.add_argument("--original", type=Path, help="the original's config, run with only size/paths changed")
+    p.add_argument("--original-epochs", type=int, default=None,
+                   help="epochs of the original's config (default: its own, 100 for the seed config)")
+    p.add_argument("--runs", default="plan,original", help="which of plan,original to run (original needs "
+                                                            "--original)")
+    p.add_argument("--workdir", type=Path, default=Path("generalisation-work"))
+    p.add_argument("--json", type=Path, help="write the rows as JSON")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    if unknown:
+        p.error(f"--variants: unknown {unknown}; expected some of {', '.join(VARIANTS)}")
+    machine = _machine()
+    rows: list[dict[str, Any]] = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        for variant in args.variants.split(","):
+            work = args.workdir / f"{variant}-{size}"
+            dataset = make_variant(work / "data", variant, size, args.count, args.seed)
+            runs = []
+            if "plan" in args.runs.split(","):
+                runs.append(("plan", lambda: run_planned(dataset, work, args.minutes, args.epochs_cap)))
+            if args.original and "original" in args.runs.split(","):
+                runs.append(("original", lambda: run_original(args.original.resolve(), dataset.resolve(), work,
+                                                               size, args.original_epochs)))
+            for name, run in runs:
+                row = {"variant": variant, "size": size, "config": name, "machine": machine, **run()}
+                rows.append(row)
+                print(table([row]).splitlines()[-1], flush=True)
+    print(f"\nmachine: {machine}\n" + table(rows))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
