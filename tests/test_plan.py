@@ -44,9 +44,15 @@ def make_set(root: Path) -> Path:
     _slice(d, "train", "b", [(RED, 10, 10, 3)])
     _slice(d, "train", "c", [(GREEN, 5, 5, 4), (RED, 20, 5, 3)])
     _slice(d, "train", "d", [])
-    for subset in ("valid", "test"):
-        _slice(d, subset, "e", [(GREEN, 8, 8, 4), (RED, 20, 20, 3)])
-        _slice(d, subset, "f", [])
+    _slice(d, "valid", "e", [(GREEN, 8, 8, 4), (RED, 20, 20, 3)])
+    _slice(d, "valid", "f", [])
+    # test slices differ from valid ones (the leak guard refuses a test image the model validated on)
+    _slice(d, "test", "e", [(GREEN, 14, 12, 4), (RED, 4, 22, 3)])
+    _slice(d, "test", "f", [])
+    f = d / "test" / "images" / "f.png"
+    image = np.asarray(Image.open(f)).copy()
+    image[24:30, 2:8] = 150                              # an unlabelled bright spot
+    Image.fromarray(image).save(f)
     return d
 
 
