@@ -4,6 +4,13 @@ Losses: ``categorical_crossentropy`` (the original's), ``dice`` (soft Dice over 
 foreground classes), ``ce_dice`` (their sum), ``focal`` and ``tversky``; ``class_weights``
 weight the classes of any of them.
 
+Cross-entropy and focal are computed from the logits (log-softmax), not from clipped
+probabilities: the model's softmax head (``keras.activations.softmax``) leaves its input on
+the output tensor as ``_keras_logits``, in the training graph, under XLA and mixed precision
+alike, so a saturated softmax still has a gradient (``softmax - onehot``) where the
+original's clipped log had none.  The model itself, and so every saved model, still outputs
+probabilities.  Soft Dice and Tversky stay on probabilities.
+
 Metrics: ``dice_coef_multiclass`` is the original's, kept under its name and formula for
 compatibility — it pools all classes *including background*, so on lesion data it reads
 0.97-0.99 even for a model that predicts nothing.  The honest ones are per foreground
@@ -55,6 +62,14 @@ def _class_mean(per_class, weights):
     return ops.sum(per_class * w) / (ops.sum(w) + EPS)
 
 
+def log_probabilities(y_pred):
+    """log p: log-softmax of the logits behind ``y_pred`` when it carries them, else log of clipped p."""
+    logits = getattr(y_pred, "_keras_logits", None)
+    if logits is not None:
+        return ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    return ops.log(ops.clip(ops.cast(y_pred, "float32"), EPS, 1.0 - EPS))
+
+
 def make_loss(cfg: Config):
     """The loss the [model] section names, as a Keras-compatible callable."""
     name = cfg.model.loss
@@ -67,16 +82,15 @@ def make_loss(cfg: Config):
         return ops.mean(ops.sum(per_pixel, axis=-1), axis=tuple(range(1, len(per_pixel.shape) - 1)))
 
     def crossentropy(y_true, y_pred):
-        y_pred = ops.clip(ops.cast(y_pred, "float32"), EPS, 1.0 - EPS)
-        return per_image(-y_true * ops.log(y_pred))
+        return per_image(-y_true * log_probabilities(y_pred))
 
     def dice(y_true, y_pred):
         tp, fp, fn = _soft_counts(y_true, ops.cast(y_pred, "float32"))
         return 1.0 - _class_mean((2.0 * tp + 1.0) / (2.0 * tp + fp + fn + 1.0), weights)
 
     def focal(y_true, y_pred):
-        y_pred = ops.clip(ops.cast(y_pred, "float32"), EPS, 1.0 - EPS)
-        return per_image(-y_true * ops.power(1.0 - y_pred, m.focal_gamma) * ops.log(y_pred))
+        log_p = log_probabilities(y_pred)
+        return per_image(-y_true * ops.power(1.0 - ops.exp(log_p), m.focal_gamma) * log_p)
 
     def tversky(y_true, y_pred):
         tp, fp, fn = _soft_counts(y_true, ops.cast(y_pred, "float32"))
