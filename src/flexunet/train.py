@@ -199,7 +199,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     t = cfg.train
     train_pairs = subset_pairs(cfg, "train")
     valid_pairs = subset_pairs(cfg, "valid")
-    check_masks(cfg, train_pairs + valid_pairs)
+    presence = check_masks(cfg, train_pairs + valid_pairs)[:len(train_pairs)]  # classes in each training mask
     _prepare_model_dir(cfg, resume, overwrite)
 
     import keras
@@ -224,7 +224,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
 
     steps = t.steps_per_epoch or steps_per_epoch(cfg, len(train_pairs))
     val_steps = t.validation_steps or steps_per_epoch(cfg, len(valid_pairs))
-    train_ds = make_dataset(cfg, train_pairs, training=True, epochs=(first, t.epochs))
+    train_ds = make_dataset(cfg, train_pairs, training=True, epochs=(first, t.epochs), presence=presence)
     if t.steps_per_epoch:  # generator mode: the original's fixed steps; repeat the epoch stream
         train_ds = train_ds.repeat()
     valid_ds = make_dataset(cfg, valid_pairs, training=False)
