@@ -111,7 +111,10 @@ get_loss = make_loss
 
 
 class ClassCounts(keras.metrics.Metric):
-    """Dice or IoU of one class (or the foreground mean) from counts accumulated over the epoch."""
+    """Dice or IoU of one class (or the foreground mean) from counts accumulated over the epoch.
+
+    ``kind = "pred"``: the share of the pixels predicted as ``class_id`` instead.
+    """
 
     def __init__(self, num_classes: int, kind: str = "dice", class_id: int | None = None,
                  name: str | None = None, **kwargs) -> None:
@@ -134,6 +137,8 @@ class ClassCounts(keras.metrics.Metric):
         self.fn.assign_add(ops.sum(true, axis=axes) - tp)
 
     def result(self):
+        if self.kind == "pred":  # share of all pixels predicted as the class (the collapse guard reads it)
+            return ((self.tp + self.fp) / ops.maximum(ops.sum(self.tp + self.fn), 1.0))[self.class_id]
         fn = dice_from_counts if self.kind == "dice" else iou_from_counts
         values = fn(self.tp, self.fp, self.fn)  # NaN where a class is in neither mask
         if self.class_id is not None:
@@ -159,7 +164,7 @@ def metric_suffix(name: str) -> str:
 
 
 def make_metrics(cfg: Config) -> list:
-    """dice_coef_multiclass, then per foreground class Dice and IoU, then their foreground means."""
+    """dice_coef_multiclass, per foreground class Dice and IoU, their foreground means, predicted shares."""
     names = cfg.class_names
     c = cfg.model.num_classes
     metrics: list = [dice_coef_multiclass]
@@ -169,4 +174,6 @@ def make_metrics(cfg: Config) -> list:
         metrics.append(ClassCounts(c, "iou", i, name=f"iou_{metric_suffix(names[i])}"))
     metrics.append(ClassCounts(c, "dice", None, name="mean_dice"))
     metrics.append(ClassCounts(c, "iou", None, name="mean_iou"))
+    for i in range(1, c):  # predicted-pixel share: 0 for epochs in a row is a collapse (callbacks.py)
+        metrics.append(ClassCounts(c, "pred", i, name=f"pred_{metric_suffix(names[i])}"))
     return metrics

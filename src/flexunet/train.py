@@ -230,7 +230,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     valid_ds = make_dataset(cfg, valid_pairs, training=False)
 
     nan_guard = NanGuard()
-    callbacks = [nan_guard, RunController(cfg, state, t.model_dir / best_model_name(cfg))]
+    present = [int(c) for c in presence[:, 1:].any(0).nonzero()[0] + 1]  # the collapse guard watches these
+    callbacks = [nan_guard, RunController(cfg, state, t.model_dir / best_model_name(cfg), present)]
     samples = _infer_samples(cfg)
     if samples:
         callbacks.append(EpochChangeInferencer(cfg, samples))
@@ -256,6 +257,11 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
                               f"lower [model] learning_rate (now {cfg.model.learning_rate}) or set [model] "
                               f"clipvalue, check the inputs, and start again with --overwrite (--resume "
                               f"would continue with the saved learning rate)")
+    collapse = state.get("collapse") or {}
+    if str(state.get("stopped_by") or "").startswith("collapse"):
+        raise TrainingStopped(f"{collapse['message']}; training stopped ([train] on_collapse = \"stop\"); "
+                              f"{_kept(state, t.model_dir)}; fix the config and start again with --overwrite "
+                              f"(or set on_collapse = \"warn\" to train on)")
     return _summary(cfg, state, seconds, best_model_name(cfg))
 
 
@@ -270,5 +276,6 @@ def _summary(cfg: Config, state: dict, seconds: float, best_name: str) -> dict:
     hist = state["history"]
     return {"epochs": state["epoch"], "best": state["best"], "best_epoch": state["best_epoch"],
             "monitor": cfg.train.monitor, "stopped_by": state.get("stopped_by"), "seconds": seconds,
+            "collapse": state.get("collapse"),
             "best_model": str(cfg.train.model_dir / best_name), "history": hist,
             "final": {k: v[-1] for k, v in hist.items() if v and not (isinstance(v[-1], float) and math.isnan(v[-1]))}}
