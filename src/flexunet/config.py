@@ -282,12 +282,15 @@ class TrainSettings:
     tensorboard: bool = opt(True, Bool(), "write TensorBoard logs under model_dir/logs")
     foreground_oversampling: float = opt(0.0, Float(lo=0.0, hi=1.0),
                                          "share of each batch drawn from slices with a foreground class "
-                                         "(rarest first); 0: uniform order")
+                                         "(classes in turn, rarest first), per (seed, epoch); 0: uniform order")
     lr_schedule: str = opt("constant", Str(("constant", "poly", "cosine"), lower=True),
-                           "learning-rate schedule after warm-up: constant, poly or cosine decay to 0")
+                           "learning rate per epoch after warm-up: constant, poly (power 0.9) or cosine decay "
+                           "to ~0 at [train] epochs; learning_rate_reducer's cuts multiply it")
     warmup_epochs: int = opt(0, NONNEG_INT, "epochs of linear learning-rate warm-up from 0")
     on_collapse: str = opt("stop", Str(("warn", "stop"), lower=True),
-                           "when a foreground class is never predicted for collapse_patience epochs")
+                           "a foreground class of the training masks predicted nowhere (training and "
+                           "validation) for collapse_patience epochs while the loss is flat: "
+                           "warn, or stop the run (its files kept)")
     collapse_patience: int = opt(3, POS_INT, "epochs in a row without a predicted pixel of a present class")
 
 
