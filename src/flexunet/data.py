@@ -2,7 +2,9 @@
 
 1. pairs are matched by file name (a missing partner is an error naming it);
 2. per epoch, the file list is permuted with a stateless shuffle seeded by (seed, epoch),
-   so a run resumed at epoch k sees exactly the order an uninterrupted run would;
+   so a run resumed at epoch k sees exactly the order an uninterrupted run would (with
+   ``foreground_oversampling``, :func:`epoch_order` fills part of each batch with
+   foreground slices, just as reproducibly);
 3. files are decoded in parallel (PNG/JPEG/BMP/GIF natively), resized to the model input
    (images bilinear, masks nearest), and masks map to class indices by nearest rgb_map
    colour (a vectorised lookup), then one-hot;
