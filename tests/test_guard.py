@@ -77,33 +77,50 @@ def test_constant_schedule_leaves_the_rate_alone(train_project):
 # ----------------------------------------------------------------------------- guard
 
 
-def _hist(pred_dark, val_pred_dark, loss, pred_bright=None):
-    n = len(pred_dark)
-    bright = pred_bright or [0.1] * n
+def _hist(pred_dark, val_pred_dark, loss):
+    bright = [0.1] * len(pred_dark)
     return {"loss": loss, "pred_bright": bright, "val_pred_bright": bright, "pred_dark": pred_dark,
             "val_pred_dark": val_pred_dark}
 
 
-CLASSES = {"bright": "bright", "dark": "dark"}
+def _classes(dark_valid_share: float = 0.01):
+    from flexunet.callbacks import Watched
+
+    # each class holds 1% of the mask pixels: "starved" is a predicted share under 0.05% (5% of it)
+    return {"bright": Watched("bright", 0.01, 0.01), "dark": Watched("dark", 0.01, dark_valid_share)}
 
 
-def test_guard_fires_on_a_flat_run_without_predictions():
+def test_guard_fires_on_a_flat_run_that_predicts_almost_nothing():
     from flexunet.callbacks import find_collapse
 
-    hist = _hist([0.02, 0.0, 0.0, 0.0], [0.01, 0.0, 0.0, 0.0], [0.5, 0.2722, 0.2722, 0.2722])
-    assert find_collapse(hist, CLASSES, patience=3) == {"class": "dark", "first_epoch": 2, "epoch": 4,
-                                                         "loss": 0.2722}
-    assert find_collapse(hist, CLASSES, patience=4) is None  # epoch 1 still predicted some
+    # dark: predicted on 2% (epoch 1), then on 0.001% of the pixels; the loss stuck at 0.2722
+    hist = _hist([0.02, 1e-5, 0.0, 1e-5], [0.01, 0.0, 4e-4, 0.0], [0.5, 0.2722, 0.2722, 0.2722])
+    assert find_collapse(hist, _classes(), patience=3) == {
+        "class": "dark", "first_epoch": 2, "epoch": 4, "share": 0.01, "pred": 1e-5, "val_pred": 0.0}
+    assert find_collapse(hist, _classes(), patience=4) is None  # epoch 1 still predicted it
 
 
-@pytest.mark.parametrize("change", ["val_predicts", "loss_falls", "class_absent"])
+@pytest.mark.parametrize("change", ["val_predicts", "loss_falls", "class_absent", "not_in_valid"])
 def test_guard_stays_quiet(change):
     from flexunet.callbacks import find_collapse
 
     val = [0.0, 0.0, 0.001, 0.0] if change == "val_predicts" else [0.0] * 4
-    loss = [0.9, 0.7, 0.5, 0.4] if change == "loss_falls" else [0.3] * 4  # a rare class that starts late
-    classes = {"bright": "bright"} if change == "class_absent" else CLASSES
-    assert find_collapse(_hist([0.0] * 4, val, loss), classes, patience=2) is None
+    loss = [0.9, 0.8, 0.7, 0.62] if change == "loss_falls" else [0.3] * 4  # a rare class that starts late
+    classes = _classes()
+    if change == "class_absent":
+        del classes["dark"]
+    hist = _hist([0.0] * 4, val, loss)
+    if change == "not_in_valid":  # validation masks lack it: training alone decides, and it is predicted
+        classes, hist["pred_dark"] = _classes(dark_valid_share=0.0), [0.0, 0.0, 0.0, 0.001]
+    assert find_collapse(hist, classes, patience=2) is None
+
+
+def test_without_shares_only_a_class_predicted_nowhere_counts():
+    from flexunet.callbacks import Watched, find_collapse
+
+    unknown = {"dark": Watched("dark")}
+    assert find_collapse(_hist([1e-6] * 3, [0.0] * 3, [0.3] * 3), unknown, patience=2) is None
+    assert find_collapse(_hist([0.0] * 3, [0.0] * 3, [0.3] * 3), unknown, patience=2)["first_epoch"] == 1
 
 
 def _dead_model(build):
@@ -124,7 +141,7 @@ def test_guard_stops_a_dead_run_and_keeps_its_files(train_project, monkeypatch):
     monkeypatch.setattr(flexunet.model, "build_model", _dead_model(flexunet.model.build_model))
     cfg = load_config(train_project, ["train.epochs=6", "train.patience=0", "model.learning_rate=1e-9",
                                       "train.collapse_patience=2", "train.on_collapse=stop"])
-    with pytest.raises(TrainingStopped, match=r"collapse: .* class 'bright' in epochs 1-2 .*normalization = True"
+    with pytest.raises(TrainingStopped, match=r"collapse: class 'bright' .* in epochs 1-2 .*normalization = True"
                                               r".*--overwrite"):
         train(cfg, progress=False)
     hist = json.loads((cfg.train.eval_dir / "history.json").read_text())

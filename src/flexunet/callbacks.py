@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -67,33 +68,50 @@ def scheduled_lr(cfg: Config, epoch: int) -> float:
     return base
 
 
-FLAT_LOSS = 0.01  # a training loss that fell by less than this share over the epochs is flat
+STARVED = 0.05  # a class predicted on under this share of the pixels its masks hold is "not predicted"
+SLOW_LOSS = 0.05  # a training loss falling by less than this share per epoch is not learning it either
 
 
-def find_collapse(hist: dict, classes: dict[str, str], patience: int) -> dict | None:
-    """A foreground class that has stopped being predicted, or None.
+@dataclass(frozen=True)
+class Watched:
+    """A foreground class the guard watches: its metric suffix and its share of the mask pixels."""
 
-    ``classes``: class name -> metric suffix, for the classes the training masks hold.  A
-    class has collapsed when, for the last ``patience`` epochs (or more) in a row, no pixel
-    of training or validation was predicted as it (``pred_<class>`` and ``val_pred_<class>``
-    are 0) while the training loss fell by less than ``FLAT_LOSS`` of itself over the last
-    ``patience`` epochs (2 at least): a network still learning (a rare class that starts
-    late) is left alone.
+    suffix: str
+    train_share: float = 0.0  # 0: unknown, then only a class predicted nowhere counts as starved
+    valid_share: float = 0.0
+
+
+def _starved(pred: float, share: float) -> bool:
+    return pred < STARVED * share if share > 0 else pred <= 0
+
+
+def find_collapse(hist: dict, classes: dict[str, Watched], patience: int) -> dict | None:
+    """A foreground class the network has stopped predicting, or None.
+
+    A class has collapsed when, for the last ``patience`` epochs (or more) in a row, it was
+    predicted on under ``STARVED`` (5%) of the pixels the masks give it, on training
+    (``pred_<class>``) and on validation (``val_pred_<class>``, when the validation masks hold
+    it), while the training loss fell by less than ``SLOW_LOSS`` (5%) per epoch over those
+    epochs: the network predicts (almost) only background there and is not getting out of
+    it.  A rare class that starts late does so while the loss still falls: it is left alone.
     """
     losses = hist.get("loss", [])
-    for name, suffix in classes.items():
-        train, valid = hist.get(f"pred_{suffix}", []), hist.get(f"val_pred_{suffix}", [])
+    window = losses[-max(2, patience):]
+    if len(window) < 2 or window[0] - min(window) >= SLOW_LOSS * (len(window) - 1) * abs(window[0]):
+        return None
+    for name, w in classes.items():
+        train, valid = hist.get(f"pred_{w.suffix}", []), hist.get(f"val_pred_{w.suffix}", [])
         run = 0
         for e in range(len(train) - 1, -1, -1):
-            if train[e] > 0 or (e < len(valid) and valid[e] > 0):
+            if not _starved(train[e], w.train_share):
+                break
+            if w.valid_share > 0 and e < len(valid) and not _starved(valid[e], w.valid_share):
                 break
             run += 1
-        if run < patience or len(losses) < len(train):
-            continue
-        window = losses[max(0, len(train) - max(2, patience)):len(train)]
-        if window[0] - min(window) <= FLAT_LOSS * abs(window[0]):
+        if run >= patience:
             return {"class": name, "first_epoch": len(train) - run + 1, "epoch": len(train),
-                    "loss": float(losses[-1])}
+                    "share": w.train_share, "pred": float(train[-1]),
+                    "val_pred": float(valid[-1]) if valid else None}
     return None
 
 
@@ -106,16 +124,22 @@ def collapse_message(cfg: Config, found: dict) -> str:
     if m.loss not in ("ce_dice", "bce_dice_loss"):
         fixes.append('[model] loss = "ce_dice"')
     fixes.append("or a config written by `flexunet plan`")
-    return (f"collapse: no pixel of training or validation was predicted as class '{found['class']}' in epochs "
-            f"{found['first_epoch']}-{found['epoch']} while the training loss stayed flat "
-            f"({found['loss']:.4g}): the network predicts background only; likely fixes: {', '.join(fixes)}")
+    share = f" ({100 * found['share']:.3g}% of the training pixels)" if found.get("share") else ""
+    where = f"{100 * found['pred']:.3g}% of the training"
+    if found.get("val_pred") is not None:
+        where += f", {100 * found['val_pred']:.3g}% of the validation"
+    return (f"collapse: class '{found['class']}'{share} was predicted on under {STARVED:.0%} of its pixels in "
+            f"epochs {found['first_epoch']}-{found['epoch']} (epoch {found['epoch']}: {where} pixels) while the "
+            f"loss hardly fell: the network predicts background there; likely fixes: {', '.join(fixes)}")
 
 
 class RunController(keras.callbacks.Callback):
     """LR schedule, best checkpoint, LR reducer, early stopping, collapse guard, stop file, CSVs, resume point."""
 
-    def __init__(self, cfg: Config, state: dict, best_path: Path, present: list[int] | None = None) -> None:
-        """``present``: the foreground classes the training masks hold (the guard watches these; None: all)."""
+    def __init__(self, cfg: Config, state: dict, best_path: Path,
+                 shares: dict[int, tuple[float, float]] | None = None) -> None:
+        """``shares``: class id -> its share of the training and validation mask pixels, for the
+        foreground classes the training masks hold (the guard watches these; None: all, shares unknown)."""
         super().__init__()
         self.cfg = cfg
         self.state = state
@@ -124,8 +148,9 @@ class RunController(keras.callbacks.Callback):
         self.stop_file = cfg.base_dir / "break_training"
         from flexunet.losses import metric_suffix
 
-        ids = range(1, cfg.model.num_classes) if present is None else present
-        self.watched = {cfg.class_names[i]: metric_suffix(cfg.class_names[i]) for i in ids}
+        if shares is None:
+            shares = {i: (0.0, 0.0) for i in range(1, cfg.model.num_classes)}
+        self.watched = {cfg.class_names[i]: Watched(metric_suffix(cfg.class_names[i]), *shares[i]) for i in shares}
         t = cfg.train
         self.scheduled = t.lr_schedule != "constant" or t.warmup_epochs > 0
 

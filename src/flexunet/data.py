@@ -131,8 +131,8 @@ def make_dataset(cfg: Config, pairs: list[tuple[Path, Path]], training: bool, ba
     ``training=True``: ``epochs=(first, last)`` passes, each permuted by (seed, epoch) and,
     with ``generator = True``, augmented on the fly; batches never straddle two epochs.
     With ``[train] foreground_oversampling`` > 0 each epoch's order comes from
-    :func:`epoch_order` instead (``presence``: :func:`check_masks`' result for ``pairs``;
-    read from the masks when not given).
+    :func:`epoch_order` instead (``presence``: bool (len(pairs), num_classes), which classes
+    each mask holds, e.g. ``check_masks(...) > 0``; read from the masks when not given).
     """
     batch_size = batch_size or cfg.train.batch_size
     num_classes = cfg.model.num_classes
@@ -163,7 +163,7 @@ def make_dataset(cfg: Config, pairs: list[tuple[Path, Path]], training: bool, ba
     orders = None
     if cfg.train.foreground_oversampling > 0:  # every epoch's order, computed once: (last - first, n)
         if presence is None:
-            presence = check_masks(cfg, pairs)
+            presence = check_masks(cfg, pairs) > 0
         orders = tf.constant(np.stack([epoch_order(cfg, presence, e, batch_size) for e in range(first, last)]))
 
     def one_epoch(epoch):
@@ -293,8 +293,8 @@ def check_image(path: Path) -> tuple[int, int]:
 
 def check_masks(cfg: Config, pairs: list[tuple[Path, Path]], workers: int = 0) -> np.ndarray:
     """Pre-flight: every image and mask decodes, they have the same size, and masks hold
-    only rgb_map colours (within tolerance).  Returns which classes each mask holds:
-    bool (len(pairs), num_classes), from the same read (foreground oversampling uses it).
+    only rgb_map colours (within tolerance).  Returns each mask's pixels per class, int64
+    (len(pairs), num_classes), from the same read (oversampling and the collapse guard use it).
 
     tf.data would fail deep inside ``fit`` on a truncated file and maps foreign colours
     to the nearest class silently, so both are caught here, once, with the file named.
@@ -311,8 +311,8 @@ def check_masks(cfg: Config, pairs: list[tuple[Path, Path]], workers: int = 0) -
         if index.shape != (height, width):
             raise DataError(f"{pair[1]}: mask is {index.shape[1]}x{index.shape[0]} but {pair[0].name} is "
                             f"{width}x{height} (WxH); expected an image and its mask of the same size")
-        return np.bincount(index.ravel(), minlength=num_classes)[:num_classes] > 0
+        return np.bincount(index.ravel(), minlength=num_classes)[:num_classes]
 
     with ThreadPoolExecutor(max_workers=workers or 4) as pool:
         found = list(pool.map(check, pairs))
-    return np.array(found, bool).reshape(len(pairs), num_classes)
+    return np.array(found, np.int64).reshape(len(pairs), num_classes)

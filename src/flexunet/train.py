@@ -199,7 +199,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     t = cfg.train
     train_pairs = subset_pairs(cfg, "train")
     valid_pairs = subset_pairs(cfg, "valid")
-    presence = check_masks(cfg, train_pairs + valid_pairs)[:len(train_pairs)]  # classes in each training mask
+    counts = check_masks(cfg, train_pairs + valid_pairs)  # pixels per class of every mask
+    presence = counts[:len(train_pairs)] > 0
     _prepare_model_dir(cfg, resume, overwrite)
 
     import keras
@@ -230,8 +231,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     valid_ds = make_dataset(cfg, valid_pairs, training=False)
 
     nan_guard = NanGuard()
-    present = [int(c) for c in presence[:, 1:].any(0).nonzero()[0] + 1]  # the collapse guard watches these
-    callbacks = [nan_guard, RunController(cfg, state, t.model_dir / best_model_name(cfg), present)]
+    callbacks = [nan_guard, RunController(cfg, state, t.model_dir / best_model_name(cfg),
+                                          _class_shares(counts, len(train_pairs)))]
     samples = _infer_samples(cfg)
     if samples:
         callbacks.append(EpochChangeInferencer(cfg, samples))
@@ -266,6 +267,14 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
         log.warning("%s (found after epoch %d; [train] on_collapse = \"warn\")", collapse["message"],
                     collapse["epoch"])
     return _summary(cfg, state, seconds, best_model_name(cfg))
+
+
+def _class_shares(counts, num_train: int) -> dict[int, tuple[float, float]]:
+    """Foreground class -> its share of the training and validation mask pixels, for the classes
+    the training masks hold (the collapse guard watches these)."""
+    train, valid = counts[:num_train].sum(0), counts[num_train:].sum(0)
+    return {c: (float(train[c] / max(1, train.sum())), float(valid[c] / max(1, valid.sum())))
+            for c in range(1, len(train)) if train[c] > 0}
 
 
 def _kept(state: dict, model_dir: Path) -> str:
