@@ -158,7 +158,7 @@ class RunController(keras.callbacks.Callback):
         if self.scheduled:
             self.model.optimizer.learning_rate.assign(scheduled_lr(self.cfg, epoch) * self.state.get("lr_factor", 1.0))
 
-    # 1-5 ---------------------------------------------------------------------------
+    # 1-6 ---------------------------------------------------------------------------
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = dict(logs or {})
         t = self.cfg.train
