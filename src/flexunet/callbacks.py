@@ -215,8 +215,9 @@ class RunController(keras.callbacks.Callback):
         found["message"] = collapse_message(self.cfg, found)
         found["action"] = self.cfg.train.on_collapse
         self.state["collapse"] = found
-        log.warning("%s", found["message"])
-        if self.cfg.train.on_collapse == "stop":
+        if self.cfg.train.on_collapse == "warn":
+            log.warning("%s", found["message"])
+        else:  # train raises TrainingStopped with the line when fit returns
             self.model.stop_training = True
             self.state["stopped_by"] = f"collapse of class '{found['class']}'"
 
