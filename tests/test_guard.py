@@ -149,6 +149,8 @@ def test_guard_stops_a_dead_run_and_keeps_its_files(train_project, monkeypatch):
     assert hist["pred_bright"] == hist["val_pred_bright"] == [0.0, 0.0]
     assert hist["collapse"]["class"] == "bright" and hist["collapse"]["action"] == "stop"
     assert (cfg.train.model_dir / "last_checkpoint" / "state.json").is_file()
+    summary = train(cfg, resume=True, progress=False)  # resuming it trains on, without stopping again
+    assert summary["epochs"] == 6 and summary["collapse"]["first_epoch"] == 1
 
 
 def test_guard_only_warns_with_on_collapse_warn(train_project, monkeypatch, caplog):

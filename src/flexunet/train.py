@@ -214,6 +214,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     state = initial_state(cfg)
     if resume:
         state = load_checkpoint(model, t.model_dir)
+        if str(state.get("stopped_by") or "").startswith("collapse"):
+            state["stopped_by"] = None  # resuming a run the guard stopped trains on; history.json keeps the finding
         log.info("resuming after epoch %d (best %s = %.5g at epoch %s)", state["epoch"], t.monitor,
                  state["best"], state["best_epoch"])
     first = state["epoch"]
