@@ -96,8 +96,28 @@ def test_guard_fires_on_a_flat_run_that_predicts_almost_nothing():
     # dark: predicted on 2% (epoch 1), then on 0.001% of the pixels; the loss stuck at 0.2722
     hist = _hist([0.02, 1e-5, 0.0, 1e-5], [0.01, 0.0, 4e-4, 0.0], [0.5, 0.2722, 0.2722, 0.2722])
     assert find_collapse(hist, _classes(), patience=3) == {
-        "class": "dark", "first_epoch": 2, "epoch": 4, "share": 0.01, "pred": 1e-5, "val_pred": 0.0}
+        "class": "dark", "first_epoch": 2, "epoch": 4, "share": 0.01, "pred": 1e-5, "val_pred": 0.0,
+        "all": False}  # bright is still predicted
     assert find_collapse(hist, _classes(), patience=4) is None  # epoch 1 still predicted it
+    hist["pred_bright"] = hist["val_pred_bright"] = [0.0] * 4
+    assert find_collapse(hist, _classes(), patience=3)["all"] is True  # background only
+
+
+def test_one_class_collapsed_while_another_learns_only_warns(train_project):
+    from flexunet.callbacks import RunController, initial_state
+
+    cfg = load_config(train_project, ["train.on_collapse=stop", "train.collapse_patience=3"])
+    ctl = RunController(cfg, initial_state(cfg), cfg.train.model_dir / "best_model.keras",
+                        {1: (0.01, 0.01), 2: (0.01, 0.01)})
+    ctl.set_model(_model())
+    hist = _hist([0.02, 1e-5, 0.0, 1e-5], [0.01, 0.0, 4e-4, 0.0], [0.5, 0.2722, 0.2722, 0.2722])
+    ctl._guard(hist)
+    assert ctl.state["collapse"]["action"] == "warn" and not ctl.model.stop_training
+    assert "predicts none of it" in ctl.state["collapse"]["message"]
+    hist["pred_bright"] = hist["val_pred_bright"] = [0.0] * 4
+    ctl._guard(hist)  # now every class: the run stops
+    assert ctl.state["collapse"]["action"] == "stop" and ctl.model.stop_training
+    assert "predicts background only" in ctl.state["collapse"]["message"]
 
 
 @pytest.mark.parametrize("change", ["val_predicts", "loss_falls", "class_absent", "not_in_valid"])
@@ -105,7 +125,7 @@ def test_guard_stays_quiet(change):
     from flexunet.callbacks import find_collapse
 
     val = [0.0, 0.0, 0.001, 0.0] if change == "val_predicts" else [0.0] * 4
-    loss = [0.9, 0.8, 0.7, 0.62] if change == "loss_falls" else [0.3] * 4  # a rare class that starts late
+    loss = [0.9, 0.85, 0.82, 0.8] if change == "loss_falls" else [0.3] * 4  # a rare class that starts late
     classes = _classes()
     if change == "class_absent":
         del classes["dark"]
@@ -164,7 +184,7 @@ def test_guard_only_warns_with_on_collapse_warn(train_project, monkeypatch, capl
     assert summary["epochs"] == 4 and summary["collapse"]["class"] == "bright"
     lines = [r.getMessage() for r in caplog.records if "collapse:" in r.getMessage()]
     assert len(lines) == 2  # once when found (not again at epochs 3 and 4), once more at the end
-    assert lines[1].endswith('(found after epoch 2; [train] on_collapse = "warn")')
+    assert lines[1].endswith("(found after epoch 2)") and "background only" in lines[1]
 
 
 def test_guard_quiet_on_a_healthy_tiny_run(train_project):

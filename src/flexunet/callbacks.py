@@ -69,7 +69,7 @@ def scheduled_lr(cfg: Config, epoch: int) -> float:
 
 
 STARVED = 0.05  # a class predicted on under this share of the pixels its masks hold is "not predicted"
-SLOW_LOSS = 0.05  # a training loss falling by less than this share per epoch is not learning it either
+SLOW_LOSS = 0.02  # a training loss falling by less than this share per epoch is not learning it either
 
 
 @dataclass(frozen=True)
@@ -89,30 +89,34 @@ def find_collapse(hist: dict, classes: dict[str, Watched], patience: int) -> dic
     """A foreground class the network has stopped predicting, or None.
 
     A class has collapsed when, for the last ``patience`` epochs (or more) in a row, it was
-    predicted on under ``STARVED`` (5%) of the pixels the masks give it, on training
+    predicted on under ``STARVED`` (5%) of its share of the training mask pixels, on training
     (``pred_<class>``) and on validation (``val_pred_<class>``, when the validation masks hold
-    it), while the training loss fell by less than ``SLOW_LOSS`` (5%) per epoch over those
-    epochs: the network predicts (almost) only background there and is not getting out of
-    it.  A rare class that starts late does so while the loss still falls: it is left alone.
+    it; a small validation set's own share is too noisy to judge by), while the training loss fell by less than ``SLOW_LOSS`` (2%) per epoch over those
+    epochs: the network predicts (almost) none of it and is not getting out of it.  A rare
+    class that starts late does so while the loss still falls: it is left alone.  ``all`` in
+    the result: every watched class has collapsed (the network predicts background only).
     """
     losses = hist.get("loss", [])
     window = losses[-max(2, patience):]
     if len(window) < 2 or window[0] - min(window) >= SLOW_LOSS * (len(window) - 1) * abs(window[0]):
         return None
+    found = []
     for name, w in classes.items():
         train, valid = hist.get(f"pred_{w.suffix}", []), hist.get(f"val_pred_{w.suffix}", [])
         run = 0
         for e in range(len(train) - 1, -1, -1):
             if not _starved(train[e], w.train_share):
                 break
-            if w.valid_share > 0 and e < len(valid) and not _starved(valid[e], w.valid_share):
+            if w.valid_share > 0 and e < len(valid) and not _starved(valid[e], w.train_share):
                 break
             run += 1
         if run >= patience:
-            return {"class": name, "first_epoch": len(train) - run + 1, "epoch": len(train),
-                    "share": w.train_share, "pred": float(train[-1]),
-                    "val_pred": float(valid[-1]) if valid else None}
-    return None
+            found.append({"class": name, "first_epoch": len(train) - run + 1, "epoch": len(train),
+                          "share": w.train_share, "pred": float(train[-1]),
+                          "val_pred": float(valid[-1]) if valid else None})
+    if not found:
+        return None
+    return {**found[0], "all": len(found) == len(classes)}
 
 
 def collapse_message(cfg: Config, found: dict) -> str:
@@ -130,7 +134,8 @@ def collapse_message(cfg: Config, found: dict) -> str:
         where += f", {100 * found['val_pred']:.3g}% of the validation"
     return (f"collapse: class '{found['class']}'{share} was predicted on under {STARVED:.0%} of its pixels in "
             f"epochs {found['first_epoch']}-{found['epoch']} (epoch {found['epoch']}: {where} pixels) while the "
-            f"loss hardly fell: the network predicts background there; likely fixes: {', '.join(fixes)}")
+            f"loss hardly fell: the network predicts {'background only' if found['all'] else 'none of it'}; "
+            f"likely fixes: {', '.join(fixes)}")
 
 
 class RunController(keras.callbacks.Callback):
@@ -207,15 +212,17 @@ class RunController(keras.callbacks.Callback):
         save_checkpoint(self.model, self.cfg.train.model_dir, self.state)
 
     def _guard(self, hist: dict) -> None:
-        """3. the collapse guard: one line, once per collapse; stop the run with on_collapse = "stop"."""
+        """3. the collapse guard: one line, once per collapse; with on_collapse = "stop", a network that
+        predicts background only stops (one class collapsed while others are learning: a warning)."""
         found = find_collapse(hist, self.watched, self.cfg.train.collapse_patience)
         known = self.state.get("collapse") or {}
-        if found is None or (known.get("class"), known.get("first_epoch")) == (found["class"], found["first_epoch"]):
+        key = ("class", "first_epoch", "all")
+        if found is None or [known.get(k) for k in key] == [found[k] for k in key]:
             return
         found["message"] = collapse_message(self.cfg, found)
-        found["action"] = self.cfg.train.on_collapse
+        found["action"] = self.cfg.train.on_collapse if found["all"] else "warn"
         self.state["collapse"] = found
-        if self.cfg.train.on_collapse == "warn":
+        if found["action"] == "warn":
             log.warning("%s", found["message"])
         else:  # train raises TrainingStopped with the line when fit returns
             self.model.stop_training = True

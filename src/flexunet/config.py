@@ -288,9 +288,10 @@ class TrainSettings:
                            "to ~0 at [train] epochs; learning_rate_reducer's cuts multiply it")
     warmup_epochs: int = opt(0, NONNEG_INT, "epochs of linear learning-rate warm-up from 0")
     on_collapse: str = opt("stop", Str(("warn", "stop"), lower=True),
-                           "a foreground class of the training masks predicted on under 5% of its pixels "
-                           "(training and validation) for collapse_patience epochs while the loss falls by "
-                           "under 5% an epoch: warn, or stop the run (its files kept)")
+                           "every foreground class of the training masks predicted on under 5% of its "
+                           "pixels (training and validation) for collapse_patience epochs while the loss "
+                           "falls by under 2% an epoch: warn, or stop the run (its files kept); one such "
+                           "class while others learn: a warning")
     collapse_patience: int = opt(3, POS_INT, "epochs in a row a present class must go (almost) unpredicted")
 
 

@@ -265,9 +265,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
         raise TrainingStopped(f"{collapse['message']}; training stopped ([train] on_collapse = \"stop\"); "
                               f"{_kept(state, t.model_dir)}; fix the config and start again with --overwrite "
                               f"(or set on_collapse = \"warn\" to train on)")
-    if collapse:  # on_collapse = "warn": said once mid-run, said again where the run's figures are read
-        log.warning("%s (found after epoch %d; [train] on_collapse = \"warn\")", collapse["message"],
-                    collapse["epoch"])
+    if collapse:  # a warning: said once mid-run, said again where the run's figures are read
+        log.warning("%s (found after epoch %d)", collapse["message"], collapse["epoch"])
     return _summary(cfg, state, seconds, best_model_name(cfg))
 
 
