@@ -214,3 +214,17 @@ def test_epoch_montages_in_numeric_epoch_order(tmp_path):
         (tmp_path / name).write_bytes(b"")
     assert [n for n, _ in epoch_montages(tmp_path)] == [1, 2, 10]
     assert epoch_montages(tmp_path / "missing") == []
+
+
+def test_curves_section_shows_the_collapse_guards_line(run):
+    history = run["cfg"].train.eval_dir / "history.json"
+    saved = history.read_text()
+    line = "collapse: no pixel of training or validation was predicted as class 'dark' in epochs 1-2"
+    try:
+        history.write_text(json.dumps({**json.loads(saved), "collapse": {"class": "dark", "message": line}}))
+        cfg = load_config(run["path"], run["overrides"] + [f"report.output_dir={run['root'] / 'report_collapse'}"])
+        result = build_report(cfg, progress=False)
+    finally:
+        history.write_text(saved)
+    assert line in " ".join("".join(Page(result["html"].read_text()).text).split())
+    assert line not in " ".join("".join(run["page"].text).split())  # a run without it shows none

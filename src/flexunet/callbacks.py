@@ -1,14 +1,17 @@
 """Training callbacks with explicit, saveable state, so a resumed run continues exactly.
 
-:class:`RunController` does at each epoch end, in this order:
+:class:`RunController` sets each epoch's learning rate from ``[train] lr_schedule`` and
+``warmup_epochs`` (:func:`scheduled_lr`, times the reducer's factor; a function of the epoch,
+so exact on ``--resume``), and does at each epoch end, in this order:
 
 1. record the epoch's logs and learning rate in the history;
 2. if the monitored value improved: save the best model (atomically), reset the counters;
    else count a bad epoch; after ``reducer_patience`` bad epochs multiply the learning rate
    by ``reducer_factor``; after ``patience`` bad epochs stop (EarlyStopping);
-3. honour the stop file (``break_training`` beside the config);
-4. write train_losses.csv, train_metrics.csv, their plots and history.json (atomically);
-5. save the last-epoch checkpoint: weights, optimizer state, and this state.
+3. the collapse guard (:func:`find_collapse`): warn, or stop with ``on_collapse = "stop"``;
+4. honour the stop file (``break_training`` beside the config);
+5. write train_losses.csv, train_metrics.csv, their plots and history.json (atomically);
+6. save the last-epoch checkpoint: weights, optimizer state, and this state.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import logging
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -46,18 +50,120 @@ def initial_state(cfg: Config) -> dict:
             "reducer_wait": 0, "stop_wait": 0, "history": {}, "stopped_by": None}
 
 
-class RunController(keras.callbacks.Callback):
-    """Best checkpoint, LR reducer, early stopping, stop file, CSVs and the resume checkpoint."""
+def scheduled_lr(cfg: Config, epoch: int) -> float:
+    """Learning rate of epoch ``epoch`` (0-based) before the reducer's factor.
 
-    def __init__(self, cfg: Config, state: dict, best_path: Path) -> None:
+    1. warm-up: epoch e < ``warmup_epochs`` = W runs at (e + 1) / (W + 1) of ``[model] learning_rate``;
+    2. then over the remaining ``epochs - W`` epochs, with progress p = (e - W) / (epochs - W):
+       constant (the rate itself), poly ``(1 - p) ** 0.9`` or cosine ``(1 + cos(pi p)) / 2``.
+    """
+    t, base = cfg.train, cfg.model.learning_rate
+    if epoch < t.warmup_epochs:
+        return base * (epoch + 1) / (t.warmup_epochs + 1)
+    progress = min(1.0, (epoch - t.warmup_epochs) / max(1, t.epochs - t.warmup_epochs))
+    if t.lr_schedule == "poly":
+        return base * (1.0 - progress) ** 0.9
+    if t.lr_schedule == "cosine":
+        return base * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return base
+
+
+STARVED = 0.05  # a class predicted on under this share of the pixels its masks hold is "not predicted"
+SLOW_LOSS = 0.02  # a training loss falling by less than this share per epoch is not learning it either
+
+
+@dataclass(frozen=True)
+class Watched:
+    """A foreground class the guard watches: its metric suffix and its share of the mask pixels."""
+
+    suffix: str
+    train_share: float = 0.0  # 0: unknown, then only a class predicted nowhere counts as starved
+    valid_share: float = 0.0
+
+
+def _starved(pred: float, share: float) -> bool:
+    return pred < STARVED * share if share > 0 else pred <= 0
+
+
+def find_collapse(hist: dict, classes: dict[str, Watched], patience: int) -> dict | None:
+    """A foreground class the network has stopped predicting, or None.
+
+    A class has collapsed when, for the last ``patience`` epochs (or more) in a row, it was
+    predicted on under ``STARVED`` (5%) of its share of the training mask pixels, on training
+    (``pred_<class>``) and on validation (``val_pred_<class>``, when the validation masks hold
+    it; a small validation set's own share is too noisy to judge by), while the training loss fell by less than ``SLOW_LOSS`` (2%) per epoch over those
+    epochs: the network predicts (almost) none of it and is not getting out of it.  A rare
+    class that starts late does so while the loss still falls: it is left alone.  ``all`` in
+    the result: every watched class has collapsed (the network predicts background only).
+    """
+    losses = hist.get("loss", [])
+    window = losses[-max(2, patience):]
+    if len(window) < 2 or window[0] - min(window) >= SLOW_LOSS * (len(window) - 1) * abs(window[0]):
+        return None
+    found = []
+    for name, w in classes.items():
+        train, valid = hist.get(f"pred_{w.suffix}", []), hist.get(f"val_pred_{w.suffix}", [])
+        run = 0
+        for e in range(len(train) - 1, -1, -1):
+            if not _starved(train[e], w.train_share):
+                break
+            if w.valid_share > 0 and e < len(valid) and not _starved(valid[e], w.train_share):
+                break
+            run += 1
+        if run >= patience:
+            found.append({"class": name, "first_epoch": len(train) - run + 1, "epoch": len(train),
+                          "share": w.train_share, "pred": float(train[-1]),
+                          "val_pred": float(valid[-1]) if valid else None})
+    if not found:
+        return None
+    return {**found[0], "all": len(found) == len(classes)}
+
+
+def collapse_message(cfg: Config, found: dict) -> str:
+    """The guard's one line: the class, the epochs, the likely fixes."""
+    m = cfg.model
+    fixes = [f"a lower [model] learning_rate (now {m.learning_rate:g})"]
+    if not m.normalization:
+        fixes.insert(0, "[model] normalization = True")
+    if m.loss not in ("ce_dice", "bce_dice_loss"):
+        fixes.append('[model] loss = "ce_dice"')
+    fixes.append("or a config written by `flexunet plan`")
+    share = f" ({100 * found['share']:.3g}% of the training pixels)" if found.get("share") else ""
+    where = f"{100 * found['pred']:.3g}% of the training"
+    if found.get("val_pred") is not None:
+        where += f", {100 * found['val_pred']:.3g}% of the validation"
+    return (f"collapse: class '{found['class']}'{share} was predicted on under {STARVED:.0%} of its pixels in "
+            f"epochs {found['first_epoch']}-{found['epoch']} (epoch {found['epoch']}: {where} pixels) while the "
+            f"loss hardly fell: the network predicts {'background only' if found['all'] else 'none of it'}; "
+            f"likely fixes: {', '.join(fixes)}")
+
+
+class RunController(keras.callbacks.Callback):
+    """LR schedule, best checkpoint, LR reducer, early stopping, collapse guard, stop file, CSVs, resume point."""
+
+    def __init__(self, cfg: Config, state: dict, best_path: Path,
+                 shares: dict[int, tuple[float, float]] | None = None) -> None:
+        """``shares``: class id -> its share of the training and validation mask pixels, for the
+        foreground classes the training masks hold (the guard watches these; None: all, shares unknown)."""
         super().__init__()
         self.cfg = cfg
         self.state = state
         self.best_path = best_path
         self.mode = monitor_mode(cfg.train.monitor)
         self.stop_file = cfg.base_dir / "break_training"
+        from flexunet.losses import metric_suffix
 
-    # 1-5 ---------------------------------------------------------------------------
+        if shares is None:
+            shares = {i: (0.0, 0.0) for i in range(1, cfg.model.num_classes)}
+        self.watched = {cfg.class_names[i]: Watched(metric_suffix(cfg.class_names[i]), *shares[i]) for i in shares}
+        t = cfg.train
+        self.scheduled = t.lr_schedule != "constant" or t.warmup_epochs > 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self.scheduled:
+            self.model.optimizer.learning_rate.assign(scheduled_lr(self.cfg, epoch) * self.state.get("lr_factor", 1.0))
+
+    # 1-6 ---------------------------------------------------------------------------
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = dict(logs or {})
         t = self.cfg.train
@@ -89,20 +195,39 @@ class RunController(keras.callbacks.Callback):
             if t.learning_rate_reducer and self.state["reducer_wait"] >= max(1, t.reducer_patience):
                 new_lr = lr * t.reducer_factor
                 self.model.optimizer.learning_rate.assign(new_lr)
+                self.state["lr_factor"] = self.state.get("lr_factor", 1.0) * t.reducer_factor  # scales the schedule
                 self.state["reducer_wait"] = 0
                 log.info("epoch %d: %s did not improve for %d epochs; learning rate %.3g -> %.3g", epoch + 1,
                          t.monitor, t.reducer_patience, lr, new_lr)
             if t.patience and self.state["stop_wait"] >= t.patience:
                 self.model.stop_training = True
                 self.state["stopped_by"] = f"early stopping after {t.patience} epochs without improvement"
+        self._guard(hist)
         if self.stop_file.exists():
             self.model.stop_training = True
             self.state["stopped_by"] = f"stop file {self.stop_file}"
             log.info("stop file %s found: training ends after epoch %d (file removed)", self.stop_file, epoch + 1)
             self.stop_file.unlink(missing_ok=True)
-        write_curves(self.cfg, hist)
+        write_curves(self.cfg, hist, self.state.get("collapse"))
         save_checkpoint(self.model, self.cfg.train.model_dir, self.state,
                         meta=run_metadata(self.cfg, current_best_name(self.best_path), self.state))
+
+    def _guard(self, hist: dict) -> None:
+        """3. the collapse guard: one line, once per collapse; with on_collapse = "stop", a network that
+        predicts background only stops (one class collapsed while others are learning: a warning)."""
+        found = find_collapse(hist, self.watched, self.cfg.train.collapse_patience)
+        known = self.state.get("collapse") or {}
+        key = ("class", "first_epoch", "all")
+        if found is None or [known.get(k) for k in key] == [found[k] for k in key]:
+            return
+        found["message"] = collapse_message(self.cfg, found)
+        found["action"] = self.cfg.train.on_collapse if found["all"] else "warn"
+        self.state["collapse"] = found
+        if found["action"] == "warn":
+            log.warning("%s", found["message"])
+        else:  # train raises TrainingStopped with the line when fit returns
+            self.model.stop_training = True
+            self.state["stopped_by"] = f"collapse of class '{found['class']}'"
 
 
 class NanGuard(keras.callbacks.Callback):
@@ -309,8 +434,9 @@ def load_checkpoint(model: keras.Model, model_dir: Path) -> dict:
     return json.loads((folder / "state.json").read_text())
 
 
-def write_curves(cfg: Config, hist: dict) -> None:
-    """train_losses.csv, train_metrics.csv (the original's formats), their plots, history.json."""
+def write_curves(cfg: Config, hist: dict, collapse: dict | None = None) -> None:
+    """train_losses.csv, train_metrics.csv (the original's formats), their plots, history.json
+    (with the collapse guard's finding under ``collapse`` when it fired)."""
     eval_dir = cfg.train.eval_dir
     n = len(hist.get("loss", []))
     rows = ["epoch, loss, val_loss"]
@@ -322,7 +448,8 @@ def write_curves(cfg: Config, hist: dict) -> None:
     for e in range(n):
         rows.append(f"{e + 1},{_fmt(hist, m0, e)},{_fmt(hist, m1, e)},")
     write_text(eval_dir / "train_metrics.csv", "\n".join(rows) + "\n")
-    write_json(eval_dir / "history.json", {"epochs": list(range(1, n + 1)), **hist})
+    extra = {"collapse": collapse} if collapse else {}
+    write_json(eval_dir / "history.json", {"epochs": list(range(1, n + 1)), **hist, **extra})
     _plot(eval_dir / "train_losses.png", "train_losses", hist, "loss", "val_loss")
     _plot(eval_dir / "train_metrics.png", "train_metrics", hist, m0, m1)
 

@@ -287,13 +287,17 @@ class TrainSettings:
     tensorboard: bool = opt(True, Bool(), "write TensorBoard logs under model_dir/logs")
     foreground_oversampling: float = opt(0.0, Float(lo=0.0, hi=1.0),
                                          "share of each batch drawn from slices with a foreground class "
-                                         "(rarest first); 0: uniform order")
+                                         "(classes in turn, rarest first), per (seed, epoch); 0: uniform order")
     lr_schedule: str = opt("constant", Str(("constant", "poly", "cosine"), lower=True),
-                           "learning-rate schedule after warm-up: constant, poly or cosine decay to 0")
+                           "learning rate per epoch after warm-up: constant, poly (power 0.9) or cosine decay "
+                           "to ~0 at [train] epochs; learning_rate_reducer's cuts multiply it")
     warmup_epochs: int = opt(0, NONNEG_INT, "epochs of linear learning-rate warm-up from 0")
     on_collapse: str = opt("stop", Str(("warn", "stop"), lower=True),
-                           "when a foreground class is never predicted for collapse_patience epochs")
-    collapse_patience: int = opt(3, POS_INT, "epochs in a row without a predicted pixel of a present class")
+                           "every foreground class of the training masks predicted on under 5% of its "
+                           "pixels (training and validation) for collapse_patience epochs while the loss "
+                           "falls by under 2% an epoch: warn, or stop the run (its files kept); one such "
+                           "class while others learn: a warning")
+    collapse_patience: int = opt(3, POS_INT, "epochs in a row a present class must go (almost) unpredicted")
 
 
 @dataclass(frozen=True)
@@ -789,9 +793,11 @@ def metric_suffix(name: str) -> str:
 
 
 def class_metric_names(class_names: Iterable[str]) -> list[str]:
-    """The always-logged metrics: Dice and IoU per foreground class, then their foreground means."""
+    """The always-logged metrics: Dice and IoU per foreground class, their foreground means, then the
+    predicted-pixel share per foreground class (the collapse guard reads it)."""
     fg = [metric_suffix(n) for n in list(class_names)[1:]]
-    return [f"dice_{s}" for s in fg] + [f"iou_{s}" for s in fg] + ["mean_dice", "mean_iou"]
+    return ([f"dice_{s}" for s in fg] + [f"iou_{s}" for s in fg] + ["mean_dice", "mean_iou"]
+            + [f"pred_{s}" for s in fg])
 
 
 def logged_names(cfg: Config) -> list[str]:

@@ -2,7 +2,9 @@
 
 1. pairs are matched by file name (a missing partner is an error naming it);
 2. per epoch, the file list is permuted with a stateless shuffle seeded by (seed, epoch),
-   so a run resumed at epoch k sees exactly the order an uninterrupted run would;
+   so a run resumed at epoch k sees exactly the order an uninterrupted run would (with
+   ``foreground_oversampling``, :func:`epoch_order` fills part of each batch with
+   foreground slices, just as reproducibly);
 3. files are decoded in parallel (PNG/JPEG/BMP/GIF natively), resized to the model input
    (images bilinear, masks nearest), and masks map to class indices by nearest rgb_map
    colour (a vectorised lookup), then one-hot;
@@ -122,12 +124,15 @@ def _augment_fn(cfg: Config):
 
 
 def make_dataset(cfg: Config, pairs: list[tuple[Path, Path]], training: bool, batch_size: int | None = None,
-                 epochs: tuple[int, int] | None = None) -> tf.data.Dataset:
+                 epochs: tuple[int, int] | None = None, presence: np.ndarray | None = None) -> tf.data.Dataset:
     """Batches of (images float32 [B,H,W,C] 0..255, one-hot float32 [B,H,W,K]).
 
     ``training=False``: in the order of ``pairs``, never augmented, one pass.
     ``training=True``: ``epochs=(first, last)`` passes, each permuted by (seed, epoch) and,
     with ``generator = True``, augmented on the fly; batches never straddle two epochs.
+    With ``[train] foreground_oversampling`` > 0 each epoch's order comes from
+    :func:`epoch_order` instead (``presence``: bool (len(pairs), num_classes), which classes
+    each mask holds, e.g. ``check_masks(...) > 0``; read from the masks when not given).
     """
     batch_size = batch_size or cfg.train.batch_size
     num_classes = cfg.model.num_classes
@@ -155,15 +160,27 @@ def make_dataset(cfg: Config, pairs: list[tuple[Path, Path]], training: bool, ba
             lambda i: load(i, tf.constant(0, tf.int64))[:2], num_parallel_calls=AUTOTUNE).as_numpy_iterator()
         cache = _cache_variables(decoded, len(pairs))
 
+    orders = None
+    if cfg.train.foreground_oversampling > 0:  # every epoch's order, computed once: (last - first, n)
+        if presence is None:
+            presence = check_masks(cfg, pairs) > 0
+        orders = tf.constant(np.stack([epoch_order(cfg, presence, e, batch_size) for e in range(first, last)]))
+
     def one_epoch(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(len(pairs), dtype=tf.int64), seed=tf.stack([tf.cast(cfg.train.seed, tf.int64), epoch]))
-        ds = tf.data.Dataset.from_tensor_slices(order)
-        if cache is not None:
-            ds = ds.map(lambda i: (tf.cast(tf.gather(cache[0], i), tf.float32), tf.gather(cache[1], i),
-                                   tf.stack([tf.cast(cfg.train.seed, tf.int64), epoch, i])))
+        if orders is None:
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(len(pairs), dtype=tf.int64), seed=tf.stack([tf.cast(cfg.train.seed, tf.int64), epoch]))
+            keys = order  # augmentation seed: (seed, epoch, slice)
         else:
-            ds = ds.map(lambda i: load(i, epoch), num_parallel_calls=AUTOTUNE, deterministic=True)
+            order = tf.gather(orders, epoch - first)
+            keys = order + len(pairs) * tf.range(len(pairs), dtype=tf.int64)  # a slice drawn twice varies
+        ds = tf.data.Dataset.from_tensor_slices((order, keys))
+        if cache is not None:
+            ds = ds.map(lambda i, k: (tf.cast(tf.gather(cache[0], i), tf.float32), tf.gather(cache[1], i),
+                                      tf.stack([tf.cast(cfg.train.seed, tf.int64), epoch, k])))
+        else:
+            ds = ds.map(lambda i, k: _with_key(load(i, epoch), k), num_parallel_calls=AUTOTUNE,
+                        deterministic=True)
         if augment is not None:
             ds = ds.map(augment, num_parallel_calls=AUTOTUNE, deterministic=True)
         else:
@@ -174,6 +191,40 @@ def make_dataset(cfg: Config, pairs: list[tuple[Path, Path]], training: bool, ba
     options = tf.data.Options()
     options.deterministic = True
     return ds.with_options(options).prefetch(AUTOTUNE)
+
+
+def _with_key(sample: tuple, key: tf.Tensor) -> tuple:
+    image, index, seed = sample
+    return image, index, tf.concat([seed[:2], [key]], 0)
+
+
+def epoch_order(cfg: Config, presence: np.ndarray, epoch: int, batch_size: int) -> np.ndarray:
+    """The slices epoch ``epoch`` draws, with ``[train] foreground_oversampling`` = s > 0 (nnU-Net's way).
+
+    Of each batch, round(s * batch) slots (the rounding error carried on, so an epoch draws
+    round(s * n) in all) go first to slices holding a foreground class: classes cycle from
+    the rarest (fewest training slices) and each slot draws a random slice holding its class;
+    the other slots take a random permutation in turn.  As many slices as a plain epoch, a
+    slice may come twice; the order depends only on ``[train] seed`` and the epoch, so
+    ``--resume`` at epoch k draws what an uninterrupted run would.
+    """
+    n = len(presence)
+    rng = np.random.default_rng([cfg.train.seed, epoch, 13])
+    counts = presence[:, 1:].sum(0)
+    classes = [c + 1 for c in np.argsort(counts, kind="stable") if counts[c] > 0]  # rarest first
+    holders = {c: np.flatnonzero(presence[:, c]) for c in classes}
+    uniform = iter(rng.permutation(n))
+    order, carry, slot = [], 0.0, 0
+    for start in range(0, n, batch_size):
+        size = min(batch_size, n - start)
+        carry += cfg.train.foreground_oversampling * size
+        wanted = min(size, int(np.floor(carry + 0.5))) if classes else 0
+        carry -= wanted
+        for _ in range(wanted):
+            order.append(rng.choice(holders[classes[slot % len(classes)]]))
+            slot += 1
+        order.extend(next(uniform) for _ in range(size - wanted))
+    return np.asarray(order, np.int64)
 
 
 def _cache_variables(decoded, n: int) -> tuple[tf.Variable, tf.Variable]:
@@ -240,9 +291,10 @@ def check_image(path: Path) -> tuple[int, int]:
     return img.size
 
 
-def check_masks(cfg: Config, pairs: list[tuple[Path, Path]], workers: int = 0) -> None:
+def check_masks(cfg: Config, pairs: list[tuple[Path, Path]], workers: int = 0) -> np.ndarray:
     """Pre-flight: every image and mask decodes, they have the same size, and masks hold
-    only rgb_map colours (within tolerance).
+    only rgb_map colours (within tolerance).  Returns each mask's pixels per class, int64
+    (len(pairs), num_classes), from the same read (oversampling and the collapse guard use it).
 
     tf.data would fail deep inside ``fit`` on a truncated file and maps foreign colours
     to the nearest class silently, so both are caught here, once, with the file named.
@@ -251,12 +303,16 @@ def check_masks(cfg: Config, pairs: list[tuple[Path, Path]], workers: int = 0) -
 
     from flexunet.masks import read_mask
 
-    def check(pair: tuple[Path, Path]) -> None:
+    num_classes = cfg.model.num_classes
+
+    def check(pair: tuple[Path, Path]) -> np.ndarray:
         width, height = check_image(pair[0])
         index = read_mask(pair[1], cfg.mask.rgb_map, cfg.mask.tolerance, cfg.mask.map_unmapped).index
         if index.shape != (height, width):
             raise DataError(f"{pair[1]}: mask is {index.shape[1]}x{index.shape[0]} but {pair[0].name} is "
                             f"{width}x{height} (WxH); expected an image and its mask of the same size")
+        return np.bincount(index.ravel(), minlength=num_classes)[:num_classes]
 
     with ThreadPoolExecutor(max_workers=workers or 4) as pool:
-        list(pool.map(check, pairs))
+        found = list(pool.map(check, pairs))
+    return np.array(found, np.int64).reshape(len(pairs), num_classes)

@@ -4,6 +4,13 @@ Losses: ``categorical_crossentropy`` (the original's), ``dice`` (soft Dice over 
 foreground classes), ``ce_dice`` (their sum), ``focal`` and ``tversky``; ``class_weights``
 weight the classes of any of them.
 
+Cross-entropy and focal are computed from the logits (log-softmax), not from clipped
+probabilities: the model's softmax head (``keras.activations.softmax``) leaves its input on
+the output tensor as ``_keras_logits``, in the training graph, under XLA and mixed precision
+alike, so a saturated softmax still has a gradient (``softmax - onehot``) where the
+original's clipped log had none.  The model itself, and so every saved model, still outputs
+probabilities.  Soft Dice and Tversky stay on probabilities.
+
 Metrics: ``dice_coef_multiclass`` is the original's, kept under its name and formula for
 compatibility — it pools all classes *including background*, so on lesion data it reads
 0.97-0.99 even for a model that predicts nothing.  The honest ones are per foreground
@@ -55,6 +62,14 @@ def _class_mean(per_class, weights):
     return ops.sum(per_class * w) / (ops.sum(w) + EPS)
 
 
+def log_probabilities(y_pred):
+    """log p: log-softmax of the logits behind ``y_pred`` when it carries them, else log of clipped p."""
+    logits = getattr(y_pred, "_keras_logits", None)
+    if logits is not None:
+        return ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+    return ops.log(ops.clip(ops.cast(y_pred, "float32"), EPS, 1.0 - EPS))
+
+
 def make_loss(cfg: Config):
     """The loss the [model] section names, as a Keras-compatible callable."""
     name = cfg.model.loss
@@ -67,16 +82,15 @@ def make_loss(cfg: Config):
         return ops.mean(ops.sum(per_pixel, axis=-1), axis=tuple(range(1, len(per_pixel.shape) - 1)))
 
     def crossentropy(y_true, y_pred):
-        y_pred = ops.clip(ops.cast(y_pred, "float32"), EPS, 1.0 - EPS)
-        return per_image(-y_true * ops.log(y_pred))
+        return per_image(-y_true * log_probabilities(y_pred))
 
     def dice(y_true, y_pred):
         tp, fp, fn = _soft_counts(y_true, ops.cast(y_pred, "float32"))
         return 1.0 - _class_mean((2.0 * tp + 1.0) / (2.0 * tp + fp + fn + 1.0), weights)
 
     def focal(y_true, y_pred):
-        y_pred = ops.clip(ops.cast(y_pred, "float32"), EPS, 1.0 - EPS)
-        return per_image(-y_true * ops.power(1.0 - y_pred, m.focal_gamma) * ops.log(y_pred))
+        log_p = log_probabilities(y_pred)
+        return per_image(-y_true * ops.power(1.0 - ops.exp(log_p), m.focal_gamma) * log_p)
 
     def tversky(y_true, y_pred):
         tp, fp, fn = _soft_counts(y_true, ops.cast(y_pred, "float32"))
@@ -97,7 +111,10 @@ get_loss = make_loss
 
 
 class ClassCounts(keras.metrics.Metric):
-    """Dice or IoU of one class (or the foreground mean) from counts accumulated over the epoch."""
+    """Dice or IoU of one class (or the foreground mean) from counts accumulated over the epoch.
+
+    ``kind = "pred"``: the share of the pixels predicted as ``class_id`` instead.
+    """
 
     def __init__(self, num_classes: int, kind: str = "dice", class_id: int | None = None,
                  name: str | None = None, **kwargs) -> None:
@@ -120,6 +137,8 @@ class ClassCounts(keras.metrics.Metric):
         self.fn.assign_add(ops.sum(true, axis=axes) - tp)
 
     def result(self):
+        if self.kind == "pred":  # share of all pixels predicted as the class (the collapse guard reads it)
+            return ((self.tp + self.fp) / ops.maximum(ops.sum(self.tp + self.fn), 1.0))[self.class_id]
         fn = dice_from_counts if self.kind == "dice" else iou_from_counts
         values = fn(self.tp, self.fp, self.fn)  # NaN where a class is in neither mask
         if self.class_id is not None:
@@ -140,8 +159,9 @@ class ClassCounts(keras.metrics.Metric):
 
 
 def make_metrics(cfg: Config) -> list:
-    """dice_coef_multiclass when [model] metrics lists it, then per foreground class Dice and IoU, then
-    their foreground means (always: the checkpoint monitor and the curves rely on them).
+    """dice_coef_multiclass when [model] metrics lists it, then per foreground class Dice and IoU, their
+    foreground means and each foreground class's predicted share (always: the checkpoint monitor, the curves
+    and the collapse guard rely on them).
 
     The names are :func:`flexunet.config.logged_names`'s, which the config checks ``monitor`` against.
     """
@@ -154,4 +174,6 @@ def make_metrics(cfg: Config) -> list:
         metrics.append(ClassCounts(c, "iou", i, name=f"iou_{metric_suffix(names[i])}"))
     metrics.append(ClassCounts(c, "dice", None, name="mean_dice"))
     metrics.append(ClassCounts(c, "iou", None, name="mean_iou"))
+    for i in range(1, c):  # predicted-pixel share: 0 for epochs in a row is a collapse (callbacks.py)
+        metrics.append(ClassCounts(c, "pred", i, name=f"pred_{metric_suffix(names[i])}"))
     return metrics

@@ -518,8 +518,10 @@ def _curves_section(b: _Build) -> str:
     if hist.get("learning_rate"):
         figs.append(figure_html(b.add(plot_learning_rate(hist, best, b.tmp / "curves" / "learning_rate.png")),
                                 "learning rate"))
-    return (f"<p>{len(hist['epochs'])} epoch(s) from {esc(path)}. Dice during training is accumulated over each "
-            f"epoch's pixels (per class, background left out).</p>{''.join(figs)}")
+    collapse = hist.get("collapse") or {}  # the collapse guard's line, when it fired
+    warning = f"<p><strong>{esc(collapse['message'])}</strong></p>" if collapse.get("message") else ""
+    return (f"{warning}<p>{len(hist['epochs'])} epoch(s) from {esc(path)}. Dice during training is accumulated "
+            f"over each epoch's pixels (per class, background left out).</p>{''.join(figs)}")
 
 
 # --------------------------------------------------------------------------- 4. evaluation

@@ -226,7 +226,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     t = cfg.train
     train_pairs = subset_pairs(cfg, "train")
     valid_pairs = subset_pairs(cfg, "valid")
-    check_masks(cfg, train_pairs + valid_pairs)
+    counts = check_masks(cfg, train_pairs + valid_pairs)  # pixels per class of every mask
+    presence = counts[:len(train_pairs)] > 0
     _prepare_model_dir(cfg, resume, overwrite)
 
     import keras
@@ -240,6 +241,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     state = initial_state(cfg)
     if resume:
         state = load_checkpoint(model, t.model_dir)
+        if str(state.get("stopped_by") or "").startswith("collapse"):
+            state["stopped_by"] = None  # resuming a run the guard stopped trains on; history.json keeps the finding
         log.info("resuming after epoch %d (best %s = %.5g at epoch %s)", state["epoch"], t.monitor,
                  state["best"], state["best_epoch"])
     first = state["epoch"]
@@ -258,13 +261,14 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
 
     steps = t.steps_per_epoch or steps_per_epoch(cfg, len(train_pairs))
     val_steps = t.validation_steps or steps_per_epoch(cfg, len(valid_pairs))
-    train_ds = make_dataset(cfg, train_pairs, training=True, epochs=(first, t.epochs))
+    train_ds = make_dataset(cfg, train_pairs, training=True, epochs=(first, t.epochs), presence=presence)
     if t.steps_per_epoch:  # generator mode: the original's fixed steps; repeat the epoch stream
         train_ds = train_ds.repeat()
     valid_ds = make_dataset(cfg, valid_pairs, training=False)
 
     nan_guard = NanGuard()
-    callbacks = [nan_guard, RunController(cfg, state, t.model_dir / best_model_name(cfg))]
+    callbacks = [nan_guard, RunController(cfg, state, t.model_dir / best_model_name(cfg),
+                                          _class_shares(counts, len(train_pairs)))]
     samples = _infer_samples(cfg)
     if samples:
         callbacks.append(EpochChangeInferencer(cfg, samples))
@@ -290,6 +294,13 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
                               f"lower [model] learning_rate (now {cfg.model.learning_rate}) or set [model] "
                               f"clipvalue, check the inputs, and start again with --overwrite (--resume "
                               f"would continue with the saved learning rate)")
+    collapse = state.get("collapse") or {}
+    if str(state.get("stopped_by") or "").startswith("collapse"):
+        raise TrainingStopped(f"{collapse['message']}; training stopped ([train] on_collapse = \"stop\"); "
+                              f"{_kept(state, t.model_dir)}; fix the config and start again with --overwrite "
+                              f"(or set on_collapse = \"warn\" to train on)")
+    if collapse:  # a warning: said once mid-run, said again where the run's figures are read
+        log.warning("%s (found after epoch %d)", collapse["message"], collapse["epoch"])
     return _summary(cfg, state, seconds, best_model_name(cfg))
 
 
@@ -303,6 +314,14 @@ def _record_data(cfg: Config, train_pairs: list, valid_pairs: list) -> None:
     claim_output_dir(cfg.train.eval_dir, "train", CURVE_FILES)
 
 
+def _class_shares(counts, num_train: int) -> dict[int, tuple[float, float]]:
+    """Foreground class -> its share of the training and validation mask pixels, for the classes
+    the training masks hold (the collapse guard watches these)."""
+    train, valid = counts[:num_train].sum(0), counts[num_train:].sum(0)
+    return {c: (float(train[c] / max(1, train.sum())), float(valid[c] / max(1, valid.sum())))
+            for c in range(1, len(train)) if train[c] > 0}
+
+
 def _kept(state: dict, model_dir: Path) -> str:
     """What an interrupted or failed run leaves: the epochs its last checkpoint holds."""
     if not state["epoch"]:
@@ -314,5 +333,6 @@ def _summary(cfg: Config, state: dict, seconds: float, best_name: str) -> dict:
     hist = state["history"]
     return {"epochs": state["epoch"], "best": state["best"], "best_epoch": state["best_epoch"],
             "monitor": cfg.train.monitor, "stopped_by": state.get("stopped_by"), "seconds": seconds,
+            "collapse": state.get("collapse"),
             "best_model": str(cfg.train.model_dir / best_name), "history": hist,
             "final": {k: v[-1] for k, v in hist.items() if v and not (isinstance(v[-1], float) and math.isnan(v[-1]))}}
