@@ -277,7 +277,8 @@ def test_model_metrics_choose_the_extra_metric_and_unknown_names_are_errors(writ
     assert ["loss", *names(default)] == [n for n in logged_names(default) if not n.startswith("val_")]
     off = _load_tiny(write_config, tiny_config_text, "model.metrics=[]", "train.metrics=['mean_dice','val_mean_dice']")
     assert "dice_coef_multiclass" not in names(off)
-    assert names(off) == ["dice_class_1", "dice_class_2", "iou_class_1", "iou_class_2", "mean_dice", "mean_iou"]
+    assert names(off) == ["dice_class_1", "dice_class_2", "iou_class_1", "iou_class_2", "mean_dice", "mean_iou",
+                          "pred_class_1", "pred_class_2"]
     with pytest.raises(ConfigError, match=r"\[model\] metrics = \['dice_coef'\]: .*did you mean "
                                           r"'dice_coef_multiclass'\?"):
         _load_tiny(write_config, tiny_config_text, "model.metrics=['dice_coef']")
