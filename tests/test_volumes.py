@@ -111,3 +111,23 @@ def test_synthetic_series_volumes_match_the_known_volumes(tmp_path: Path) -> Non
             assert rows[name] == pytest.approx(known, rel=0.01, abs=1e-6)
             checked += known > 0
     assert checked > 0                  # some lesion volume was actually compared
+
+
+def test_agreement_by_hand() -> None:
+    from flexunet.volumes import agreement
+
+    a = agreement([10.0, 20.0, 30.0], [12.0, 20.0, 25.0])
+    # differences 2, 0, -5: bias -1, SD sqrt(((3)^2 + 1 + 16) / 2) = sqrt(13)
+    assert a["bias_ml"] == pytest.approx(-1.0)
+    assert a["loa_high_ml"] == pytest.approx(-1.0 + 1.96 * math.sqrt(13))
+    assert a["mean_abs_error_ml"] == pytest.approx(7 / 3)
+    assert a["mean_rel_error"] == pytest.approx((0.2 + 0 + 5 / 30) / 3)
+    assert a["pearson_r"] == pytest.approx(np.corrcoef([10, 20, 30], [12, 20, 25])[0, 1])
+    assert a["n"] == 3 and math.isnan(agreement([1.0], [1.0])["pearson_r"])
+
+
+def test_counts_volumes_sum_over_slices() -> None:
+    from flexunet.volumes import counts_volumes
+
+    ml = counts_volumes([geo("a", 0.0), geo("b", 2.0)], [np.array([5, 10, 0]), np.array([5, 6, 4])], NAMES)
+    assert ml == pytest.approx({"ischemic": 16 * 0.4 * 2 / 1000, "hemorrhagic": 4 * 0.4 * 2 / 1000})

@@ -179,3 +179,32 @@ def series_volumes(series: Sequence[SliceGeometry], masks: Sequence[np.ndarray],
                          "ml": round(abc2_ml(stack, pixel_spacing, spacing), 4),
                          "method": f"abc/2, {method} ({spacing:g} mm)"})
     return rows
+
+
+def counts_volumes(series: Sequence[SliceGeometry], counts: Sequence[np.ndarray], class_names: Sequence[str]
+                   ) -> dict[str, float]:
+    """mL per foreground class name of one ordered series from per-slice pixel counts per class."""
+    spacing, _ = slice_spacing(series)
+    pixel_spacing = check_pixel_spacing(series)
+    total = np.sum(np.asarray(counts, np.int64), axis=0)
+    return {class_names[k]: volume_ml(int(total[k]), pixel_spacing, spacing) for k in range(1, len(class_names))}
+
+
+def agreement(reference: Sequence[float], predicted: Sequence[float]) -> dict[str, float]:
+    """Bland-Altman and error figures of paired volumes: bias (mean of predicted - reference), limits of
+    agreement (bias +- 1.96 SD of the differences), mean absolute error, mean relative error (over pairs
+    with a reference > 0), Pearson r (NaN with < 3 pairs or no spread) and n."""
+    ref, pred = np.asarray(reference, np.float64), np.asarray(predicted, np.float64)
+    diff = pred - ref
+    n = len(ref)
+    sd = float(diff.std(ddof=1)) if n > 1 else float("nan")
+    bias = float(diff.mean()) if n else float("nan")
+    positive = ref > 0
+    r = float("nan")
+    if n >= 3 and ref.std() > 0 and pred.std() > 0:
+        r = float(np.corrcoef(ref, pred)[0, 1])
+    return {"n": n, "bias_ml": bias, "loa_low_ml": bias - 1.96 * sd, "loa_high_ml": bias + 1.96 * sd,
+            "mean_abs_error_ml": float(np.abs(diff).mean()) if n else float("nan"),
+            "mean_rel_error": float((np.abs(diff[positive]) / ref[positive]).mean()) if positive.any()
+            else float("nan"),
+            "pearson_r": r}
