@@ -110,7 +110,7 @@ def test_infer_writes_palette_masks_at_each_input_size(unet_run):
     out = root / "out"
     assert summary["images"] == 5 and summary["images_per_second"] > 0
     assert sorted(p.name for p in out.iterdir()) == [".flexunet-owner.json", "a.png", "b.png", "c.png", "d.png",
-                                                     "e.png"]
+                                                     "e.png", "volumes.csv"]     # e.dcm: a one-slice series
     palette = flat_palette(RGB_MAP)
     for name, (h, w) in sizes.items():
         mask = Image.open(out / f"{Path(name).stem}.png")
