@@ -324,6 +324,8 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
     check_output_dir(out_dir, "infer", _protected_dirs(cfg, images_dir), overwrite, what=f"[{section}] output_dir",
                      writes=tuple(names))
     geometry = volume_geometry(files) if _wants_volumes(cfg, files) else {}
+    if cfg.infer.volumes and not geometry:
+        log.info("no volumes.csv: the inputs are not DICOM, so they carry no slice geometry")
     if model is None:
         from flexunet.model import load_trained
 

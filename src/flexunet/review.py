@@ -101,7 +101,8 @@ class Review:
         scores = [s["score"] for s in self.slices]
         dices = [s["dice"] for s in self.slices]
         ranked = sorted(self.slices, key=lambda s: (-s["score"], s["name"]))
-        return {"definition": "slice score = mean normalised softmax entropy over predicted-foreground or "
+        return {"definition": "slice score = mean normalised entropy of the model's softmax (no flips) over "
+                              "predicted-foreground or "
                               "entropy > 0.5 pixels; Dice = mean over foreground classes in either mask; "
                               "slices with no foreground in either are left out",
                 "spearman_score_vs_dice": spearman(scores, dices),
