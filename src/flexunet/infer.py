@@ -250,9 +250,10 @@ def _wants_volumes(cfg: Config, files: Sequence[Path]) -> bool:
 def volume_geometry(files: Sequence[Path]) -> dict[str, SliceGeometry]:
     """The geometry of every DICOM input by stem, each series checked (one line refusing when a volume
     would be a guess); PNG inputs, which carry no geometry, are left out."""
-    from flexunet.dicom import read_dicom_meta
+    from flexunet.dicom import read_dicom
 
-    geometry = {p.stem: geometry_from_meta(p.name, read_dicom_meta(p)) for p in files
+    # decoded whole (not just the header), so an unreadable slice is named for what it is first
+    geometry = {p.stem: geometry_from_meta(p.name, read_dicom(p).meta) for p in files
                 if p.suffix.lower() in DICOM_SUFFIXES}
     for series in group_series(list(geometry.values())).values():
         slice_spacing(series)

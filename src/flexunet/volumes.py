@@ -79,7 +79,9 @@ def slice_spacing(series: Sequence[SliceGeometry]) -> tuple[float, str]:
     thickness = {s.thickness for s in series}
     if None not in thickness and len(thickness) == 1:
         return float(thickness.pop()), "thickness"
-    raise DataError(f"{where}: no slice positions (ImagePositionPatient / SliceLocation) and "
+    positions_text = ("a single slice (positions cannot give a spacing)" if len(series) == 1
+                      else "no slice positions (ImagePositionPatient / SliceLocation)")
+    raise DataError(f"{where}: {positions_text} and "
                     f"{'different' if len(thickness - {None}) > 1 else 'no'} SliceThickness on "
                     f"{series[0].name} .. {series[-1].name}; expected one of them to give the spacing between "
                     f"slices — or set [infer] volumes = False")
