@@ -60,6 +60,14 @@ def test_demo_runs_every_stage_and_report_matches_evaluation(tmp_path):
     # the summary names each class and the report
     assert any("ischemic" in ln for ln in lines) and any("hemorrhagic" in ln for ln in lines)
     assert lines[-2].startswith("Report: ") and Path(lines[-2].split(": ", 1)[1]) == result["report"]
+    # calibration error and the uncertainty score's rank correlation with Dice are printed; the demo's
+    # prepared slices keep their DICOM geometry, so the test patients get volumes
+    assert any(ln.strip().startswith("calibration error (ECE):") for ln in lines)
+    assert any("uncertainty score vs slice Dice: Spearman" in ln for ln in lines)
+    volumes = evaluation["volumes"]
+    assert volumes["per_patient"] and not volumes["skipped"]
+    assert {r["patient"] for r in volumes["per_patient"]} == {r["patient"] for r in volumes["per_patient"]
+                                                              if r["class"] == "ischemic"}
 
     html_path = Path(result["report"])
     html = html_path.read_text(encoding="utf-8")

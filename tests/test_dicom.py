@@ -99,6 +99,17 @@ def test_meta_without_pixels(tmp_path: Path) -> None:
     assert read_dicom_meta(path)["series_uid"] == "1.2.3.4"
 
 
+def test_meta_slice_position_along_the_normal(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "p.dcm", np.zeros((4, 4)), pixels=False)
+    ds = pydicom.dcmread(path)
+    ds.ImagePositionPatient = [-10.0, 3.0, 42.5]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]        # coronal: the normal is (0, 1, 0)
+    ds.SliceThickness = 2.5
+    ds.save_as(path)
+    meta = read_dicom_meta(path)
+    assert meta["slice_position"] == pytest.approx(3.0) and meta["slice_thickness"] == 2.5
+
+
 # --------------------------------------------------------------------------- synthetic DICOMs
 
 
@@ -107,7 +118,8 @@ def test_synthetic_rescale(tmp_path: Path) -> None:
     hu, meta = read_dicom_hu(write_dicom(tmp_path / "a.dcm", stored, slope=2.0, intercept=-2048.0))
     assert hu.tolist() == [[-2048, 0], [80, 1952]]
     assert meta == {"patient_id": "P7", "series_uid": "1.2.3.4", "pixel_spacing": (0.5, 0.75),
-                    "modality": "CT", "instance_number": 5, "rescale": (2.0, -2048.0)}
+                    "modality": "CT", "instance_number": 5, "rescale": (2.0, -2048.0),
+                    "slice_position": None, "slice_thickness": None}
 
 
 def test_missing_rescale_uses_defaults_with_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

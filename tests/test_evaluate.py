@@ -221,3 +221,29 @@ def test_missing_model_is_a_clear_error(known_case):
     with pytest.raises(FlexUNetError, match="best_model.keras"):
         evaluate_model(cfg, progress=False)
     assert not (root / "evaluation.csv").exists()
+
+
+def test_volumes_calibration_and_uncertainty_in_the_report(known_case):
+    cfg, root = known_case
+    (root / "data" / "Stroke" / "test" / "manifest.json").write_text(json.dumps({"items": [
+        {"id": "a", "pixel_spacing": [0.5, 0.5], "patient_id": "P1", "series_uid": "S1", "slice_position": 0.0},
+        {"id": "b", "pixel_spacing": [0.5, 0.5], "patient_id": "P1", "series_uid": "S1", "slice_position": 5.0},
+        {"id": "e", "pixel_spacing": [0.5, 0.5], "patient_id": "P1", "series_uid": "S1", "slice_position": 10.0},
+        {"id": "c", "pixel_spacing": [0.5, 0.5], "patient_id": "P2", "series_uid": "S2"},    # no spacing known
+        {"id": "d", "pixel_spacing": [0.5, 0.5], "patient_id": "P2", "series_uid": "S2"}]}))
+    report = evaluate_model(cfg, progress=False)["report"]
+    rows = {r["class"]: r for r in report["volumes"]["per_patient"]}
+    voxel = 0.5 * 0.5 * 5.0 / 1000
+    # ischemic: reference 64 + 16 + 64 pixels, predicted 64 + 0 + 32; hemorrhagic 36 and 36 (slice b)
+    assert rows["ischemic"]["reference_ml"] == pytest.approx(144 * voxel)
+    assert rows["ischemic"]["predicted_ml"] == pytest.approx(96 * voxel)
+    assert rows["ischemic"]["rel_error"] == pytest.approx(48 / 144)
+    assert rows["hemorrhagic"]["abs_error_ml"] == pytest.approx(0.0)
+    assert {r["patient"] for r in rows.values()} == {"P1"}
+    assert len(report["volumes"]["skipped"]) == 1 and "P2" in report["volumes"]["skipped"][0]
+    eces = {n: c["ece"] for n, c in report["calibration"]["classes"].items()}
+    assert set(eces) == {"background", "ischemic", "hemorrhagic"} and all(0 <= v <= 1 for v in eces.values())
+    assert report["uncertainty"]["n"] == 4                  # d has no foreground in either mask
+    assert -1 <= report["uncertainty"]["spearman_score_vs_dice"] <= 1
+    assert (root / "eval" / "reliability.png").stat().st_size > 0
+    assert (root / "eval" / "bland_altman.png").stat().st_size > 0

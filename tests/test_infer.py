@@ -110,7 +110,7 @@ def test_infer_writes_palette_masks_at_each_input_size(unet_run):
     out = root / "out"
     assert summary["images"] == 5 and summary["images_per_second"] > 0
     assert sorted(p.name for p in out.iterdir()) == [".flexunet-owner.json", "a.png", "b.png", "c.png", "d.png",
-                                                     "e.png"]
+                                                     "e.png", "volumes.csv"]     # e.dcm: a one-slice series
     palette = flat_palette(RGB_MAP)
     for name, (h, w) in sizes.items():
         mask = Image.open(out / f"{Path(name).stem}.png")
@@ -347,3 +347,68 @@ def test_network_input_follows_color_order_and_channels(tmp_path):
     assert network_input(rgb, grey).tolist() == [[[20.0]]]
     rgba = parse_config(CONFIG.replace("num_classes = 3", "num_classes = 3\nimage_channels = 4"), base_dir=tmp_path)
     assert network_input(rgb, rgba).tolist() == [[[10, 20, 30, 255]]]
+
+
+# --------------------------------------------------------------------------- volumes and uncertainty
+
+
+def synth_dicoms(root: Path, count: int = 8) -> Path:
+    from flexunet.synth import dataset_root, synthesize
+
+    synthesize(root / "synth", count, 2, size=32, progress=False)
+    shutil.copytree(dataset_root(root / "synth") / "DICOM", root / "in")
+    return root / "in"
+
+
+def test_volumes_csv_from_dicom_series(tmp_path):
+    import csv
+
+    from flexunet.dicom import read_dicom_meta
+
+    folder = synth_dicoms(tmp_path)
+    cfg = make_cfg(tmp_path)
+    summary = infer_images(cfg, model=colour_model(), progress=False)
+    rows = list(csv.DictReader(open(tmp_path / "out" / "volumes.csv")))
+    assert list(rows[0]) == ["patient", "series", "class", "slices", "ml", "method"]
+    metas = {p.stem: read_dicom_meta(p) for p in folder.glob("*.dcm")}
+    for row in rows:
+        if row["class"] != "ischemic":
+            continue
+        mine = [s for s, m in metas.items() if m["patient_id"] == row["patient"]]
+        pixels = sum(int((np.asarray(Image.open(tmp_path / "out" / f"{s}.png")) == 1).sum()) for s in mine)
+        sp = metas[mine[0]]["pixel_spacing"]
+        assert float(row["ml"]) == pytest.approx(pixels * sp[0] * sp[1] * 5.0 / 1000, rel=1e-3, abs=1e-4)
+        assert row["method"] == "positions (5 mm)"
+    assert {r["class"] for r in rows} == {"ischemic", "hemorrhagic", "hemorrhagic ABC/2"}
+    assert len(summary["volumes"]) == len(rows)
+
+
+def test_uneven_series_is_refused_before_anything_is_written(tmp_path):
+    folder = synth_dicoms(tmp_path)
+    from flexunet.dicom import read_dicom_meta
+
+    first = read_dicom_meta(sorted(folder.glob("*.dcm"))[0])["patient_id"]
+    mine = [p for p in sorted(folder.glob("*.dcm")) if read_dicom_meta(p)["patient_id"] == first]
+    mine[1].unlink()                                 # a missing slice: one step of 10 mm among 5 mm
+    with pytest.raises(DataError, match="not evenly spaced"):
+        infer_images(make_cfg(tmp_path), model=colour_model(), progress=False)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.png"))
+    infer_images(make_cfg(tmp_path, volumes=False), model=colour_model(), progress=False)
+    assert not (tmp_path / "out" / "volumes.csv").exists()
+
+
+def test_uncertainty_maps_and_ranking(tmp_path):
+    import csv
+
+    (tmp_path / "in").mkdir()
+    for i, grey in enumerate((10, 126, 200)):        # 126: class 0 and 1 nearly tied -> most uncertain
+        Image.fromarray(np.full((40, 48, 3), grey, np.uint8)).save(tmp_path / "in" / f"s{i}.png")
+    infer_images(make_cfg(tmp_path, uncertainty=True), model=colour_model(), progress=False)
+    for i in range(3):
+        values = np.load(tmp_path / "out" / "uncertainty" / f"s{i}.npy")
+        assert values.shape == (40, 48) and values.dtype == np.float32
+        assert values.min() >= 0.0 and values.max() <= 1.0
+        assert np.asarray(Image.open(tmp_path / "out" / "uncertainty" / f"s{i}.png")).shape == (40, 48, 3)
+    ranked = list(csv.DictReader(open(tmp_path / "out" / "uncertain_slices.csv")))
+    assert [r["name"] for r in ranked][0] == "s1.png"
+    assert [float(r["score"]) for r in ranked] == sorted((float(r["score"]) for r in ranked), reverse=True)

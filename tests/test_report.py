@@ -19,7 +19,7 @@ from flexunet.errors import FlexUNetError
 from flexunet.report import (POOLED_EXPLANATION, RANKS, ReportError, build_report, epoch_montages, image_means,
                              lookup, rank_images)
 
-SECTIONS = ("header", "dataset", "curves", "evaluation", "gallery", "epochs")
+SECTIONS = ("header", "dataset", "curves", "evaluation", "review", "gallery", "epochs")
 
 
 class Page(HTMLParser):
@@ -175,7 +175,8 @@ def test_rerun_replaces_the_report_and_notes_what_is_missing(run):
     text = " ".join("".join(Page(second["html"].read_text()).text).split())
     assert "no_such_dataset" in text and "does not exist" in text
     assert "gallery_per_rank = 0" in text and "No epoch-change montages" in text
-    assert len(second["notes"]) == 3 and second["dataset"] is None
+    assert "No volumes" in text                          # PNG test data: no slice geometry
+    assert len(second["notes"]) == 4 and second["dataset"] is None
     assert second["gallery"] == {"best": [], "median": [], "worst": []}
 
 
@@ -228,3 +229,16 @@ def test_curves_section_shows_the_collapse_guards_line(run):
         history.write_text(saved)
     assert line in " ".join("".join(Page(result["html"].read_text()).text).split())
     assert line not in " ".join("".join(run["page"].text).split())  # a run without it shows none
+
+
+def test_review_section_shows_calibration_and_the_most_uncertain_slices(run):
+    ev, page = run["evaluation"], run["page"]
+    text = " ".join("".join(page.text).split())
+    assert "figures/reliability.png" in page.links
+    strips = sorted({link for link in page.links if link.startswith("figures/uncertain_")})
+    top = ev["uncertainty"]["most_uncertain"]
+    assert len(strips) == min(4, len(top)) > 0
+    for row in top[:len(strips)]:
+        assert row["name"] in text
+    for name, c in ev["calibration"]["classes"].items():
+        assert f"{c['ece']:.3f}" in text or c["ece"] is None, name

@@ -103,6 +103,8 @@ def run_demo(out: Path, size: int = 256, epochs: int | None = None, count: int =
     for name, fig in classes.items():
         echo(f"  {name:<12} Dice {fig['dice']:.3f}  IoU {fig['iou']:.3f}  (per-image Dice {fig['per_image_dice']:.3f})")
     echo(f"  seed's dice_coef_multiclass (pools background): {evaluation['dice_coef_multiclass']:.4f}")
+    for line in _review_lines(evaluation["report"]):
+        echo(line)
     echo(f"Report: {report['html']}")
     echo(f"Config for re-running any stage: {config_path}")
     return {"out": out, "config": config_path, "seconds": total, "timings": timings, "classes": classes,
@@ -116,6 +118,21 @@ def _class_figures(evaluation: dict) -> dict[str, dict[str, float]]:
         out[name] = {"dice": _num(whole["dice"]), "iou": _num(whole["iou"]),
                      "per_image_dice": _num(c["per_image"]["dice"]["mean"])}
     return out
+
+
+def _review_lines(report: dict) -> list[str]:
+    """Calibration error per class, uncertainty vs Dice, and volume agreement per class, one line each."""
+    if "calibration" not in report:
+        return []
+    eces = ", ".join(f"{n} {_num(c['ece']):.4f}" for n, c in report["calibration"]["classes"].items())
+    u = report["uncertainty"]
+    lines = [f"  calibration error (ECE): {eces}",
+             f"  uncertainty score vs slice Dice: Spearman {_num(u['spearman_score_vs_dice']):.3f} over {u['n']} "
+             f"slices (negative: the score points at the slices to check)"]
+    for name, a in report["volumes"]["agreement"].items():
+        lines.append(f"  {name:<12} volume over {a['n']} series: mean abs error {_num(a['mean_abs_error_ml']):.2f} mL, "
+                     f"bias {_num(a['bias_ml']):.2f} mL, r {_num(a['pearson_r']):.3f}")
+    return lines
 
 
 def _num(value) -> float:

@@ -77,12 +77,39 @@ def _meta(ds: Any) -> dict[str, Any]:
     except (TypeError, ValueError):
         instance = None
     return {
+        **_geometry(ds),
         "patient_id": _text(ds, "PatientID"),
         "series_uid": _text(ds, "SeriesInstanceUID"),
         "pixel_spacing": spacing,
         "modality": _text(ds, "Modality"),
         "instance_number": instance,
     }
+
+
+def _floats(ds: Any, keyword: str, n: int) -> tuple[float, ...] | None:
+    raw = ds.get(keyword)
+    if raw is None:
+        return None
+    try:
+        values = tuple(float(v) for v in (raw if n > 1 else [raw]))
+    except (TypeError, ValueError):
+        return None
+    return values if len(values) == n and all(np.isfinite(values)) else None
+
+
+def _geometry(ds: Any) -> dict[str, Any]:
+    """Where the slice lies: ``slice_position`` (mm along the slice normal, from ImagePositionPatient
+    and ImageOrientationPatient, else SliceLocation, else None) and ``slice_thickness`` (mm or None)."""
+    position = None
+    ipp, iop = _floats(ds, "ImagePositionPatient", 3), _floats(ds, "ImageOrientationPatient", 6)
+    if ipp is not None:
+        normal = np.cross(iop[:3], iop[3:]) if iop is not None else np.array([0.0, 0.0, 1.0])
+        position = float(np.dot(normal, ipp))
+    elif _floats(ds, "SliceLocation", 1) is not None:
+        position = _floats(ds, "SliceLocation", 1)[0]
+    thickness = _floats(ds, "SliceThickness", 1)
+    return {"slice_position": position,
+            "slice_thickness": thickness[0] if thickness is not None and thickness[0] > 0 else None}
 
 
 def read_dicom_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -142,7 +169,8 @@ def read_dicom_hu(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
 
     ``hu`` is float32 (H, W) Hounsfield units; ``meta`` holds ``patient_id``,
     ``series_uid``, ``pixel_spacing`` ((row, col) mm or None), ``modality``,
-    ``instance_number`` and ``rescale`` ((slope, intercept) used).
+    ``instance_number``, ``slice_position`` (mm along the slice normal or None),
+    ``slice_thickness`` (mm or None) and ``rescale`` ((slope, intercept) used).
     """
     sl = read_dicom(path)
     for message in sl.warnings:

@@ -15,6 +15,9 @@
    per_image.csv         one row per image and foreground class
    confusion_matrix.csv  pixel counts, rows = reference, columns = prediction
    confusion_matrix.png  the same, each row as a fraction of its reference pixels
+   reliability.png       calibration per class; bland_altman.png  predicted vs reference volumes
+                         (evaluation.json's ``calibration``, ``uncertainty`` and ``volumes``:
+                         see :mod:`flexunet.review`)
 
 Figures are computed at the model's input resolution (the masks the pipeline feeds the
 model).  HD95 is also given in mm when pixel spacing is known: from the ``manifest.json``
@@ -135,7 +138,8 @@ def pixel_spacings(cfg: Config, images: Sequence[Path]) -> tuple[dict[str, tuple
 # --------------------------------------------------------------------------- running
 
 
-EVAL_FILES = ("evaluation.json", "per_image.csv", "confusion_matrix.csv", "confusion_matrix.png")
+EVAL_FILES = ("evaluation.json", "per_image.csv", "confusion_matrix.csv", "confusion_matrix.png",
+              "reliability.png", "bland_altman.png")
 
 
 def check_outputs(cfg: Config, eval_dir: Path, overwrite: bool) -> None:
@@ -181,6 +185,9 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
         model_path = best_model_path(cfg.train.model_dir)
         model = load_trained(cfg)
     spacings, manifest = pixel_spacings(cfg, [p for p, _ in pairs])
+    from flexunet.review import Review, manifest_geometry
+
+    review = Review(cfg.class_names, manifest_geometry(manifest, spacings))
     loss_fn = make_loss(cfg)
     loss_mean, dice_mean = KerasMean(), KerasMean()
     acc = MetricAccumulator(cfg.model.num_classes, cfg.class_names)
@@ -192,9 +199,10 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
         onehot = np.asarray(onehot, np.float32)
         loss_mean.add(loss_fn(onehot, probs), weight=len(probs))
         dice_mean.add(dice_coef_multiclass(onehot, probs))
-        for ref, pred in zip(onehot.argmax(-1), probs.argmax(-1)):
+        for ref, pred, p in zip(onehot.argmax(-1), probs.argmax(-1), probs):
             name = pairs[seen][0].name
             acc.add(ref, pred, name, spacings.get(name))
+            review.add(name, p, ref, pred)
             seen += 1
         bar.update(len(probs))
     bar.close()
@@ -203,7 +211,8 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
 
     csv_path = Path(cfg.eval.evaluation_csv)
     write_text(csv_path, seed_evaluation_text(cfg.model.loss, loss_mean.value, dice_mean.value))
-    report = {**_report(cfg, acc, loss_mean.value, dice_mean.value, model_path, manifest), "leak_check": leaks}
+    report = {**_report(cfg, acc, loss_mean.value, dice_mean.value, model_path, manifest), "leak_check": leaks,
+              **review.report()}
     files = _write_report(eval_dir, acc, report)
     claim_output_dir(eval_dir, "evaluate", EVAL_FILES)
     summary = {
@@ -266,6 +275,17 @@ def _log_summary(summary: dict[str, Any]) -> None:
                  "whole-set Dice %s  lesion F1 %s  FP-slice rate %s", name, _fmt(c["dice"]), c["n_valid"],
                  c["n_empty"], _fmt(c["iou"]), _fmt(c["precision"]), _fmt(c["recall"]), _fmt(c["hd95_px"]),
                  _fmt(c["whole_set_dice"]), _fmt(c["lesion_f1"]), _fmt(c["fp_slice_rate"]))
+    report = summary["report"]
+    if "calibration" in report:
+        log.info("  calibration error (ECE): %s", ", ".join(f"{n} {_fmt(c['ece'])}" for n, c in
+                                                           report["calibration"]["classes"].items()))
+        u = report["uncertainty"]
+        log.info("  uncertainty vs Dice: Spearman %s over %d slices (negative: the score points at bad slices)",
+                 _fmt(u["spearman_score_vs_dice"]), u["n"])
+        for name, a in report["volumes"]["agreement"].items():
+            log.info("  %-14s volume: %d series, bias %s mL (limits %s .. %s), mean abs error %s mL, r %s", name,
+                     a["n"], _fmt(a["bias_ml"]), _fmt(a["loa_low_ml"]), _fmt(a["loa_high_ml"]),
+                     _fmt(a["mean_abs_error_ml"]), _fmt(a["pearson_r"]))
 
 
 # --------------------------------------------------------------------------- files
@@ -307,6 +327,11 @@ def _write_report(eval_dir: Path, acc: MetricAccumulator, report: dict[str, Any]
     write_text(paths[2], _csv_text(["reference \\ prediction", *names],
                                    [[n, *map(int, row)] for n, row in zip(names, acc.confusion)]))
     write_bytes(paths[3], confusion_png(acc.confusion, names))
+    from flexunet.review import bland_altman_png, reliability_png
+
+    paths += [eval_dir / "reliability.png", eval_dir / "bland_altman.png"]
+    write_bytes(paths[4], reliability_png(report["calibration"]))
+    write_bytes(paths[5], bland_altman_png(report["volumes"]))
     return paths
 
 

@@ -12,13 +12,19 @@ with ``--tiled``):
    predicted components smaller than ``min_component_size`` pixels to background;
 4. write ``<output_dir>/<stem>.png``: a 'P' mode PNG, pixel = class index, palette =
    rgb_map colours (as the original); optionally ``overlays/<stem>.png`` (mask over image,
-   with a legend of class names) and ``class_index/<stem>.png`` (greyscale class indices).
+   with a legend of class names) and ``class_index/<stem>.png`` (greyscale class indices);
+5. DICOM inputs (``[infer] volumes``): ``volumes.csv``, the mL of every class per patient and
+   series (:mod:`flexunet.volumes`; a series with missing or uneven slice spacing is refused
+   before anything is written); ``[infer] uncertainty`` (which turns flip averaging on):
+   ``uncertainty/<stem>.png`` (heatmap) and ``.npy`` (float32 normalised entropy of the mean
+   softmax, at the input's size) and ``uncertain_slices.csv``, slices ranked for review.
 
 Every file is written whole (temporary name, then rename).
 """
 
 from __future__ import annotations
 
+import io as _io
 import logging
 import time
 from pathlib import Path
@@ -31,9 +37,12 @@ from scipy import ndimage
 from flexunet.config import Config
 from flexunet.errors import DataError
 from flexunet.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, check_output_dir, claim_output_dir, list_files, read_image,
-                         safe_output_path, save_image)
+                         safe_output_path, save_image, write_bytes, write_text)
 from flexunet.masks import index_to_palette_image, palette_colours
 from flexunet.progress import Progress
+from flexunet.uncertainty import entropy_map, heatmap, slice_score
+from flexunet.volumes import (VOLUME_COLUMNS, SliceGeometry, check_pixel_spacing, geometry_from_meta, group_series,
+                              hemorrhage_classes, series_volumes, slice_spacing)
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +234,52 @@ def _protected_dirs(cfg: Config, images_dir: Path) -> list[Path]:
 
 def _output_names(files: Sequence[Path], cfg: Config) -> list[str]:
     extra = (["overlays"] if cfg.infer.overlays else []) + (["class_index"] if cfg.infer.class_index_masks else [])
+    extra += [VOLUMES_FILE] if _wants_volumes(cfg, files) else []
+    extra += ["uncertainty", UNCERTAIN_FILE] if cfg.infer.uncertainty else []
     return [f"{p.stem}.png" for p in files] + extra
+
+
+VOLUMES_FILE = "volumes.csv"
+UNCERTAIN_FILE = "uncertain_slices.csv"
+
+
+def _wants_volumes(cfg: Config, files: Sequence[Path]) -> bool:
+    return cfg.infer.volumes and any(p.suffix.lower() in DICOM_SUFFIXES for p in files)
+
+
+def volume_geometry(files: Sequence[Path]) -> dict[str, SliceGeometry]:
+    """The geometry of every DICOM input by stem, each series checked (one line refusing when a volume
+    would be a guess); PNG inputs, which carry no geometry, are left out."""
+    from flexunet.dicom import read_dicom
+
+    # decoded whole (not just the header), so an unreadable slice is named for what it is first
+    geometry = {p.stem: geometry_from_meta(p.name, read_dicom(p).meta) for p in files
+                if p.suffix.lower() in DICOM_SUFFIXES}
+    for series in group_series(list(geometry.values())).values():
+        slice_spacing(series)
+        check_pixel_spacing(series)
+    return geometry
+
+
+def volume_rows(geometry: dict[str, SliceGeometry], masks: dict[str, np.ndarray],
+                class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """``volumes.csv`` rows of the predicted masks, series by series."""
+    by_name = {g.name: stem for stem, g in geometry.items()}
+    rows = []
+    for series in group_series(list(geometry.values())).values():
+        rows += series_volumes(series, [masks[by_name[s.name]] for s in series], class_names,
+                               hemorrhage_classes(class_names))
+    return rows
+
+
+def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    import csv
+
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def _warn_tiles(cfg: Config, shape: tuple[int, ...]) -> None:
@@ -256,7 +310,8 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
 
     Summary keys: ``images``, ``seconds``, ``images_per_second``, ``output_dir``, ``tiled``,
     ``files`` (masks written), ``overlays``, ``class_index``, ``removed_components``, ``blank``
-    (masks left without any foreground).  ``output_dir`` must lie outside every input folder
+    (masks left without any foreground), ``volumes`` (rows of volumes.csv), ``uncertainty``
+    (per slice: name, score, foreground_pixels, map).  ``output_dir`` must lie outside every input folder
     and be infer's own (or ``overwrite``: written beside the files there, none deleted).
     """
     section = "tiledinfer" if tiled else "infer"
@@ -269,13 +324,19 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
     names = _output_names(files, cfg)
     check_output_dir(out_dir, "infer", _protected_dirs(cfg, images_dir), overwrite, what=f"[{section}] output_dir",
                      writes=tuple(names))
+    geometry = volume_geometry(files) if _wants_volumes(cfg, files) else {}
+    if cfg.infer.volumes and not geometry:
+        log.info("no volumes.csv: the inputs are not DICOM, so they carry no slice geometry")
     if model is None:
         from flexunet.model import load_trained
 
         model = load_trained(cfg)
     opts = cfg.infer
     summary: dict[str, Any] = {"images": 0, "output_dir": out_dir, "tiled": tiled, "files": [],
-                               "overlays": [], "class_index": [], "removed_components": 0, "blank": 0}
+                               "overlays": [], "class_index": [], "removed_components": 0, "blank": 0,
+                               "uncertainty": [], "volumes": []}
+    flips = opts.flip_tta or opts.uncertainty          # uncertainty is the entropy of the mean over flips
+    masks: dict[str, np.ndarray] = {}
     bar = Progress([], "infer", total=len(files), enabled=progress, unit="img")
     start = time.perf_counter()
     claim_output_dir(out_dir, "infer", names)  # before writing: an interrupted run's files are still infer's
@@ -288,16 +349,21 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
         if tiled:
             t = cfg.tiledinfer
             probs = [predict_tiled(model, network_input(originals[0], cfg), cfg, t.split_size, t.overlapping,
-                                   opts.batch_size, opts.flip_tta)]
+                                   opts.batch_size, flips)]
         else:
             from flexunet.data import to_model_input
 
             batch = np.stack([to_model_input(network_input(o, cfg), cfg) for o in originals])
-            probs = list(predict_probs(model, batch, opts.flip_tta))
+            probs = list(predict_probs(model, batch, flips))
         for path, original, p in zip(chunk, originals, probs):
-            _write_outputs(cfg, out_dir, path, original, p.argmax(-1).astype(np.uint8), summary)
+            index = _write_outputs(cfg, out_dir, path, original, p.argmax(-1).astype(np.uint8), summary)
+            if path.stem in geometry:
+                masks[path.stem] = index
+            if opts.uncertainty:
+                _write_uncertainty(out_dir, path, p, index, summary)
         bar.update(len(chunk))
     bar.close()
+    _write_tables(cfg, out_dir, geometry, masks, summary)
     if summary["removed_components"] and summary["blank"] == summary["images"]:
         log.warning("[infer] min_component_size = %d removed every predicted component: all %d masks are blank; "
                     "lower it", cfg.infer.min_component_size, summary["images"])
@@ -308,8 +374,40 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
     return summary
 
 
+def _write_tables(cfg: Config, out_dir: Path, geometry: dict[str, SliceGeometry], masks: dict[str, np.ndarray],
+                  summary: dict[str, Any]) -> None:
+    if geometry:
+        rows = volume_rows(geometry, masks, cfg.class_names)
+        write_text(out_dir / VOLUMES_FILE, _csv(VOLUME_COLUMNS, [[r[c] for c in VOLUME_COLUMNS] for r in rows]))
+        summary["volumes"] = rows
+        log.info("volumes of %d series -> %s", len({(r["patient"], r["series"]) for r in rows}),
+                 out_dir / VOLUMES_FILE)
+    if cfg.infer.uncertainty:
+        ranked = sorted(summary["uncertainty"], key=lambda r: (-r["score"], r["name"]))
+        write_text(out_dir / UNCERTAIN_FILE, _csv(("rank", "name", "score", "foreground_pixels", "map"),
+                                                  [[i + 1, r["name"], round(r["score"], 6), r["foreground_pixels"],
+                                                    r["map"]] for i, r in enumerate(ranked)]))
+
+
+def _write_uncertainty(out_dir: Path, path: Path, probs: np.ndarray, index: np.ndarray,
+                       summary: dict[str, Any]) -> None:
+    """``uncertainty/<stem>.png`` and ``.npy``: normalised entropy at the mask's size; the slice's score."""
+    entropy = entropy_map(probs)
+    h, w = index.shape
+    if entropy.shape != (h, w):
+        entropy = np.clip(np.asarray(Image.fromarray(entropy).resize((w, h), Image.BILINEAR)), 0, 1)
+    entropy = entropy.astype(np.float32)
+    save_image(safe_output_path(out_dir / "uncertainty", f"{path.stem}.png"), heatmap(entropy))
+    buf = _io.BytesIO()
+    np.save(buf, entropy)
+    write_bytes(safe_output_path(out_dir / "uncertainty", f"{path.stem}.npy"), buf.getvalue())
+    summary["uncertainty"].append({"name": path.name, "score": slice_score(entropy, index),
+                                   "foreground_pixels": int((index > 0).sum()),
+                                   "map": f"uncertainty/{path.stem}.png"})
+
+
 def _write_outputs(cfg: Config, out_dir: Path, path: Path, original: np.ndarray, index: np.ndarray,
-                   summary: dict[str, Any]) -> None:
+                   summary: dict[str, Any]) -> np.ndarray:
     h, w = original.shape[:2]
     if index.shape != (h, w):
         index = np.asarray(Image.fromarray(index).resize((w, h), Image.NEAREST))
@@ -329,3 +427,4 @@ def _write_outputs(cfg: Config, out_dir: Path, path: Path, original: np.ndarray,
         summary["class_index"].append(p)
     summary["removed_components"] += removed
     summary["images"] += 1
+    return index

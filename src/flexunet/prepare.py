@@ -285,6 +285,8 @@ def process_slice(job: _Job) -> dict[str, Any]:
         "patient_id": meta.get("patient_id"),
         "series_uid": meta.get("series_uid"),
         "instance_number": meta.get("instance_number"),
+        "slice_position": meta.get("slice_position"),
+        "slice_thickness": meta.get("slice_thickness"),
         "classes": [int(c) for c in np.flatnonzero(pixels)],
         "pixels": [int(n) for n in pixels],
         "pixel_spacing": list(spacing) if spacing is not None else None,

@@ -386,6 +386,7 @@ def build_report(cfg: Config, progress: bool = True, overwrite: bool = False,
             ("dataset", "Dataset", lambda: _dataset_section(b)),
             ("curves", "Training curves", lambda: _curves_section(b)),
             ("evaluation", "Evaluation", lambda: _evaluation_section(b)),
+            ("review", "Volumes and uncertainty", lambda: review_section(b)),
             ("gallery", "Gallery", lambda: _gallery_section(b, per_image)),
             ("epochs", "Epoch-change montages", lambda: _epochs_section(b)),
         ]
@@ -818,3 +819,99 @@ def _epochs_section(b: _Build) -> str:
     figs = [figure_html(b.copy(path, f"epochs/{path.name}"), f"epoch {n}", "wide") for n, path in montages]
     return (f"<p>{len(montages)} montage(s) from {esc(folder)}: the same [infer] images predicted after each "
             f"epoch.</p>" + "".join(figs))
+
+
+# --------------------------------------------------------------------------- volumes and uncertainty (issue 16)
+
+
+def review_section(b: _Build) -> str:
+    """Per-patient volumes with the Bland-Altman plot, calibration with the reliability diagram, and the most
+    uncertain slices with their entropy maps (evaluation.json's ``volumes``, ``calibration``, ``uncertainty``)."""
+    ev = b.evaluation
+    if "calibration" not in ev:
+        return b.note("evaluation.json has no volumes or calibration (written by an older flexunet); run "
+                      "`flexunet evaluate` again to see them.")
+    return "\n".join([_volume_tables(b, ev.get("volumes") or {}), _calibration_html(b, ev["calibration"]),
+                      _uncertain_html(b, ev.get("uncertainty") or {})])
+
+
+def _table(table_id: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{fmt(v) if not isinstance(v, str) else esc(v)}</td>" for v in row)
+                   + "</tr>" for row in rows)
+    return f'<table id="{table_id}" data-source="evaluation.json"><tr>{head}</tr>{body}</table>'
+
+
+def _volume_tables(b: _Build, volumes: Mapping[str, Any]) -> str:
+    parts = ["<h3>Lesion volume per patient</h3>"]
+    rows = volumes.get("per_patient") or []
+    if not rows:
+        parts.append(b.note("No volumes: no test slice has a patient, a pixel spacing and a slice spacing in "
+                            "prepare's manifest (DICOM-sourced data gives them)."))
+    else:
+        parts.append(_table("volumes", ("patient", "series", "class", "slices", "reference mL", "predicted mL",
+                                        "absolute error mL", "relative error"),
+                            [[r["patient"], r["series"], r["class"], r["slices"], r["reference_ml"],
+                              r["predicted_ml"], r["abs_error_ml"], r["rel_error"]] for r in rows]))
+        stats = volumes.get("agreement") or {}
+        parts.append(_table("volume-agreement", ("class", "series", "bias mL", "limits of agreement mL",
+                                                 "mean absolute error mL", "mean relative error", "Pearson r"),
+                            [[n, a["n"], a["bias_ml"], f"{fmt(a['loa_low_ml'])} .. {fmt(a['loa_high_ml'])}",
+                              a["mean_abs_error_ml"], a["mean_rel_error"], a["pearson_r"]]
+                             for n, a in stats.items()]))
+        png = b.eval_dir / "bland_altman.png"
+        if png.is_file():
+            parts.append(figure_html(b.copy(png, "bland_altman.png"),
+                                     "Bland-Altman: predicted - reference volume against their mean"))
+    for reason in volumes.get("skipped") or []:
+        parts.append(note(f"No volume: {reason}"))
+    return "".join(parts)
+
+
+def _calibration_html(b: _Build, calibration: Mapping[str, Any]) -> str:
+    classes = calibration.get("classes") or {}
+    parts = ["<h3>Calibration</h3>",
+             _table("calibration", ("class", "expected calibration error"),
+                    [[n, c.get("ece")] for n, c in classes.items()]),
+             f'<p class="rule">{esc(calibration.get("definition", ""))}</p>']
+    png = b.eval_dir / "reliability.png"
+    if png.is_file():
+        parts.append(figure_html(b.copy(png, "reliability.png"), "reliability diagram"))
+    return "".join(parts)
+
+
+def _uncertain_html(b: _Build, uncertainty: Mapping[str, Any], shown: int = 4) -> str:
+    parts = ["<h3>Where the model is unsure</h3>",
+             f"<p>Rank correlation (Spearman) of the slice uncertainty score with the slice's Dice: "
+             f"{fmt(uncertainty.get('spearman_score_vs_dice'))} over {fmt(uncertainty.get('n'))} slices "
+             f"(negative: the score points at the slices the model gets wrong).</p>",
+             f'<p class="rule">{esc(uncertainty.get("definition", ""))}</p>']
+    top = (uncertainty.get("most_uncertain") or [])[:shown]
+    pairs = _test_pairs(b.cfg, b.test_folders)
+    for i, row in enumerate(top):
+        if row["name"] not in pairs:
+            continue
+        rel = _uncertainty_strip(b, pairs[row["name"]][0], i)
+        parts.append(figure_html(rel, f"{row['name']}: score {fmt(row['score'])}, Dice {fmt(row['dice'])} "
+                                      f"(image | entropy of the softmax)"))
+    return "".join(parts)
+
+
+def _uncertainty_strip(b: _Build, image: Path, i: int) -> str:
+    """The slice beside its normalised-entropy heatmap, at the model's size."""
+    from PIL import Image
+
+    from flexunet.data import to_model_input
+    from flexunet.infer import network_input, predict_probs, read_input
+    from flexunet.io import save_image
+    from flexunet.uncertainty import entropy_map, heatmap
+
+    cfg = b.cfg
+    rgb = read_input(image, cfg)
+    probs = predict_probs(b.model, to_model_input(network_input(rgb, cfg), cfg)[None])[0]
+    heat = heatmap(entropy_map(probs))
+    h, w = heat.shape[:2]
+    shown = np.asarray(Image.fromarray(rgb[..., :3]).resize((w, h), Image.BILINEAR))
+    path = b.tmp / f"uncertain_{i}.png"
+    save_image(path, np.concatenate([shown, heat], axis=1))
+    return b.add(path)

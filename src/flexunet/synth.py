@@ -509,7 +509,7 @@ def dicom_bytes(hu: np.ndarray, patient: Patient, j: int, seed: int) -> bytes:
     ds.Modality, ds.Manufacturer = "CT", "FlexUNet synthetic"
     ds.StudyDescription = ds.SeriesDescription = "Synthetic non-contrast head CT"
     ds.PatientName = f"SYNTH^{patient.index:04d}"
-    ds.PatientID = f"SYN{seed}-{patient.index:04d}"
+    ds.PatientID = patient_id(seed, patient.index)
     ds.PatientSex, ds.PatientAge = patient.sex, f"{patient.age:03d}Y"
     ds.BodyPartExamined, ds.KVP = "HEAD", 120
     ds.SliceThickness = SLICE_THICKNESS_MM
@@ -579,7 +579,8 @@ def synthesize(out_dir: Path, count: int, seed: int, size: int = 512, progress: 
 
     Returns a summary: count, patients, root (the YARISMA folder), size, seed, seconds,
     slices_with (slices holding each class, by class name), slices_without_lesion,
-    slices_with_both, pixel_fraction (by class name).  Refuses an ``out_dir`` whose
+    slices_with_both, pixel_fraction (by class name), volumes_ml (each patient's known lesion
+    volumes, by DICOM PatientID and class name).  Refuses an ``out_dir`` whose
     STROKE-DATASET folder already holds files unless ``overwrite`` (files of the same
     names are then replaced).  ``workers`` > 1 renders in that many processes; the files
     are the same.  ``options`` (contrast, lesion size, prevalence, noise, look-alikes)
@@ -626,7 +627,26 @@ def _summary(counts: np.ndarray, plan: list[tuple[Patient, int]], root: Path, se
         "pixel_fraction": {name: round(float(pixels[k] / pixels.sum()), 6)
                            for k, name in enumerate(CLASS_NAMES)},
         "rgb_map": {str(colour): index for colour, index in STROKE_RGB_MAP.items()},
+        "volumes_ml": known_volumes(counts, plan, seed, size),
     }
+
+
+def patient_id(seed: int, index: int) -> str:
+    """The DICOM PatientID of patient ``index`` (as :func:`dicom_bytes` writes it)."""
+    return f"SYN{seed}-{index:04d}"
+
+
+def known_volumes(counts: np.ndarray, plan: list[tuple[Patient, int]], seed: int, size: int
+                  ) -> dict[str, dict[str, float]]:
+    """Each patient's lesion volume in mL by class name: the rendered mask pixels of its slices x the
+    voxel (pixel spacing squared x SLICE_THICKNESS_MM, the spacing of its slice positions)."""
+    out: dict[str, dict[str, float]] = {}
+    for (patient, _), row in zip(plan, counts):
+        voxel = patient.spacing_mm(size) ** 2 * SLICE_THICKNESS_MM / 1000.0
+        mine = out.setdefault(patient_id(seed, patient.index), {name: 0.0 for name in CLASS_NAMES[1:]})
+        for k, name in enumerate(CLASS_NAMES[1:], start=1):
+            mine[name] += float(row[k]) * voxel
+    return {pid: {name: round(v, 6) for name, v in classes.items()} for pid, classes in out.items()}
 
 
 def _warn_stale(root: Path, count: int) -> None:
