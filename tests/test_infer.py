@@ -383,16 +383,23 @@ def test_volumes_csv_from_dicom_series(tmp_path):
     assert len(summary["volumes"]) == len(rows)
 
 
-def test_uneven_series_is_refused_before_anything_is_written(tmp_path):
+def test_uneven_series_is_refused_before_anything_is_written(tmp_path, caplog):
     folder = synth_dicoms(tmp_path)
     from flexunet.dicom import read_dicom_meta
 
     first = read_dicom_meta(sorted(folder.glob("*.dcm"))[0])["patient_id"]
     mine = [p for p in sorted(folder.glob("*.dcm")) if read_dicom_meta(p)["patient_id"] == first]
     mine[1].unlink()                                 # a missing slice: one step of 10 mm among 5 mm
+    # asked for explicitly: refused, nothing written
     with pytest.raises(DataError, match="not evenly spaced"):
-        infer_images(make_cfg(tmp_path), model=colour_model(), progress=False)
+        infer_images(make_cfg(tmp_path, volumes=True), model=colour_model(), progress=False)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.png"))
+    # the default: the masks are written, the volumes are not, and one warning says why
+    with caplog.at_level("WARNING", logger="flexunet.infer"):
+        summary = infer_images(make_cfg(tmp_path), model=colour_model(), progress=False)
+    assert summary["images"] == len(list(folder.glob("*.dcm")))
+    assert not (tmp_path / "out" / "volumes.csv").exists()
+    assert [r.message for r in caplog.records if "no volumes.csv" in r.message and "not evenly spaced" in r.message]
     infer_images(make_cfg(tmp_path, volumes=False), model=colour_model(), progress=False)
     assert not (tmp_path / "out" / "volumes.csv").exists()
 

@@ -317,7 +317,7 @@ class InferSettings:
     flip_tta: bool = opt(False, Bool(), "average predictions over horizontal/vertical flips")
     min_component_size: int = opt(0, NONNEG_INT, "remove predicted components smaller than this")
     volumes: bool = opt(True, Bool(), "DICOM inputs: write volumes.csv (mL per patient, series and class); "
-                        "refuses series with missing or uneven slice spacing")
+                        "missing or uneven slice spacing: a warning and no volumes (set True: an error)")
     uncertainty: bool = opt(False, Bool(), "write per-pixel uncertainty maps (entropy over flip TTA) and "
                             "uncertain_slices.csv")
 

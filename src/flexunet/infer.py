@@ -261,6 +261,19 @@ def volume_geometry(files: Sequence[Path]) -> dict[str, SliceGeometry]:
     return geometry
 
 
+def _geometry_or_warn(cfg: Config, files: Sequence[Path]) -> dict[str, SliceGeometry]:
+    """:func:`volume_geometry`; when ``[infer] volumes`` is left at its default, a series whose volume would
+    be a guess costs the volumes (one warning), not the masks; set explicitly, it is refused."""
+    try:
+        return volume_geometry(files)
+    except DataError as exc:
+        if ("infer", "volumes") in cfg.origins:
+            raise
+        log.warning("no volumes.csv: %s (set [infer] volumes = True to make this an error, or False to "
+                    "silence it)", exc)
+        return {}
+
+
 def volume_rows(geometry: dict[str, SliceGeometry], masks: dict[str, np.ndarray],
                 class_names: Sequence[str]) -> list[dict[str, Any]]:
     """``volumes.csv`` rows of the predicted masks, series by series."""
@@ -324,7 +337,7 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
     names = _output_names(files, cfg)
     check_output_dir(out_dir, "infer", _protected_dirs(cfg, images_dir), overwrite, what=f"[{section}] output_dir",
                      writes=tuple(names))
-    geometry = volume_geometry(files) if _wants_volumes(cfg, files) else {}
+    geometry = _geometry_or_warn(cfg, files) if _wants_volumes(cfg, files) else {}
     if cfg.infer.volumes and not geometry:
         log.info("no volumes.csv: the inputs are not DICOM, so they carry no slice geometry")
     if model is None:
