@@ -185,7 +185,7 @@ def test_browser_scrolls_toggles_and_draws(browser, tmp_path):
     slices = _slices(6)
     page = write_viewer_page(tmp_path / "viewer.html", {"p1": slices}, CLASSES)
     browser.get(page.as_uri())
-    viewer = browser.find_element(By.CSS_SELECTOR, "section.fv-viewer")
+    viewer = browser.find_element(By.CSS_SELECTOR, "div.fv-viewer")
     wait_drawn(browser, viewer, 1)
     check_slice(viewer, 1, slices[0], 6)
     # keyboard: the slider takes the focus and arrow keys move it
@@ -242,7 +242,7 @@ def test_browser_shows_the_uncertainty_layer_when_given(browser, tmp_path):
     slices = [ViewerSlice(s.name, s.image, s.truth, s.pred, s.dice, {"uncertainty": ramp}) for s in base]
     page = write_viewer_page(tmp_path / "viewer.html", {"p1": slices}, CLASSES, notes={"p1": "volume bright 12 ml"})
     browser.get(page.as_uri())
-    viewer = browser.find_element(By.CSS_SELECTOR, "section.fv-viewer")
+    viewer = browser.find_element(By.CSS_SELECTOR, "div.fv-viewer")
     wait_drawn(browser, viewer, 1)
     assert "volume bright 12 ml" in viewer.text
     for box in viewer.find_elements(By.CSS_SELECTOR, ".fv-layer:checked"):

@@ -205,7 +205,7 @@ def viewer_group_html(index: int, title: str, slices: Sequence[ViewerSlice], cla
                     if extra else "")
     note_html = f'<p class="fv-note">{_esc(note)}</p>' if note else ""
     return f"""
-<section class="fv-viewer" id="{vid}" data-group="{_esc(title)}" data-count="{len(slices)}"
+<div class="fv-viewer" role="group" id="{vid}" data-group="{_esc(title)}" data-count="{len(slices)}"
  data-width="{w}" data-height="{h}" aria-label="slices of {_esc(title)}">
 <h3>{_esc(title)} <small>({len(slices)} slice{'s' if len(slices) != 1 else ''})</small></h3>
 <div class="fv-body">
@@ -236,7 +236,7 @@ def viewer_group_html(index: int, title: str, slices: Sequence[ViewerSlice], cla
 </div>
 </div>
 {_json_block(items, "fv-data")}
-</section>"""
+</div>"""
 
 
 def _asset(name: str) -> str:

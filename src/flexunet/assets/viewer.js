@@ -123,5 +123,5 @@
     this.root.dataset.drawn = String(this.k + 1);
   };
 
-  document.querySelectorAll("section.fv-viewer").forEach(function (root) { root.viewer = new Viewer(root); });
+  document.querySelectorAll("div.fv-viewer").forEach(function (root) { root.viewer = new Viewer(root); });
 })();
