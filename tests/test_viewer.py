@@ -2,7 +2,8 @@
 
 The browser tests need Debian's ``chromium`` and ``chromium-driver`` and the ``selenium``
 package (``.ci/run`` installs the browser); they skip, saying which is missing, only where
-the browser cannot be found or started.
+the browser cannot be found or started, and fail instead when FLEXUNET_REQUIRE_BROWSER=1
+(set by ``.ci/run`` once the browser is installed).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
@@ -117,14 +119,23 @@ def test_page_controls_are_labelled_and_nothing_is_fetched(tmp_path):
 # --------------------------------------------------------------------------- the browser
 
 
+def _no_browser(reason: str) -> None:
+    """Skip, unless .ci/run found the browser installed (FLEXUNET_REQUIRE_BROWSER=1): then it is a failure."""
+    if os.environ.get("FLEXUNET_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason}, but FLEXUNET_REQUIRE_BROWSER=1 says the browser is installed")
+    pytest.skip(reason)
+
+
 def _chromium():
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _no_browser("selenium is not installed (pip install -e '.[test]')")
     binary = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     driver_path = shutil.which("chromedriver")
     if not binary or not driver_path:
-        pytest.skip("no chromium / chromedriver on PATH (apt-get install chromium chromium-driver)")
-    from selenium.webdriver.chrome.service import Service
-
+        _no_browser("no chromium / chromedriver on PATH (apt-get install chromium chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
@@ -134,7 +145,7 @@ def _chromium():
     try:
         return webdriver.Chrome(service=Service(driver_path), options=options)
     except Exception as exc:   # noqa: BLE001 - any failure to start the browser is a reason to skip
-        pytest.skip(f"chromium did not start: {str(exc).splitlines()[0]}")
+        _no_browser(f"chromium did not start: {str(exc).splitlines()[0]}")
 
 
 @pytest.fixture(scope="module")
