@@ -108,8 +108,8 @@ def group_slices(names: Iterable[str], images_dir: Path | None = None,
         groups: dict[str, list[str]] = {}
         for n in sorted(names, key=lambda n: (known[n][2], _natural(n))):
             groups.setdefault(known[n][0], []).append(n)
-        kinds = {known[n][1] for n in names}
-        return ("patient" if kinds == {"patient"} else "series"), dict(sorted(groups.items(), key=lambda g: _natural(g[0])))
+        kind = "patient" if {known[n][1] for n in names} == {"patient"} else "series"
+        return kind, dict(sorted(groups.items(), key=lambda g: _natural(g[0])))
     prefixes = [re.sub(r"[_\-. ]*\d+$", "", Path(n).stem) for n in names]
     if names and all(prefixes) and len(set(prefixes)) < len(names):
         groups = {}
