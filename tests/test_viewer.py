@@ -190,6 +190,7 @@ def check_slice(viewer, k: int, expected: ViewerSlice, count: int) -> None:
 
 
 def test_browser_scrolls_toggles_and_draws(browser, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
@@ -199,6 +200,20 @@ def test_browser_scrolls_toggles_and_draws(browser, tmp_path):
     viewer = browser.find_element(By.CSS_SELECTOR, "div.fv-viewer")
     wait_drawn(browser, viewer, 1)
     check_slice(viewer, 1, slices[0], 6)
+    # every control is reached with Tab, in page order from the view, and a check box toggles with Space
+    controls = viewer.find_elements(By.CSS_SELECTOR, ".fv-stage, button, input")
+    assert len(controls) == 1 + 2 + 1 + 3 + 2 + 1          # view, prev/next, slider, 3 layers, 2 classes, opacity
+    browser.execute_script("arguments[0].focus();", controls[0])
+    reached = []
+    for _ in controls:
+        reached.append(browser.switch_to.active_element)
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+    assert reached == controls
+    box = viewer.find_element(By.CSS_SELECTOR, '.fv-class[data-class="1"]')
+    box.send_keys(Keys.SPACE)
+    assert not box.is_selected()
+    box.send_keys(Keys.SPACE)
+    assert box.is_selected()
     # keyboard: the slider takes the focus and arrow keys move it
     slider = viewer.find_element(By.CSS_SELECTOR, ".fv-slider")
     slider.send_keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)
