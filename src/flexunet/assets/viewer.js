@@ -27,6 +27,7 @@
     });
     var stage = root.querySelector(".fv-stage");
     stage.addEventListener("wheel", function (e) {
+      if (!e.deltaY) return;            // sideways scrolling is the page's
       e.preventDefault();
       self.show(self.k + (e.deltaY > 0 ? 1 : -1));
     }, {passive: false});
