@@ -19,11 +19,11 @@ from flexunet.errors import FlexUNetError
 from flexunet.report import (POOLED_EXPLANATION, RANKS, ReportError, build_report, epoch_montages, image_means,
                              lookup, rank_images)
 
-SECTIONS = ("header", "dataset", "curves", "evaluation", "review", "gallery", "epochs")
+SECTIONS = ("header", "dataset", "curves", "evaluation", "review", "gallery", "viewer", "epochs")
 
 
 class Page(HTMLParser):
-    """What a test needs from the page: links, section ids, data-* cells, gallery cases, text."""
+    """What a test needs from the page: links, section ids, data-* cells, gallery cases, scripts, text."""
 
     def __init__(self, text: str) -> None:
         super().__init__(convert_charrefs=True)
@@ -33,7 +33,9 @@ class Page(HTMLParser):
         self.cases: list[dict[str, str]] = []
         self.tags: set[str] = set()
         self.text: list[str] = []
+        self.scripts: list[dict[str, str]] = []    # attributes and "text" of each <script>
         self._cell: dict[str, str] | None = None
+        self._script: dict[str, str] | None = None
         self.feed(text)
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -47,12 +49,20 @@ class Page(HTMLParser):
             self.cells.append(self._cell)
         if "data-rank" in a:
             self.cases.append(a)
+        if tag == "script":
+            self._script = {**a, "text": ""}
+            self.scripts.append(self._script)
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "td":
             self._cell = None
+        if tag == "script":
+            self._script = None
 
     def handle_data(self, data: str) -> None:
+        if self._script is not None:
+            self._script["text"] += data
+            return
         self.text.append(data)
         if self._cell is not None:
             self._cell["text"] += data
@@ -100,7 +110,12 @@ def test_report_links_only_files_beside_it(run):
         target = (out / link).resolve()
         assert target.is_file(), link
         assert (out / "figures").resolve() in target.parents, link
-    assert not {"script", "link", "iframe"} & page.tags                 # nothing external, inline CSS only
+    assert not {"link", "iframe"} & page.tags                           # nothing external, inline CSS only
+    assert page.scripts and not [s for s in page.scripts if "src" in s]  # inline scripts only
+    viewer_images = [item["img"] for s in page.scripts if s.get("class") == "fv-data" for item in json.loads(s["text"])]
+    assert viewer_images
+    for link in viewer_images:                                           # loaded by the viewer when shown
+        assert link.startswith("figures/viewer/") and (out / link).is_file(), link
     shown = {(out / link).resolve() for link in files}
     assert result["figures"] and all(p.is_file() and p.resolve() in shown for p in result["figures"])
     assert not list(out.glob(".figures*"))                               # no temporary folder left
@@ -158,7 +173,28 @@ def test_sections_curves_gallery_and_montages(run):
             assert f"figures/gallery/{rank}_1_{stem}_{panel}.png" in page.links
     montages = [link for link in page.links if link.startswith("figures/epochs/") and link.endswith(".png")]
     assert list(dict.fromkeys(montages)) == ["figures/epochs/Epoch_1_montage.png", "figures/epochs/Epoch_2_montage.png"]
-    assert (out / "figures" / "gallery" / "gallery.png").is_file()
+    assert not (out / "figures" / "gallery" / "gallery.png").exists()   # the gallery is not repeated as one picture
+
+
+def viewer_slices(page: Page) -> list[dict]:
+    return [item for s in page.scripts if s.get("class") == "fv-data" for item in json.loads(s["text"])]
+
+
+def test_viewer_shows_every_evaluated_slice_with_its_dice(run):
+    from flexunet.report import read_per_image
+
+    rows = read_per_image(run["root"] / "eval" / "per_image.csv")
+    items = viewer_slices(run["page"])
+    assert sorted(i["name"] for i in items) == sorted({r["image"] for r in rows}) == sorted(
+        p.name for p in (run["root"] / "data" / "test" / "images").iterdir())
+    viewer = run["result"]["viewer"]
+    assert viewer["kind"] == "run" and [n for names in viewer["groups"].values() for n in names] == \
+        [i["name"] for i in items]
+    for row in rows:                                     # the viewer's prediction is the evaluated one
+        item = next(i for i in items if i["name"] == row["image"])
+        shown = item["dice"][row["class"]]
+        assert (shown is None and math.isnan(row["dice"])) or shown == pytest.approx(row["dice"], abs=1e-4)
+        assert item["lab"].startswith("data:image/png;base64,")
 
 
 def test_rerun_replaces_the_report_and_notes_what_is_missing(run):
@@ -242,3 +278,40 @@ def test_review_section_shows_calibration_and_the_most_uncertain_slices(run):
         assert row["name"] in text
     for name, c in ev["calibration"]["classes"].items():
         assert f"{c['ece']:.3f}" in text or c["ece"] is None, name
+
+
+def test_report_in_a_browser_through_the_cli(run, tmp_path):
+    """`flexunet report` into a new folder, opened in headless Chromium: no console error, slice k's Dice."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from test_viewer import _chromium, console_errors, wait_drawn
+
+    from flexunet.cli import main
+    from flexunet.report import read_per_image
+
+    out = tmp_path / "cli_report"
+    sets = [a for o in run["overrides"] + [f"report.output_dir={out}"] for a in ("--set", o)]
+    assert main(["--quiet", "report", str(run["path"]), *sets]) == 0
+    rows = read_per_image(run["root"] / "eval" / "per_image.csv")
+    driver = _chromium()
+    try:
+        driver.get((out / "report.html").as_uri())
+        viewer = driver.find_element(By.CSS_SELECTOR, "div.fv-viewer")
+        count = int(viewer.get_attribute("data-count"))
+        wait_drawn(driver, viewer, 1)
+        viewer.find_element(By.CSS_SELECTOR, ".fv-slider").send_keys(*[Keys.ARROW_RIGHT] * (count - 1))
+        wait_drawn(driver, viewer, count)
+        assert viewer.find_element(By.CSS_SELECTOR, ".fv-index").text == f"{count} / {count}"
+        name = viewer.find_element(By.CSS_SELECTOR, ".fv-name").text
+        for cell in viewer.find_elements(By.CSS_SELECTOR, ".fv-dice"):
+            row = next(r for r in rows if r["image"] == name and r["class"] == cell.get_attribute("data-class"))
+            value = json.loads(cell.get_attribute("data-value"))
+            assert (value is None and math.isnan(row["dice"])) or value == pytest.approx(row["dice"], abs=1e-4)
+            assert cell.text == ("n/a" if value is None else f"{value:.3f}")
+        assert driver.execute_script("return arguments[0].querySelector('.fv-image').naturalWidth", viewer) == 32
+        assert console_errors(driver) == []
+        shot = tmp_path / "report_viewer.png"
+        viewer.screenshot(str(shot))
+        print(f"report viewer screenshot: {shot}")
+    finally:
+        driver.quit()

@@ -19,7 +19,9 @@ evaluation.json records), checked by the leak guard as ``evaluate`` checks them.
 5. a gallery of test slices (image / ground truth / prediction / overlay) for the best,
    median and worst per-image mean foreground Dice of ``per_image.csv``, predicted again
    with the best model;
-6. the epoch-change montages, in epoch order.
+6. the slice viewer (:mod:`flexunet.viewer`): every evaluated slice, one viewer per patient
+   (or series, or run of names), predicted again with the best model;
+7. the epoch-change montages, in epoch order.
 
 Every number of the evaluation tables carries its exact JSON value and its dotted path
 into ``evaluation.json`` (``data-key="classes.ischemic.dice.mean" data-value="0.83127"``),
@@ -310,6 +312,11 @@ class _Build:
     gallery: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {rank: [] for rank in RANKS})
     dataset: dict[str, Any] | None = None
     test_folders: tuple[Path, Path] | None = None      # (images, masks) the evaluation scored, None: [test]
+    viewer: dict[str, Any] | None = None               # grouping kind and the slice names of each viewer
+    # hooks for other sections: extra per-slice layers computed from the softmax (H, W, K) -> (H, W) in 0..1,
+    # e.g. {"uncertainty": entropy}, and a text per group (patient volumes) shown beside the Dice table
+    viewer_layers: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
+    viewer_notes: dict[str, str] = field(default_factory=dict)
 
     def add(self, path: Path) -> str:
         """Register a written figure; return its path relative to the HTML."""
@@ -361,7 +368,8 @@ def build_report(cfg: Config, progress: bool = True, overwrite: bool = False,
     Returns ``html`` (the page), ``figures`` (every PNG it shows, under ``figures/``),
     ``output_dir``, ``sections`` (their ids), ``gallery`` (per rank: image, mean Dice
     from per_image.csv, and the per-class Dice of the prediction made for the page),
-    ``dataset`` (the statistics, or None) and ``notes`` (what was skipped and why).
+    ``dataset`` (the statistics, or None), ``viewer`` (grouping kind and the slice names of
+    each viewer, or None) and ``notes`` (what was skipped and why).
     """
     from flexunet.datarecord import check_test_images
     from flexunet.io import claim_output_dir, list_files
@@ -388,6 +396,7 @@ def build_report(cfg: Config, progress: bool = True, overwrite: bool = False,
             ("evaluation", "Evaluation", lambda: _evaluation_section(b)),
             ("review", "Volumes and uncertainty", lambda: review_section(b)),
             ("gallery", "Gallery", lambda: _gallery_section(b, per_image)),
+            ("viewer", "Slice viewer", lambda: _viewer_section(b)),
             ("epochs", "Epoch-change montages", lambda: _epochs_section(b)),
         ]
         bodies = [(sid, title, make()) for sid, title, make in
@@ -407,7 +416,7 @@ def build_report(cfg: Config, progress: bool = True, overwrite: bool = False,
     log.info("wrote %s (%d figures in %s)", html_path, len(b.figures), out / FIGURES)
     return {"html": html_path, "figures": [out / FIGURES / rel for rel in b.figures], "output_dir": out,
             "sections": ["header", *(sid for sid, _, _ in bodies)], "gallery": b.gallery, "dataset": b.dataset,
-            "notes": b.notes}
+            "viewer": b.viewer, "notes": b.notes}
 
 
 def _page(b: _Build, bodies: Sequence[tuple[str, str, str]]) -> str:
@@ -683,7 +692,6 @@ def _gallery_section(b: _Build, per_image: Sequence[Mapping[str, Any]]) -> str:
     if len(means) < 3 * k:
         parts.append(note(f"{len(means)} ranked image(s) for {k} per rank: {min(k, max(1, len(means) // 3))} "
                           f"per rank shown, none twice."))
-    strips = []
     for rank in RANKS:
         parts.append(f'<h3 id="gallery-{rank}">{rank.capitalize()}</h3>')
         cases = [(c, imgs) for c, imgs in zip(chosen, images) if c[0] == rank]
@@ -692,10 +700,6 @@ def _gallery_section(b: _Build, per_image: Sequence[Mapping[str, Any]]) -> str:
         for (_, i, name, mean), (shown, truth, pred) in cases:
             panels = _panels(cfg, shown, truth, pred)
             parts.append(_case(b, rank, i, name, mean, truth, pred, panels, dice_by_image[name]))
-            strips.append((f"{rank} {i}: {name} (Dice {mean:.3f})", panels))
-    if strips:
-        path = _gallery_png(b, strips)
-        parts.append(figure_html(b.add(path), "the whole gallery in one picture", "wide"))
     return "\n".join(parts)
 
 
@@ -781,20 +785,65 @@ def _panels(cfg: Config, shown: np.ndarray, truth: np.ndarray, pred: np.ndarray)
             overlay_image(shown, pred, rgb_map, cfg.class_names, cfg.infer.overlay_alpha)]
 
 
-def _gallery_png(b: _Build, strips: Sequence[tuple[str, Sequence[Any]]]) -> Path:
-    fig = new_figure(4 * 2.4, len(strips) * 2.5 + 0.3)
-    for r, (title, panels) in enumerate(strips):
-        for c, panel in enumerate(panels):
-            ax = fig.add_subplot(len(strips), 4, r * 4 + c + 1)
-            ax.imshow(np.asarray(panel), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(PANELS[c], fontsize="small")
-            if c == 0:
-                ax.set_ylabel(title, fontsize="x-small")
-    fig.tight_layout()
-    return save_figure(fig, b.tmp / "gallery" / "gallery.png")
+# --------------------------------------------------------------------------- 6. slice viewer
+
+
+def _viewer_section(b: _Build) -> str:
+    """One viewer per patient (else series, else run of names) over every evaluated slice."""
+    from flexunet.viewer import group_slices, viewer_group_html, viewer_page_parts
+
+    cfg = b.cfg
+    try:
+        pairs = _test_pairs(cfg, b.test_folders)
+    except FlexUNetError as exc:
+        return b.note(f"Slice viewer skipped: {exc}")
+    if not pairs:
+        return b.note("Slice viewer empty: the evaluated folder holds no image.")
+    images_dir = b.test_folders[0] if b.test_folders else cfg.test.images_dir
+    kind, groups = group_slices(pairs, images_dir)
+    b.viewer = {"kind": kind, "groups": groups}
+    parts = []
+    items = Progress(list(groups.items()), "viewer", enabled=b.progress, unit="group")
+    for i, (title, names) in enumerate(items):
+        slices = _viewer_slices(b, [pairs[n] for n in names])
+        parts.append(viewer_group_html(i, title, slices, cfg.class_names, b.tmp / "viewer" / f"g{i}",
+                                       f"{FIGURES}/viewer/g{i}", b.viewer_notes.get(title)))
+    how = {"patient": "per patient (from the split's manifest)", "series": "per series (from the split's manifest)",
+           "name": "per file-name prefix", "run": "in runs of consecutive file names (no patient is known)"}[kind]
+    intro = (f"<p>{len(pairs)} evaluated slice(s) in {len(groups)} viewer(s), grouped {esc(how)}; predictions of "
+             f"the best model, made again for this page. Click or tab into a view, then scroll with the mouse "
+             f"wheel, the arrow keys, Page Up/Down or Home/End; slice images load when the slider reaches them."
+             f"</p>")
+    return intro + viewer_page_parts(parts, cfg.class_names, next(iter(b.viewer_layers), None))
+
+
+def _viewer_slices(b: _Build, pairs: Sequence[tuple[Path, Path]]) -> list[Any]:
+    """The viewer's slices of ``pairs``, predicted in batches of [eval] batch_size."""
+    import tensorflow as tf
+    from PIL import Image
+
+    from flexunet.data import decode_mask, to_model_input
+    from flexunet.infer import network_input, predict_probs, read_input
+    from flexunet.metrics import image_scores
+    from flexunet.viewer import ViewerSlice
+
+    cfg = b.cfg
+    h, w = cfg.model.image_height, cfg.model.image_width
+    step = max(1, cfg.eval.batch_size)
+    out = []
+    for start in range(0, len(pairs), step):
+        chunk = pairs[start:start + step]
+        originals = [read_input(image, cfg) for image, _ in chunk]
+        probs = predict_probs(b.model, np.stack([to_model_input(network_input(rgb, cfg), cfg) for rgb in originals]))
+        for (image, mask), rgb, prob in zip(chunk, originals, probs):
+            shown = np.asarray(Image.fromarray(rgb[..., :3]).resize((w, h), Image.BILINEAR))
+            truth = decode_mask(tf.constant(str(mask)), cfg).numpy()
+            pred = prob.argmax(-1).astype(np.uint8)
+            dice = image_scores(truth, pred, cfg.model.num_classes)["dice"]
+            out.append(ViewerSlice(image.name, shown, truth, pred,
+                                   {n: float(dice[k]) for k, n in enumerate(cfg.class_names) if k > 0},
+                                   {name: f(prob) for name, f in b.viewer_layers.items()}))
+    return out
 
 
 # --------------------------------------------------------------------------- 6. montages
