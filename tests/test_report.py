@@ -195,6 +195,22 @@ def test_viewer_shows_every_evaluated_slice_with_its_dice(run):
         shown = item["dice"][row["class"]]
         assert (shown is None and math.isnan(row["dice"])) or shown == pytest.approx(row["dice"], abs=1e-4)
         assert item["lab"].startswith("data:image/png;base64,")
+    # the uncertainty map (the softmax's normalised entropy) is the viewer's extra layer
+    html = run["result"]["html"].read_text()
+    assert 'data-layer="extra"> uncertainty</label>' in html
+
+
+def test_viewer_notes_carry_each_patients_volumes(tmp_path):
+    from flexunet.report import _Build, _viewer_hooks
+
+    ev = {"volumes": {"per_patient": [
+        {"patient": "P1", "class": "ischemic", "reference_ml": 12.0, "predicted_ml": 10.5},
+        {"patient": "P1", "class": "hemorrhagic", "reference_ml": 0.0, "predicted_ml": 0.25}]}}
+    b = _Build(None, tmp_path, ev, tmp_path, False)
+    _viewer_hooks(b)
+    assert b.viewer_notes == {"P1": "Volumes — ischemic: reference 12.00 mL, predicted 10.50 mL; "
+                                    "hemorrhagic: reference 0.00 mL, predicted 0.25 mL"}
+    assert set(b.viewer_layers) == {"uncertainty"}
 
 
 def test_rerun_replaces_the_report_and_notes_what_is_missing(run):

@@ -390,6 +390,7 @@ def build_report(cfg: Config, progress: bool = True, overwrite: bool = False,
     tmp.mkdir()
     try:
         b = _Build(cfg, tmp, evaluation, eval_dir, progress, model=load_trained(cfg), test_folders=folders)
+        _viewer_hooks(b)
         steps: list[tuple[str, str, Callable[[], str]]] = [
             ("dataset", "Dataset", lambda: _dataset_section(b)),
             ("curves", "Training curves", lambda: _curves_section(b)),
@@ -815,6 +816,20 @@ def _viewer_section(b: _Build) -> str:
              f"wheel, the arrow keys, Page Up/Down or Home/End; slice images load when the slider reaches them."
              f"</p>")
     return intro + viewer_page_parts(parts, cfg.class_names, next(iter(b.viewer_layers), None))
+
+
+def _viewer_hooks(b: _Build) -> None:
+    """The viewer's extra layer (the softmax's normalised entropy) and each patient's volumes as its note."""
+    from flexunet.uncertainty import entropy_map
+
+    b.viewer_layers.setdefault("uncertainty", entropy_map)
+    rows = ((b.evaluation.get("volumes") or {}).get("per_patient")) or []
+    notes: dict[str, list[str]] = {}
+    for r in rows:
+        notes.setdefault(str(r["patient"]), []).append(
+            f"{r['class']}: reference {r['reference_ml']:.2f} mL, predicted {r['predicted_ml']:.2f} mL")
+    for patient, parts in notes.items():
+        b.viewer_notes.setdefault(patient, "Volumes — " + "; ".join(parts))
 
 
 def _viewer_slices(b: _Build, pairs: Sequence[tuple[Path, Path]]) -> list[Any]:
