@@ -200,6 +200,8 @@ def test_planned_config_loads_and_trains_one_epoch(dataset: Path, tmp_path: Path
     assert cfg.class_names == ("background", "green", "red")
     assert cfg.model.image_width == 32 and cfg.model.image_channels == 1 and cfg.model.normalization
     assert cfg.model.loss == "ce_dice" and cfg.train.lr_schedule == "cosine"
+    # green 68 px, red 36 px in the 8 slices: green 2, red 2*sqrt(68/36) (the rarer class weighs more)
+    assert cfg.model.class_weights == (1.0, 2.0, round(2 * (68 / 36) ** 0.5, 2))
     assert cfg.train.images_dir == (dataset / "train" / "images").resolve()
     assert cfg.infer.images_dir == (dataset / "test" / "images").resolve()
     assert cfg.train.epochs == result["choices"]["epochs"][0]
@@ -231,3 +233,12 @@ def test_cli_refuses_to_overwrite_a_config(dataset: Path, tmp_path: Path, capsys
     assert out.read_text() == "[model]\n"
     assert main(["plan", str(dataset), "--out", str(out), "--overwrite", "--classes", "isch,hem"]) == 0
     assert load_config(out).class_names == ("background", "isch", "hem")
+
+
+def test_class_weights_follow_the_pixel_shares_and_are_capped() -> None:
+    from flexunet.plan import class_weights_for
+
+    assert class_weights_for([0.98, 0.01, 0.0025, 0.0]) == (1.0, 2.0, 4.0, 1.0)
+    assert class_weights_for([0.9, 0.05, 0.00001]) == (1.0, 2.0, 4.0)          # capped at 4
+    assert class_weights_for([0.99, 0.004, 0.001]) == (1.0, 2.0, 4.0)
+    assert class_weights_for([0.99, 0.005, 0.005]) == (1.0, 2.0, 2.0)

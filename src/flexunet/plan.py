@@ -375,6 +375,20 @@ def _epoch_seconds(step_s: float, train_n: int, valid_n: int, batch: int) -> flo
     return 1.1 * step_s * (steps + math.ceil(valid_n / batch) / 3.0)
 
 
+def class_weights_for(shares: list[float]) -> tuple[float, ...]:
+    """Loss weights from pixel shares (background first): 1 for background, and for each foreground class
+    ``2 * sqrt(commonest foreground share / its share)`` capped at 4 (1 for a class with no pixel).
+
+    On the synthetic 'subtle' variant at 128 px (shares 1.03% / 0.23%: weights 2 and 4) this raised the
+    test Dice from 0.825 / 0.786 to 0.852 / 0.835 against unweighted (benchmarks/README.md)."""
+    fg = [x for x in shares[1:] if x > 0]
+    top = max(fg) if fg else 0.0
+    out = [1.0]
+    for x in shares[1:]:
+        out.append(round(min(4.0, 2.0 * math.sqrt(top / x)), 2) if x > 0 else 1.0)
+    return tuple(out)
+
+
 def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, size_why: str,
            augment_s: float = 0.0) -> dict[str, Any]:
     """Every planned value with the reason that chose it: {key: (value, why)}.
@@ -398,6 +412,7 @@ def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, 
     rare_share = fp["subsets"]["train"]["slices_with"][rarest] / max(train_n, 1) if rarest else 1.0
     oversample = 0.33 if rare_share < 0.5 else 0.0
     lesion_share = 1.0 - fp["pixel_share"][names[0]]
+    weights = class_weights_for([fp["pixel_share"][n] for n in names])
     warmup = 2 if epochs >= 15 else 1 if epochs >= 4 else 0
     decoded_mib = train_n * size * size * (1 if grey else 3) * 4 / 2 ** 20
     patience = max(8, epochs // 2)
@@ -426,6 +441,9 @@ def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, 
                                    f"{fg_share:.0%} hold any foreground" + ("" if oversample else
                                                                             ": uniform order is enough")),
         "lesion_share": lesion_share,
+        "class_weights": (weights, "background 1; each foreground class 2 x sqrt(share of the commonest "
+                                   "foreground class / its share), at most 4 (shares: "
+                                   + ", ".join(f"{n} {fp['pixel_share'][n]:.3%}" for n in names[1:]) + ")"),
         "cache": (decoded_mib < 2048, f"the decoded train set is {decoded_mib:.0f} MiB"
                   + (" (< 2 GiB): decode once" if decoded_mib < 2048 else ": stream from disk")),
         "names": names,
@@ -527,6 +545,8 @@ learning_rate  = 0.001
 clipvalue      = None
 ; cross-entropy + Dice: the lesions are {c['lesion_share']:.2%} of the pixels, CE alone favours background
 loss           = "ce_dice"
+; {c['class_weights'][1]}
+class_weights  = {c['class_weights'][0]}
 
 [dataset]
 class_names    = {json.dumps(names)}

@@ -111,6 +111,13 @@ class Review:
 
     def _volumes(self) -> dict[str, Any]:
         rows, skipped = [], []
+        known = [self.geometry[n] for n in self.counts]
+        if known and all(g.position is None and g.thickness is None for g in known):
+            # PNG-sourced slices carry no spacing between slices: say so once, not once per patient
+            log.info("no volumes: the evaluated slices carry no slice positions or thickness (DICOM-sourced "
+                     "data with ImagePositionPatient or SliceThickness gives volumes)")
+            return {"per_patient": [], "agreement": {}, "skipped": ["no slice positions or thickness"],
+                    "source": "prepare manifest (no slice geometry)"}
         for (patient, series), members in group_series([self.geometry[n] for n in self.counts]).items():
             try:
                 ref = counts_volumes(members, [self.counts[m.name][0] for m in members], self.class_names)
