@@ -109,7 +109,10 @@ def make_variant(root: Path, variant: str, size: int, count: int, seed: int) -> 
 
 
 def _dice(evaluation: dict) -> dict[str, float | None]:
-    return {name: c["whole_set"]["dice"] for name, c in evaluation["report"]["classes"].items()}
+    """Whole-set Dice per class, by the synthetic set's class names (a config without class_names, as the
+    original's, calls them class_1, class_2 in rgb_map order: green = ischemic, blue = hemorrhagic)."""
+    alias = {"class_1": "ischemic", "class_2": "hemorrhagic"}
+    return {alias.get(name, name): c["whole_set"]["dice"] for name, c in evaluation["report"]["classes"].items()}
 
 
 def train_and_score(config: Path, sets: list[str]) -> dict[str, Any]:
