@@ -36,8 +36,8 @@ from scipy import ndimage
 
 from flexunet.config import Config
 from flexunet.errors import DataError
-from flexunet.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, check_output_dir, claim_output_dir, list_files, read_image,
-                         safe_output_path, save_image, write_bytes, write_text)
+from flexunet.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, check_output_dir, claim_output_dir, list_files,
+                         read_image, safe_output_path, save_image, write_bytes, write_text)
 from flexunet.masks import index_to_palette_image, palette_colours
 from flexunet.progress import Progress
 from flexunet.uncertainty import entropy_map, heatmap, slice_score
@@ -209,12 +209,7 @@ def _list_inputs(folder: Path) -> list[Path]:
     files = list_files(folder, INPUT_SUFFIXES)
     if not files:
         raise DataError(f"{folder}: no images found; expected PNG, JPG, TIF, BMP or DICOM (.dcm) files")
-    seen: dict[str, Path] = {}
-    for p in files:
-        if p.stem in seen:
-            raise DataError(f"{p}: same name as {seen[p.stem].name}, and both would be written to "
-                            f"{p.stem}.png; expected one input per name — rename one")
-        seen[p.stem] = p
+    by_stem(files, "one input per name (both would be written to the same <name>.png) — rename one")
     return files
 
 

@@ -143,13 +143,16 @@ def list_files(folder: str | os.PathLike, suffixes: tuple[str, ...] = IMAGE_SUFF
                   if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."))
 
 
-def by_stem(files: list[Path]) -> dict[str, Path]:
-    """``{stem: file}``; two files of one stem (``000.bmp`` and ``000.jpg``) are an error naming both."""
+PAIRED = "one image per name (only one of them could be paired with its mask) — remove or rename one"
+
+
+def by_stem(files: list[Path], expected: str = PAIRED) -> dict[str, Path]:
+    """``{stem: file}``; two files of one stem (``000.bmp`` and ``000.jpg``) are an error naming both
+    and saying what was ``expected``."""
     out: dict[str, Path] = {}
     for p in files:
         if p.stem in out:
-            raise DataError(f"{p}: same name as {out[p.stem].name} in {p.parent}; expected one image per "
-                            f"name (only one of them could be paired with its mask) — remove or rename one")
+            raise DataError(f"{p}: same name as {out[p.stem].name} in {p.parent}; expected {expected}")
         out[p.stem] = p
     return out
 

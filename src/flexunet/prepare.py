@@ -36,7 +36,7 @@ from PIL import Image
 from flexunet.config import Config
 from flexunet.dicom import read_dicom, read_dicom_meta, three_window_rgb, window
 from flexunet.errors import ConfigError, DataError, FlexUNetError, MaskError
-from flexunet.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, list_files, read_image, safe_output_path,
+from flexunet.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, list_files, read_image, safe_output_path,
                          save_image, write_json, write_text)
 from flexunet.masks import describe_unmapped, read_mask, save_rgb_mask
 from flexunet.progress import Progress
@@ -148,14 +148,7 @@ def find_raw_root(raw_dir: Path) -> Path | None:
     return candidates[0] if candidates else None
 
 
-def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
-    out: dict[str, Path] = {}
-    for p in files:
-        if p.stem in out:
-            raise DataError(f"{p}: same name as {out[p.stem].name} in {folder}; expected one file per "
-                            f"slice id — remove or rename one of them")
-        out[p.stem] = p
-    return out
+ONE_PER_SLICE = "one file per slice id — remove or rename one of them"
 
 
 def _listing(names: list[str]) -> str:
@@ -347,14 +340,14 @@ def _pairs(cfg: Config, root: Path) -> tuple[list[tuple[str, Path, Path, Path | 
                         f"for [prepare] source = \"{p.source}\"")
     assert mask_dir is not None
     suffixes = DICOM_SUFFIXES if p.source == "dicom" else IMAGE_SUFFIXES
-    images = _by_stem(list_files(image_dir, suffixes), image_dir)
+    images = by_stem(list_files(image_dir, suffixes), ONE_PER_SLICE)
     jpeg = list_files(mask_dir, (".jpg", ".jpeg"))
     if jpeg:
         raise MaskError(f"{jpeg[0]}: JPEG mask refused ({len(jpeg)} in {mask_dir}) — lossy compression "
                         f"invents colours at class borders; save masks as PNG")
-    masks = _by_stem(list_files(mask_dir, (".png",)), mask_dir)
+    masks = by_stem(list_files(mask_dir, (".png",)), ONE_PER_SLICE)
     dicom_dir = _child(root, "DICOM") if p.source == "png" else None
-    headers = _by_stem(list_files(dicom_dir, DICOM_SUFFIXES), dicom_dir) if dicom_dir else {}
+    headers = by_stem(list_files(dicom_dir, DICOM_SUFFIXES), ONE_PER_SLICE) if dicom_dir else {}
     pairs = [(s, images[s], masks[s], headers.get(s)) for s in sorted(set(images) & set(masks))]
     lonely_images = [images[s] for s in sorted(set(images) - set(masks))]
     lonely_masks = [masks[s] for s in sorted(set(masks) - set(images))]
