@@ -30,10 +30,9 @@ import numpy as np
 from flexunet.config import Config
 from flexunet.errors import FlexUNetError
 from flexunet.io import atomic_write, save_image, write_json, write_text
+from flexunet.run import CHECKPOINT
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT = "last_checkpoint"
 
 
 def current_lr(model: keras.Model) -> float:
