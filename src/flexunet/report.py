@@ -43,7 +43,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -716,27 +716,31 @@ def _test_pairs(cfg: Config, folders: tuple[Path, Path] | None) -> dict[str, tup
     return {image.name: (image, mask) for image, mask in pairs}
 
 
-def _predict_cases(b: _Build, pairs: Sequence[tuple[Path, Path]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(image as shown, ground truth, prediction) per pair, at the model's input size, as evaluation sees them."""
+def _predict_pairs(b: _Build, pairs: Sequence[tuple[Path, Path]]
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(image as shown, ground truth, softmax) per pair, at the model's input size, as evaluation sees them;
+    predicted in batches of [eval] batch_size (the gallery and the viewer both read the slices this way)."""
     import tensorflow as tf
     from PIL import Image
 
     from flexunet.data import decode_mask, to_model_input
-    from flexunet.infer import network_input, predict_indices, read_input
+    from flexunet.infer import network_input, predict_probs, read_input
 
-    if not pairs:
-        return []
     cfg = b.cfg
     h, w = cfg.model.image_height, cfg.model.image_width
-    originals = [read_input(image, cfg) for image, _ in pairs]
-    batch = np.stack([to_model_input(network_input(rgb, cfg), cfg) for rgb in originals])
-    preds = predict_indices(b.model, batch)
-    out = []
-    for (image, mask), rgb, pred in zip(pairs, originals, preds):
-        shown = np.asarray(Image.fromarray(rgb[..., :3]).resize((w, h), Image.BILINEAR))
-        truth = decode_mask(tf.constant(str(mask)), cfg).numpy()
-        out.append((shown, truth, pred))
-    return out
+    step = max(1, cfg.eval.batch_size)
+    for start in range(0, len(pairs), step):
+        chunk = pairs[start:start + step]
+        originals = [read_input(image, cfg) for image, _ in chunk]
+        probs = predict_probs(b.model, np.stack([to_model_input(network_input(rgb, cfg), cfg) for rgb in originals]))
+        for (_, mask), rgb, prob in zip(chunk, originals, probs):
+            shown = np.asarray(Image.fromarray(rgb[..., :3]).resize((w, h), Image.BILINEAR))
+            yield shown, decode_mask(tf.constant(str(mask)), cfg).numpy(), prob
+
+
+def _predict_cases(b: _Build, pairs: Sequence[tuple[Path, Path]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(image as shown, ground truth, prediction) per pair, at the model's input size, as evaluation sees them."""
+    return [(shown, truth, prob.argmax(-1).astype(np.uint8)) for shown, truth, prob in _predict_pairs(b, pairs)]
 
 
 def _case(b: _Build, rank: str, i: int, name: str, mean: float, truth: np.ndarray, pred: np.ndarray,
@@ -833,31 +837,18 @@ def _viewer_hooks(b: _Build) -> None:
 
 
 def _viewer_slices(b: _Build, pairs: Sequence[tuple[Path, Path]]) -> list[Any]:
-    """The viewer's slices of ``pairs``, predicted in batches of [eval] batch_size."""
-    import tensorflow as tf
-    from PIL import Image
-
-    from flexunet.data import decode_mask, to_model_input
-    from flexunet.infer import network_input, predict_probs, read_input
+    """The viewer's slices of ``pairs``: image, truth, prediction, per-class Dice and the extra layers."""
     from flexunet.metrics import image_scores
     from flexunet.viewer import ViewerSlice
 
     cfg = b.cfg
-    h, w = cfg.model.image_height, cfg.model.image_width
-    step = max(1, cfg.eval.batch_size)
     out = []
-    for start in range(0, len(pairs), step):
-        chunk = pairs[start:start + step]
-        originals = [read_input(image, cfg) for image, _ in chunk]
-        probs = predict_probs(b.model, np.stack([to_model_input(network_input(rgb, cfg), cfg) for rgb in originals]))
-        for (image, mask), rgb, prob in zip(chunk, originals, probs):
-            shown = np.asarray(Image.fromarray(rgb[..., :3]).resize((w, h), Image.BILINEAR))
-            truth = decode_mask(tf.constant(str(mask)), cfg).numpy()
-            pred = prob.argmax(-1).astype(np.uint8)
-            dice = image_scores(truth, pred, cfg.model.num_classes)["dice"]
-            out.append(ViewerSlice(image.name, shown, truth, pred,
-                                   {n: float(dice[k]) for k, n in enumerate(cfg.class_names) if k > 0},
-                                   {name: f(prob) for name, f in b.viewer_layers.items()}))
+    for (image, _), (shown, truth, prob) in zip(pairs, _predict_pairs(b, pairs)):
+        pred = prob.argmax(-1).astype(np.uint8)
+        dice = image_scores(truth, pred, cfg.model.num_classes)["dice"]
+        out.append(ViewerSlice(image.name, shown, truth, pred,
+                               {n: float(dice[k]) for k, n in enumerate(cfg.class_names) if k > 0},
+                               {name: f(prob) for name, f in b.viewer_layers.items()}))
     return out
 
 
