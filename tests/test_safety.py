@@ -40,7 +40,6 @@ model_dir = "./models"
 eval_dir = "./eval"
 images_dir = "./dataset/D/train/images"
 masks_dir = "./dataset/D/train/masks"
-tensorboard = False
 seed = 7
 
 [valid]
