@@ -106,3 +106,9 @@ def test_tensorflow_chatter_is_hidden_by_default_and_shown_with_verbose(write_co
     assert verbose.returncode == 0, verbose.stderr
     assert "TF_CPP_MIN_LOG_LEVEL None" in verbose.stdout  # nothing forced: TensorFlow logs as it would
     assert f"tf logger {logging.ERROR}" not in verbose.stdout
+
+
+def test_every_command_of_the_parser_has_a_handler():
+    from flexunet.cli import HANDLERS
+
+    assert [name for name, *_ in COMMANDS] == list(HANDLERS)

@@ -24,17 +24,13 @@ and a busy machine is reported as such.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import json
-import logging
 import math
 import os
 import platform
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,16 +38,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from flexunet.bench_measure import PEAK_SHAPE, median, run_child
+from flexunet.bench_table import format_table
 from flexunet.errors import FlexUNetError
 
-log = logging.getLogger(__name__)
-
-RESULT_TAG = "BENCH-RESULT "
-PEAK_SHAPE = (8, 128, 128, 256)      # conv input; the kernel is 3x3xCxC
-CHILD_TIMEOUT_S = 3600
 ENV_KNOBS = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPU_ALLOCATOR_USE_BFC", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
              "OMP_NUM_THREADS")   # read by TensorFlow at import: recorded with the figures
-TARGETS = {"overhead": 0.10, "train_peak_fraction": 0.50, "infer_speedup": 1.3, "memory_growth": 0.10}
 
 
 # --------------------------------------------------------------------------- plans
@@ -79,8 +71,6 @@ class Plan:
     infer_images: int
     infer_repeats: int
 
-
-INPUT_BATCHES = 3  # batches timed for the pipeline alone
 
 # The stroke model is ~116 GFLOP forward per 512x512 image: a training step of batch 2 takes
 # 10-25 s on 2 CPU cores, so by default it gets one single-step timing from disk and one from
@@ -191,230 +181,6 @@ def _infer_folder(cfg_path: Path, overrides: list[str], dest: Path, count: int) 
     return dest
 
 
-# --------------------------------------------------------------------------- measuring
-
-
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values)) if values else float("nan")
-
-
-def conv_peak(precision: str = "float32", repeats: int = 5, shape: Sequence[int] = PEAK_SHAPE) -> dict:
-    """FLOP/s of one large 3x3 'same' convolution through TensorFlow: median of ``repeats`` timed calls."""
-    import tensorflow as tf
-
-    b, h, w, c = shape
-    x = tf.random.uniform(shape, dtype=precision)
-    k = tf.random.uniform((3, 3, c, c), dtype=precision) * 0.01
-    conv = tf.function(lambda a, f: tf.reduce_sum(tf.nn.conv2d(a, f, 1, "SAME")))
-    conv(x, k).numpy()  # trace and warm up
-    flops = 2.0 * b * h * w * 9 * c * c
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        conv(x, k).numpy()
-        samples.append(flops / (time.perf_counter() - t0))
-    return {"precision": precision, "shape": list(shape), "flop_per_call": flops, "samples": samples,
-            "flops": median(samples)}
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory (VmHWM) in MiB."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
-
-
-def _fit_clock(model: Any, dataset: Any, total_steps: int) -> tuple[float, list[float]]:
-    """Run ``model.fit`` for ``total_steps`` steps; return its start and the wall-clock end of every step."""
-    import keras
-
-    ends: list[float] = []
-
-    class Clock(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-            if logs and "loss" in logs:
-                float(logs["loss"])  # the step is done when its loss is readable
-            ends.append(time.perf_counter())
-
-    begin = time.perf_counter()
-    model.fit(dataset, epochs=1, steps_per_epoch=total_steps, verbose=0, shuffle=False, callbacks=[Clock()])
-    return begin, ends
-
-
-def _window(model: Any, dataset: Any, skip: int, steps: int, batch: int) -> float:
-    """Images/s of one fit of ``skip + steps`` steps, timed from the end of step ``skip`` (or the fit's start)."""
-    begin, ends = _fit_clock(model, dataset, skip + steps)
-    start = ends[skip - 1] if skip else begin
-    return steps * batch / (ends[-1] - start)
-
-
-def _input_alone(dataset: Any, batches: int) -> dict:
-    """Seconds per batch of the from-disk pipeline with no model: the first batch (start-up) untimed."""
-    it = iter(dataset)
-    next(it)
-    t0 = time.perf_counter()
-    for _ in range(batches):
-        next(it)
-    return {"batches": batches, "s_per_batch": (time.perf_counter() - t0) / batches}
-
-
-def _summary(rates: list[float]) -> dict:
-    return {"images_per_s": median(rates), "samples": rates}
-
-
-def _measure_training(spec: dict) -> dict:
-    """Child process: training of one variant from disk and from memory, alternating (and inference when asked).
-
-    1. a fit of ``warmup`` steps from disk: tracing (and XLA compiling) happen here, untimed;
-    2. one timed fit from disk, ``memory_steps`` steps in all with the warm-up, then peak memory
-       is read (the N and the 10 x N run read it after the same number of steps); with
-       ``memory_only`` the process ends here (the 10 x N run);
-    3. alternating timed fits from one in-memory batch and from disk, ``repeats`` of each (the
-       fit of step 2 is the first from disk), so a change in machine load hits both alike;
-    4. inference (``infer_dir``), then the convolution peak again (it was measured after step 2).
-    """
-    import tensorflow as tf
-
-    from flexunet.config import load_config
-    from flexunet.data import make_dataset, subset_pairs
-    from flexunet.model import forward_flops
-    from flexunet.train import compile_model, configure_runtime
-
-    cfg = load_config(spec["config"], spec["overrides"])
-    configure_runtime(cfg)
-    batch = cfg.train.batch_size
-    pairs = subset_pairs(cfg, "train")[:spec["images"]]
-    if len(pairs) < spec["images"]:
-        raise FlexUNetError(f"bench: only {len(pairs)} training images, {spec['images']} needed")
-    warmup, skip, steps, repeats = spec["warmup"], spec["skip"], spec["steps"], spec["repeats"]
-    per_epoch = len(pairs) // batch
-    first_steps = max(steps, spec["memory_steps"] - warmup - skip)
-    model = compile_model(cfg)
-    out: dict[str, Any] = {"images": len(pairs), "batch": batch, "params": int(model.count_params()),
-                           "forward_flops": forward_flops(model)}
-
-    def disk(steps_needed: int):
-        return make_dataset(cfg, pairs, training=True, epochs=(0, -(-steps_needed // per_epoch)))
-
-    t0 = time.perf_counter()
-    _fit_clock(model, disk(warmup), warmup)
-    out["warmup_s"] = time.perf_counter() - t0
-    disk_rates = [_window(model, disk(skip + first_steps), skip, first_steps, batch)]
-    out["disk_steps"] = warmup + skip + first_steps
-    phases = out["phase_s"] = {"warmup": out["warmup_s"], "first_disk": time.perf_counter() - t0 - out["warmup_s"]}
-    out["peak_rss_mib"] = peak_rss_mib()  # after from-disk training only: the N vs 10 x N comparison
-    if spec.get("memory_only"):
-        out["disk"] = _summary(disk_rates)
-        return out
-    out["input"] = _input_alone(disk(INPUT_BATCHES + 1), INPUT_BATCHES)
-    precision = cfg.train.mixed_precision or "float32"
-    t0 = time.perf_counter()
-    peak = conv_peak(precision, spec["peak_repeats"], spec["peak_shape"])
-    phases["peak"] = time.perf_counter() - t0
-
-    x, y = next(iter(make_dataset(cfg, pairs[:batch], training=False, batch_size=batch)))
-    # the same batch again and again, with the from-disk element spec (batch dimension None): no retrace
-    in_memory = tf.data.Dataset.from_tensor_slices((x, y)).repeat().batch(batch)
-    memory_rates = []
-    t0 = time.perf_counter()
-    for r in range(repeats):
-        if r:  # the first from-disk timing is the one above
-            disk_rates.append(_window(model, disk(skip + steps), skip, steps, batch))
-        memory_rates.append(_window(model, in_memory, skip, steps, batch))
-    out["disk"], out["memory"] = _summary(disk_rates), _summary(memory_rates)
-    phases["alternating"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    if spec.get("infer_dir"):
-        out["infer"] = _measure_inference(cfg, model, Path(spec["infer_dir"]), Path(spec["infer_out"]),
-                                          spec["infer_repeats"])
-    phases["inference"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    samples = peak["samples"] + conv_peak(precision, spec["peak_repeats"], spec["peak_shape"])["samples"]
-    phases["peak"] += time.perf_counter() - t0
-    out["peak"] = {**peak, "samples": samples, "flops": median(samples)}
-    if tf.config.list_physical_devices("GPU"):
-        out["gpu_peak_mib"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
-    return out
-
-
-def _measure_inference(cfg: Any, model: Any, images_dir: Path, out_dir: Path, repeats: int) -> dict:
-    """infer_images (streaming, batched) against a per-image model.predict loop; one warm-up pass each."""
-    from flexunet.infer import infer_images
-    from flexunet.io import list_files
-
-    files = list_files(images_dir)
-    cfg = cfg.replace("infer", images_dir=images_dir, output_dir=out_dir / "streaming", overlays=False,
-                      class_index_masks=False, flip_tta=False)
-    loop_out = out_dir / "per_image"
-
-    def streaming() -> float:
-        t0 = time.perf_counter()
-        infer_images(cfg, model=model, progress=False)
-        return len(files) / (time.perf_counter() - t0)
-
-    def per_image() -> float:
-        t0 = time.perf_counter()
-        predict_loop(cfg, model, files, loop_out)
-        return len(files) / (time.perf_counter() - t0)
-
-    streaming(), per_image()  # warm-up: trace both batch shapes
-    stream_rates, loop_rates = [], []
-    for _ in range(repeats):  # interleaved, so a change in machine load hits both alike
-        stream_rates.append(streaming())
-        loop_rates.append(per_image())
-    return {"images": len(files), "batch": cfg.infer.batch_size, "streaming": _summary(stream_rates),
-            "per_image": _summary(loop_rates)}
-
-
-def predict_loop(cfg: Any, model: Any, files: Sequence[Path], out_dir: Path) -> None:
-    """The baseline: per image, read, resize, ``model.predict`` one image, write the palette mask."""
-    import numpy as np
-    from PIL import Image
-
-    from flexunet.data import to_model_input
-    from flexunet.infer import network_input, read_input
-    from flexunet.io import save_image
-    from flexunet.masks import index_to_palette_image
-
-    for path in files:
-        original = read_input(path, cfg)
-        x = to_model_input(network_input(original, cfg), cfg)[None]
-        index = np.asarray(model.predict(x, verbose=0))[0].argmax(-1).astype(np.uint8)
-        h, w = original.shape[:2]
-        if index.shape != (h, w):
-            index = np.asarray(Image.fromarray(index).resize((w, h), Image.NEAREST))
-        save_image(out_dir / f"{path.stem}.png", index_to_palette_image(index, cfg.mask.rgb_map))
-
-
-def _run_child(spec: dict, timeout: float = CHILD_TIMEOUT_S) -> dict:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-               KERAS_BACKEND="tensorflow")
-    cmd = [sys.executable, "-m", "flexunet.bench", "--child", json.dumps(spec)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        raise FlexUNetError(f"bench: a measurement ran past {timeout:.0f} s ({spec['label']}); "
-                            f"lower --steps/--repeats or run fewer --configs") from None
-    for line in reversed(done.stdout.splitlines()):
-        if line.startswith(RESULT_TAG) and done.returncode == 0:
-            return json.loads(line[len(RESULT_TAG):])
-    raise FlexUNetError(f"bench: the measurement {spec['label']} failed (exit {done.returncode}):\n"
-                        f"{done.stderr[-3000:]}")
-
-
-def _child_main(spec_json: str) -> int:
-    spec = json.loads(spec_json)
-    result = _measure_training(spec)
-    sys.stdout.write(RESULT_TAG + json.dumps(result) + "\n")
-    sys.stdout.flush()
-    return 0
-
-
 # --------------------------------------------------------------------------- the run
 
 
@@ -470,7 +236,6 @@ def run_bench(configs: Sequence[str] = ("stroke", "demo"), out: str | os.PathLik
                            "infer_images": infer_images, "memory": memory, "sets": list(sets), "seed": seed,
                            "peak_repeats": peak_repeats, "peak_shape": list(peak_shape)},
               "seconds": time.perf_counter() - started}
-    report["targets"] = targets(report)
     echo("")
     echo(format_table(report))
     if out is not None:
@@ -548,7 +313,7 @@ def _bench_config(entry: str, work: Path, quick: bool, steps: int | None, repeat
                    infer_out=str(folder / "infer-output"), infer_repeats=plan.infer_repeats)
         echo(f"[{name}] {job['label']}: {plan.images} images, batch {batch} ...")
         t0 = time.perf_counter()
-        result = _run_child(job)
+        result = run_child(job)
         echo(f"[{name}] {v.label}: from disk {result['disk']['images_per_s']:.3g} img/s, in memory "
              f"{result['memory']['images_per_s']:.3g} img/s, streaming inference "
              f"{result['infer']['streaming']['images_per_s']:.3g} img/s, conv peak "
@@ -560,7 +325,7 @@ def _bench_config(entry: str, work: Path, quick: bool, steps: int | None, repeat
         v = mem_v
         job = spec(v, n_large, f"{name} training on 10 x N = {n_large} images, {v.label}", memory_only=True)
         echo(f"[{name}] {job['label']} (peak memory) ...")
-        large = _run_child(job)
+        large = run_child(job)
         small = runs[variants.index(mem_v)]
         out["memory"] = {"variant": v.label, "images": [small["images"], large["images"]],
                          "disk_steps": [small["disk_steps"], large["disk_steps"]],
@@ -598,180 +363,7 @@ def _machine_line(m: dict) -> str:
     return text
 
 
-# --------------------------------------------------------------------------- figures
+if __name__ == "__main__":  # the same as ``flexunet bench ...``
+    from flexunet.cli import main
 
-
-def derived(report: dict) -> list[dict]:
-    """One row per config and variant: the figures the table shows."""
-    rows = []
-    for c in report["configs"]:
-        flops = c["forward_flops"]
-        for v in c["variants"]:
-            peak = v["peak"]["flops"]  # measured in the same process, under the same machine load
-            disk, mem = v["disk"]["images_per_s"], v["memory"]["images_per_s"]
-            stream, loop = v["infer"]["streaming"]["images_per_s"], v["infer"]["per_image"]["images_per_s"]
-            rows.append({
-                "config": c["config"], "size": c["image_size"], "xla": v["xla"], "precision": v["precision"],
-                "images": v["images"], "batch": v["batch"],
-                "train_disk": disk, "train_memory": mem, "overhead": 1.0 - disk / mem,
-                # the pipeline's own time per batch against a training step's: what it could cost at most
-                "input_share": v["input"]["s_per_batch"] * disk / v["batch"],
-                "train_gflops": 3 * flops * disk / 1e9, "train_memory_gflops": 3 * flops * mem / 1e9,
-                "train_peak_fraction": 3 * flops * disk / peak,
-                "infer_streaming": stream, "infer_per_image": loop, "infer_speedup": stream / loop,
-                "infer_gflops": flops * stream / 1e9, "infer_peak_fraction": flops * stream / peak,
-                "peak_gflops": peak / 1e9, "peak_rss_mib": v["peak_rss_mib"]})
-    return rows
-
-
-def targets(report: dict) -> list[dict]:
-    """The issue's four targets, each met or not, with the figures behind it."""
-    rows = derived(report)
-    out = []
-
-    def add(name: str, limit: str, values: dict[str, float], met: bool) -> None:
-        out.append({"target": name, "limit": limit, "values": values, "met": met})
-
-    if rows:
-        values = {f"{r['config']} ({_vlabel(r)})": r["overhead"] for r in rows}
-        add("pipeline overhead", f"<= {TARGETS['overhead']:.0%}", values,
-            all(v <= TARGETS["overhead"] for v in values.values()))
-    stroke = [r for r in rows if r["config"] == "stroke"]
-    if stroke:
-        values = {_vlabel(r): r["train_peak_fraction"] for r in stroke}
-        add("stroke training, fraction of conv peak", f">= {TARGETS['train_peak_fraction']:.0%}", values,
-            max(values.values()) >= TARGETS["train_peak_fraction"])
-    demo = [r for r in rows if r["config"] == "demo"]
-    if demo:
-        values = {_vlabel(r): r["infer_speedup"] for r in demo}
-        add("demo streaming inference vs per-image predict", f">= {TARGETS['infer_speedup']}x", values,
-            max(values.values()) >= TARGETS["infer_speedup"])
-    mem = {c["config"]: c["memory"]["growth"] for c in report["configs"] if "memory" in c}
-    if mem:
-        add("peak memory, 10 x N vs N images", f"<= +{TARGETS['memory_growth']:.0%}", mem,
-            all(v <= TARGETS["memory_growth"] for v in mem.values()))
-    return out
-
-
-def _vlabel(r: dict) -> str:
-    return f"xla {'on' if r['xla'] else 'off'}, {r['precision']}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    return [line(header), line(["-" * w for w in widths])] + [line(r) for r in rows]
-
-
-def format_table(report: dict) -> str:
-    """The report as text: training, inference, memory and targets."""
-    rows = derived(report)
-    m = report["machine"]
-    peak_text = ", ".join(f"{p} {v['flops'] / 1e9:.1f} GFLOP/s" for p, v in report["peak"].items())
-    lines = [f"machine: {m['cpus']} CPU core(s), GPUs: {', '.join(m['gpus']) or 'none'}, TensorFlow "
-             f"{m['tensorflow']}, load average {m['loadavg_start']} at start, {m['loadavg_end']} at end",
-             "environment: " + (", ".join(f"{k}={v}" for k, v in m["env"].items() if v is not None) or
-                                "no TensorFlow knobs set"),
-             f"conv peak, median over all processes: {peak_text} (each row's 'of peak' uses its own process's)",
-             "",
-             "training (images/s; medians):"]
-    lines += _table(["config", "size", "xla", "precision", "N", "batch", "from disk", "in memory", "overhead",
-                     "input alone", "GFLOP/s", "conv peak", "of peak", "peak RSS MiB"],
-                    [[r["config"], str(r["size"]), "on" if r["xla"] else "off", r["precision"], str(r["images"]),
-                      str(r["batch"]), f"{r['train_disk']:.3g}", f"{r['train_memory']:.3g}", f"{r['overhead']:.1%}",
-                      f"{r['input_share']:.1%}",
-                      f"{r['train_gflops']:.1f}", f"{r['peak_gflops']:.1f}", f"{r['train_peak_fraction']:.0%}",
-                      f"{r['peak_rss_mib']:.0f}"]
-                     for r in rows])
-    lines += ["", "inference (images/s; medians):"]
-    lines += _table(["config", "size", "xla", "precision", "streaming", "per-image predict", "speed-up",
-                     "GFLOP/s", "of peak"],
-                    [[r["config"], str(r["size"]), "on" if r["xla"] else "off", r["precision"],
-                      f"{r['infer_streaming']:.3g}", f"{r['infer_per_image']:.3g}", f"{r['infer_speedup']:.2f}x",
-                      f"{r['infer_gflops']:.1f}", f"{r['infer_peak_fraction']:.0%}"] for r in rows])
-    mem = [c for c in report["configs"] if "memory" in c]
-    if mem:
-        lines += ["", "peak resident memory of training on N and 10 x N images:"]
-        lines += _table(["config", "variant", "N", "10 x N", "steps", "MiB (N)", "MiB (10 x N)", "growth"],
-                        [[c["config"], c["memory"]["variant"], str(c["memory"]["images"][0]),
-                          str(c["memory"]["images"][1]), "/".join(map(str, c["memory"]["disk_steps"])),
-                          f"{c['memory']['peak_rss_mib'][0]:.0f}", f"{c['memory']['peak_rss_mib'][1]:.0f}",
-                          f"{c['memory']['growth']:+.1%}"] for c in mem])
-    lines += ["", "targets:"]
-    for t in report["targets"]:
-        values = ", ".join(f"{k} {_fmt_target(t['target'], v)}" for k, v in t["values"].items())
-        lines.append(f"  [{'met' if t['met'] else 'NOT met'}] {t['target']} {t['limit']}: {values}")
-    lines.append(f"\ntotal {report['seconds'] / 60:.1f} min")
-    return "\n".join(lines)
-
-
-def _fmt_target(name: str, value: float) -> str:
-    return f"{value:.2f}x" if "inference" in name else f"{value:+.1%}" if "memory" in name else f"{value:.1%}"
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m flexunet.bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--configs", default="stroke,demo",
-                   help="comma-separated: stroke, demo, or config file paths (default stroke,demo)")
-    p.add_argument("--out", help="write the figures as JSON here")
-    p.add_argument("--workdir", help="keep data and outputs here (and reuse the data); default: a temp folder")
-    p.add_argument("--quick", action="store_true",
-                   help="smaller plans: fewer images and timings (about 3/4 of the time)")
-    p.add_argument("--steps", type=int, help="training steps per timing (default: per config)")
-    p.add_argument("--repeats", type=int, help="timings per figure; medians are reported (default: per config)")
-    p.add_argument("--images", type=int, help="N, training images of the throughput run (default: per config)")
-    p.add_argument("--infer-images", type=int, help="images per inference pass (default: per config)")
-    p.add_argument("--xla", default="off,on", help="jit_compile settings to run: off, on or off,on (default)")
-    p.add_argument("--precision", help="float32 and/or float16, bfloat16 (mixed; GPU only); "
-                                       "default float32, plus float16 on a GPU")
-    p.add_argument("--no-memory", action="store_true", help="skip the 10 x N peak-memory run")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a value of every benchmarked config, e.g. --set train.cache=False (repeatable)")
-    p.add_argument("--seed", type=int, default=137, help="seed of data and weights (default 137)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    return p
-
-
-def _on_off(text: str) -> tuple[bool, ...]:
-    table = {"off": False, "on": True, "false": False, "true": True}
-    try:
-        return tuple(table[t.strip().lower()] for t in text.split(",") if t.strip())
-    except KeyError:
-        raise FlexUNetError(f"--xla {text}: expected off, on or off,on") from None
-
-
-def _positive(name: str, value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise FlexUNetError(f"--{name} {value}: expected an integer >= 1")
-    return value
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    args = _parser().parse_args(argv)
-    if args.child:
-        return _child_main(args.child)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        run_bench(configs=[c.strip() for c in args.configs.split(",") if c.strip()], out=args.out,
-                  workdir=args.workdir, quick=args.quick, steps=_positive("steps", args.steps),
-                  repeats=_positive("repeats", args.repeats), images=_positive("images", args.images),
-                  infer_images=_positive("infer-images", args.infer_images),
-                  xla=_on_off(args.xla),
-                  precisions=[p.strip() for p in args.precision.split(",")] if args.precision else None,
-                  memory=not args.no_memory, sets=args.set, seed=args.seed, progress=not args.quiet)
-    except FlexUNetError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["bench", *sys.argv[1:]]))

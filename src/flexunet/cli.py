@@ -1,7 +1,7 @@
 """``flexunet <command> ...``: thin entries over the stage functions.
 
-Each command parses its arguments, loads the config (with ``--set`` overrides) and calls
-one typed function.  Stage modules are imported inside the command, so ``--help`` and
+Each command (its arguments are built in ``cli_args``) loads the config (with ``--set``
+overrides) and calls one typed function.  Stage modules are imported inside the command, so ``--help`` and
 the data commands never pay for TensorFlow's import.  A user error prints one line and
 exits 2; Ctrl-C exits 130.
 """
@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from flexunet import __version__
+from flexunet.cli_args import COMMANDS, build_parser  # noqa: F401  (COMMANDS: the table, for tests)
 from flexunet.errors import FlexUNetError
 
 log = logging.getLogger("flexunet")
@@ -121,12 +121,6 @@ def _load_run(args: argparse.Namespace):
     from flexunet.run import apply_run
 
     return apply_run(_load(args), strict=args.strict)
-
-
-def _add_config(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="train_eval_infer.config file")
-    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=3 (repeatable)")
 
 
 # --------------------------------------------------------------------------- commands
@@ -255,166 +249,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from flexunet.bench import main as bench_main
+    from flexunet.bench import run_bench
 
-    return bench_main(args.bench_args)
-
-
-Command = tuple[str, str, Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None]]
-
-
-def _args_inspect(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="train_eval_infer.config file, or a model file / run folder (prints its "
-                                  "metadata)")
-    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
-                   help="override a config value, e.g. --set model.num_layers=5 (repeatable)")
-    p.add_argument("--no-save", action="store_true", help="print only; do not write <model_dir>/summary.txt")
+    run_bench(configs=[c.strip() for c in args.configs.split(",") if c.strip()], out=args.out,
+              workdir=args.workdir, quick=args.quick, steps=_positive("steps", args.steps),
+              repeats=_positive("repeats", args.repeats), images=_positive("images", args.images),
+              infer_images=_positive("infer-images", args.infer_images), xla=_on_off(args.xla),
+              precisions=[p.strip() for p in args.precision.split(",")] if args.precision else None,
+              memory=not args.no_memory, sets=args.set, seed=args.seed,
+              progress=not (args.quiet or args.bench_quiet))
+    return 0
 
 
-def _args_synth(p: argparse.ArgumentParser) -> None:
-    p.add_argument("out", help="output folder; the raw layout goes to OUT/STROKE-DATASET/...")
-    p.add_argument("--count", type=int, default=200, help="number of slices (default 200)")
-    p.add_argument("--seed", type=int, default=137, help="random seed (default 137)")
-    p.add_argument("--size", type=int, default=512, help="slice size in pixels (default 512)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing synthetic set")
-    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
-    p.add_argument("--ischemic-hu", default="8,14", metavar="LO,HI",
-                   help="infarct drop below white matter in HU (default 8,14; 3,5 is subtle)")
-    p.add_argument("--hemorrhage-hu", default="60,80", metavar="LO,HI", help="haemorrhage HU (default 60,80)")
-    p.add_argument("--lesion-size", metavar="MIN,MAX",
-                   help="lesion radius in mm (default 4.5,30 ischemic and 4,25 haemorrhagic)")
-    p.add_argument("--prevalence", type=float, default=1.0,
-                   help="share of slices allowed lesions, 0..1 (default 1: every slice its patient's)")
-    p.add_argument("--noise", type=float, default=None, help="noise sd in HU (default 2.5-3.5 per patient)")
-    p.add_argument("--lookalikes", action="store_true",
-                   help="unlabelled periventricular hypodensities and calcifications")
+def _on_off(text: str) -> tuple[bool, ...]:
+    table = {"off": False, "on": True, "false": False, "true": True}
+    try:
+        return tuple(table[t.strip().lower()] for t in text.split(",") if t.strip())
+    except KeyError:
+        raise FlexUNetError(f"--xla {text}: expected off, on or off,on") from None
 
 
-def _args_plan(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", help="dataset folder holding train/ valid/ test/, each with images/ and masks/")
-    p.add_argument("--out", default="train_eval_infer.config",
-                   help="config to write; fingerprint.json goes beside it (default ./train_eval_infer.config)")
-    p.add_argument("--minutes", type=float, default=10.0, help="training time budget in minutes (default 10)")
-    p.add_argument("--size", type=int, default=None, help="network input size in px (default: the images')")
-    p.add_argument("--classes", help="class names in colour order (green, blue, red, ...), comma-separated")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing config")
+def _positive(name: str, value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise FlexUNetError(f"--{name} {value}: expected an integer >= 1")
+    return value
 
 
-def _args_overwrite(p: argparse.ArgumentParser) -> None:
-    _add_config(p)
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs of this stage")
-
-
-def _args_train(p: argparse.ArgumentParser) -> None:
-    _add_config(p)
-    p.add_argument("--resume", action="store_true", help="continue the run in model_dir from its last epoch")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous run in model_dir")
-
-
-def _add_overwrite_into(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--overwrite", action="store_true",
-                   help="write into a non-empty folder this command did not create (its other files are kept)")
-
-
-def _add_allow_overlap(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--allow-overlap", action="store_true",
-                   help="score test images the model trained or validated on (warned and counted) instead of "
-                        "refusing")
-
-
-def _args_evaluate(p: argparse.ArgumentParser) -> None:
-    _add_config(p)
-    _add_overwrite_into(p)
-    _add_allow_overlap(p)
-
-
-def _args_report(p: argparse.ArgumentParser) -> None:
-    _add_config(p)
-    _add_overwrite_into(p)
-    _add_allow_overlap(p)
-
-
-def _args_infer(p: argparse.ArgumentParser) -> None:
-    _add_config(p)
-    _add_overwrite_into(p)
-    p.add_argument("--tiled", action="store_true", help="use [tiledinfer]: tile images larger than the model")
-
-
-def _args_export(p: argparse.ArgumentParser) -> None:
-    _add_config(p)
-    p.add_argument("--format", choices=("keras", "savedmodel", "onnx"), default="keras")
-    p.add_argument("--out", help="output path (default: <model_dir>/export/...)")
-
-
-def _args_demo(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="flexunet-demo", help="demo folder (default ./flexunet-demo)")
-    p.add_argument("--size", type=int, default=256, help="image size in pixels (default 256)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo config's)")
-    p.add_argument("--count", type=int, default=240, help="synthetic slices (default 240)")
-    p.add_argument("--seed", type=int, default=137, help="seed of the synthetic data (default 137)")
-
-
-def _args_bench(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bench_args", nargs=argparse.REMAINDER,
-                   help="the benchmark's own options (flexunet bench --help lists them)")
-
-
-def _args_stats(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset_dir", help="dataset folder holding train/ valid/ test/")
-    p.add_argument("--out", help="where the charts go (default: DATASET_DIR)")
-    _add_overwrite_into(p)
-
-
-COMMANDS: list[Command] = [
-    ("demo", "the whole pipeline on synthetic stroke CT, in minutes on a CPU", cmd_demo, _args_demo),
-    ("synth", "write a synthetic stroke-CT dataset in the raw TEKNOFEST layout", cmd_synth, _args_synth),
-    ("prepare", "raw PNG/DICOM + colour masks -> master dataset of square PNGs", cmd_prepare, _args_overwrite),
-    ("split", "master dataset -> leak-free train/valid/test (grouped, seeded)", cmd_split, _args_overwrite),
-    ("augment", "offline augmentation of the train subset ([augmentor])", cmd_augment, _args_overwrite),
-    ("stats", "dataset statistics charts and sample grids", cmd_stats, _args_stats),
-    ("plan", "fingerprint a dataset and write a config fitted to it and to this machine", cmd_plan, _args_plan),
-    ("train", "train the configured model (streaming, resumable)", cmd_train, _args_train),
-    ("evaluate", "evaluate the best model on the test set", cmd_evaluate, _args_evaluate),
-    ("infer", "predict masks for [infer] images_dir", cmd_infer, _args_infer),
-    ("export", "export the best model (keras, savedmodel, onnx)", cmd_export, _args_export),
-    ("report", "one self-contained HTML report of data, training and evaluation", cmd_report, _args_report),
-    ("bench", "training and inference speed against the hardware's convolution peak", cmd_bench, _args_bench),
-    ("inspect", "layer summary, parameter count and GFLOPs of the configured model, or a trained model's "
-     "metadata", cmd_inspect, _args_inspect),
-]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="flexunet",
-        description="Config-driven multiclass U-Net segmentation: data, training, evaluation, inference.")
-    parser.add_argument("--version", action="version", version=f"flexunet {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="debug logging, and TensorFlow's own log lines and warnings (hidden by default)")
-    parser.add_argument("--strict", action="store_true",
-                        help="treat unknown config keys and sections, and config keys that differ from the "
-                             "trained run's, as errors (default: warnings)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only; no progress bars")
-    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
-    for name, help_text, func, add_args in COMMANDS:
-        # bench passes every option, --help included, to the benchmark's own parser
-        p = sub.add_parser(name, help=help_text, description=help_text, add_help=name != "bench")
-        add_args(p)
-        p.set_defaults(func=func)
-    return parser
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": cmd_demo, "synth": cmd_synth, "prepare": cmd_prepare, "split": cmd_split, "augment": cmd_augment,
+    "stats": cmd_stats, "plan": cmd_plan, "train": cmd_train, "evaluate": cmd_evaluate, "infer": cmd_infer,
+    "export": cmd_export, "report": cmd_report, "bench": cmd_bench, "inspect": cmd_inspect}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if args.command == "bench":  # its options belong to the benchmark's parser
-        args.bench_args = unknown + args.bench_args
-    elif unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args = build_parser().parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
     _quiet_tensorflow(args.verbose, args.command)
     try:
-        return int(args.func(args) or 0)
+        return int(HANDLERS[args.command](args) or 0)
     except FlexUNetError as exc:
         kind = "" if exc.exit_code == 130 else "error: "  # Ctrl-C is not an error
         print(f"flexunet {args.command}: {kind}{exc}", file=sys.stderr)
