@@ -16,8 +16,10 @@ from conftest import TRAIN_CONFIG, make_tiny_dataset
 
 from flexunet.config import load_config
 from flexunet.errors import FlexUNetError
-from flexunet.report import (POOLED_EXPLANATION, RANKS, ReportError, build_report, epoch_montages, image_means,
-                             lookup, rank_images)
+from flexunet.report import build_report
+from flexunet.report_data import RANKS, ReportError, epoch_montages, image_means, rank_images
+from flexunet.report_html import lookup
+from flexunet.report_sections import POOLED_EXPLANATION
 
 SECTIONS = ("header", "dataset", "curves", "evaluation", "review", "gallery", "viewer", "epochs")
 
@@ -181,7 +183,7 @@ def viewer_slices(page: Page) -> list[dict]:
 
 
 def test_viewer_shows_every_evaluated_slice_with_its_dice(run):
-    from flexunet.report import read_per_image
+    from flexunet.report_data import read_per_image
 
     rows = read_per_image(run["root"] / "eval" / "per_image.csv")
     items = viewer_slices(run["page"])
@@ -201,13 +203,14 @@ def test_viewer_shows_every_evaluated_slice_with_its_dice(run):
 
 
 def test_viewer_notes_carry_each_patients_volumes(tmp_path):
-    from flexunet.report import _Build, _viewer_hooks
+    from flexunet.report_gallery import viewer_hooks
+    from flexunet.report_html import Build
 
     ev = {"volumes": {"per_patient": [
         {"patient": "P1", "class": "ischemic", "reference_ml": 12.0, "predicted_ml": 10.5},
         {"patient": "P1", "class": "hemorrhagic", "reference_ml": 0.0, "predicted_ml": 0.25}]}}
-    b = _Build(None, tmp_path, ev, tmp_path, False)
-    _viewer_hooks(b)
+    b = Build(None, tmp_path, ev, tmp_path, False)
+    viewer_hooks(b)
     assert b.viewer_notes == {"P1": "Volumes — ischemic: reference 12.00 mL, predicted 10.50 mL; "
                                     "hemorrhagic: reference 0.00 mL, predicted 0.25 mL"}
     assert set(b.viewer_layers) == {"uncertainty"}
@@ -303,7 +306,7 @@ def test_report_in_a_browser_through_the_cli(run, tmp_path):
     from test_viewer import _chromium, console_errors, wait_drawn
 
     from flexunet.cli import main
-    from flexunet.report import read_per_image
+    from flexunet.report_data import read_per_image
 
     out = tmp_path / "cli_report"
     sets = [a for o in run["overrides"] + [f"report.output_dir={out}"] for a in ("--set", o)]

@@ -349,7 +349,7 @@ def test_report_shows_the_images_of_the_evaluation_it_reports(project, capsys):
 def test_the_gallery_pairs_come_from_the_evaluated_folders(project):
     """Same names as [test], other files: the gallery reads the evaluated folder, not [test]."""
     from flexunet.config import load_config
-    from flexunet.report import _test_pairs
+    from flexunet.report_gallery import evaluated_pairs
 
     cfg = load_config(project)
     root = project.parent
@@ -357,8 +357,8 @@ def test_the_gallery_pairs_come_from_the_evaluated_folders(project):
     shutil.copytree(root / "dataset/D/test", other)
     for path in (other / "images").glob("*.png"):
         Image.open(path).transpose(Image.FLIP_TOP_BOTTOM).save(path)
-    shown = _test_pairs(cfg, (other / "images", other / "masks"))
-    default = _test_pairs(cfg, None)
+    shown = evaluated_pairs(cfg, (other / "images", other / "masks"))
+    default = evaluated_pairs(cfg, None)
     assert shown.keys() == default.keys()
     assert all(shown[n][0].parent == other / "images" for n in shown)
     assert any(shown[n][0].read_bytes() != default[n][0].read_bytes() for n in shown)

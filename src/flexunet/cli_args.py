@@ -81,22 +81,16 @@ def _args_synth(p: argparse.ArgumentParser) -> None:
                    help="unlabelled periventricular hypodensities and calcifications")
 
 
-@_command("prepare", "raw PNG/DICOM + colour masks -> master dataset of square PNGs")
-def _args_prepare(p: argparse.ArgumentParser) -> None:
+def _args_stage(p: argparse.ArgumentParser) -> None:
+    """A data stage over the config: CONFIG [--set ...] [--overwrite]."""
     _add_config(p)
     _add_overwrite(p)
 
 
-@_command("split", "master dataset -> leak-free train/valid/test (grouped, seeded)")
-def _args_split(p: argparse.ArgumentParser) -> None:
-    _add_config(p)
-    _add_overwrite(p)
-
-
-@_command("augment", "offline augmentation of the train subset ([augmentor])")
-def _args_augment(p: argparse.ArgumentParser) -> None:
-    _add_config(p)
-    _add_overwrite(p)
+for _name, _help in (("prepare", "raw PNG/DICOM + colour masks -> master dataset of square PNGs"),
+                     ("split", "master dataset -> leak-free train/valid/test (grouped, seeded)"),
+                     ("augment", "offline augmentation of the train subset ([augmentor])")):
+    _command(_name, _help)(_args_stage)
 
 
 @_command("stats", "dataset statistics charts and sample grids")
@@ -125,7 +119,8 @@ def _args_train(p: argparse.ArgumentParser) -> None:
 
 
 @_command("evaluate", "evaluate the best model on the test set")
-def _args_evaluate(p: argparse.ArgumentParser) -> None:
+def _args_scored(p: argparse.ArgumentParser) -> None:
+    """A command that scores the test images (evaluate, report): the leak guard's --allow-overlap."""
     _add_config(p)
     _add_overwrite_into(p)
     _add_allow_overlap(p)
@@ -145,11 +140,7 @@ def _args_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="output path (default: <model_dir>/export/...)")
 
 
-@_command("report", "one self-contained HTML report of data, training and evaluation")
-def _args_report(p: argparse.ArgumentParser) -> None:
-    _add_config(p)
-    _add_overwrite_into(p)
-    _add_allow_overlap(p)
+_command("report", "one self-contained HTML report of data, training and evaluation")(_args_scored)
 
 
 @_command("bench", "training and inference speed against the hardware's convolution peak")
