@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -155,3 +156,23 @@ def test_not_a_dicom_file(tmp_path: Path) -> None:
     path.write_text("hello")
     with pytest.raises(DataError, match=r"text\.dcm: not a DICOM file"):
         read_dicom_hu(path)
+
+
+def test_the_dicom_writer_round_trips_hu_and_header_facts_through_the_reader(tmp_path):
+    from flexunet.dicom import CTSlice, dicom_bytes
+
+    hu = np.array([[-1024, 0, 40], [80, 1000, 3071], [-5, 7, 35]], np.int16)  # (3, 3): air .. bone, the 12-bit top
+    info = CTSlice(uid_sources=("test", "7"), series_key=2, slice_index=4, patient_name="T^1", patient_id="P-2",
+                   sex="F", age=61, spacing_mm=0.7, location_mm=12.5, thickness_mm=5.0, window=(40.0, 80.0),
+                   rescale_intercept=-1024)
+    path = tmp_path / "s.dcm"
+    path.write_bytes(dicom_bytes(hu, info))
+    back, meta = read_dicom_hu(path)
+    assert np.array_equal(back, hu.astype(np.float32))
+    assert meta["patient_id"] == "P-2" and meta["pixel_spacing"] == (0.7, 0.7) and meta["instance_number"] == 5
+    assert meta["slice_position"] == 12.5 and meta["slice_thickness"] == 5.0
+    again = CTSlice(**{**info.__dict__, "slice_index": 5})   # the same series, the next slice
+    other = pydicom.dcmread(path), pydicom.dcmread(BytesIO(dicom_bytes(hu, again)))
+    assert other[0].SeriesInstanceUID == other[1].SeriesInstanceUID
+    assert other[0].SOPInstanceUID != other[1].SOPInstanceUID
+    assert dicom_bytes(hu, info) == path.read_bytes()   # deterministic: the same inputs, the same bytes

@@ -5,10 +5,12 @@
 pipeline needs (patient, series, pixel spacing).  :func:`window` maps HU to 0..255
 grey levels linearly between ``center - width/2`` and ``center + width/2``;
 :func:`three_window_rgb` stacks the brain, subdural and bone windows as R, G and B.
+:func:`dicom_bytes` writes a CT slice file (the synthetic dataset's) from HU and a :class:`CTSlice`.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from dataclasses import dataclass, field
@@ -190,3 +192,74 @@ def window(hu: np.ndarray, center: float, width: float) -> np.ndarray:
 def three_window_rgb(hu: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8: brain (c40/w80), subdural (c80/w200) and bone (c600/w2800) windows."""
     return np.stack([window(hu, c, w) for c, w in THREE_WINDOWS], axis=-1)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@dataclass(frozen=True)
+class CTSlice:
+    """What a CT slice file says beside its pixels (the synthetic dataset's DICOM files)."""
+
+    uid_sources: tuple[str, ...]     # UIDs are generate_uid(entropy_srcs=[*uid_sources, kind, keys...])
+    series_key: int                  # one study, series and frame of reference per key (a patient)
+    slice_index: int                 # 0-based place in the series: InstanceNumber is slice_index + 1
+    patient_name: str
+    patient_id: str
+    sex: str
+    age: int                         # years
+    spacing_mm: float                # square pixels
+    location_mm: float               # SliceLocation and the z of ImagePositionPatient
+    thickness_mm: float
+    window: tuple[float, float]      # (centre, width) in HU
+    rescale_intercept: int           # stored value = HU - rescale_intercept, slope 1
+    manufacturer: str = "FlexUNet synthetic"
+    description: str = "Synthetic non-contrast head CT"
+    date: str = "20210101"
+
+
+def dicom_bytes(hu: np.ndarray, info: CTSlice) -> bytes:
+    """A CT Image Storage file (Explicit VR Little Endian) holding square ``hu`` through the rescale."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+
+    def uid(*parts: object) -> str:
+        return generate_uid(entropy_srcs=[*info.uid_sources, *map(str, parts)])
+
+    size, sp, key = hu.shape[0], info.spacing_mm, info.series_key
+    sop = uid("sop", key, info.slice_index)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = sop
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, sop
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = info.date
+    ds.Modality, ds.Manufacturer = "CT", info.manufacturer
+    ds.StudyDescription = ds.SeriesDescription = info.description
+    ds.PatientName = info.patient_name
+    ds.PatientID = info.patient_id
+    ds.PatientSex, ds.PatientAge = info.sex, f"{info.age:03d}Y"
+    ds.BodyPartExamined, ds.KVP = "HEAD", 120
+    ds.SliceThickness = info.thickness_mm
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = uid("study", key), uid("series", key)
+    ds.FrameOfReferenceUID = uid("frame", key)
+    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = str(key + 1), 1, info.slice_index + 1
+    ds.ImagePositionPatient = [round(-size / 2 * sp, 4), round(-size / 2 * sp, 4), info.location_mm]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.SliceLocation = info.location_mm
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows = ds.Columns = size
+    ds.PixelSpacing = [round(sp, 6), round(sp, 6)]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.WindowCenter, ds.WindowWidth = info.window
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = info.rescale_intercept, 1, "HU"
+    stored = (hu.astype(np.int32) - info.rescale_intercept).astype("<u2")
+    ds.add_new(0x7FE00010, "OW", stored.tobytes())
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
