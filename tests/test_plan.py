@@ -16,8 +16,8 @@ from PIL import Image
 from flexunet.cli import main
 from flexunet.config import load_config
 from flexunet.errors import DataError, FlexUNetError
-from flexunet.plan import (Candidate, candidates_for, choose, colour_name, fingerprint_dataset, levels_for,
-                           plan_dataset, probe_speed)
+from flexunet.fingerprint import colour_name, fingerprint_dataset
+from flexunet.plan import Candidate, candidates_for, choose, levels_for, plan_dataset, probe_speed
 
 S = 32
 GREEN, RED = (0, 255, 0), (255, 0, 0)
