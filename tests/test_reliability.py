@@ -6,8 +6,8 @@ one ``flexunet <command>: ...`` line, no traceback, exit non-zero and leave no p
 
 Cases already covered elsewhere and not repeated here: config values one by one
 (test_config.py: syntax errors with line, duplicate keys, wrong types, out-of-range values,
-rgb_map rules, missing required keys, code in a value, did-you-mean warnings), one CLI
-config error end to end (test_cli.py), DICOM decoding at unit level (test_dicom.py),
+rgb_map rules, missing required keys, code in a value, did-you-mean warnings), config errors
+and missing folders through the CLI (test_cli.py), DICOM decoding at unit level (test_dicom.py),
 prepare's unpaired/strict/tolerance/overwrite rules (test_prepare.py).
 """
 
@@ -310,54 +310,6 @@ def test_grey_rgba_and_16_bit_slices_are_converted_by_prepare(pipeline):
     stretched = np.asarray(Image.open(images / "1002.png"))[..., 0]
     assert stretched.min() == 0 and stretched.max() == 255                # min..max -> 0..255
     np.testing.assert_allclose(stretched, (wide - wide.min()) * 255 / (wide.max() - wide.min()), atol=0.5)
-
-
-# --------------------------------------------------------------------------- config through the CLI
-
-
-CLI_CONFIG = PIPELINE_CONFIG.format(data="./dataset/Stroke", run=".")
-
-
-@pytest.mark.parametrize("edit,expected", [
-    (("[model]\n", "[model\n"), r":1: expected a section header like \[model\]"),
-    (("num_classes = 3\n", ""), r"\[model\] num_classes: missing; expected an integer >= 2"),
-    (("epochs = 1\n", "epochs = 'one'\n"), r":\d+ \[train\] epochs = 'one': expected an integer >= 1"),
-    (("epochs = 1\n", "epochs = 0\n"), r":\d+ \[train\] epochs = 0: expected an integer >= 1"),
-    (("num_classes = 3\n", "num_classes = 4\n"), r"\[mask\] rgb_map = .*one colour per class index 0..3"),
-    (("size = 32\n", "size = __import__('os').system('touch PWNED')\n"),
-     r"\[prepare\] size = __import__.*never run"),
-])
-def test_config_errors_are_one_line_with_file_and_line(tmp_path, capsys, monkeypatch, edit, expected):
-    monkeypatch.chdir(tmp_path)
-    config = tmp_path / "flexunet.config"
-    config.write_text(CLI_CONFIG.replace(*edit, 1))
-    line = one_error(capsys, "split", str(config))
-    assert line.startswith(f"flexunet split: error: {config}")
-    assert re.search(expected, line), line
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["flexunet.config"]   # nothing written, nothing run
-
-
-def test_unknown_section_and_misspelt_key_warn_with_did_you_mean(tmp_path, capsys):
-    config = tmp_path / "flexunet.config"
-    config.write_text(CLI_CONFIG.replace("epochs = 1", "epohcs = 1") + "\n[tarin]\nepochs = 2\n")
-    rc, lines, err = cli(capsys, "split", str(config))
-    assert f"warning: {config}:" in err and "unknown key 'epohcs' ignored; did you mean 'epochs'?" in err
-    assert "unknown section [tarin] ignored; did you mean 'train'?" in err
-    assert rc == 2 and len(lines) == 1 and "run prepare first" in lines[0]   # then the missing master
-
-
-@pytest.mark.parametrize("command,key", [
-    ("prepare", r"\[prepare\] raw_dir = \"./raw\": expected an existing raw dataset folder"),
-    ("split", r"\[prepare\] output_dir = \"./master\": expected the master dataset folder"),
-    ("augment", r"\[train\] images_dir = \"./dataset/Stroke/train/images\": expected an existing"),
-    ("train", r"\[train\] images_dir = \"./dataset/Stroke/train/images\": expected an existing"),
-    ("evaluate", r"\[test\] images_dir = \"./dataset/Stroke/test/images\": expected an existing"),
-    ("infer", r"\[infer\] images_dir = \"./dataset/Stroke/mini_test/images\": expected an existing"),
-])
-def test_a_missing_folder_is_named_by_the_command_that_needs_it(tmp_path, capsys, command, key):
-    config = write_config(tmp_path)
-    line = one_error(capsys, command, str(config))
-    assert re.search(key, line) and "does not exist" in line, line
 
 
 # --------------------------------------------------------------------------- images and masks: prepare
