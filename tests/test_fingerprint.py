@@ -1,0 +1,143 @@
+"""flexunet.fingerprint: colours -> classes, the refusal of colours it cannot place, counts by hand.
+
+Datasets here are made up: 32x32 grey slices with square lesions of known sizes, so every
+share and component size below is counted by hand.  (Moved from test_plan.py; make_set
+serves both.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flexunet.errors import DataError, FlexUNetError
+from flexunet.fingerprint import colour_name, fingerprint_dataset
+
+S = 32
+GREEN, RED = (0, 255, 0), (255, 0, 0)
+
+
+def _slice(folder: Path, subset: str, name: str, squares: list[tuple[tuple[int, int, int], int, int, int]],
+           value: int = 100) -> Path:
+    """A grey image and its mask; ``squares``: (colour, row, col, side) painted on both (lesion = 200)."""
+    image = np.full((S, S, 3), value, np.uint8)
+    mask = np.zeros((S, S, 3), np.uint8)
+    for colour, r, c, side in squares:
+        image[r:r + side, c:c + side] = 200
+        mask[r:r + side, c:c + side] = colour
+    for kind, arr in (("images", image), ("masks", mask)):
+        (folder / subset / kind).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(folder / subset / kind / f"{name}.png")
+    return folder / subset / "masks" / f"{name}.png"
+
+
+def make_set(root: Path) -> Path:
+    """train: 4 slices (green 4x4 + 2x2 in one, red 3x3 in one, both in one, none in one); valid/test: 2 each."""
+    d = root / "set"
+    _slice(d, "train", "a", [(GREEN, 2, 2, 4), (GREEN, 20, 20, 2)])
+    _slice(d, "train", "b", [(RED, 10, 10, 3)])
+    _slice(d, "train", "c", [(GREEN, 5, 5, 4), (RED, 20, 5, 3)])
+    _slice(d, "train", "d", [])
+    _slice(d, "valid", "e", [(GREEN, 8, 8, 4), (RED, 20, 20, 3)])
+    _slice(d, "valid", "f", [])
+    # test slices differ from valid ones (the leak guard refuses a test image the model validated on)
+    _slice(d, "test", "e", [(GREEN, 14, 12, 4), (RED, 4, 22, 3)])
+    _slice(d, "test", "f", [])
+    f = d / "test" / "images" / "f.png"
+    image = np.asarray(Image.open(f)).copy()
+    image[24:30, 2:8] = 150                              # an unlabelled bright spot
+    Image.fromarray(image).save(f)
+    return d
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_set(tmp_path_factory.mktemp("plan"))
+
+
+
+
+def test_fingerprint_maps_colours_to_classes_and_counts_by_hand(dataset: Path) -> None:
+    fp = fingerprint_dataset(dataset)
+    assert [(c["name"], tuple(c["colour"])) for c in fp["classes"]] == [
+        ("background", (0, 0, 0)), ("green", GREEN), ("red", RED)]
+    assert fp["channels"] == "grey" and fp["image_sizes"] == {"32x32": 8}
+    assert fp["slices"] == {"train": 4, "valid": 2, "test": 2, "total": 8}
+    green = 16 + 4 + 16 + 2 * 16
+    red = 9 + 9 + 2 * 9
+    total = 8 * S * S
+    assert fp["pixel_share"]["green"] == round(green / total, 6)
+    assert fp["pixel_share"]["red"] == round(red / total, 6)
+    train = fp["subsets"]["train"]
+    assert train["slices_with"] == {"background": 4, "green": 2, "red": 2}
+    assert train["slices_with_foreground"] == 3
+    assert fp["lesions"]["green"] == {"components": 5, "median_px": 16.0, "min_px": 4, "p10_px": 8.8,
+                                      "max_px": 16}
+    assert fp["lesions"]["red"]["components"] == 4 and fp["lesions"]["red"]["median_px"] == 9.0
+    assert fp["intensity"]["green"]["mean"] == 200.0 and fp["intensity"]["background"]["p50"] == 100
+    assert fp["stray_colours"] == {}
+
+
+def test_classes_option_names_the_colours_in_order(dataset: Path) -> None:
+    fp = fingerprint_dataset(dataset, ["ischemic", "hemorrhagic"])
+    assert [c["name"] for c in fp["classes"]] == ["background", "ischemic", "hemorrhagic"]
+    with pytest.raises(FlexUNetError, match="expected 2 distinct names"):
+        fingerprint_dataset(dataset, ["only-one"])
+
+
+def test_colour_names() -> None:
+    assert colour_name((0, 250, 3)) == "green" and colour_name((0, 0, 255)) == "blue"
+    assert colour_name((90, 40, 200)) == "rgb_90_40_200"
+
+
+def test_anti_aliased_mask_colour_is_refused_with_one_line(tmp_path: Path) -> None:
+    d = make_set(tmp_path)
+    bad = _slice(d, "train", "g", [(GREEN, 4, 4, 8)])
+    mask = np.asarray(Image.open(bad)).copy()
+    mask[3, 3:13] = (0, 128, 0)                          # an anti-aliased edge: half green
+    mask[12, 3:13] = (0, 128, 0)
+    Image.fromarray(mask).save(bad)
+    with pytest.raises(DataError) as err:
+        fingerprint_dataset(d)
+    msg = str(err.value)
+    assert "\n" not in msg and str(bad) in msg and "(0, 128, 0)" in msg and "between" in msg
+
+
+def test_a_few_stray_pixels_are_mapped_not_refused(tmp_path: Path) -> None:
+    d = make_set(tmp_path)
+    mask_path = d / "train" / "masks" / "a.png"
+    mask = np.asarray(Image.open(mask_path)).copy()
+    mask[2, 2] = (0, 250, 0)                             # one pixel of a near-green
+    Image.fromarray(mask).save(mask_path)
+    fp = fingerprint_dataset(d)
+    assert fp["stray_colours"] == {"(0, 250, 0)": 1}
+    assert len(fp["classes"]) == 3
+
+
+def test_more_colours_than_classes_are_refused(tmp_path: Path) -> None:
+    d = make_set(tmp_path)
+    rng = np.random.default_rng(0)
+    squares = [(tuple(int(v) for v in rng.integers(0, 256, 3)), 2 * (i // 8) * 2, (i % 8) * 4, 2) for i in range(20)]
+    _slice(d, "train", "h", squares)
+    with pytest.raises(DataError, match=r"h\.png: mask colour .* expected at most 15 class colours"):
+        fingerprint_dataset(d)
+
+
+def test_masks_without_any_class_are_refused(tmp_path: Path) -> None:
+    d = tmp_path / "empty"
+    for subset in ("train", "valid", "test"):
+        _slice(d, subset, "x", [])
+    with pytest.raises(DataError, match="every mask is black"):
+        fingerprint_dataset(d)
+
+
+def test_missing_subset_is_one_line(tmp_path: Path) -> None:
+    d = make_set(tmp_path)
+    for p in (d / "valid" / "masks").iterdir():
+        p.unlink()
+    (d / "valid" / "masks").rmdir()
+    with pytest.raises(DataError, match="valid/masks: folder not found"):
+        fingerprint_dataset(d)
