@@ -36,7 +36,7 @@ nvidia-smi --query-gpu=timestamp,utilization.gpu,utilization.memory,memory.used 
 SAMPLER=$!
 trap 'kill "$SAMPLER" 2>/dev/null || true' EXIT
 
-"$PY" -m flexunet.bench --configs stroke --xla on --precision float32,float16 \
+"$PY" -m flexunet bench --configs stroke --xla on --precision float32,float16 \
     --steps "$STEPS" --repeats "$REPEATS" --images "$IMAGES" --infer-images "$INFER_IMAGES" \
     --no-memory --workdir "$OUT/work" --out "$OUT/bench.json" --quiet | tee "$OUT/bench.txt"
 

@@ -31,7 +31,6 @@ import math
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
@@ -361,9 +360,3 @@ def _machine_line(m: dict) -> str:
         if load[0] > 0.5 * (m["cpus"] or 1):
             text += " (the machine is busy: timings will be contended)"
     return text
-
-
-if __name__ == "__main__":  # the same as ``flexunet bench ...``
-    from flexunet.cli import main
-
-    sys.exit(main(["bench", *sys.argv[1:]]))

@@ -47,7 +47,7 @@ from flexunet.io import write_text
 from flexunet.progress import Progress
 from flexunet.report_data import (ReportError, eval_dir_of, evaluated_folders, load_evaluation,  # noqa: F401
                                   read_per_image)
-from flexunet.report_gallery import gallery_section, viewer_hooks, viewer_section
+from flexunet.report_gallery import gallery_section, uncertain_html, viewer_hooks, viewer_section
 from flexunet.report_html import CSS, FIGURES, Build, esc
 from flexunet.report_sections import (curves_section, dataset_section, epochs_section, evaluation_section,
                                       header_html, review_section)
@@ -101,7 +101,7 @@ def build_report(cfg: Config, progress: bool = True, overwrite: bool = False,
             ("dataset", "Dataset", lambda: dataset_section(b)),
             ("curves", "Training curves", lambda: curves_section(b)),
             ("evaluation", "Evaluation", lambda: evaluation_section(b)),
-            ("review", "Volumes and uncertainty", lambda: review_section(b)),
+            ("review", "Volumes and uncertainty", lambda: review_section(b, uncertain_html)),
             ("gallery", "Gallery", lambda: gallery_section(b, per_image)),
             ("viewer", "Slice viewer", lambda: viewer_section(b)),
             ("epochs", "Epoch-change montages", lambda: epochs_section(b)),

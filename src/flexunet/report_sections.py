@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from flexunet.errors import DataError
 from flexunet.report_data import dataset_dir_of, epoch_montages, read_json
-from flexunet.report_gallery import uncertain_html
 from flexunet.report_html import Build, esc, figure_html, fmt, has, html_table, lookup, note, value_cell
 from flexunet.report_plots import plot_dice, plot_learning_rate, plot_loss
 
@@ -235,9 +234,10 @@ def epochs_section(b: Build) -> str:
             f"epoch.</p>" + "".join(figs))
 
 
-def review_section(b: Build) -> str:
+def review_section(b: Build, uncertain_html: Callable[[Build, Mapping[str, Any]], str]) -> str:
     """Per-patient volumes with the Bland-Altman plot, calibration with the reliability diagram, and the most
-    uncertain slices with their entropy maps (evaluation.json's ``volumes``, ``calibration``, ``uncertainty``)."""
+    uncertain slices with their entropy maps (evaluation.json's ``volumes``, ``calibration``, ``uncertainty``);
+    ``uncertain_html`` draws the last (the gallery's: it predicts again)."""
     ev = b.evaluation
     if "calibration" not in ev:
         return b.note("evaluation.json has no volumes or calibration (written by an older flexunet); run "
