@@ -165,7 +165,8 @@ def test_stop_and_resume_equals_uninterrupted_and_runs_are_deterministic(train_p
     from flexunet.train import train
 
     overrides = ["train.epochs=4", "train.patience=0", "train.learning_rate_reducer=True",
-                 "train.reducer_patience=1", "model.dropout_rate=0.1"]
+                 "train.reducer_patience=1", "model.dropout_rate=0.1",
+                 "train.output_bias='prior'"]  # resuming must not set the trained bias back to the prior
     full = load_config(train_project, overrides + [f"train.model_dir={tmp_path / 'full'}",
                                                    f"train.eval_dir={tmp_path / 'full_eval'}"])
     train(full, progress=False)
@@ -179,6 +180,22 @@ def test_stop_and_resume_equals_uninterrupted_and_runs_are_deterministic(train_p
     resumed = load_config(train_project, part)
     train(resumed, resume=True, progress=False)
     assert _history(resumed) == _history(full)
+
+
+def test_prior_output_bias_makes_the_first_prediction_the_class_shares(train_project):
+    from flexunet.model import build_model
+    from flexunet.train import prior_bias
+
+    cfg = load_config(train_project)
+    model = build_model(cfg.model, seed=1)
+    head = model.get_layer("head")
+    head.set_weights([np.zeros_like(head.get_weights()[0]), head.get_weights()[1]])
+    bias = prior_bias(model, [900, 90, 10])  # pixels per class: shares 0.9, 0.09, 0.01
+    assert bias == pytest.approx(np.log([0.9, 0.09, 0.01]), abs=1e-6)
+    probs = model.predict(np.zeros((1, 32, 32, 3), np.float32), verbose=0)
+    np.testing.assert_allclose(probs[0, 5, 7], [0.9, 0.09, 0.01], rtol=1e-5)
+    # a class absent from the training masks gets a finite, very low bias (not log 0)
+    assert prior_bias(model, [99, 1, 0])[2] == pytest.approx(np.log(1e-6))
 
 
 def test_second_run_into_a_used_model_dir_is_refused(train_project):

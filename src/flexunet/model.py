@@ -54,15 +54,23 @@ def _conv(level: Level, m: ModelSettings, name: str) -> layers.Layer:
                          kernel_initializer="he_normal", dilation_rate=level.dilation, name=name)
 
 
+# BatchNorm's moving statistics follow the batches with momentum 0.9 (PyTorch's default, nnU-Net's), not
+# Keras' 0.99: a CPU run of a few hundred steps otherwise validates with statistics that lag the
+# weights by ~100 steps. Subtle synthetic set, planned config with the prior output bias: validation
+# hemorrhagic Dice fell from 0.59 to 0.30 at epoch 6 and swung until epoch 16 with 0.99; with 0.9 it
+# stayed >= 0.88 from epoch 5 (test ischemic Dice 0.817 vs 0.785, hemorrhagic 0.881 vs 0.884).
+BN_MOMENTUM = 0.9
+
+
 def _block(x, level: Level, m: ModelSettings, prefix: str, seed: int | None):
     x = _conv(level, m, f"{prefix}{level.index}_conv1")(x)
     if m.normalization:
-        x = layers.BatchNormalization(name=f"{prefix}{level.index}_bn1")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}{level.index}_bn1")(x)
     x = layers.Dropout(level.dropout, seed=None if seed is None else seed + level.index,
                        name=f"{prefix}{level.index}_dropout")(x)
     x = _conv(level, m, f"{prefix}{level.index}_conv2")(x)
     if m.normalization:
-        x = layers.BatchNormalization(name=f"{prefix}{level.index}_bn2")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}{level.index}_bn2")(x)
     return x
 
 

@@ -104,6 +104,10 @@ class TrainSettings:
                            "falls by under 2% an epoch: warn, or stop the run (its files kept); one such "
                            "class while others learn: a warning")
     collapse_patience: int = opt(3, POS_INT, "epochs in a row a present class must go (almost) unpredicted")
+    output_bias: str = opt("zeros", Str(("zeros", "prior"), lower=True),
+                           "the output layer's starting bias: zeros (every class 1/num_classes at first), or "
+                           "prior: log of each class's share of the training mask pixels, so the first steps "
+                           "already predict the class frequencies and rare lesions are learned sooner")
 
 
 @dataclass(frozen=True)

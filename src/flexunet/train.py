@@ -239,6 +239,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     with strategy.scope():
         model = compile_model(cfg)
     state = initial_state(cfg)
+    if t.output_bias == "prior" and not resume:  # a resumed run keeps its trained bias
+        prior_bias(model, counts[:len(train_pairs)].sum(0))
     if resume:
         state = load_checkpoint(model, t.model_dir)
         if str(state.get("stopped_by") or "").startswith("collapse"):
@@ -302,6 +304,26 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     if collapse:  # a warning: said once mid-run, said again where the run's figures are read
         log.warning("%s (found after epoch %d)", collapse["message"], collapse["epoch"])
     return _summary(cfg, state, seconds, best_model_name(cfg))
+
+
+def prior_bias(model, pixels) -> list[float]:
+    """Set the output layer's bias to log(share of each class's training pixels) (floored at 1e-6).
+
+    At the first step the softmax then predicts about the class frequencies (RetinaNet's prior
+    initialisation) instead of 1/num_classes everywhere, which the Dice term would first have to
+    undo over several epochs of over-predicted lesions.  Returns the bias set.
+    """
+    import numpy as np
+
+    pixels = np.asarray(pixels, dtype=np.float64)
+    head = model.get_layer("head")
+    kernel, bias = head.get_weights()
+    share = pixels / max(pixels.sum(), 1.0)
+    bias = np.log(np.maximum(share, 1e-6)).astype(bias.dtype)
+    head.set_weights([kernel, bias])
+    log.info("output bias from the training pixel shares (%s): %s",
+             ", ".join(f"{s:.3%}" for s in share), ", ".join(f"{b:.2f}" for b in bias))
+    return [float(b) for b in bias]
 
 
 def _record_data(cfg: Config, train_pairs: list, valid_pairs: list) -> None:
