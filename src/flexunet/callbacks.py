@@ -256,30 +256,27 @@ class EpochChangeInferencer(keras.callbacks.Callback):
 
     def __init__(self, cfg: Config, images: list[Path]) -> None:
         super().__init__()
-        from flexunet.data import to_model_input
-        from flexunet.infer import network_input, read_input
+        from flexunet.predict import model_batch, read_input
 
         self.cfg = cfg
         self.images = images
         self.originals = [read_input(p, cfg) for p in images]
-        self.batch = np.stack([to_model_input(network_input(a, cfg), cfg) for a in self.originals])
+        self.batch = model_batch(self.originals, cfg)
         self.out = cfg.train.epoch_change_infer_dir
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         from PIL import Image
 
-        from flexunet.infer import overlay_image, predict_indices
         from flexunet.masks import index_to_palette_image
+        from flexunet.predict import overlay_image, predict_indices, resize_indices
 
         size = (max(1, self.cfg.model.image_width // 2), max(1, self.cfg.model.image_height // 2))
         tiles = []
         for path, original, index in zip(self.images, self.originals, predict_indices(self.model, self.batch)):
-            h, w = original.shape[:2]
-            mask = np.asarray(Image.fromarray(index).resize((w, h), Image.NEAREST))
             save_image(self.out / f"Epoch_{epoch + 1}_{path.stem}.png",
-                       index_to_palette_image(mask, self.cfg.mask.rgb_map))
+                       index_to_palette_image(resize_indices(index, original.shape), self.cfg.mask.rgb_map))
             small = np.asarray(Image.fromarray(original).resize(size, Image.BILINEAR))
-            small_index = np.asarray(Image.fromarray(index).resize(size, Image.NEAREST))
+            small_index = resize_indices(index, small.shape)
             tiles.append(np.asarray(overlay_image(small, small_index, self.cfg.mask.rgb_map, (), 0.45)))
         save_image(self.out / f"Epoch_{epoch + 1}_montage.png", np.concatenate(tiles, axis=1))
 
