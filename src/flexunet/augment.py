@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import io as _io
-import json
 import logging
 import math
 import re
@@ -45,6 +44,7 @@ from flexunet.errors import DataError, FlexUNetError
 from flexunet.io import pair_by_name, read_image, save_image, write_bytes
 from flexunet.masks import read_mask, save_rgb_mask
 from flexunet.progress import Progress
+from flexunet.records import find_split, split_subset_stems
 
 log = logging.getLogger(__name__)
 
@@ -388,33 +388,10 @@ def variant_rng(seed: int, stem: str, variant: str) -> np.random.Generator:
 # --------------------------------------------------------------------------- offline dataset
 
 
-def _manifest_stems(images_dir: Path, subset: str) -> set[str] | None:
-    """Stems of ``subset`` in ``<dataset>/<name>/split.json`` (from ``flexunet split``) if any."""
-    path = images_dir.parent.parent / "split.json"
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot be read as JSON ({exc}); re-run the split stage") from None
-    # flexunet.split writes {"subsets": {"train": {"files": [...]}}}; plain {"train": [...]} also works
-    entry = data.get("subsets", data).get(subset) if isinstance(data, dict) else None
-    files = entry.get("files") if isinstance(entry, dict) else entry
-    if isinstance(files, list):
-        return {_entry_stem(e) for e in files}
-    log.warning("%s: no '%s' file list found; telling originals by name instead", path, subset)
-    return None
-
-
-def _entry_stem(entry: object) -> str:
-    if isinstance(entry, dict):
-        entry = entry.get("image") or entry.get("name") or entry.get("stem") or ""
-    return Path(str(entry)).stem
-
-
 def _originals(images_dir: Path, masks_dir: Path, subset: str, cfg: Config) -> list[tuple[Path, Path]]:
     pairs = pair_by_name(images_dir, masks_dir, mask_suffixes=(cfg.mask.mask_file_format,))
-    listed = _manifest_stems(images_dir, subset)
+    split = find_split(images_dir, cfg)
+    listed = split_subset_stems(split, subset) if split is not None else None
     originals = [(i, m) for i, m in pairs
                  if not is_augmented(i) and (listed is None or i.stem in listed)]
     log.info("%s: %d original pair(s) of %d (%s)", images_dir, len(originals), len(pairs),

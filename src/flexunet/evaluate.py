@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import io as _io
-import json
 import logging
 import math
 from pathlib import Path
@@ -88,23 +87,6 @@ class KerasMean:
 # --------------------------------------------------------------------------- pixel spacing
 
 
-def _find_manifest(images_dir: Path) -> Path | None:
-    """The prepare manifest behind a folder of images: master/images, or <dataset>/<subset>/images."""
-    direct = images_dir.parent / "manifest.json"
-    if direct.is_file():
-        return direct
-    split = images_dir.parent.parent / "split.json"
-    if split.is_file():
-        try:
-            master = json.loads(split.read_text(encoding="utf-8")).get("master_dir")
-        except (OSError, ValueError, AttributeError) as exc:
-            log.warning("%s: unreadable (%s); HD95 in pixels only", split, exc)
-            return None
-        if master and (Path(master) / "manifest.json").is_file():
-            return Path(master) / "manifest.json"
-    return None
-
-
 def pixel_spacings(cfg: Config, images: Sequence[Path]) -> tuple[dict[str, tuple[float, float]], Path | None]:
     """(row, col) mm of a pixel at the model's input size, per image file name, and the manifest used.
 
@@ -112,13 +94,15 @@ def pixel_spacings(cfg: Config, images: Sequence[Path]) -> tuple[dict[str, tuple
     """
     if not images:
         return {}, None
-    manifest = _find_manifest(Path(images[0]).parent)
-    if manifest is None:
+    from flexunet.records import find_manifest, manifest_items
+
+    manifest = find_manifest(Path(images[0]).parent, cfg)
+    items = manifest_items(manifest, "HD95 in pixels only")
+    if items is None:
         return {}, None
     try:
-        items = json.loads(manifest.read_text(encoding="utf-8"))["items"]
         by_id = {str(row["id"]): row.get("pixel_spacing") for row in items}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         log.warning("%s: unreadable (%s); HD95 in pixels only", manifest, exc)
         return {}, None
     from PIL import Image
