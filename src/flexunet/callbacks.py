@@ -29,7 +29,7 @@ import numpy as np
 
 from flexunet.config import Config
 from flexunet.errors import FlexUNetError
-from flexunet.io import atomic_write, save_image, write_json, write_text
+from flexunet.io import atomic_write, save_image, swap_dir, write_json, write_text
 from flexunet.run import CHECKPOINT
 
 log = logging.getLogger(__name__)
@@ -338,7 +338,6 @@ def save_checkpoint(model: keras.Model, model_dir: Path, state: dict, meta: dict
     """
     final = model_dir / CHECKPOINT
     tmp = model_dir / f".{CHECKPOINT}.tmp-{os.getpid()}"
-    old = model_dir / f".{CHECKPOINT}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
@@ -351,15 +350,10 @@ def save_checkpoint(model: keras.Model, model_dir: Path, state: dict, meta: dict
         if meta is not None:
             write_json(tmp / "model_meta.json", meta)
         write_json(tmp / "state.json", state)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
+        swap_dir(tmp, final)  # on failure the previous checkpoint stays the resume point
     except BaseException:
-        if old.exists() and not final.exists():
-            os.replace(old, final)  # the previous checkpoint stays the resume point
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def recover_checkpoint(model_dir: Path) -> Path | None:
@@ -395,8 +389,9 @@ def _rng_variables(model: keras.Model) -> list:
     return [v for v in model.variables if id(v) not in weights]
 
 
-def load_checkpoint(model: keras.Model, model_dir: Path) -> dict:
-    """Restore weights and optimizer state; return the saved run state."""
+def load_checkpoint(model: keras.Model, model_dir: Path, cfg: Config | None = None) -> dict:
+    """Restore weights and optimizer state; return the saved run state (with ``cfg``, the nulls JSON
+    holds for non-finite numbers read back: no best yet -> +-inf as :func:`initial_state`, history -> NaN)."""
     from flexunet.run import check_weights
 
     folder = model_dir / CHECKPOINT
@@ -427,7 +422,17 @@ def load_checkpoint(model: keras.Model, model_dir: Path) -> dict:
     with np.load(folder / "rng.npz") as data:
         for i, var in enumerate(_rng_variables(model)):
             var.assign(data[f"v{i}"])
-    return json.loads((folder / "state.json").read_text())
+    state = json.loads((folder / "state.json").read_text())
+    return state if cfg is None else _finite_state(state, cfg)
+
+
+def _finite_state(state: dict, cfg: Config) -> dict:
+    """state.json as the run keeps it in memory: JSON's nulls back to the non-finite numbers they were."""
+    if state.get("best") is None:
+        state["best"] = initial_state(cfg)["best"]
+    state["history"] = {k: [math.nan if v is None else v for v in values] if isinstance(values, list) else values
+                        for k, values in (state.get("history") or {}).items()}
+    return state
 
 
 def write_curves(cfg: Config, hist: dict, collapse: dict | None = None) -> None:

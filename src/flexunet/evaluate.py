@@ -275,19 +275,6 @@ def _log_summary(summary: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- files
 
 
-def json_ready(obj: Any) -> Any:
-    """NaN and infinities -> None (JSON has no NaN), numpy scalars -> Python numbers."""
-    if isinstance(obj, dict):
-        return {k: json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_ready(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     buf = _io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -302,7 +289,7 @@ def _write_report(eval_dir: Path, acc: MetricAccumulator, report: dict[str, Any]
     eval_dir.mkdir(parents=True, exist_ok=True)
     paths = [eval_dir / name for name in ("evaluation.json", "per_image.csv", "confusion_matrix.csv",
                                           "confusion_matrix.png")]
-    write_json(paths[0], json_ready(report))
+    write_json(paths[0], report)
     columns = ["image", "class_index", "class", "ref_pixels", "pred_pixels", *COUNTS, *SCORES, "hd95_px",
                "hd95_mm", *LESION_COUNTS]
     rows = acc.per_image_rows()

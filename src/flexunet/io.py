@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io as _io
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -69,7 +70,29 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """``obj`` as JSON (indent 2) by :func:`json_text`: NaN and infinities written as null."""
+    write_text(path, json_text(obj, indent=2) + "\n")
+
+
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """The one JSON policy: strict JSON (no bare NaN / Infinity tokens: non-finite numbers become null),
+    numpy values as Python numbers and lists, paths as strings."""
+    return json.dumps(json_ready(obj), indent=indent, sort_keys=False, default=_json_default, allow_nan=False)
+
+
+def json_ready(obj: Any) -> Any:
+    """NaN and infinities -> None (JSON has no NaN), numpy scalars and arrays -> Python numbers and lists."""
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_ready(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def _json_default(obj: Any) -> Any:

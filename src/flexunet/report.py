@@ -49,7 +49,7 @@ import numpy as np
 
 from flexunet.config import Config
 from flexunet.errors import DataError, FlexUNetError
-from flexunet.io import write_bytes, write_text
+from flexunet.io import swap_dir, write_bytes, write_text
 from flexunet.progress import Progress
 from flexunet.plots import new_figure, save_figure
 
@@ -403,14 +403,8 @@ def build_report(cfg: Config, progress: bool = True, overwrite: bool = False,
         bodies = [(sid, title, make()) for sid, title, make in
                   Progress(steps, "report", enabled=progress, unit="section")]
         page = _page(b, bodies)
-        figures = out / FIGURES
-        old = out / f".{FIGURES}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        if figures.exists():
-            os.replace(figures, old)
-        os.replace(tmp, figures)
+        swap_dir(tmp, out / FIGURES)
         write_text(out / REPORT_FILE, page)
-        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     html_path = out / REPORT_FILE

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 from flexunet.config import Config
 from flexunet.errors import ConfigError, FlexUNetError
+from flexunet.io import json_text
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ def _jsonable(value: Any) -> Any:
 
 def embed_meta(path: Path, meta: Mapping[str, Any]) -> None:
     """Put ``meta`` inside a model file: a root attribute of .weights.h5, a member of the .keras zip."""
-    text = json.dumps(meta, indent=1)
+    text = json_text(meta, indent=1)
     if path.name.endswith(".keras"):
         with zipfile.ZipFile(path, "a") as zf:
             zf.writestr(META_IN_KERAS, text)

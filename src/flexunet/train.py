@@ -240,7 +240,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
         model = compile_model(cfg)
     state = initial_state(cfg)
     if resume:
-        state = load_checkpoint(model, t.model_dir)
+        state = load_checkpoint(model, t.model_dir, cfg)
         if str(state.get("stopped_by") or "").startswith("collapse"):
             state["stopped_by"] = None  # resuming a run the guard stopped trains on; history.json keeps the finding
         log.info("resuming after epoch %d (best %s = %.5g at epoch %s)", state["epoch"], t.monitor,
