@@ -156,7 +156,7 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
     from flexunet.data import check_masks, make_dataset, subset_pairs
     from flexunet.losses import dice_coef_multiclass, make_loss
     from flexunet.datarecord import check_test_images
-    from flexunet.model import best_model_path, load_trained
+    from flexunet.run import best_model_path, load_trained
 
     pairs = subset_pairs(cfg, "test")
     eval_dir = Path(cfg.eval.eval_dir or cfg.train.eval_dir)

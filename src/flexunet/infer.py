@@ -181,7 +181,7 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
     if cfg.infer.volumes and not geometry:
         log.info("no volumes.csv: the inputs are not DICOM, so they carry no slice geometry")
     if model is None:
-        from flexunet.model import load_trained
+        from flexunet.run import load_trained
 
         model = load_trained(cfg)
     opts = cfg.infer

@@ -373,7 +373,7 @@ def build_report(cfg: Config, progress: bool = True, overwrite: bool = False,
     """
     from flexunet.datarecord import check_test_images
     from flexunet.io import claim_output_dir, list_files
-    from flexunet.model import load_trained
+    from flexunet.run import load_trained
 
     eval_dir = eval_dir_of(cfg)
     evaluation = load_evaluation(eval_dir)
@@ -440,7 +440,7 @@ def _mtime(path: Path | None) -> str:
 
 
 def _header(b: _Build) -> str:
-    from flexunet.model import best_model_path
+    from flexunet.run import best_model_path
 
     cfg, m, ev = b.cfg, b.cfg.model, b.evaluation
     model_path = best_model_path(cfg.train.model_dir)

@@ -22,7 +22,8 @@ import numpy as np
 
 from flexunet.errors import DataError
 from flexunet.io import list_files, read_image, write_json
-from flexunet.masks import RgbMap, describe_unmapped, index_to_rgb, palette_colours, read_mask
+from flexunet.masks import (STROKE_CLASS_NAMES, STROKE_RGB_MAP, RgbMap, describe_unmapped, index_to_rgb,
+                            palette_colours, read_mask)
 from flexunet.progress import Progress
 from flexunet.records import SPLIT_JSON, read_split, rgb_map_from_list
 from flexunet.plots import new_figure, save_figure
@@ -30,8 +31,6 @@ from flexunet.plots import new_figure, save_figure
 log = logging.getLogger(__name__)
 
 SUBSETS = ("train", "valid", "test")
-STROKE_RGB_MAP: dict[tuple[int, int, int], int] = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
-STROKE_CLASS_NAMES = ("background", "ischemic", "hemorrhagic")
 SAMPLE_COUNT = 8
 
 

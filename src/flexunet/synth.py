@@ -52,15 +52,14 @@ from scipy import ndimage
 from flexunet.dicom import window
 from flexunet.errors import DataError
 from flexunet.io import save_image, write_bytes, write_json
-from flexunet.masks import palette_colours, save_rgb_mask
+from flexunet.masks import STROKE_CLASS_NAMES, STROKE_RGB_MAP, palette_colours, save_rgb_mask
 from flexunet.predict import blend
 from flexunet.progress import Progress
 from flexunet.synth_lesions import DEFAULT_OPTIONS, SynthOptions, draw_lookalikes
 
 log = logging.getLogger(__name__)
 
-STROKE_RGB_MAP: dict[tuple[int, int, int], int] = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
-CLASS_NAMES: tuple[str, ...] = ("background", "ischemic", "hemorrhagic")
+CLASS_NAMES = STROKE_CLASS_NAMES
 DATASET_DIR = "STROKE-DATASET"
 SESSION_DIR = "YARISMA-VERI-SETI_2_OTURUM"
 SUBDIRS = ("PNG", "MASKS", "DICOM", "OVERLAY")
