@@ -241,3 +241,25 @@ def test_npz_masks_stay_npz(tmp_path):
     cfg = cfg.replace("mask", mask_file_format=".npz")
     assert A.augment_dataset(cfg, progress=False)["written"] == 1
     assert np.array_equal(read_mask(base / "masks" / "hflipped_10001.npz", RGB_MAP).index, mask[:, ::-1])
+
+
+def test_a_failed_augment_takes_back_the_files_it_added(tmp_path, monkeypatch):
+    import flexunet.augment
+    from conftest import leftovers, make_tiny_dataset, snapshot
+
+    cfg = dataset_cfg(tmp_path, "[augmentor]\nrotation = False\nshrinks = ()\nhflip = True\nvflip = False\n")
+    make_tiny_dataset(tmp_path / "Stroke" / "train", n=3)
+    before = snapshot(tmp_path / "Stroke")
+    calls = []
+
+    def boom(path, image, format="PNG"):
+        calls.append(path)
+        if len(calls) == 2:
+            raise RuntimeError("crash on the second image")
+        real(path, image, format)
+
+    real = flexunet.augment.save_image
+    monkeypatch.setattr(flexunet.augment, "save_image", boom)
+    with pytest.raises(RuntimeError):
+        A.augment_dataset(cfg, progress=False)
+    assert snapshot(tmp_path / "Stroke") == before and not leftovers(tmp_path)

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flexunet.errors import ConfigError
-from flexunet.io import atomic_output_dir, atomic_write, json_text, swap_dir, write_json, write_text
+from flexunet.errors import ConfigError, DataError
+from flexunet.io import (atomic_output_dir, atomic_write, json_text, safe_output_path, swap_dir, write_json,
+                         write_text)
 
 
 def test_atomic_write_gives_the_mode_a_plain_open_would(tmp_path):
@@ -102,3 +103,35 @@ def test_atomic_output_dir_is_whole_or_absent(tmp_path):
     with pytest.raises(ConfigError, match="overlaps the input folder"):
         with atomic_output_dir(target / "inside", True, "[split] output_dir/name", inputs=(target,)):
             pass
+
+
+def test_atomic_write_leaves_the_previous_file_when_it_fails(tmp_path):
+    target = tmp_path / "results.csv"
+    target.write_text("previous\n")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target, "w") as fh:
+            fh.write("half of the new")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == "previous\n" and [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+
+
+# --------------------------------------------------------------------------- names from inputs
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("../../etc/passwd.png", "passwd.png"),
+    ("/etc/cron.d/evil.png", "evil.png"),
+    ("..\\..\\windows\\evil.png", "evil.png"),
+    ("a/../../b.png", "b.png"),
+    ("plain.png", "plain.png"),
+])
+def test_safe_output_path_stays_in_the_output_folder(tmp_path, name, expected):
+    out = tmp_path / "out"
+    path = safe_output_path(out, name)
+    assert path == out / expected and path.resolve().parent == out.resolve()
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../", "a/.."])
+def test_safe_output_path_refuses_names_without_a_file(tmp_path, name):
+    with pytest.raises(DataError, match="not a usable file name"):
+        safe_output_path(tmp_path, name)

@@ -230,3 +230,20 @@ def test_missing_tensorboard_is_one_line_before_any_epoch(train_project, monkeyp
                    "is not installed; install it with pip install 'tensorboard>=2.21,<2.22' (the cpu and gpu "
                    "extras include it) or set [train] tensorboard = False"]
     assert not model_dir.exists()  # refused before anything was written
+
+
+def test_train_overwrite_removes_only_what_a_run_writes(train_project):
+    from flexunet.train import RUN_FILES, _prepare_model_dir
+
+    cfg = load_config(train_project)
+    models = cfg.train.model_dir
+    (models / "last_checkpoint").mkdir(parents=True)
+    (models / "best_model.keras").write_bytes(b"old model")
+    (models / "my_notes.txt").write_text("keep me")
+    (models / "my_folder").mkdir()
+    with pytest.raises(FlexUNetError, match="holds a previous run; use --resume .* or --overwrite"):
+        _prepare_model_dir(cfg, resume=False, overwrite=False)
+    assert (models / "best_model.keras").read_bytes() == b"old model"
+    _prepare_model_dir(cfg, resume=False, overwrite=True)
+    assert sorted(p.name for p in models.iterdir()) == ["my_folder", "my_notes.txt"]
+    assert "my_notes.txt" not in RUN_FILES
