@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import os
 from pathlib import Path
 
@@ -136,3 +139,45 @@ def train_project(tmp_path) -> Path:
     path = tmp_path / "train_eval_infer.config"
     path.write_text(TRAIN_CONFIG)
     return path
+
+
+# --------------------------------------------------------------------------- whole-or-absent outputs
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """relative path -> SHA-256 of every file below ``folder``."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+@contextlib.contextmanager
+def _enospc_writer(real, path, mode="wb"):
+    """atomic_write that writes a little, then finds the disk full."""
+    with real(path, mode) as fh:
+        fh.write(b"partial" if "b" in mode else "partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    yield  # pragma: no cover
+
+
+def disk_full_on(monkeypatch, predicate) -> list[Path]:
+    """Make flexunet.io's atomic writes fail with ENOSPC for paths where ``predicate(path)``."""
+    import flexunet.io
+
+    real = flexunet.io.atomic_write
+    hit: list[Path] = []
+
+    def fake(path, mode="wb"):
+        if predicate(Path(path)):
+            hit.append(Path(path))
+            return _enospc_writer(real, path, mode)
+        return real(path, mode)
+
+    monkeypatch.setattr(flexunet.io, "atomic_write", fake)
+    return hit
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary names our atomic writers use, anywhere below ``folder``."""
+    return sorted(str(p) for p in Path(folder).rglob("*")
+                  if p.name.endswith(".tmp") or ".tmp-" in p.name or ".building-" in p.name
+                  or ".old-" in p.name)

@@ -120,3 +120,13 @@ def test_sample_inputs_are_deterministic(trained):
     a, b = sample_inputs(model), sample_inputs(model)
     assert a.shape == (2, 32, 32, 3) and a.dtype == np.float32 and np.array_equal(a, b)
     assert 0 <= a.min() and a.max() <= 255
+
+
+def test_export_refuses_to_replace_a_folder_that_is_not_an_export(tmp_path):
+    cfg = parse_config(CONFIG, base_dir=tmp_path)
+    mine = tmp_path / "my_models"
+    mine.mkdir()
+    (mine / "precious.txt").write_text("keep me")
+    with pytest.raises(FlexUNetError, match=r"my_models: a folder that is not a SavedModel export"):
+        export_model(cfg, "savedmodel", out=mine, model=object())
+    assert (mine / "precious.txt").read_text() == "keep me"

@@ -84,14 +84,14 @@ def _hist(pred_dark, val_pred_dark, loss):
 
 
 def _classes(dark_valid_share: float = 0.01):
-    from flexunet.callbacks import Watched
+    from flexunet.guard import Watched
 
     # each class holds 1% of the mask pixels: "starved" is a predicted share under 0.05% (5% of it)
     return {"bright": Watched("bright", 0.01, 0.01), "dark": Watched("dark", 0.01, dark_valid_share)}
 
 
 def test_guard_fires_on_a_flat_run_that_predicts_almost_nothing():
-    from flexunet.callbacks import find_collapse
+    from flexunet.guard import find_collapse
 
     # dark: predicted on 2% (epoch 1), then on 0.001% of the pixels; the loss stuck at 0.2722
     hist = _hist([0.02, 1e-5, 0.0, 1e-5], [0.01, 0.0, 4e-4, 0.0], [0.5, 0.2722, 0.2722, 0.2722])
@@ -122,7 +122,7 @@ def test_one_class_collapsed_while_another_learns_only_warns(train_project):
 
 @pytest.mark.parametrize("change", ["val_predicts", "loss_falls", "class_absent", "not_in_valid"])
 def test_guard_stays_quiet(change):
-    from flexunet.callbacks import find_collapse
+    from flexunet.guard import find_collapse
 
     val = [0.0, 0.0, 0.001, 0.0] if change == "val_predicts" else [0.0] * 4
     loss = [0.9, 0.85, 0.82, 0.8] if change == "loss_falls" else [0.3] * 4  # a rare class that starts late
@@ -136,7 +136,7 @@ def test_guard_stays_quiet(change):
 
 
 def test_without_shares_only_a_class_predicted_nowhere_counts():
-    from flexunet.callbacks import Watched, find_collapse
+    from flexunet.guard import Watched, find_collapse
 
     unknown = {"dark": Watched("dark")}
     assert find_collapse(_hist([1e-6] * 3, [0.0] * 3, [0.3] * 3), unknown, patience=2) is None

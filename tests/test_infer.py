@@ -14,8 +14,8 @@ from pydicom.data import get_testdata_file
 from flexunet.config import parse_config
 from flexunet.dicom import read_dicom_hu, three_window_rgb, window
 from flexunet.errors import ConfigError, DataError
-from flexunet.infer import (infer_images, predict_indices, predict_probs, predict_tiled, ramp, read_input,
-                            remove_small_components, tile_starts)
+from flexunet.infer import infer_images
+from flexunet.predict import predict_indices, read_input, remove_small_components
 from flexunet.masks import flat_palette
 from flexunet.model import build_model
 
@@ -227,74 +227,7 @@ def test_small_components_are_removed(tmp_path):
     assert summary["removed_components"] == 1
 
 
-class PatternModel:
-    """A fixed, position-dependent softmax: class 1 rises left to right, class 2 top to bottom."""
-
-    inputs = [keras.KerasTensor((None, 8, 8, 3))]
-
-    def predict_on_batch(self, x):
-        b, h, w = x.shape[:3]
-        logits = np.stack([np.zeros((h, w)), np.tile(np.arange(w), (h, 1)) / 2.0,
-                           np.tile(np.arange(h)[:, None], (1, w)) / 3.0], -1)
-        p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-        return np.repeat(p[None], b, 0).astype(np.float32)
-
-
-def test_flip_tta_averages_identity_and_flips():
-    x = np.zeros((2, 8, 8, 3), np.float32)
-    p = PatternModel().predict_on_batch(x)
-    expected = (p + p[:, :, ::-1] + p[:, ::-1]) / 3
-    np.testing.assert_allclose(predict_probs(PatternModel(), x, flip_tta=True), expected, atol=1e-7)
-    np.testing.assert_allclose(predict_probs(PatternModel(), x), p)
-
-
 # --------------------------------------------------------------------------- tiling
-
-
-def test_tile_starts_and_ramp():
-    assert tile_starts(100, 32, 8) == [0, 24, 48, 68]
-    assert tile_starts(20, 32, 8) == [0]
-    assert tile_starts(32, 32, 8) == [0]
-    w = ramp(10, 3)
-    assert w.tolist() == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 1, 0.75, 0.5, 0.25])
-    assert (ramp(5, 0) == 1).all()
-
-
-def pointwise_model(seed: int = 0) -> keras.Model:
-    """Size-agnostic, receptive field 1 pixel: any tiling must give exactly the untiled output."""
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((None, None, 3))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(8, 1, activation="relu")(x)
-    x = keras.layers.Conv2D(3, 1)(x)
-    return keras.Model(inputs, keras.layers.Activation("softmax")(x))
-
-
-@pytest.mark.parametrize("tile,overlap", [(32, 8), (48, 16), (40, 0)])
-def test_tiled_equals_untiled_for_a_size_agnostic_pointwise_model(tmp_path, tile, overlap):
-    cfg = make_cfg(tmp_path)
-    model = pointwise_model()
-    image = np.random.default_rng(1).integers(0, 256, (100, 75, 3), dtype=np.uint8)
-    full = np.asarray(model.predict_on_batch(image[None].astype(np.float32)))[0]
-    tiled = predict_tiled(model, image, cfg, tile, overlap, batch_size=3)
-    np.testing.assert_allclose(tiled, full, atol=1e-5)       # no seams: blending is exact
-    np.testing.assert_array_equal(tiled.argmax(-1), full.argmax(-1))
-
-
-def test_tiled_unet_stays_within_tolerance_of_untiled(tmp_path):
-    """A size-agnostic 3-level FlexUNet: tiles see zero padding at their edges, so outputs differ
-    near tile borders; with a 24 px blended overlap the softmax stays within 0.05 (max) and 0.005 (mean)."""
-    text = CONFIG.replace("num_layers = 2", "num_layers = 3")
-    cfg = parse_config(text, base_dir=tmp_path)
-    keras.utils.set_random_seed(1)
-    fixed = build_model(cfg.model)
-    free = keras.models.clone_model(fixed, input_tensors=keras.Input((None, None, 3)))
-    free.set_weights(fixed.get_weights())
-    image = np.random.default_rng(0).integers(0, 256, (96, 80, 3), dtype=np.uint8)
-    full = np.asarray(free.predict_on_batch(image[None].astype(np.float32)))[0]
-    tiled = predict_tiled(free, image, cfg, 64, 24, batch_size=4)
-    diff = np.abs(tiled - full)
-    assert diff.max() < 0.05 and diff.mean() < 0.005
 
 
 def test_tiled_inference_of_large_images(tmp_path):
@@ -334,19 +267,6 @@ def test_overlap_must_be_smaller_than_the_tile(tmp_path):
     (tmp_path / "big").mkdir()
     with pytest.raises(ConfigError, match=r"\[tiledinfer\] overlapping"):
         infer_images(cfg, model=colour_model(), tiled=True, progress=False)
-
-
-def test_network_input_follows_color_order_and_channels(tmp_path):
-    from flexunet.infer import network_input
-
-    rgb = np.array([[[10, 20, 30]]], np.uint8)
-    assert network_input(rgb, make_cfg(tmp_path)).tolist() == [[[10, 20, 30]]]
-    bgr = parse_config(CONFIG + '\n[image]\ncolor_order = "BGR"\n', base_dir=tmp_path)
-    assert network_input(rgb, bgr).tolist() == [[[30, 20, 10]]]
-    grey = parse_config(CONFIG.replace("num_classes = 3", "num_classes = 3\nimage_channels = 1"), base_dir=tmp_path)
-    assert network_input(rgb, grey).tolist() == [[[20.0]]]
-    rgba = parse_config(CONFIG.replace("num_classes = 3", "num_classes = 3\nimage_channels = 4"), base_dir=tmp_path)
-    assert network_input(rgb, rgba).tolist() == [[[10, 20, 30, 255]]]
 
 
 # --------------------------------------------------------------------------- volumes and uncertainty

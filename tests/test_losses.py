@@ -110,3 +110,67 @@ def test_ce_from_logits_trains_a_saturated_head_out_of_collapse():
     before = head.bias.numpy().copy()
     model.fit(x, y, epochs=1, verbose=0)
     assert head.bias.numpy()[1] > before[1]  # moved; with the clipped CE its gradient is exactly 0
+
+
+# --------------------------------------------------------------------------- class weights (0.5, 2, 1)
+
+W = (0.5, 2.0, 1.0)
+D1, D2 = (2 * 0.8 + 1) / (2 * 0.8 + 0.65 + 0.2 + 1), (2 * 0.6 + 1) / (2 * 0.6 + 0.45 + 0.4 + 1)
+T1, T2 = (0.8 + 1) / (0.8 + 0.3 * 0.65 + 0.7 * 0.2 + 1), (0.6 + 1) / (0.6 + 0.3 * 0.45 + 0.7 * 0.4 + 1)
+WEIGHTED = {  # per pixel the true class's weight times its term; Dice and Tversky: a weighted foreground mean
+    "categorical_crossentropy": -(0.5 * math.log(0.7) + 2 * math.log(0.8) + 1 * math.log(0.6)
+                                  + 0.5 * math.log(0.5)) / 4,
+    "focal": -(0.5 * 0.3 ** 2 * math.log(0.7) + 2 * 0.2 ** 2 * math.log(0.8) + 1 * 0.4 ** 2 * math.log(0.6)
+               + 0.5 * 0.5 ** 2 * math.log(0.5)) / 4,
+    "dice": 1 - (2 * D1 + 1 * D2) / 3,
+    "tversky": 1 - (2 * T1 + 1 * T2) / 3,
+}
+WEIGHTED["ce_dice"] = WEIGHTED["categorical_crossentropy"] + WEIGHTED["dice"]
+
+
+@pytest.mark.parametrize("name", sorted(WEIGHTED))
+def test_weighted_loss_values_by_hand(name):
+    cfg = parse_config(CONFIG.format(loss=name).replace("[mask]", f"class_weights = {W}\n\n[mask]"))
+    assert cfg.model.class_weights == W
+    y_true, y_pred = _inputs()
+    assert float(np.mean(make_loss(cfg)(y_true, y_pred))) == pytest.approx(WEIGHTED[name], rel=1e-5)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_dice_coef_multiclass_matches_its_formula():
+    from flexunet.losses import dice_coef_multiclass
+
+    rng = np.random.default_rng(0)
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, (2, 4, 4))]
+    p = rng.dirichlet([1, 1, 1], (2, 4, 4)).astype("float32")
+    per_image = [(2 * (y[i] * p[i]).sum() + 1) / (y[i].sum() + p[i].sum() + 1) for i in range(2)]
+    assert float(dice_coef_multiclass(y, p)) == pytest.approx(np.mean(per_image), rel=1e-6)
+    # background-dominated: predicting all background on a 1%-lesion image still scores ~0.99
+    y = np.zeros((1, 10, 10, 3), "float32")
+    y[..., 0] = 1
+    y[0, 0, 0] = [0, 1, 0]
+    pred = np.zeros_like(y)
+    pred[..., 0] = 1
+    assert float(dice_coef_multiclass(y, pred)) > 0.98
+
+
+def test_per_class_dice_and_iou_match_hand_counts(train_project):
+    from flexunet.config import load_config
+    from flexunet.losses import make_metrics
+
+    cfg = load_config(train_project)
+    metrics = {m.name: m for m in make_metrics(cfg)[1:]}
+    true = np.array([[0, 1, 1, 2], [0, 0, 1, 2]])
+    pred = np.array([[0, 1, 0, 2], [1, 0, 1, 0]])
+    y, p = np.eye(3, dtype="float32")[true][None], np.eye(3, dtype="float32")[pred][None]
+    for metric in metrics.values():  # two updates of halves = one update of the whole: epoch accumulation
+        metric.update_state(y[:, :1], p[:, :1])
+        metric.update_state(y[:, 1:], p[:, 1:])
+    # class 1: tp 2, fp 1, fn 1 -> dice 4/6, iou 2/4; class 2: tp 1, fp 0, fn 1 -> dice 2/3, iou 1/2
+    assert float(metrics["dice_bright"].result()) == pytest.approx(4 / 6)
+    assert float(metrics["iou_bright"].result()) == pytest.approx(0.5)
+    assert float(metrics["dice_dark"].result()) == pytest.approx(2 / 3)
+    assert float(metrics["iou_dark"].result()) == pytest.approx(0.5)
+    assert float(metrics["mean_dice"].result()) == pytest.approx((4 / 6 + 2 / 3) / 2)

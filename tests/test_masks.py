@@ -97,3 +97,20 @@ def test_one_hot():
     oh = one_hot(np.array([[0, 2]]), 3)
     assert oh.shape == (1, 2, 3) and oh.dtype == np.float32
     np.testing.assert_array_equal(oh[0, 1], [0, 0, 1])
+
+
+def test_data_files_are_never_unpickled(tmp_path):
+    from flexunet.errors import MaskError
+    from flexunet.masks import read_mask
+
+    marker = tmp_path / "PWNED"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    np.savez(tmp_path / "m.npz", mask=np.array([Payload()], dtype=object))
+    marker.unlink(missing_ok=True)
+    with pytest.raises(MaskError, match=r"m\.npz: cannot read key 'mask'"):
+        read_mask(tmp_path / "m.npz", RGB_MAP)
+    assert not marker.exists()

@@ -14,8 +14,6 @@ prepare's unpaired/strict/tolerance/overwrite rules (test_prepare.py).
 from __future__ import annotations
 
 import contextlib
-import errno
-import hashlib
 import json
 import logging
 import os
@@ -35,11 +33,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
-import flexunet.io
-from conftest import make_tiny_dataset
+from conftest import disk_full_on, leftovers, make_tiny_dataset, snapshot
 from flexunet.cli import main
-from flexunet.errors import DataError, FlexUNetError
-from flexunet.io import atomic_write, safe_output_path
 
 RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
 GREEN = (0, 255, 0)
@@ -125,12 +120,6 @@ def _restore_logging():
         yield
 
 
-def snapshot(folder: Path) -> dict[str, str]:
-    """relative path -> SHA-256 of every file below ``folder``."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
-
-
 def cli(capsys, *args: str) -> tuple[int, list[str], str]:
     """Run ``flexunet -q ARGS`` in-process: (exit code, the flexunet <command> lines, all of stderr)."""
     capsys.readouterr()
@@ -193,37 +182,6 @@ def write_dicom(path: Path, stored: np.ndarray, *, rescale: bool = True, modalit
     path.parent.mkdir(parents=True, exist_ok=True)
     pydicom.dcmwrite(path, ds, enforce_file_format=True)
     return path
-
-
-@contextlib.contextmanager
-def _enospc_writer(real, path, mode="wb"):
-    """atomic_write that writes a little, then finds the disk full."""
-    with real(path, mode) as fh:
-        fh.write(b"partial" if "b" in mode else "partial")
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-    yield  # pragma: no cover
-
-
-def disk_full_on(monkeypatch, predicate) -> list[Path]:
-    """Make flexunet.io's atomic writes fail with ENOSPC for paths where ``predicate(path)``."""
-    real = flexunet.io.atomic_write
-    hit: list[Path] = []
-
-    def fake(path, mode="wb"):
-        if predicate(Path(path)):
-            hit.append(Path(path))
-            return _enospc_writer(real, path, mode)
-        return real(path, mode)
-
-    monkeypatch.setattr(flexunet.io, "atomic_write", fake)
-    return hit
-
-
-def leftovers(folder: Path) -> list[str]:
-    """Temporary names our atomic writers use, anywhere below ``folder``."""
-    return sorted(str(p) for p in Path(folder).rglob("*")
-                  if p.name.endswith(".tmp") or ".tmp-" in p.name or ".building-" in p.name
-                  or ".old-" in p.name)
 
 
 # --------------------------------------------------------------------------- the pipeline
@@ -791,65 +749,6 @@ def test_ctrl_c_exits_cleanly_with_the_checkpoint_intact(tmp_path, pipeline):
 # --------------------------------------------------------------------------- atomic outputs
 
 
-def test_atomic_write_leaves_the_previous_file_when_it_fails(tmp_path):
-    target = tmp_path / "results.csv"
-    target.write_text("previous\n")
-    with pytest.raises(RuntimeError):
-        with atomic_write(target, "w") as fh:
-            fh.write("half of the new")
-            raise RuntimeError("crash mid-write")
-    assert target.read_text() == "previous\n" and [p.name for p in tmp_path.iterdir()] == ["results.csv"]
-
-
-def test_model_and_checkpoint_saves_are_whole_or_absent(tmp_path, monkeypatch):
-    import keras
-
-    from flexunet.callbacks import load_checkpoint, save_checkpoint, save_model
-
-    inputs = keras.Input((8, 8, 3))
-    model = keras.Model(inputs, keras.layers.Conv2D(3, 1, activation="softmax")(inputs))
-    model.compile(optimizer="adam", loss="categorical_crossentropy")
-    model.train_on_batch(np.zeros((1, 8, 8, 3), np.float32), np.full((1, 8, 8, 3), 1 / 3, np.float32))
-    best = tmp_path / "best_model.keras"
-    save_model(model, best)
-    save_checkpoint(model, tmp_path, {"epoch": 1})
-    before = snapshot(tmp_path)
-
-    def crash(*args, **kwargs):
-        Path(args[0]).write_bytes(b"half a zip")
-        raise OSError(errno.ENOSPC, "No space left on device", str(args[0]))
-
-    monkeypatch.setattr(model, "save", crash)
-    with pytest.raises(OSError):
-        save_model(model, best)
-    disk_full_on(monkeypatch, lambda p: p.name == "state.json")
-    with pytest.raises(OSError):
-        save_checkpoint(model, tmp_path, {"epoch": 2})
-    assert snapshot(tmp_path) == before and not leftovers(tmp_path)
-    assert load_checkpoint(model, tmp_path) == {"epoch": 1}
-
-
-def test_a_checkpoint_swap_cut_short_is_recovered_on_resume(tmp_path):
-    from flexunet.callbacks import recover_checkpoint
-
-    def checkpoint(name: str, epoch: int | None) -> Path:
-        folder = tmp_path / name
-        folder.mkdir()
-        (folder / "model.weights.h5").write_bytes(b"w")
-        if epoch is not None:
-            (folder / "state.json").write_text(json.dumps({"epoch": epoch}))
-        return folder
-
-    # killed between "last_checkpoint -> .old" and ".tmp -> last_checkpoint"
-    checkpoint(".last_checkpoint.old-11", 3)
-    checkpoint(".last_checkpoint.tmp-11", 4)
-    checkpoint(".last_checkpoint.tmp-12", None)                          # an incomplete one: never chosen
-    assert recover_checkpoint(tmp_path) == tmp_path / ".last_checkpoint.tmp-11"
-    assert json.loads((tmp_path / "last_checkpoint" / "state.json").read_text()) == {"epoch": 4}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint"]
-    assert recover_checkpoint(tmp_path) is None                        # nothing to do when whole
-
-
 def test_disk_full_during_prepare_keeps_the_previous_master(raw_project, capsys, monkeypatch):
     config, raw = raw_project
     assert cli(capsys, "prepare", str(config))[0] == 0
@@ -871,30 +770,6 @@ def test_a_crash_during_evaluate_keeps_the_previous_report(tmp_path, capsys, pip
     assert (tmp_path / "eval" / "evaluation.json").read_text() == report and not leftovers(tmp_path)
 
 
-def test_a_failed_augment_takes_back_the_files_it_added(tmp_path, monkeypatch):
-    from flexunet.augment import augment_dataset
-    from flexunet.config import load_config
-
-    config = write_config(tmp_path)
-    make_tiny_dataset(tmp_path / "dataset" / "Stroke" / "train", n=3)
-    before = snapshot(tmp_path / "dataset")
-    calls = []
-
-    def boom(path, image, format="PNG"):
-        calls.append(path)
-        if len(calls) == 2:
-            raise RuntimeError("crash on the second image")
-        real(path, image, format)
-
-    import flexunet.augment
-
-    real = flexunet.augment.save_image
-    monkeypatch.setattr(flexunet.augment, "save_image", boom)
-    with pytest.raises(RuntimeError):
-        augment_dataset(load_config(config), progress=False)
-    assert snapshot(tmp_path / "dataset") == before and not leftovers(tmp_path)
-
-
 # --------------------------------------------------------------------------- nothing deleted
 
 
@@ -908,25 +783,6 @@ def test_no_command_replaces_a_folder_it_did_not_create(raw_project, capsys):
     assert (mine / "my_notes.txt").read_text() == "keep me"
 
 
-def test_train_overwrite_removes_only_what_a_run_writes(tmp_path):
-    from flexunet.config import load_config
-    from flexunet.train import RUN_FILES, _prepare_model_dir
-
-    config = write_config(tmp_path)
-    cfg = load_config(config)
-    models = cfg.train.model_dir
-    (models / "last_checkpoint").mkdir(parents=True)
-    (models / "best_model.keras").write_bytes(b"old model")
-    (models / "my_notes.txt").write_text("keep me")
-    (models / "my_folder").mkdir()
-    with pytest.raises(FlexUNetError, match="holds a previous run; use --resume .* or --overwrite"):
-        _prepare_model_dir(cfg, resume=False, overwrite=False)
-    assert (models / "best_model.keras").read_bytes() == b"old model"
-    _prepare_model_dir(cfg, resume=False, overwrite=True)
-    assert sorted(p.name for p in models.iterdir()) == ["my_folder", "my_notes.txt"]
-    assert "my_notes.txt" not in RUN_FILES
-
-
 def test_infer_writes_into_an_existing_folder_without_deleting(infer_project, capsys):
     config, root = infer_project
     (root / "out").mkdir()
@@ -937,39 +793,7 @@ def test_infer_writes_into_an_existing_folder_without_deleting(infer_project, ca
     assert (root / "out" / "my_notes.txt").read_text() == "keep me" and (root / "out" / "a.png").is_file()
 
 
-def test_export_refuses_to_replace_a_folder_that_is_not_an_export(tmp_path):
-    from flexunet.config import load_config
-    from flexunet.export import export_model
-
-    config = write_config(tmp_path)
-    mine = tmp_path / "my_models"
-    mine.mkdir()
-    (mine / "precious.txt").write_text("keep me")
-    with pytest.raises(FlexUNetError, match=r"my_models: a folder that is not a SavedModel export"):
-        export_model(load_config(config), "savedmodel", out=mine, model=object())
-    assert (mine / "precious.txt").read_text() == "keep me"
-
-
 # --------------------------------------------------------------------------- security: names and paths
-
-
-@pytest.mark.parametrize("name,expected", [
-    ("../../etc/passwd.png", "passwd.png"),
-    ("/etc/cron.d/evil.png", "evil.png"),
-    ("..\\..\\windows\\evil.png", "evil.png"),
-    ("a/../../b.png", "b.png"),
-    ("plain.png", "plain.png"),
-])
-def test_safe_output_path_stays_in_the_output_folder(tmp_path, name, expected):
-    out = tmp_path / "out"
-    path = safe_output_path(out, name)
-    assert path == out / expected and path.resolve().parent == out.resolve()
-
-
-@pytest.mark.parametrize("name", ["", ".", "..", "../", "a/.."])
-def test_safe_output_path_refuses_names_without_a_file(tmp_path, name):
-    with pytest.raises(DataError, match="not a usable file name"):
-        safe_output_path(tmp_path, name)
 
 
 HOSTILE = "up\\..\\..\\escaped"   # a legal file name on Linux; read as a Windows path it climbs out
@@ -996,20 +820,3 @@ def test_prepare_and_infer_keep_hostile_names_inside_the_output_folder(tmp_path,
     master = tmp_path / "p" / "master"
     assert sorted(p.name for p in (master / "images").iterdir()) == ["1001.png", "escaped.png"]
     assert sorted(p.name for p in tmp_path.joinpath("p").iterdir()) == ["master", "p.config", "raw"]
-
-
-def test_data_files_are_never_unpickled(tmp_path):
-    from flexunet.errors import MaskError
-    from flexunet.masks import read_mask
-
-    marker = tmp_path / "PWNED"
-
-    class Payload:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    np.savez(tmp_path / "m.npz", mask=np.array([Payload()], dtype=object))
-    marker.unlink(missing_ok=True)
-    with pytest.raises(MaskError, match=r"m\.npz: cannot read key 'mask'"):
-        read_mask(tmp_path / "m.npz", RGB_MAP)
-    assert not marker.exists()

@@ -144,7 +144,8 @@ def test_a_weights_file_that_does_not_fit_is_refused_naming_the_layer(tmp_path, 
 
 
 def test_load_trained_refuses_a_replaced_weights_file(bn_run, tmp_path):
-    from flexunet.model import build_model, load_trained
+    from flexunet.model import build_model
+    from flexunet.run import load_trained
 
     run_dir = tmp_path / "run"
     shutil.copytree(bn_run.parent / "models", run_dir)
@@ -159,7 +160,7 @@ def test_load_trained_refuses_a_replaced_weights_file(bn_run, tmp_path):
 
 
 def test_switching_save_weights_only_on_resume_loads_the_newest_best(tmp_path):
-    from flexunet.model import load_trained
+    from flexunet.run import load_trained
     from flexunet.run import best_model_path, read_meta
 
     cfg = _project(tmp_path)
@@ -269,7 +270,8 @@ def test_resume_refuses_a_checkpoint_that_does_not_fit_the_run_config(bn_run, tm
 
 
 def test_a_keras_file_that_does_not_fit_the_run_is_refused(filters_run, tmp_path):
-    from flexunet.model import build_model, load_trained
+    from flexunet.model import build_model
+    from flexunet.run import load_trained
 
     run_dir = tmp_path / "run"
     shutil.copytree(filters_run.parent / "models", run_dir)

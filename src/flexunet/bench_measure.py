@@ -208,20 +208,16 @@ def _measure_inference(cfg: Any, model: Any, images_dir: Path, out_dir: Path, re
 def predict_loop(cfg: Any, model: Any, files: Sequence[Path], out_dir: Path) -> None:
     """The baseline: per image, read, resize, ``model.predict`` one image, write the palette mask."""
     import numpy as np
-    from PIL import Image
 
-    from flexunet.data import to_model_input
-    from flexunet.infer import network_input, read_input
     from flexunet.io import save_image
     from flexunet.masks import index_to_palette_image
+    from flexunet.predict import model_input, read_input, resize_indices
 
     for path in files:
         original = read_input(path, cfg)
-        x = to_model_input(network_input(original, cfg), cfg)[None]
+        x = model_input(original, cfg)[None]
         index = np.asarray(model.predict(x, verbose=0))[0].argmax(-1).astype(np.uint8)
-        h, w = original.shape[:2]
-        if index.shape != (h, w):
-            index = np.asarray(Image.fromarray(index).resize((w, h), Image.NEAREST))
+        index = resize_indices(index, original.shape)
         save_image(out_dir / f"{path.stem}.png", index_to_palette_image(index, cfg.mask.rgb_map))
 
 

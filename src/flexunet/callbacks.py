@@ -8,7 +8,7 @@ so exact on ``--resume``), and does at each epoch end, in this order:
 2. if the monitored value improved: save the best model (atomically), reset the counters;
    else count a bad epoch; after ``reducer_patience`` bad epochs multiply the learning rate
    by ``reducer_factor``; after ``patience`` bad epochs stop (EarlyStopping);
-3. the collapse guard (:func:`find_collapse`): warn, or stop with ``on_collapse = "stop"``;
+3. the collapse guard (:func:`flexunet.guard.find_collapse`): warn, or stop with ``on_collapse = "stop"``;
 4. honour the stop file (``break_training`` beside the config);
 5. write train_losses.csv, train_metrics.csv, their plots and history.json (atomically);
 6. save the last-epoch checkpoint: weights, optimizer state, and this state.
@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -29,7 +28,8 @@ import numpy as np
 
 from flexunet.config import Config
 from flexunet.errors import FlexUNetError
-from flexunet.io import atomic_write, save_image, write_json, write_text
+from flexunet.guard import Watched, collapse_message, find_collapse
+from flexunet.io import atomic_write, save_image, swap_dir, write_json, write_text
 from flexunet.run import CHECKPOINT
 
 log = logging.getLogger(__name__)
@@ -65,76 +65,6 @@ def scheduled_lr(cfg: Config, epoch: int) -> float:
     if t.lr_schedule == "cosine":
         return base * 0.5 * (1.0 + math.cos(math.pi * progress))
     return base
-
-
-STARVED = 0.05  # a class predicted on under this share of the pixels its masks hold is "not predicted"
-SLOW_LOSS = 0.02  # a training loss falling by less than this share per epoch is not learning it either
-
-
-@dataclass(frozen=True)
-class Watched:
-    """A foreground class the guard watches: its metric suffix and its share of the mask pixels."""
-
-    suffix: str
-    train_share: float = 0.0  # 0: unknown, then only a class predicted nowhere counts as starved
-    valid_share: float = 0.0
-
-
-def _starved(pred: float, share: float) -> bool:
-    return pred < STARVED * share if share > 0 else pred <= 0
-
-
-def find_collapse(hist: dict, classes: dict[str, Watched], patience: int) -> dict | None:
-    """A foreground class the network has stopped predicting, or None.
-
-    A class has collapsed when, for the last ``patience`` epochs (or more) in a row, it was
-    predicted on under ``STARVED`` (5%) of its share of the training mask pixels, on training
-    (``pred_<class>``) and on validation (``val_pred_<class>``, when the validation masks hold
-    it; a small validation set's own share is too noisy to judge by), while the training loss fell by less than ``SLOW_LOSS`` (2%) per epoch over those
-    epochs: the network predicts (almost) none of it and is not getting out of it.  A rare
-    class that starts late does so while the loss still falls: it is left alone.  ``all`` in
-    the result: every watched class has collapsed (the network predicts background only).
-    """
-    losses = hist.get("loss", [])
-    window = losses[-max(2, patience):]
-    if len(window) < 2 or window[0] - min(window) >= SLOW_LOSS * (len(window) - 1) * abs(window[0]):
-        return None
-    found = []
-    for name, w in classes.items():
-        train, valid = hist.get(f"pred_{w.suffix}", []), hist.get(f"val_pred_{w.suffix}", [])
-        run = 0
-        for e in range(len(train) - 1, -1, -1):
-            if not _starved(train[e], w.train_share):
-                break
-            if w.valid_share > 0 and e < len(valid) and not _starved(valid[e], w.train_share):
-                break
-            run += 1
-        if run >= patience:
-            found.append({"class": name, "first_epoch": len(train) - run + 1, "epoch": len(train),
-                          "share": w.train_share, "pred": float(train[-1]),
-                          "val_pred": float(valid[-1]) if valid else None})
-    if not found:
-        return None
-    return {**found[0], "all": len(found) == len(classes)}
-
-
-def collapse_message(cfg: Config, found: dict) -> str:
-    """The guard's one line: the class, the epochs, the likely fixes."""
-    m = cfg.model
-    fixes = [f"a lower [model] learning_rate (now {m.learning_rate:g})"]
-    if not m.normalization:
-        fixes.insert(0, "[model] normalization = True")
-    if m.loss not in ("ce_dice", "bce_dice_loss"):
-        fixes.append('[model] loss = "ce_dice"')
-    fixes.append("or a config written by `flexunet plan`")
-    share = f" ({100 * found['share']:.3g}% of the training pixels)" if found.get("share") else ""
-    where = f"{100 * found['pred']:.3g}% of the training"
-    if found.get("val_pred") is not None:
-        where += f", {100 * found['val_pred']:.3g}% of the validation"
-    return (f"collapse: class '{found['class']}'{share} was predicted on under {STARVED:.0%} of its pixels in "
-            f"epochs {found['first_epoch']}-{found['epoch']} (epoch {found['epoch']}: {where} pixels) while the "
-            f"loss hardly fell: the network predicts {'background only' if found['all'] else 'none of it'}; "
-            f"likely fixes: {', '.join(fixes)}")
 
 
 class RunController(keras.callbacks.Callback):
@@ -256,30 +186,27 @@ class EpochChangeInferencer(keras.callbacks.Callback):
 
     def __init__(self, cfg: Config, images: list[Path]) -> None:
         super().__init__()
-        from flexunet.data import to_model_input
-        from flexunet.infer import network_input, read_input
+        from flexunet.predict import model_batch, read_input
 
         self.cfg = cfg
         self.images = images
         self.originals = [read_input(p, cfg) for p in images]
-        self.batch = np.stack([to_model_input(network_input(a, cfg), cfg) for a in self.originals])
+        self.batch = model_batch(self.originals, cfg)
         self.out = cfg.train.epoch_change_infer_dir
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         from PIL import Image
 
-        from flexunet.infer import overlay_image, predict_indices
         from flexunet.masks import index_to_palette_image
+        from flexunet.predict import overlay_image, predict_indices, resize_indices
 
         size = (max(1, self.cfg.model.image_width // 2), max(1, self.cfg.model.image_height // 2))
         tiles = []
         for path, original, index in zip(self.images, self.originals, predict_indices(self.model, self.batch)):
-            h, w = original.shape[:2]
-            mask = np.asarray(Image.fromarray(index).resize((w, h), Image.NEAREST))
             save_image(self.out / f"Epoch_{epoch + 1}_{path.stem}.png",
-                       index_to_palette_image(mask, self.cfg.mask.rgb_map))
+                       index_to_palette_image(resize_indices(index, original.shape), self.cfg.mask.rgb_map))
             small = np.asarray(Image.fromarray(original).resize(size, Image.BILINEAR))
-            small_index = np.asarray(Image.fromarray(index).resize(size, Image.NEAREST))
+            small_index = resize_indices(index, small.shape)
             tiles.append(np.asarray(overlay_image(small, small_index, self.cfg.mask.rgb_map, (), 0.45)))
         save_image(self.out / f"Epoch_{epoch + 1}_montage.png", np.concatenate(tiles, axis=1))
 
@@ -341,7 +268,6 @@ def save_checkpoint(model: keras.Model, model_dir: Path, state: dict, meta: dict
     """
     final = model_dir / CHECKPOINT
     tmp = model_dir / f".{CHECKPOINT}.tmp-{os.getpid()}"
-    old = model_dir / f".{CHECKPOINT}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
@@ -354,15 +280,10 @@ def save_checkpoint(model: keras.Model, model_dir: Path, state: dict, meta: dict
         if meta is not None:
             write_json(tmp / "model_meta.json", meta)
         write_json(tmp / "state.json", state)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
+        swap_dir(tmp, final)  # on failure the previous checkpoint stays the resume point
     except BaseException:
-        if old.exists() and not final.exists():
-            os.replace(old, final)  # the previous checkpoint stays the resume point
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def recover_checkpoint(model_dir: Path) -> Path | None:
@@ -398,8 +319,9 @@ def _rng_variables(model: keras.Model) -> list:
     return [v for v in model.variables if id(v) not in weights]
 
 
-def load_checkpoint(model: keras.Model, model_dir: Path) -> dict:
-    """Restore weights and optimizer state; return the saved run state."""
+def load_checkpoint(model: keras.Model, model_dir: Path, cfg: Config | None = None) -> dict:
+    """Restore weights and optimizer state; return the saved run state (with ``cfg``, the nulls JSON
+    holds for non-finite numbers read back: no best yet -> +-inf as :func:`initial_state`, history -> NaN)."""
     from flexunet.run import check_weights
 
     folder = model_dir / CHECKPOINT
@@ -430,7 +352,17 @@ def load_checkpoint(model: keras.Model, model_dir: Path) -> dict:
     with np.load(folder / "rng.npz") as data:
         for i, var in enumerate(_rng_variables(model)):
             var.assign(data[f"v{i}"])
-    return json.loads((folder / "state.json").read_text())
+    state = json.loads((folder / "state.json").read_text())
+    return state if cfg is None else _finite_state(state, cfg)
+
+
+def _finite_state(state: dict, cfg: Config) -> dict:
+    """state.json as the run keeps it in memory: JSON's nulls back to the non-finite numbers they were."""
+    if state.get("best") is None:
+        state["best"] = initial_state(cfg)["best"]
+    state["history"] = {k: [math.nan if v is None else v for v in values] if isinstance(values, list) else values
+                        for k, values in (state.get("history") or {}).items()}
+    return state
 
 
 def write_curves(cfg: Config, hist: dict, collapse: dict | None = None) -> None:

@@ -107,7 +107,7 @@ def decode_mask(path: tf.Tensor, cfg: Config) -> tf.Tensor:
 
 
 def _augment_fn(cfg: Config):
-    from flexunet.augment import random_augment
+    from flexunet.transforms import random_augment
 
     def apply(image: np.ndarray, index: np.ndarray, seed: np.ndarray):
         rng = np.random.default_rng([int(s) for s in seed])
@@ -153,7 +153,7 @@ def make_dataset(cfg: Config, pairs: list[tuple[Path, Path]], training: bool, ba
         return ds.map(finish, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)
 
     first, last = epochs if epochs is not None else (0, cfg.train.epochs)
-    augment = _augment_fn(cfg) if cfg.model.generator and _augmentation_on(cfg) else None
+    augment = _augment_fn(cfg) if cfg.model.generator and cfg.generator.augmentation else None
     cache = None
     if cfg.train.cache:  # decode once; epochs then gather from memory (variables, not graph constants)
         decoded = tf.data.Dataset.range(len(pairs)).map(
@@ -249,10 +249,6 @@ def _cache_variables(decoded, n: int) -> tuple[tf.Variable, tf.Variable]:
         images.scatter_nd_update([[k]], image[None].astype(images.dtype.as_numpy_dtype))
         masks.scatter_nd_update([[k]], index[None])
     return images, masks
-
-
-def _augmentation_on(cfg: Config) -> bool:
-    return cfg.generator.augmentation
 
 
 def steps_per_epoch(cfg: Config, num_pairs: int, batch_size: int | None = None) -> int:

@@ -137,10 +137,3 @@ def _review_lines(report: dict) -> list[str]:
 
 def _num(value) -> float:
     return float("nan") if value is None else float(value)
-
-
-def load_demo_config(out: Path) -> Config:
-    return load_config(Path(out) / CONFIG_NAME)
-
-
-

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import io as _io
-import json
 import logging
 import math
 from pathlib import Path
@@ -88,23 +87,6 @@ class KerasMean:
 # --------------------------------------------------------------------------- pixel spacing
 
 
-def _find_manifest(images_dir: Path) -> Path | None:
-    """The prepare manifest behind a folder of images: master/images, or <dataset>/<subset>/images."""
-    direct = images_dir.parent / "manifest.json"
-    if direct.is_file():
-        return direct
-    split = images_dir.parent.parent / "split.json"
-    if split.is_file():
-        try:
-            master = json.loads(split.read_text(encoding="utf-8")).get("master_dir")
-        except (OSError, ValueError, AttributeError) as exc:
-            log.warning("%s: unreadable (%s); HD95 in pixels only", split, exc)
-            return None
-        if master and (Path(master) / "manifest.json").is_file():
-            return Path(master) / "manifest.json"
-    return None
-
-
 def pixel_spacings(cfg: Config, images: Sequence[Path]) -> tuple[dict[str, tuple[float, float]], Path | None]:
     """(row, col) mm of a pixel at the model's input size, per image file name, and the manifest used.
 
@@ -112,13 +94,15 @@ def pixel_spacings(cfg: Config, images: Sequence[Path]) -> tuple[dict[str, tuple
     """
     if not images:
         return {}, None
-    manifest = _find_manifest(Path(images[0]).parent)
-    if manifest is None:
+    from flexunet.records import find_manifest, manifest_items
+
+    manifest = find_manifest(Path(images[0]).parent, cfg)
+    items = manifest_items(manifest, "HD95 in pixels only")
+    if items is None:
         return {}, None
     try:
-        items = json.loads(manifest.read_text(encoding="utf-8"))["items"]
         by_id = {str(row["id"]): row.get("pixel_spacing") for row in items}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError, AttributeError) as exc:
         log.warning("%s: unreadable (%s); HD95 in pixels only", manifest, exc)
         return {}, None
     from PIL import Image
@@ -172,7 +156,7 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
     from flexunet.data import check_masks, make_dataset, subset_pairs
     from flexunet.losses import dice_coef_multiclass, make_loss
     from flexunet.datarecord import check_test_images
-    from flexunet.model import best_model_path, load_trained
+    from flexunet.run import best_model_path, load_trained
 
     pairs = subset_pairs(cfg, "test")
     eval_dir = Path(cfg.eval.eval_dir or cfg.train.eval_dir)
@@ -291,19 +275,6 @@ def _log_summary(summary: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- files
 
 
-def json_ready(obj: Any) -> Any:
-    """NaN and infinities -> None (JSON has no NaN), numpy scalars -> Python numbers."""
-    if isinstance(obj, dict):
-        return {k: json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_ready(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     buf = _io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -318,7 +289,7 @@ def _write_report(eval_dir: Path, acc: MetricAccumulator, report: dict[str, Any]
     eval_dir.mkdir(parents=True, exist_ok=True)
     paths = [eval_dir / name for name in ("evaluation.json", "per_image.csv", "confusion_matrix.csv",
                                           "confusion_matrix.png")]
-    write_json(paths[0], json_ready(report))
+    write_json(paths[0], report)
     columns = ["image", "class_index", "class", "ref_pixels", "pred_pixels", *COUNTS, *SCORES, "hd95_px",
                "hd95_mm", *LESION_COUNTS]
     rows = acc.per_image_rows()

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from flexunet.config import Config
 from flexunet.errors import FlexUNetError
+from flexunet.io import remove_path, swap_dir
 
 log = logging.getLogger(__name__)
 
@@ -136,25 +136,6 @@ def _check_overlap(cfg: Config, target: Path) -> None:
                                     f"choose an export path outside the data folders")
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _replace(tmp: Path, target: Path) -> None:
-    """Move ``tmp`` onto ``target`` (a file, or a folder swapped whole)."""
-    if tmp.is_dir() and target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        _remove(old)
-        os.replace(target, old)
-        os.replace(tmp, target)
-        _remove(old)
-    else:
-        os.replace(tmp, target)
-
-
 def export_model(cfg: Config, fmt: str, out: Path | None = None, model: Any = None) -> Path:
     """Export the best model (or ``model``) as ``fmt``; verify it against Keras; return its path."""
     fmt = fmt.lower()
@@ -164,19 +145,19 @@ def export_model(cfg: Config, fmt: str, out: Path | None = None, model: Any = No
     if fmt == "onnx":
         _onnx_modules()  # fail before loading the model
     if model is None:
-        from flexunet.model import load_trained
+        from flexunet.run import load_trained
 
         model = load_trained(cfg)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
-    _remove(tmp)
+    remove_path(tmp)
     try:
         run = _SAVERS[fmt](model, tmp)
         x = sample_inputs(model)
         diff = check_same(np.asarray(model.predict_on_batch(x)), run(x), f"{target} ({fmt})")
-        _replace(tmp, target)
+        swap_dir(tmp, target) if tmp.is_dir() else os.replace(tmp, target)  # a folder swapped whole
     finally:
-        _remove(tmp)
+        remove_path(tmp)
     log.info("exported %s model to %s (max |difference| from Keras on %d sample images: %.2g)", fmt, target,
              len(x), diff)
     return target

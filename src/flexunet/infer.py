@@ -31,14 +31,15 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
-from scipy import ndimage
+from PIL import Image
 
 from flexunet.config import Config
 from flexunet.errors import DataError
 from flexunet.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, check_output_dir, claim_output_dir, list_files,
-                         read_image, safe_output_path, save_image, write_bytes, write_text)
-from flexunet.masks import index_to_palette_image, palette_colours
+                         safe_output_path, save_image, write_bytes, write_text)
+from flexunet.masks import index_to_palette_image
+from flexunet.predict import (model_batch, network_input, overlay_image, predict_probs, predict_tiled, read_input,
+                              remove_small_components, resize_indices, tile_starts)
 from flexunet.progress import Progress
 from flexunet.uncertainty import entropy_map, heatmap, slice_score
 from flexunet.volumes import (VOLUME_COLUMNS, SliceGeometry, check_pixel_spacing, geometry_from_meta, group_series,
@@ -47,162 +48,6 @@ from flexunet.volumes import (VOLUME_COLUMNS, SliceGeometry, check_pixel_spacing
 log = logging.getLogger(__name__)
 
 INPUT_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
-_EIGHT = ndimage.generate_binary_structure(2, 2)
-
-
-# --------------------------------------------------------------------------- prediction
-
-
-def predict_probs(model: Any, batch: np.ndarray, flip_tta: bool = False) -> np.ndarray:
-    """Softmax (B, H, W, K) of a float32 batch (B, H, W, C); with ``flip_tta`` averaged over flips."""
-    batch = np.asarray(batch, np.float32)
-    probs = np.asarray(model.predict_on_batch(batch), np.float32)
-    if flip_tta:
-        hflip = model.predict_on_batch(np.ascontiguousarray(batch[:, :, ::-1]))
-        vflip = model.predict_on_batch(np.ascontiguousarray(batch[:, ::-1]))
-        probs = (probs + np.asarray(hflip, np.float32)[:, :, ::-1]
-                 + np.asarray(vflip, np.float32)[:, ::-1]) / 3.0
-    return probs
-
-
-def predict_indices(model: Any, batch: np.ndarray, flip_tta: bool = False) -> np.ndarray:
-    """Class indices (B, H, W) uint8 of a float32 batch (B, H, W, C) of 0..255 images."""
-    return predict_probs(model, batch, flip_tta).argmax(-1).astype(np.uint8)
-
-
-def remove_small_components(index: np.ndarray, min_size: int) -> tuple[np.ndarray, int]:
-    """Set 8-connected foreground components smaller than ``min_size`` pixels to 0; return (mask, removed)."""
-    index = np.asarray(index)
-    if min_size <= 1:
-        return index, 0
-    out = index.copy()
-    removed = 0
-    for k in np.unique(index):
-        if k == 0:
-            continue
-        labels, n = ndimage.label(index == k, structure=_EIGHT)
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
-        small = sizes < min_size
-        small[0] = False
-        if small.any():
-            out[small[labels]] = 0
-            removed += int(small.sum())
-    return out, removed
-
-
-# --------------------------------------------------------------------------- tiling
-
-
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Offsets of windows of ``min(tile, length)`` covering ``[0, length)``, neighbours overlapping >= ``overlap``."""
-    if length <= tile:
-        return [0]
-    stride = max(1, tile - overlap)
-    starts = list(range(0, length - tile, stride))
-    return starts + [length - tile]
-
-
-def ramp(size: int, width: int) -> np.ndarray:
-    """1-D blending weights: rising linearly over ``width`` pixels at both ends, 1 between, > 0 everywhere."""
-    i = np.arange(size, dtype=np.float64)
-    return np.clip(np.minimum(i + 1, size - i) / (width + 1), 0.0, 1.0)
-
-
-def _model_size(model: Any) -> tuple[int | None, int | None]:
-    shape = model.inputs[0].shape
-    return shape[1], shape[2]
-
-
-def predict_tiled(model: Any, image: np.ndarray, cfg: Config, tile: int, overlap: int,
-                  batch_size: int, flip_tta: bool = False) -> np.ndarray:
-    """Softmax (H, W, K) of one image of any size, tile by tile, overlaps blended with linear ramps.
-
-    Each tile (``tile`` square, smaller at a short side) is resized to the model input
-    when the model has a fixed input size, predicted, resized back and weighted by the
-    product of two :func:`ramp` windows; the weighted sum is divided by the summed weights.
-    """
-    import tensorflow as tf
-
-    from flexunet.data import adapt_channels, to_model_input
-
-    h, w = image.shape[:2]
-    th, tw = min(tile, h), min(tile, w)
-    mh, mw = _model_size(model)
-    fixed = mh is not None and mw is not None
-    weight = np.outer(ramp(th, overlap), ramp(tw, overlap)).astype(np.float32)[..., None]
-    boxes = [(y, x) for y in tile_starts(h, tile, overlap) for x in tile_starts(w, tile, overlap)]
-    total = np.zeros((h, w, cfg.model.num_classes), np.float32)
-    weights = np.zeros((h, w, 1), np.float32)
-    for first in range(0, len(boxes), batch_size):
-        chunk = boxes[first:first + batch_size]
-        crops = [image[y:y + th, x:x + tw] for y, x in chunk]
-        if fixed:
-            batch = np.stack([to_model_input(c, cfg) for c in crops])
-        else:
-            batch = np.stack([adapt_channels(c, cfg.model.image_channels).astype(np.float32) for c in crops])
-        probs = predict_probs(model, batch, flip_tta)
-        if probs.shape[1:3] != (th, tw):
-            probs = tf.image.resize(probs, (th, tw), method="bilinear").numpy()
-        for (y, x), p in zip(chunk, probs):
-            total[y:y + th, x:x + tw] += p * weight
-            weights[y:y + th, x:x + tw] += weight
-    return total / weights
-
-
-# --------------------------------------------------------------------------- reading and writing
-
-
-def read_input(path: Path, cfg: Config) -> np.ndarray:
-    """An input file as uint8 (H, W, 3) RGB; DICOM through the [prepare] window(s)."""
-    if path.suffix.lower() in DICOM_SUFFIXES:
-        from flexunet.dicom import read_dicom_hu, three_window_rgb, window
-
-        hu, _ = read_dicom_hu(path)
-        if cfg.prepare.three_windows:
-            return three_window_rgb(hu)
-        return np.repeat(window(hu, cfg.prepare.window_center, cfg.prepare.window_width)[..., None], 3, -1)
-    return read_image(path, 3)
-
-
-def network_input(rgb: np.ndarray, cfg: Config) -> np.ndarray:
-    """An RGB image as training fed it: [image] color_order, then [model] image_channels."""
-    image = rgb[..., ::-1] if cfg.image.color_order == "BGR" else rgb
-    from flexunet.data import adapt_channels
-
-    return adapt_channels(image, cfg.model.image_channels)
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
-def overlay_image(rgb: np.ndarray, index: np.ndarray, rgb_map: dict, class_names: Sequence[str],
-                  alpha: float) -> Image.Image:
-    """The mask blended over the image (background left as is), with a legend of the foreground classes
-    (none when ``class_names`` is empty)."""
-    colours = palette_colours(rgb_map)
-    base = np.asarray(rgb[..., :3], np.float32)
-    blend = base * (1.0 - alpha) + colours[index].astype(np.float32) * alpha
-    out = np.where((index > 0)[..., None], blend, base).round().clip(0, 255).astype(np.uint8)
-    img = Image.fromarray(out, "RGB")
-    entries = [(k, class_names[k]) for k in range(1, len(class_names))]
-    if not entries:  # no names given: no legend
-        return img
-    draw = ImageDraw.Draw(img, "RGBA")
-    size = max(10, min(img.size) // 32)
-    font = _font(size)
-    pad, box = max(2, size // 4), size
-    width = max(int(draw.textlength(name, font=font)) for _, name in entries) + box + 3 * pad
-    draw.rectangle([0, 0, width, pad + len(entries) * (box + pad)], fill=(0, 0, 0, 160))
-    for row, (k, name) in enumerate(entries):
-        y = pad + row * (box + pad)
-        draw.rectangle([pad, y, pad + box, y + box], fill=tuple(int(c) for c in colours[k]) + (255,),
-                       outline=(255, 255, 255, 255))
-        draw.text((2 * pad + box, y), name, fill=(255, 255, 255, 255), font=font)
-    return img
 
 
 def _list_inputs(folder: Path) -> list[Path]:
@@ -336,7 +181,7 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
     if cfg.infer.volumes and not geometry:
         log.info("no volumes.csv: the inputs are not DICOM, so they carry no slice geometry")
     if model is None:
-        from flexunet.model import load_trained
+        from flexunet.run import load_trained
 
         model = load_trained(cfg)
     opts = cfg.infer
@@ -359,10 +204,7 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
             probs = [predict_tiled(model, network_input(originals[0], cfg), cfg, t.split_size, t.overlapping,
                                    opts.batch_size, flips)]
         else:
-            from flexunet.data import to_model_input
-
-            batch = np.stack([to_model_input(network_input(o, cfg), cfg) for o in originals])
-            probs = list(predict_probs(model, batch, flips))
+            probs = list(predict_probs(model, model_batch(originals, cfg), flips))
         for path, original, p in zip(chunk, originals, probs):
             index = _write_outputs(cfg, out_dir, path, original, p.argmax(-1).astype(np.uint8), summary)
             if path.stem in geometry:
@@ -416,10 +258,7 @@ def _write_uncertainty(out_dir: Path, path: Path, probs: np.ndarray, index: np.n
 
 def _write_outputs(cfg: Config, out_dir: Path, path: Path, original: np.ndarray, index: np.ndarray,
                    summary: dict[str, Any]) -> np.ndarray:
-    h, w = original.shape[:2]
-    if index.shape != (h, w):
-        index = np.asarray(Image.fromarray(index).resize((w, h), Image.NEAREST))
-    index, removed = remove_small_components(index, cfg.infer.min_component_size)
+    index, removed = remove_small_components(resize_indices(index, original.shape), cfg.infer.min_component_size)
     summary["blank"] += int(not index.any())
     name = f"{path.stem}.png"
     mask_path = safe_output_path(out_dir, name)

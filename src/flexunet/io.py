@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import io as _io
 import json
+import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -18,7 +20,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from flexunet.errors import DataError, FlexUNetError
+from flexunet.errors import ConfigError, DataError, FlexUNetError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DICOM_SUFFIXES = (".dcm", ".dicom")
@@ -68,7 +70,29 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """``obj`` as JSON (indent 2) by :func:`json_text`: NaN and infinities written as null."""
+    write_text(path, json_text(obj, indent=2) + "\n")
+
+
+def json_text(obj: Any, indent: int | None = None) -> str:
+    """The one JSON policy: strict JSON (no bare NaN / Infinity tokens: non-finite numbers become null),
+    numpy values as Python numbers and lists, paths as strings."""
+    return json.dumps(json_ready(obj), indent=indent, sort_keys=False, default=_json_default, allow_nan=False)
+
+
+def json_ready(obj: Any) -> Any:
+    """NaN and infinities -> None (JSON has no NaN), numpy scalars and arrays -> Python numbers and lists."""
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_ready(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def _json_default(obj: Any) -> Any:
@@ -274,3 +298,79 @@ def claim_output_dir(out: str | os.PathLike, command: str, names: Iterable[str])
     owners[command] = sorted(set(owners.get(command, ())) | {Path(str(n)).name for n in names})
     write_json(out / OWNER_FILE, {"about": "entries of this folder written by flexunet commands; a command "
                                            "replaces only its own", "owners": owners})
+
+
+# --------------------------------------------------------------------------- folders swapped in whole
+
+
+def remove_path(path: str | os.PathLike) -> None:
+    """Remove a file, link or folder tree if it is there."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def swap_dir(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Put the folder ``new`` (a sibling of ``target``) at ``target`` whole.
+
+    An existing ``target`` is first renamed to ``.<name>.old-<pid>`` and removed once ``new``
+    is in place; if that second rename fails, it is put back.  A crash between the two renames
+    leaves the ``.old-`` folder beside ``target`` (see ``callbacks.recover_checkpoint``).
+    """
+    new, target = Path(new), Path(target)
+    if not target.exists() and not target.is_symlink():
+        os.replace(new, target)
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    remove_path(old)
+    os.replace(target, old)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    remove_path(old)
+
+
+def _is_within(path: Path, parent: Path) -> bool:
+    try:
+        path.resolve().relative_to(parent.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def check_new_dir(target: Path, overwrite: bool, what: str, inputs: tuple[Path, ...] = ()) -> None:
+    """May a folder built whole replace ``target``?  Refused (ConfigError) when it holds data (unless
+    ``overwrite``) or overlaps an input folder."""
+    for src in inputs:
+        if _is_within(target, src) or _is_within(src, target):
+            raise ConfigError(f"{what} = {target}: overlaps the input folder {src}; expected an "
+                              f"output folder outside the inputs (they are never modified)")
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"{what} = {target}: is a file; expected a folder to write into")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise ConfigError(f"{what} = {target}: exists and is not empty; pass --overwrite to replace "
+                          f"it, or choose another folder")
+
+
+@contextlib.contextmanager
+def atomic_output_dir(target: str | os.PathLike, overwrite: bool, what: str,
+                      inputs: tuple[Path, ...] = ()) -> Iterator[Path]:
+    """Yield a temporary sibling of ``target``; on success it replaces ``target`` whole (:func:`swap_dir`).
+
+    On any error the temporary folder is removed and ``target`` is left as it was.
+    """
+    target = Path(os.path.abspath(target))
+    check_new_dir(target, overwrite, what, inputs)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
+    try:
+        yield tmp
+        check_new_dir(target, overwrite, what, inputs)  # nothing appeared meanwhile
+        swap_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -107,9 +107,6 @@ def make_loss(cfg: Config):
     return fn
 
 
-get_loss = make_loss
-
-
 class ClassCounts(keras.metrics.Metric):
     """Dice or IoU of one class (or the foreground mean) from counts accumulated over the epoch.
 

@@ -22,6 +22,10 @@ from flexunet.errors import MaskError
 
 RgbMap = Mapping[tuple[int, int, int], int]
 
+# the first use, TEKNOFEST-2021 Stroke CT: ischemic green, hemorrhagic blue (synth writes them, stats defaults to them)
+STROKE_RGB_MAP: dict[tuple[int, int, int], int] = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
+STROKE_CLASS_NAMES: tuple[str, ...] = ("background", "ischemic", "hemorrhagic")
+
 
 def palette_colours(rgb_map: RgbMap) -> np.ndarray:
     """(num_classes, 3) uint8: row i is the colour of class i."""

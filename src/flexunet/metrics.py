@@ -91,7 +91,7 @@ SCORES = ("dice", "iou", "precision", "recall")
 COUNTS = ("tp", "fp", "fn", "tn")
 LESION_COUNTS = ("ref_lesions", "detected", "pred_components", "pred_matched")
 _FOUR = ndimage.generate_binary_structure(2, 1)   # boundary: a 4-neighbour outside the mask
-_EIGHT = ndimage.generate_binary_structure(2, 2)  # lesions: 8-connected components
+EIGHT = ndimage.generate_binary_structure(2, 2)  # lesions: 8-connected components
 
 
 def class_counts(reference: np.ndarray, prediction: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
@@ -180,8 +180,8 @@ def lesion_counts(reference: np.ndarray, prediction: np.ndarray) -> dict[str, in
     a reference lesion.
     """
     ref, pred = np.asarray(reference, bool), np.asarray(prediction, bool)
-    ref_labels, n_ref = ndimage.label(ref, structure=_EIGHT)
-    pred_labels, n_pred = ndimage.label(pred, structure=_EIGHT)
+    ref_labels, n_ref = ndimage.label(ref, structure=EIGHT)
+    pred_labels, n_pred = ndimage.label(pred, structure=EIGHT)
     overlap = ref & pred
     return {"ref_lesions": int(n_ref), "detected": int(np.unique(ref_labels[overlap]).size),
             "pred_components": int(n_pred), "pred_matched": int(np.unique(pred_labels[overlap]).size)}

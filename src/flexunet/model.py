@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 from keras import layers
@@ -138,17 +137,3 @@ def summary_text(model: keras.Model, m: ModelSettings) -> str:
               f"Parameters: {model.count_params():,}",
               f"Forward GFLOPs per image: {flops / 1e9:.2f}  (training ~3x: {3 * flops / 1e9:.2f})"]
     return "\n".join(lines) + "\n"
-
-
-def best_model_path(model_dir: str | Path) -> Path:
-    """The best model a training run left in ``model_dir`` (see :func:`flexunet.run.best_model_path`)."""
-    from flexunet.run import best_model_path as run_best_model_path
-
-    return run_best_model_path(model_dir)
-
-
-def load_trained(cfg) -> keras.Model:
-    """The trained best model of a run, built as the run was trained (see :func:`flexunet.run.load_trained`)."""
-    from flexunet.run import load_trained as run_load_trained
-
-    return run_load_trained(cfg)

@@ -218,7 +218,7 @@ AUGMENT_SHARE_LIMIT = 0.25       # online augmentation is planned when it costs 
 
 def augment_seconds(size: int, channels: int, repeats: int = 20) -> float:
     """Seconds per image of the planned online augmentation (``random_augment``) on this machine."""
-    from flexunet.augment import random_augment
+    from flexunet.transforms import random_augment
     from flexunet.config import parse_config
 
     cfg = parse_config("[model]\nnum_classes = 2\n[mask]\nrgb_map = {(0,0,0):0, (1,1,1):1}\n" + AUGMENTATION,

@@ -16,99 +16,34 @@ it is whole or absent; raw inputs are only read.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io as _io
 import logging
 import multiprocessing
 import os
-import shutil
 import sys
-import tempfile
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 from PIL import Image
 
 from flexunet.config import Config
 from flexunet.dicom import read_dicom, read_dicom_meta, three_window_rgb, window
-from flexunet.errors import ConfigError, DataError, FlexUNetError, MaskError
-from flexunet.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, list_files, read_image, safe_output_path,
-                         save_image, write_json, write_text)
+from flexunet.errors import DataError, FlexUNetError, MaskError
+from flexunet.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, atomic_output_dir, by_stem, list_files, read_image,
+                         safe_output_path, save_image)
 from flexunet.masks import describe_unmapped, read_mask, save_rgb_mask
 from flexunet.progress import Progress
+from flexunet.records import MANIFEST_VERSION, RECORD_NAMES, rgb_map_list, write_manifest
 
 log = logging.getLogger(__name__)
 
 RAW_LEAF = "YARISMA-VERI-SETI_2_OTURUM"
-MANIFEST_JSON = "manifest.json"
-MANIFEST_CSV = "manifest.csv"
-MANIFEST_VERSION = 1
 _MIN_PARALLEL = 16          # fewer slices than this are prepared serially
 _SEARCH_DEPTH = 4           # how deep below raw_dir the MASKS/ folder is looked for
 _LIST_LIMIT = 10            # names shown in one warning
-
-
-# --------------------------------------------------------------------------- output folders
-
-
-def _is_within(path: Path, parent: Path) -> bool:
-    try:
-        path.resolve().relative_to(parent.resolve())
-        return True
-    except ValueError:
-        return False
-
-
-def check_output_dir(target: Path, overwrite: bool, what: str, inputs: tuple[Path, ...] = ()) -> None:
-    """Refuse a target that holds data (unless ``overwrite``) or overlaps an input folder."""
-    for src in inputs:
-        if _is_within(target, src) or _is_within(src, target):
-            raise ConfigError(f"{what} = {target}: overlaps the input folder {src}; expected an "
-                              f"output folder outside the inputs (they are never modified)")
-    if target.exists() and not target.is_dir():
-        raise ConfigError(f"{what} = {target}: is a file; expected a folder to write into")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise ConfigError(f"{what} = {target}: exists and is not empty; pass --overwrite to replace "
-                          f"it, or choose another folder")
-
-
-@contextlib.contextmanager
-def atomic_output_dir(target: Path, overwrite: bool, what: str,
-                      inputs: tuple[Path, ...] = ()) -> Iterator[Path]:
-    """Yield a temporary sibling of ``target``; on success it replaces ``target`` whole.
-
-    On any error the temporary folder is removed and ``target`` is left as it was.
-    """
-    target = Path(os.path.abspath(target))
-    check_output_dir(target, overwrite, what, inputs)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
-    try:
-        yield tmp
-        check_output_dir(target, overwrite, what, inputs)  # nothing appeared meanwhile
-        _replace_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    if not target.exists():
-        os.rename(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.rmdir(old)
-    os.rename(target, old)
-    try:
-        os.rename(new, target)
-    except OSError:
-        os.rename(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- finding inputs
@@ -135,7 +70,7 @@ def find_raw_root(raw_dir: Path) -> Path | None:
     for root, dirs, files in os.walk(raw_dir):
         depth = len(Path(root).relative_to(raw_dir).parts)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        if depth >= _SEARCH_DEPTH or MANIFEST_JSON in files or "split.json" in files:
+        if depth >= _SEARCH_DEPTH or any(name in files for name in RECORD_NAMES):
             dirs[:] = []     # too deep, or FlexUNet's own output (masks/ of a master or split)
             continue
         if any(d.upper() == "MASKS" for d in dirs):
@@ -384,28 +319,6 @@ def _check_unmapped(cfg: Config, rows: list[dict[str, Any]]) -> None:
     log.warning("mapped off-palette colours to the nearest class in %d mask(s): %s%s", len(bad), detail, more)
 
 
-def _rgb_map_list(rgb_map: Mapping[tuple[int, int, int], int]) -> list[list[Any]]:
-    return [[list(colour), index] for colour, index in sorted(rgb_map.items(), key=lambda kv: kv[1])]
-
-
-def _write_manifests(folder: Path, rows: list[dict[str, Any]], header: dict[str, Any],
-                     class_names: tuple[str, ...]) -> None:
-    write_json(folder / MANIFEST_JSON, {**header, "items": rows})
-    buf = _io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["id", "image", "mask", "source_image", "source_mask", "group", "group_kind",
-                     "patient_id", "series_uid", "classes"]
-                    + [f"pixels_{name}" for name in class_names]
-                    + ["spacing_row_mm", "spacing_col_mm", "original_height", "original_width"])
-    for r in rows:
-        spacing = r["pixel_spacing"] or ["", ""]
-        writer.writerow([r["id"], r["image"], r["mask"], r["source_image"], r["source_mask"], r["group"],
-                         r["group_kind"], r["patient_id"] or "", r["series_uid"] or "",
-                         ";".join(class_names[c] for c in r["classes"])]
-                        + r["pixels"] + list(spacing) + r["original_size"])
-    write_text(folder / MANIFEST_CSV, buf.getvalue())
-
-
 def prepare_dataset(cfg: Config, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Build the master dataset of ``[prepare]``; return a summary.
 
@@ -450,10 +363,10 @@ def prepare_dataset(cfg: Config, overwrite: bool = False, progress: bool = True)
             "image_resize": p.image_resize,
             "window": (None if p.source != "dicom" else "three_windows" if p.three_windows
                        else [p.window_center, p.window_width]),
-            "rgb_map": _rgb_map_list(cfg.mask.rgb_map), "class_names": list(class_names),
+            "rgb_map": rgb_map_list(cfg.mask.rgb_map), "class_names": list(class_names),
             "skipped_images": [str(x) for x in lonely_images], "skipped_masks": [str(x) for x in lonely_masks],
         }
-        _write_manifests(tmp, rows, header, class_names)
+        write_manifest(tmp, rows, header, class_names)
     summary = _summary(rows, class_names)
     summary.update(output_dir=out_dir, raw_root=root, skipped_images=len(lonely_images),
                    skipped_masks=len(lonely_masks))

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from flexunet.config import Config
-from flexunet.io import write_text
+from flexunet.io import swap_dir, write_text
 from flexunet.progress import Progress
 from flexunet.report_data import (ReportError, eval_dir_of, evaluated_folders, load_evaluation,  # noqa: F401
                                   read_per_image)
@@ -79,7 +79,7 @@ def build_report(cfg: Config, progress: bool = True, overwrite: bool = False,
     """
     from flexunet.datarecord import check_test_images
     from flexunet.io import claim_output_dir, list_files
-    from flexunet.model import load_trained
+    from flexunet.run import load_trained
 
     eval_dir = eval_dir_of(cfg)
     evaluation = load_evaluation(eval_dir)
@@ -109,14 +109,8 @@ def build_report(cfg: Config, progress: bool = True, overwrite: bool = False,
         bodies = [(sid, title, make()) for sid, title, make in
                   Progress(steps, "report", enabled=progress, unit="section")]
         page = _page(b, bodies)
-        figures = out / FIGURES
-        old = out / f".{FIGURES}.old-{os.getpid()}"
-        shutil.rmtree(old, ignore_errors=True)
-        if figures.exists():
-            os.replace(figures, old)
-        os.replace(tmp, figures)
+        swap_dir(tmp, out / FIGURES)
         write_text(out / REPORT_FILE, page)
-        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     html_path = out / REPORT_FILE

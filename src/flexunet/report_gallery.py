@@ -87,8 +87,8 @@ def _predict_pairs(b: Build, pairs: Sequence[tuple[Path, Path]]
     import tensorflow as tf
     from PIL import Image
 
-    from flexunet.data import decode_mask, to_model_input
-    from flexunet.infer import network_input, predict_probs, read_input
+    from flexunet.data import decode_mask
+    from flexunet.predict import model_batch, predict_probs, read_input
 
     cfg = b.cfg
     h, w = cfg.model.image_height, cfg.model.image_width
@@ -96,7 +96,7 @@ def _predict_pairs(b: Build, pairs: Sequence[tuple[Path, Path]]
     for start in range(0, len(pairs), step):
         chunk = pairs[start:start + step]
         originals = [read_input(image, cfg) for image, _ in chunk]
-        probs = predict_probs(b.model, np.stack([to_model_input(network_input(rgb, cfg), cfg) for rgb in originals]))
+        probs = predict_probs(b.model, model_batch(originals, cfg))
         for (_, mask), rgb, prob in zip(chunk, originals, probs):
             shown = np.asarray(Image.fromarray(rgb[..., :3]).resize((w, h), Image.BILINEAR))
             yield shown, decode_mask(tf.constant(str(mask)), cfg).numpy(), prob
@@ -140,8 +140,8 @@ def _case(b: Build, rank: str, i: int, name: str, mean: float, truth: np.ndarray
 
 def _panels(cfg: Config, shown: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> list[Any]:
     """Image, ground truth, prediction and overlay pictures, enlarged by a whole factor up to MIN_PANEL."""
-    from flexunet.infer import overlay_image
     from flexunet.masks import index_to_rgb
+    from flexunet.predict import overlay_image
 
     factor = max(1, math.ceil(MIN_PANEL / min(truth.shape)))
 
@@ -234,14 +234,13 @@ def _uncertainty_strip(b: Build, image: Path, i: int) -> str:
     """The slice beside its normalised-entropy heatmap, at the model's size."""
     from PIL import Image
 
-    from flexunet.data import to_model_input
-    from flexunet.infer import network_input, predict_probs, read_input
     from flexunet.io import save_image
+    from flexunet.predict import model_input, predict_probs, read_input
     from flexunet.uncertainty import entropy_map, heatmap
 
     cfg = b.cfg
     rgb = read_input(image, cfg)
-    probs = predict_probs(b.model, to_model_input(network_input(rgb, cfg), cfg)[None])[0]
+    probs = predict_probs(b.model, model_input(rgb, cfg)[None])[0]
     heat = heatmap(entropy_map(probs))
     h, w = heat.shape[:2]
     shown = np.asarray(Image.fromarray(rgb[..., :3]).resize((w, h), Image.BILINEAR))

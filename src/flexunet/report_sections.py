@@ -26,7 +26,7 @@ def _mtime(path: Path | None) -> str:
 
 
 def header_html(b: Build) -> str:
-    from flexunet.model import best_model_path
+    from flexunet.run import best_model_path
 
     cfg, m, ev = b.cfg, b.cfg.model, b.evaluation
     model_path = best_model_path(cfg.train.model_dir)

@@ -19,7 +19,6 @@ wins, and the weights are checked the same way.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io as _io
 import json
 import logging
@@ -29,6 +28,7 @@ from typing import Any, Mapping
 
 from flexunet.config import Config
 from flexunet.errors import ConfigError, FlexUNetError
+from flexunet.io import json_text
 
 log = logging.getLogger(__name__)
 
@@ -138,15 +138,11 @@ def apply_run(cfg: Config, strict: bool = False, extra_keys: tuple[tuple[str, st
 
 
 def split_hash(cfg: Config) -> str | None:
-    """SHA-256 of the split.json beside the training subset (``<split>/train/images``), else None."""
-    images = cfg.train.images_dir
-    if images is None:
-        return None
-    for folder in (Path(images).parent.parent, Path(images).parent):
-        path = folder / "split.json"
-        if path.is_file():
-            return hashlib.sha256(path.read_bytes()).hexdigest()
-    return None
+    """SHA-256 of the split.json the training subset belongs to (:func:`records.find_split`), else None."""
+    from flexunet.records import find_split, sha256
+
+    path = find_split(cfg.train.images_dir, cfg)
+    return sha256(path) if path is not None else None
 
 
 def metadata(cfg: Config, best_name: str, state: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -183,7 +179,7 @@ def _jsonable(value: Any) -> Any:
 
 def embed_meta(path: Path, meta: Mapping[str, Any]) -> None:
     """Put ``meta`` inside a model file: a root attribute of .weights.h5, a member of the .keras zip."""
-    text = json.dumps(meta, indent=1)
+    text = json_text(meta, indent=1)
     if path.name.endswith(".keras"):
         with zipfile.ZipFile(path, "a") as zf:
             zf.writestr(META_IN_KERAS, text)

@@ -12,8 +12,6 @@ is written once as ``split.json`` and reused by every later stage::
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import random
 import shutil
@@ -22,14 +20,13 @@ from typing import Any, Mapping, Sequence
 
 from flexunet.config import Config
 from flexunet.errors import ConfigError, DataError
-from flexunet.io import pair_by_name, write_json
+from flexunet.io import atomic_output_dir, pair_by_name
 from flexunet.masks import read_mask
-from flexunet.prepare import MANIFEST_JSON, atomic_output_dir
+from flexunet.records import MANIFEST_JSON, read_manifest, rgb_map_list, write_split
 
 log = logging.getLogger(__name__)
 
 SUBSETS = ("train", "valid", "test")
-SPLIT_JSON = "split.json"
 MINI_TEST = "mini_test"
 
 
@@ -152,10 +149,6 @@ def choose_mini_test(rows: Sequence[Mapping[str, Any]], count: int, seed: int) -
 # --------------------------------------------------------------------------- master
 
 
-def _rgb_map_list(rgb_map: Mapping[tuple[int, int, int], int]) -> list[list[Any]]:
-    return [[list(colour), index] for colour, index in sorted(rgb_map.items(), key=lambda kv: kv[1])]
-
-
 def _master_dir(cfg: Config) -> Path:
     master = cfg.split.master_dir or cfg.prepare.output_dir
     if master is None:
@@ -195,16 +188,8 @@ def load_master(master: Path, cfg: Config) -> tuple[list[dict[str, Any]], str | 
 
 
 def _read_manifest(manifest: Path, cfg: Config) -> tuple[list[dict[str, Any]], str]:
-    data = manifest.read_bytes()
-    try:
-        doc = json.loads(data)
-        rows = doc["items"]
-        if not isinstance(rows, list) or not all(isinstance(r, dict) and "id" in r and "image" in r
-                                                 and "mask" in r for r in rows):
-            raise ValueError("items are not rows with id, image and mask")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{manifest}: not a FlexUNet manifest ({exc}); expected the manifest.json "
-                        f"written by `flexunet prepare` — re-run prepare") from None
+    doc, digest = read_manifest(manifest)
+    rows = doc["items"]
     if not rows:
         raise DataError(f"{manifest}: lists no slices; expected a non-empty master dataset")
     written = doc.get("rgb_map")
@@ -214,7 +199,7 @@ def _read_manifest(manifest: Path, cfg: Config) -> tuple[list[dict[str, Any]], s
             raise DataError(f"{manifest}: masks were written with rgb_map {as_dict} but the config's "
                             f"[mask] rgb_map is {dict(cfg.mask.rgb_map)}; expected the same colours — "
                             f"re-run prepare or fix [mask] rgb_map")
-    return rows, hashlib.sha256(data).hexdigest()
+    return rows, digest
 
 
 # --------------------------------------------------------------------------- writing
@@ -283,7 +268,7 @@ def split_dataset(cfg: Config, overwrite: bool = False) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "seed": seed, "ratios": list(s.ratios), "group_by": s.group_by, "stratify": s.stratify,
         "master_dir": str(master), "manifest_sha256": manifest_hash,
-        "rgb_map": _rgb_map_list(cfg.mask.rgb_map), "class_names": class_names, "subsets": {},
+        "rgb_map": rgb_map_list(cfg.mask.rgb_map), "class_names": class_names, "subsets": {},
     }
     summary: dict[str, Any] = {"output_dir": target, "seed": seed, "counts": {}, "groups": {}}
     with atomic_output_dir(target, overwrite, "[split] output_dir/name", inputs=(master,)) as tmp:
@@ -300,7 +285,7 @@ def split_dataset(cfg: Config, overwrite: bool = False) -> dict[str, Any]:
         _warn_mini_test(test_rows, mini, s.mini_test_count, class_names)
         doc["mini_test"] = _copy_rows(master, mini, tmp / MINI_TEST)
         summary["mini_test"] = doc["mini_test"]
-        write_json(tmp / SPLIT_JSON, doc)
+        write_split(tmp, doc)
     log.info("split %d slices (%d %s groups, seed %d) into %s: %s", len(rows), n_groups, s.group_by, seed,
              target, ", ".join(f"{k} {v}" for k, v in summary["counts"].items()))
     return summary

@@ -13,7 +13,6 @@ no pyplot state, no window, nothing left open.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -23,35 +22,27 @@ import numpy as np
 
 from flexunet.errors import DataError
 from flexunet.io import list_files, read_image, write_json
-from flexunet.masks import RgbMap, describe_unmapped, index_to_rgb, palette_colours, read_mask
+from flexunet.masks import (STROKE_CLASS_NAMES, STROKE_RGB_MAP, RgbMap, describe_unmapped, index_to_rgb,
+                            palette_colours, read_mask)
 from flexunet.progress import Progress
+from flexunet.records import SPLIT_JSON, read_split, rgb_map_from_list
 from flexunet.plots import new_figure, save_figure
 
 log = logging.getLogger(__name__)
 
 SUBSETS = ("train", "valid", "test")
-STROKE_RGB_MAP: dict[tuple[int, int, int], int] = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
-STROKE_CLASS_NAMES = ("background", "ischemic", "hemorrhagic")
 SAMPLE_COUNT = 8
 
 
 def _labels(dataset_dir: Path, rgb_map: RgbMap | None,
             class_names: Sequence[str] | None) -> tuple[dict[tuple[int, int, int], int], list[str]]:
     """rgb_map and class names: as given, else from split.json, else the stroke defaults."""
-    split_json = dataset_dir / "split.json"
+    split_json = dataset_dir / SPLIT_JSON
     doc: dict[str, Any] = {}
     if (rgb_map is None or class_names is None) and split_json.is_file():
-        try:
-            doc = json.loads(split_json.read_text(encoding="utf-8"))
-        except (ValueError, OSError) as exc:
-            raise DataError(f"{split_json}: cannot be read as JSON ({exc}); expected the split.json "
-                            f"written by `flexunet split`, or pass the rgb_map") from None
+        doc = read_split(split_json)
     if rgb_map is None and doc.get("rgb_map"):
-        try:
-            rgb_map = {tuple(int(v) for v in colour): int(index) for colour, index in doc["rgb_map"]}
-        except (TypeError, ValueError):
-            raise DataError(f"{split_json}: rgb_map is not a list of [[r, g, b], index]; expected the "
-                            f"split.json written by `flexunet split`") from None
+        rgb_map = rgb_map_from_list(doc["rgb_map"], split_json)
     if class_names is None and doc.get("class_names"):
         class_names = [str(n) for n in doc["class_names"]]
     if rgb_map is None:

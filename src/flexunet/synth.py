@@ -25,19 +25,19 @@ from typing import Any
 
 import numpy as np
 
-from flexunet.dicom import CTSlice, dicom_bytes
+from flexunet.dicom import CTSlice, dicom_bytes, window
 from flexunet.errors import DataError
 from flexunet.io import save_image, write_bytes, write_json
-from flexunet.masks import index_to_rgb, save_rgb_mask
+from flexunet.masks import STROKE_CLASS_NAMES, STROKE_RGB_MAP, palette_colours, save_rgb_mask
 from flexunet.phantom import (RESCALE_INTERCEPT, SLICE_THICKNESS_MM, Patient, plan_slices,
                               render_slice)
+from flexunet.predict import blend
 from flexunet.progress import Progress
 from flexunet.synth_lesions import DEFAULT_OPTIONS, SynthOptions
 
 log = logging.getLogger(__name__)
 
-STROKE_RGB_MAP: dict[tuple[int, int, int], int] = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
-CLASS_NAMES: tuple[str, ...] = ("background", "ischemic", "hemorrhagic")
+CLASS_NAMES = STROKE_CLASS_NAMES
 DATASET_DIR = "STROKE-DATASET"
 SESSION_DIR = "YARISMA-VERI-SETI_2_OTURUM"
 SUBDIRS = ("PNG", "MASKS", "DICOM", "OVERLAY")
@@ -52,18 +52,12 @@ OVERLAY_ALPHA = 0.5
 
 def brain_window(hu: np.ndarray, centre: float = WINDOW_CENTRE, width: float = WINDOW_WIDTH) -> np.ndarray:
     """HU -> uint8 grey: ``centre - width/2`` maps to 0, ``centre + width/2`` to 255, rounded."""
-    lo = centre - width / 2
-    grey = (np.asarray(hu, np.float64) - lo) * (255.0 / width)
-    return np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+    return window(hu, centre, width)
 
 
 def overlay(grey_rgb: np.ndarray, index: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
     """Class colours blended at ``alpha`` over an RGB image where ``index`` != 0."""
-    out = np.array(grey_rgb, np.uint8, copy=True)
-    hit = index != 0
-    colours = index_to_rgb(index[hit], STROKE_RGB_MAP).astype(np.float32)
-    out[hit] = np.rint(out[hit] * np.float32(1 - alpha) + colours * np.float32(alpha)).astype(np.uint8)
-    return out
+    return blend(grey_rgb, index, palette_colours(STROKE_RGB_MAP), alpha)
 
 
 

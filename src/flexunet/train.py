@@ -242,7 +242,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     if t.output_bias == "prior" and not resume:  # a resumed run keeps its trained bias
         prior_bias(model, counts[:len(train_pairs)].sum(0))
     if resume:
-        state = load_checkpoint(model, t.model_dir)
+        state = load_checkpoint(model, t.model_dir, cfg)
         if str(state.get("stopped_by") or "").startswith("collapse"):
             state["stopped_by"] = None  # resuming a run the guard stopped trains on; history.json keeps the finding
         log.info("resuming after epoch %d (best %s = %.5g at epoch %s)", state["epoch"], t.monitor,

@@ -70,27 +70,22 @@ def _natural(name: str) -> list[Any]:
 
 def _manifest_groups(images_dir: Path) -> dict[str, tuple[str, str, float]]:
     """File name -> (group, kind, order) from the manifest of the split above ``images_dir``, if any."""
-    from flexunet.prepare import MANIFEST_JSON
-    from flexunet.split import SPLIT_JSON
+    from flexunet.records import find_manifest, manifest_items
 
-    for folder in list(Path(images_dir).resolve().parents)[:3]:
-        split = folder / SPLIT_JSON
-        if not split.is_file():
-            continue
-        try:
-            master = Path(json.loads(split.read_text(encoding="utf-8"))["master_dir"])
-            items = json.loads((master / MANIFEST_JSON).read_text(encoding="utf-8"))["items"]
-            out = {}
-            for item in items:
-                kind = item.get("group_kind")
-                if kind in ("patient", "series") and item.get("group"):
-                    order = item.get("instance_number")
-                    out[Path(str(item["image"])).name] = (str(item["group"]), kind,
-                                                          float(order) if order is not None else math.inf)
-            return out
-        except (OSError, ValueError, KeyError, TypeError):
-            return {}
-    return {}
+    items = manifest_items(find_manifest(Path(images_dir).resolve()), "slices grouped by name")
+    if items is None:
+        return {}
+    try:
+        out = {}
+        for item in items:
+            kind = item.get("group_kind")
+            if kind in ("patient", "series") and item.get("group"):
+                order = item.get("instance_number")
+                out[Path(str(item["image"])).name] = (str(item["group"]), kind,
+                                                      float(order) if order is not None else math.inf)
+        return out
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return {}
 
 
 def group_slices(names: Iterable[str], images_dir: Path | None = None,

@@ -1,0 +1,214 @@
+"""flexunet.predict: the input as training fed it, softmax, flips, tiles, indices back to size, overlay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from flexunet.config import parse_config
+from flexunet.data import decode_image
+from flexunet.model import build_model
+from flexunet.predict import (blend, model_input, overlay_image, network_input, predict_indices, predict_probs,
+                              predict_tiled, ramp, read_input, resize_indices, tile_starts)
+
+CONFIG = """\
+[model]
+image_width = 32
+image_height = 32
+num_classes = 3
+base_filters = 4
+num_layers = 2
+dropout_rate = 0.0
+
+[mask]
+rgb_map = {(0,0,0):0, (0,255,0):1, (0,0,255):2}
+"""
+BGR = '\n[image]\ncolor_order = "BGR"\n'
+
+
+def make_cfg(root: Path):
+    return parse_config(CONFIG, base_dir=root)
+
+
+# --------------------------------------------------------------------------- the input, as training fed it
+
+
+def _save(path: Path, mode: str, h: int = 40, w: int = 52) -> Path:
+    """A random ``mode`` PNG of h x w (not the model size, so both paths resize)."""
+    rng = np.random.default_rng(3)
+    if mode == "L":
+        Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8), "L").save(path)
+    elif mode == "RGBA":  # opaque: the pipeline refuses transparent pixels (data.check_image)
+        rgba = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
+        rgba[..., 3] = 255
+        Image.fromarray(rgba, "RGBA").save(path)
+    else:
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB").save(path)
+    return path
+
+
+def _both(tmp_path: Path, mode: str, channels: int, extra: str) -> tuple[np.ndarray, np.ndarray]:
+    """(training decoder's array, prediction loader's array) of one ``mode`` PNG."""
+    text = CONFIG.replace("num_classes = 3", f"num_classes = 3\nimage_channels = {channels}") + extra
+    cfg = parse_config(text, base_dir=tmp_path)
+    path = _save(tmp_path / f"x_{mode}_{channels}.png", mode)
+    trained = decode_image(tf.constant(str(path)), cfg).numpy()
+    predicted = model_input(read_input(path, cfg), cfg)
+    assert predicted.shape == trained.shape == (32, 32, channels) and predicted.dtype == np.float32
+    return trained, predicted
+
+
+@pytest.mark.parametrize("mode,extra", [("RGB", ""), ("RGB", BGR), ("L", ""), ("RGBA", ""), ("RGBA", BGR)])
+def test_prediction_loader_feeds_what_the_training_decoder_feeds(tmp_path, mode, extra):
+    trained, predicted = _both(tmp_path, mode, 3, extra)
+    np.testing.assert_array_equal(predicted, trained)
+
+
+@pytest.mark.parametrize("mode,channels,extra", [("RGB", 1, ""), ("RGB", 1, BGR), ("L", 1, ""), ("RGBA", 1, ""),
+                                                  ("RGB", 4, ""), ("L", 4, BGR), ("RGBA", 4, "")])
+def test_grey_and_alpha_inputs_match_the_decoder_to_float_rounding(tmp_path, mode, channels, extra):
+    """image_channels = 1 or 4: the decoder resizes, then averages (or adds alpha); the loader averages (adds
+    alpha), then resizes; both linear, so they agree to float rounding (alpha: 255 vs 254.99997)."""
+    trained, predicted = _both(tmp_path, mode, channels, extra)
+    np.testing.assert_allclose(predicted, trained, atol=1e-3)
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+class PatternModel:
+    """A fixed, position-dependent softmax: class 1 rises left to right, class 2 top to bottom."""
+
+    inputs = [keras.KerasTensor((None, 8, 8, 3))]
+
+    def predict_on_batch(self, x):
+        b, h, w = x.shape[:3]
+        logits = np.stack([np.zeros((h, w)), np.tile(np.arange(w), (h, 1)) / 2.0,
+                           np.tile(np.arange(h)[:, None], (1, w)) / 3.0], -1)
+        p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        return np.repeat(p[None], b, 0).astype(np.float32)
+
+
+def test_flip_tta_averages_identity_and_flips():
+    x = np.zeros((2, 8, 8, 3), np.float32)
+    p = PatternModel().predict_on_batch(x)
+    expected = (p + p[:, :, ::-1] + p[:, ::-1]) / 3
+    np.testing.assert_allclose(predict_probs(PatternModel(), x, flip_tta=True), expected, atol=1e-7)
+    np.testing.assert_allclose(predict_probs(PatternModel(), x), p)
+
+
+# --------------------------------------------------------------------------- tiling
+
+
+def test_tile_starts_and_ramp():
+    assert tile_starts(100, 32, 8) == [0, 24, 48, 68]
+    assert tile_starts(20, 32, 8) == [0]
+    assert tile_starts(32, 32, 8) == [0]
+    w = ramp(10, 3)
+    assert w.tolist() == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 1, 0.75, 0.5, 0.25])
+    assert (ramp(5, 0) == 1).all()
+
+
+def pointwise_model(seed: int = 0) -> keras.Model:
+    """Size-agnostic, receptive field 1 pixel: any tiling must give exactly the untiled output."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 1, activation="relu")(x)
+    x = keras.layers.Conv2D(3, 1)(x)
+    return keras.Model(inputs, keras.layers.Activation("softmax")(x))
+
+
+@pytest.mark.parametrize("tile,overlap", [(32, 8), (48, 16), (40, 0)])
+def test_tiled_equals_untiled_for_a_size_agnostic_pointwise_model(tmp_path, tile, overlap):
+    cfg = make_cfg(tmp_path)
+    model = pointwise_model()
+    image = np.random.default_rng(1).integers(0, 256, (100, 75, 3), dtype=np.uint8)
+    full = np.asarray(model.predict_on_batch(image[None].astype(np.float32)))[0]
+    tiled = predict_tiled(model, image, cfg, tile, overlap, batch_size=3)
+    np.testing.assert_allclose(tiled, full, atol=1e-5)       # no seams: blending is exact
+    np.testing.assert_array_equal(tiled.argmax(-1), full.argmax(-1))
+
+
+def test_tiled_unet_stays_within_tolerance_of_untiled(tmp_path):
+    """A size-agnostic 3-level FlexUNet: tiles see zero padding at their edges, so outputs differ
+    near tile borders; with a 24 px blended overlap the softmax stays within 0.05 (max) and 0.005 (mean)."""
+    text = CONFIG.replace("num_layers = 2", "num_layers = 3")
+    cfg = parse_config(text, base_dir=tmp_path)
+    keras.utils.set_random_seed(1)
+    fixed = build_model(cfg.model)
+    free = keras.models.clone_model(fixed, input_tensors=keras.Input((None, None, 3)))
+    free.set_weights(fixed.get_weights())
+    image = np.random.default_rng(0).integers(0, 256, (96, 80, 3), dtype=np.uint8)
+    full = np.asarray(free.predict_on_batch(image[None].astype(np.float32)))[0]
+    tiled = predict_tiled(free, image, cfg, 64, 24, batch_size=4)
+    diff = np.abs(tiled - full)
+    assert diff.max() < 0.05 and diff.mean() < 0.005
+
+
+def test_network_input_follows_color_order_and_channels(tmp_path):
+    rgb = np.array([[[10, 20, 30]]], np.uint8)
+    assert network_input(rgb, parse_config(CONFIG, base_dir=tmp_path)).tolist() == [[[10, 20, 30]]]
+    bgr = parse_config(CONFIG + '\n[image]\ncolor_order = "BGR"\n', base_dir=tmp_path)
+    assert network_input(rgb, bgr).tolist() == [[[30, 20, 10]]]
+    grey = parse_config(CONFIG.replace("num_classes = 3", "num_classes = 3\nimage_channels = 1"), base_dir=tmp_path)
+    assert network_input(rgb, grey).tolist() == [[[20.0]]]
+    rgba = parse_config(CONFIG.replace("num_classes = 3", "num_classes = 3\nimage_channels = 4"), base_dir=tmp_path)
+    assert network_input(rgb, rgba).tolist() == [[[10, 20, 30, 255]]]
+
+
+# --------------------------------------------------------------------------- back to the image's size
+
+
+def test_indices_resized_back_match_the_input_size(tmp_path):
+    cfg = make_cfg(tmp_path)
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg.model)
+    originals = [np.random.default_rng(i).integers(0, 256, (h, w, 3), dtype=np.uint8)
+                 for i, (h, w) in enumerate([(40, 50), (17, 90), (32, 32)])]
+    indices = predict_indices(model, np.stack([model_input(o, cfg) for o in originals]))
+    assert indices.shape == (3, 32, 32) and indices.dtype == np.uint8
+    for original, index in zip(originals, indices):
+        back = resize_indices(index, original.shape)
+        assert back.shape == original.shape[:2] and back.dtype == np.uint8
+        np.testing.assert_array_equal(back, np.asarray(Image.fromarray(index).resize(
+            (original.shape[1], original.shape[0]), Image.NEAREST)))
+    same = indices[2]
+    assert resize_indices(same, (32, 32, 3)) is same
+
+
+def test_resize_indices_is_nearest_never_inventing_classes():
+    index = np.zeros((4, 4), np.uint8)
+    index[:2, :2], index[2:, 2:] = 1, 2
+    up = resize_indices(index, (8, 8))
+    assert set(np.unique(up)) == {0, 1, 2}
+    np.testing.assert_array_equal(up, np.repeat(np.repeat(index, 2, 0), 2, 1))
+
+
+# --------------------------------------------------------------------------- the overlay
+
+
+def test_blend_colours_foreground_only_and_rounds():
+    rgb = np.full((2, 2, 3), 100, np.uint8)
+    index = np.array([[0, 1], [2, 0]], np.uint8)
+    colours = np.array([[0, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
+    out = blend(rgb, index, colours, 0.5)
+    assert out[0, 0].tolist() == out[1, 1].tolist() == [100, 100, 100]     # background untouched
+    assert out[0, 1].tolist() == [50, 178, 50]                             # 100*.5 + 255*.5 = 177.5 -> 178
+    assert out[1, 0].tolist() == [50, 50, 178]
+
+
+def test_overlay_image_legend_only_with_class_names():
+    rgb = np.full((64, 64, 3), 100, np.uint8)
+    index = np.zeros((64, 64), np.uint8)
+    index[40:, 40:] = 1
+    rgb_map = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
+    plain = np.asarray(overlay_image(rgb, index, rgb_map, (), 0.5))
+    np.testing.assert_array_equal(plain, blend(rgb, index, np.array([[0, 0, 0], [0, 255, 0], [0, 0, 255]]), 0.5))
+    legend = np.asarray(overlay_image(rgb, index, rgb_map, ("bg", "one", "two"), 0.5))
+    assert (legend[:4, :4] != plain[:4, :4]).any() and (legend[40:, 40:] == plain[40:, 40:]).all()
