@@ -162,7 +162,7 @@ def test_guard_stops_a_dead_run_and_keeps_its_files(train_project, monkeypatch):
     cfg = load_config(train_project, ["train.epochs=6", "train.patience=0", "model.learning_rate=1e-9",
                                       "train.collapse_patience=2", "train.on_collapse=stop"])
     with pytest.raises(TrainingStopped, match=r"collapse: class 'bright' .* in epochs 1-2 .*normalization = True"
-                                              r".*--overwrite"):
+                                              r'.*output_bias = "prior".*--overwrite'):
         train(cfg, progress=False)
     hist = json.loads((cfg.train.eval_dir / "history.json").read_text())
     assert hist["epochs"] == [1, 2]  # stopped after 2 of 6 epochs

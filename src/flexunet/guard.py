@@ -70,6 +70,8 @@ def collapse_message(cfg: Config, found: dict) -> str:
         fixes.insert(0, "[model] normalization = True")
     if m.loss not in ("ce_dice", "bce_dice_loss"):
         fixes.append('[model] loss = "ce_dice"')
+    if cfg.train.output_bias != "prior":
+        fixes.append('[train] output_bias = "prior"')
     fixes.append("or a config written by `flexunet plan`")
     share = f" ({100 * found['share']:.3g}% of the training pixels)" if found.get("share") else ""
     where = f"{100 * found['pred']:.3g}% of the training"
