@@ -135,7 +135,7 @@ def test_predicts_in_batches(unet_run):
     cfg, root, _ = unet_run
     model = CountingModel(keras.models.load_model(root / "models" / "best_model.keras", compile=False))
     infer_images(cfg, model=model, progress=False)
-    assert (model.calls, model.images) == (3, 5)         # batch_size 2: 2 + 2 + 1
+    assert (model.calls, model.images) == (3, 6)         # batch_size 2: 2 + 2 + 1 padded to 2
 
 
 def test_dicom_is_read_through_the_configured_window(tmp_path):
