@@ -22,9 +22,9 @@ with ``--tiled``):
 While the model predicts one batch, worker threads read and decode the next and write the
 last (at most two batches wait to be written); the last, short batch is padded to
 ``batch_size`` so the model is traced for one batch shape, and the padding dropped.  Every
-file is written whole into a hidden folder beside ``output_dir`` and moved in once every
-image has succeeded: an error (an unreadable image, a failing write) leaves ``output_dir``
-as it was.
+file is written whole into a hidden folder (in ``output_dir``, or beside it when it is new)
+and moved in once every image has succeeded: an error (an unreadable image, a failing
+write) leaves ``output_dir`` as it was.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
 
     Reading the next batch and writing the last one run in ``workers`` threads while the model
     predicts (0: all in this thread, one step after another; the outputs are the same bytes).
-    Everything is written to a hidden folder beside ``output_dir`` first and moved in when every
+    Everything is written to a hidden folder in (or beside) ``output_dir`` first and moved in when every
     image has succeeded: an error leaves ``output_dir`` as it was (not created when it was not there).
     """
     section = "tiledinfer" if tiled else "infer"
@@ -311,12 +311,14 @@ def _collect(futures: list[Future], summary: dict[str, Any], masks: dict[str, np
 
 @contextlib.contextmanager
 def _staged(out_dir: Path) -> Iterator[Path]:
-    """A hidden folder beside ``out_dir`` to write into; on success each file in it is moved (one rename)
-    to the same place under ``out_dir``.  On any error it is removed, with the folders made for it."""
-    out_dir = Path(os.path.abspath(out_dir))
-    made = [p for p in (out_dir.parent, *out_dir.parent.parents) if not p.exists()]
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.infer-", dir=out_dir.parent))
+    """A hidden folder to write into: inside ``out_dir`` when it exists (same file system, even when it is a
+    mount point), else beside it.  On success each file in it is moved (one rename) to the same place under
+    ``out_dir``; on any error it is removed, with the folders made for it, and ``out_dir`` is as it was."""
+    out_dir = Path(os.path.realpath(out_dir))
+    home = out_dir if out_dir.is_dir() else out_dir.parent
+    made = [p for p in (home, *home.parents) if not p.exists()]
+    home.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.infer-", dir=home))
     try:
         yield stage
         out_dir.mkdir(exist_ok=True)
