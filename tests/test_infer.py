@@ -15,7 +15,7 @@ from flexunet.config import parse_config
 from flexunet.dicom import read_dicom_hu, three_window_rgb, window
 from flexunet.errors import ConfigError, DataError
 from flexunet.infer import infer_images
-from flexunet.predict import predict_indices, read_input, remove_small_components
+from flexunet.predict import predict_indices, read_input, remove_small_components, resize_indices
 from flexunet.masks import flat_palette
 from flexunet.model import build_model
 
@@ -135,7 +135,7 @@ def test_predicts_in_batches(unet_run):
     cfg, root, _ = unet_run
     model = CountingModel(keras.models.load_model(root / "models" / "best_model.keras", compile=False))
     infer_images(cfg, model=model, progress=False)
-    assert (model.calls, model.images) == (3, 5)         # batch_size 2: 2 + 2 + 1
+    assert (model.calls, model.images) == (3, 6)         # batch_size 2: 2 + 2 + 1 padded to 2
 
 
 def test_dicom_is_read_through_the_configured_window(tmp_path):
@@ -339,3 +339,115 @@ def test_uncertainty_maps_and_ranking(tmp_path):
     ranked = list(csv.DictReader(open(tmp_path / "out" / "uncertain_slices.csv")))
     assert [r["name"] for r in ranked][0] == "s1.png"
     assert [float(r["score"]) for r in ranked] == sorted((float(r["score"]) for r in ranked), reverse=True)
+
+
+# --------------------------------------------------------------------------- the overlapped pipeline
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (the ownership marker too) by relative path, as bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_overlapped_outputs_are_the_bytes_of_a_sequential_run(unet_run, monkeypatch):
+    import threading
+
+    import flexunet.infer as infer
+
+    cfg, root, _ = unet_run
+    cfg = cfg.replace("infer", overlays=True, class_index_masks=True, uncertainty=True)
+    model = keras.models.load_model(root / "models" / "best_model.keras", compile=False)
+    sequential = infer_images(cfg.replace("infer", output_dir=root / "seq"), model=model, progress=False, workers=0)
+    readers: list[str] = []
+
+    def read(path, c):
+        readers.append(threading.current_thread().name)
+        return read_input(path, c)
+
+    monkeypatch.setattr(infer, "read_input", read)
+    overlapped = infer_images(cfg, model=model, progress=False, workers=2)
+    assert readers and all(name.startswith("infer") for name in readers)       # read in the worker threads
+    seq, out = _tree(root / "seq"), _tree(root / "out")
+    # 5 inputs in batches of 2: the last batch is short; masks, overlays, class indices, entropy maps, tables
+    assert len(out) == 1 + 5 * 5 + 2 and sorted(seq) == sorted(out)
+    assert [p for p in seq if seq[p] != out[p]] == []
+    assert [p.name for p in overlapped["files"]] == [p.name for p in sequential["files"]] == [
+        "a.png", "b.png", "c.png", "d.png", "e.png"]
+    assert overlapped["uncertainty"] == sequential["uncertainty"]
+    # and the short batch's padding changed nothing: the last image's mask is its prediction alone
+    from flexunet.data import to_model_input
+
+    original = read_input(root / "in" / "e.dcm", cfg)
+    alone = resize_indices(predict_indices(model, to_model_input(original, cfg)[None], flip_tta=True)[0],
+                           original.shape)
+    np.testing.assert_array_equal(np.asarray(Image.open(root / "out" / "e.png")), alone)
+
+
+def test_unreadable_image_in_the_middle_leaves_no_output_folder(unet_run, capsys):
+    from flexunet.cli import main
+
+    cfg, root, _ = unet_run
+    (root / "in" / "c2.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")        # sorted between b and c
+    config = root / "infer.config"
+    config.write_text(CONFIG)
+    assert main(["-q", "infer", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "c2.png: not an image" in err and "Traceback" not in err
+    assert not (root / "out").exists()
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".")]         # no staging folder left
+    with pytest.raises(DataError, match=r"c2\.png: not an image"):
+        infer_images(cfg, progress=False)
+
+
+def test_failing_write_leaves_earlier_results_as_they_were(unet_run, monkeypatch):
+    import errno
+
+    import flexunet.infer as infer
+
+    cfg, root, _ = unet_run
+    model = keras.models.load_model(root / "models" / "best_model.keras", compile=False)
+    infer_images(cfg, model=model, progress=False)
+    before = _tree(root / "out")
+    for name in ("a.png", "b.jpg", "c.tif", "d.bmp"):                               # new inputs, same names
+        Image.fromarray(grey_image(36, 36, seed=9)).save(root / "in" / name)
+    saved = infer.save_image
+    written: list[str] = []
+
+    def save(path, image, format="PNG"):
+        if Path(path).name == "c.png":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        saved(path, image, format)
+        written.append(Path(path).name)
+
+    monkeypatch.setattr(infer, "save_image", save)
+    with pytest.raises(OSError, match="No space left") as caught:
+        infer_images(cfg, model=model, progress=False)
+    assert caught.value.filename.endswith("c.png")
+    assert {"a.png", "b.png"} <= set(written)                                       # written before it failed
+    assert _tree(root / "out") == before                                            # ... but never moved in
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".")]
+
+
+class TraceCounter(keras.Model):
+    """A model whose Python ``call`` runs once per trace of its predict function."""
+
+    def __init__(self, inner: keras.Model) -> None:
+        super().__init__()
+        self.inner, self.traces = inner, 0
+
+    def call(self, x):
+        self.traces += 1
+        return self.inner(x)
+
+
+def test_predict_is_traced_once_when_the_last_batch_is_short(unet_run):
+    from flexunet.predict import predict_probs
+
+    cfg, root, _ = unet_run                                         # 5 images, batch_size 2
+    model = TraceCounter(keras.models.load_model(root / "models" / "best_model.keras", compile=False))
+    model(np.zeros((1, 32, 32, 3), np.float32))                     # built (eagerly: no trace)
+    model.traces = 0
+    infer_images(cfg, model=model, progress=False)
+    assert model.traces == 1
+    predict_probs(model, np.zeros((1, 32, 32, 3), np.float32))       # unpadded, a second shape: traced again
+    assert model.traces == 2

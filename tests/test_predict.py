@@ -13,8 +13,8 @@ from PIL import Image
 from flexunet.config import parse_config
 from flexunet.data import decode_image
 from flexunet.model import build_model
-from flexunet.predict import (blend, model_input, overlay_image, network_input, predict_indices, predict_probs,
-                              predict_tiled, ramp, read_input, resize_indices, tile_starts)
+from flexunet.predict import (blend, model_input, overlay_image, network_input, pad_batch, predict_indices,
+                              predict_probs, predict_tiled, ramp, read_input, resize_indices, tile_starts)
 
 CONFIG = """\
 [model]
@@ -103,6 +103,25 @@ def test_flip_tta_averages_identity_and_flips():
 
 
 # --------------------------------------------------------------------------- tiling
+
+
+def test_short_batch_is_padded_with_zeros_and_the_padding_dropped():
+    batch = np.arange(2 * 4 * 4 * 3, dtype=np.float32).reshape(2, 4, 4, 3)
+    padded = pad_batch(batch, 5)
+    assert padded.shape == (5, 4, 4, 3) and (padded[:2] == batch).all() and not padded[2:].any()
+    assert pad_batch(batch, 2) is batch
+
+    class Seen:
+        shapes: list = []
+
+        def predict_on_batch(self, x):
+            self.shapes.append(x.shape)
+            return np.stack([np.full((4, 4, 2), x[i].mean()) for i in range(len(x))])
+
+    model = Seen()
+    probs = predict_probs(model, batch, flip_tta=True, pad_to=5)
+    assert probs.shape == (2, 4, 4, 2) and model.shapes == [(5, 4, 4, 3)] * 3        # identity, h-flip, v-flip
+    np.testing.assert_allclose(probs[:, 0, 0, 0], batch.mean(axis=(1, 2, 3)), rtol=1e-6)
 
 
 def test_tile_starts_and_ramp():

@@ -19,16 +19,27 @@ with ``--tiled``):
    ``uncertainty/<stem>.png`` (heatmap) and ``.npy`` (float32 normalised entropy of the mean
    softmax, at the input's size) and ``uncertain_slices.csv``, slices ranked for review.
 
-Every file is written whole (temporary name, then rename).
+While the model predicts one batch, worker threads read and decode the next and write the
+last (at most two batches wait to be written); the last, short batch is padded to
+``batch_size`` so the model is traced for one batch shape, and the padding dropped.  Every
+file is written whole into a hidden folder (in ``output_dir``, or beside it when it is new)
+and moved in once every image has succeeded: an error (an unreadable image, a failing
+write) leaves ``output_dir`` as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io as _io
 import logging
+import os
+import shutil
+import tempfile
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -157,8 +168,11 @@ def _warn_min_component(cfg: Config, shape: tuple[int, ...]) -> None:
                     size, w, h, h * w)
 
 
+DEFAULT_WORKERS = 2            # threads that read the next batch and write the last one while the model predicts
+
+
 def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: bool = True,
-                 overwrite: bool = False) -> dict[str, Any]:
+                 overwrite: bool = False, workers: int = DEFAULT_WORKERS) -> dict[str, Any]:
     """Predict every image of [infer] (or [tiledinfer] when ``tiled``) images_dir; return a summary.
 
     Summary keys: ``images``, ``seconds``, ``images_per_second``, ``output_dir``, ``tiled``,
@@ -166,6 +180,11 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
     (masks left without any foreground), ``volumes`` (rows of volumes.csv), ``uncertainty``
     (per slice: name, score, foreground_pixels, map).  ``output_dir`` must lie outside every input folder
     and be infer's own (or ``overwrite``: written beside the files there, none deleted).
+
+    Reading the next batch and writing the last one run in ``workers`` threads while the model
+    predicts (0: all in this thread, one step after another; the outputs are the same bytes).
+    Everything is written to a hidden folder in (or beside) ``output_dir`` first and moved in when every
+    image has succeeded: an error leaves ``output_dir`` as it was (not created when it was not there).
     """
     section = "tiledinfer" if tiled else "infer"
     images_dir = cfg.require_dir(section, "images_dir", "folder of images to predict")
@@ -184,36 +203,16 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
         from flexunet.run import load_trained
 
         model = load_trained(cfg)
-    opts = cfg.infer
     summary: dict[str, Any] = {"images": 0, "output_dir": out_dir, "tiled": tiled, "files": [],
                                "overlays": [], "class_index": [], "removed_components": 0, "blank": 0,
                                "uncertainty": [], "volumes": []}
-    flips = opts.flip_tta or opts.uncertainty          # uncertainty is the entropy of the mean over flips
     masks: dict[str, np.ndarray] = {}
-    bar = Progress([], "infer", total=len(files), enabled=progress, unit="img")
     start = time.perf_counter()
-    claim_output_dir(out_dir, "infer", names)  # before writing: an interrupted run's files are still infer's
-    for n, chunk in enumerate(_chunks(files, 1 if tiled else opts.batch_size)):
-        originals = [read_input(p, cfg) for p in chunk]
-        if n == 0:
-            _warn_min_component(cfg, originals[0].shape)
-            if tiled:
-                _warn_tiles(cfg, originals[0].shape)
-        if tiled:
-            t = cfg.tiledinfer
-            probs = [predict_tiled(model, network_input(originals[0], cfg), cfg, t.split_size, t.overlapping,
-                                   opts.batch_size, flips)]
-        else:
-            probs = list(predict_probs(model, model_batch(originals, cfg), flips))
-        for path, original, p in zip(chunk, originals, probs):
-            index = _write_outputs(cfg, out_dir, path, original, p.argmax(-1).astype(np.uint8), summary)
-            if path.stem in geometry:
-                masks[path.stem] = index
-            if opts.uncertainty:
-                _write_uncertainty(out_dir, path, p, index, summary)
-        bar.update(len(chunk))
-    bar.close()
-    _write_tables(cfg, out_dir, geometry, masks, summary)
+    with _staged(out_dir) as stage:
+        _run_batches(cfg, model, files, tiled, _Outputs(stage, out_dir, set(geometry)), summary, masks, progress,
+                     workers)
+        _write_tables(cfg, stage, out_dir, geometry, masks, summary)
+        claim_output_dir(out_dir, "infer", names)
     if summary["removed_components"] and summary["blank"] == summary["images"]:
         log.warning("[infer] min_component_size = %d removed every predicted component: all %d masks are blank; "
                     "lower it", cfg.infer.min_component_size, summary["images"])
@@ -224,54 +223,176 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
     return summary
 
 
-def _write_tables(cfg: Config, out_dir: Path, geometry: dict[str, SliceGeometry], masks: dict[str, np.ndarray],
-                  summary: dict[str, Any]) -> None:
+# --------------------------------------------------------------------------- the pipeline
+
+
+class _Inline:
+    """An executor that runs each task at once in the calling thread (``workers = 0``)."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # re-raised by result(), in order, as a pool would
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def _read_batch(cfg: Config, chunk: Sequence[Path], tiled: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The originals of ``chunk`` and (untiled) their model batch."""
+    originals = [read_input(p, cfg) for p in chunk]
+    return originals, None if tiled else model_batch(originals, cfg)
+
+
+def _predict(cfg: Config, model: Any, originals: list[np.ndarray], batch: np.ndarray | None,
+             flips: bool) -> list[np.ndarray]:
+    """Softmax of each original: the batch padded to [infer] batch_size, or (``batch`` None) tile by tile."""
+    size = cfg.infer.batch_size
+    if batch is not None:
+        return list(predict_probs(model, batch, flips, pad_to=size))
+    t = cfg.tiledinfer
+    return [predict_tiled(model, network_input(o, cfg), cfg, t.split_size, t.overlapping, size, flips)
+            for o in originals]
+
+
+def _run_batches(cfg: Config, model: Any, files: Sequence[Path], tiled: bool, outputs: "_Outputs",
+                 summary: dict[str, Any], masks: dict[str, np.ndarray], progress: bool, workers: int) -> None:
+    """Read batch n+1 and write batch n-1 in worker threads while batch n is predicted here.
+
+    At most two batches' outputs wait to be written; records are merged into ``summary`` in file order.
+    """
+    flips = cfg.infer.flip_tta or cfg.infer.uncertainty     # uncertainty is the entropy of the mean over flips
+    chunks = list(_chunks(files, 1 if tiled else cfg.infer.batch_size))
+    pool: Any = ThreadPoolExecutor(workers, thread_name_prefix="infer") if workers > 0 else _Inline()
+    bar = Progress([], "infer", total=len(files), enabled=progress, unit="img")
+    writing: deque[list[Future]] = deque()
+    try:
+        reading = pool.submit(_read_batch, cfg, chunks[0], tiled)
+        for n, chunk in enumerate(chunks):
+            originals, batch = reading.result()
+            if n + 1 < len(chunks):
+                reading = pool.submit(_read_batch, cfg, chunks[n + 1], tiled)
+            if n == 0:
+                _first_batch_warnings(cfg, originals[0].shape, tiled)
+            probs = _predict(cfg, model, originals, batch, flips)
+            while len(writing) >= 2:
+                _collect(writing.popleft(), summary, masks, bar)
+            writing.append([pool.submit(outputs.write, cfg, path, original, p)
+                            for path, original, p in zip(chunk, originals, probs)])
+        while writing:
+            _collect(writing.popleft(), summary, masks, bar)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)       # nothing writes into the stage after this
+        bar.close()
+
+
+def _first_batch_warnings(cfg: Config, shape: tuple[int, ...], tiled: bool) -> None:
+    _warn_min_component(cfg, shape)
+    if tiled:
+        _warn_tiles(cfg, shape)
+
+
+def _collect(futures: list[Future], summary: dict[str, Any], masks: dict[str, np.ndarray], bar: Progress) -> None:
+    """Merge one batch's write records into ``summary`` (re-raising a worker's error as it was raised)."""
+    for future in futures:
+        record = future.result()
+        for key in ("files", "overlays", "class_index", "uncertainty"):
+            summary[key] += record[key]
+        summary["removed_components"] += record["removed"]
+        summary["blank"] += record["blank"]
+        summary["images"] += 1
+        if record["mask"] is not None:
+            masks[record["stem"]] = record["mask"]
+    bar.update(len(futures))
+
+
+@contextlib.contextmanager
+def _staged(out_dir: Path) -> Iterator[Path]:
+    """A hidden folder to write into: inside ``out_dir`` when it exists (same file system, even when it is a
+    mount point), else beside it.  On success each file in it is moved (one rename) to the same place under
+    ``out_dir``; on any error it is removed, with the folders made for it, and ``out_dir`` is as it was."""
+    out_dir = Path(os.path.realpath(out_dir))
+    home = out_dir if out_dir.is_dir() else out_dir.parent
+    made = [p for p in (home, *home.parents) if not p.exists()]
+    home.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.infer-", dir=home))
+    try:
+        yield stage
+        out_dir.mkdir(exist_ok=True)
+        for folder, _, names in os.walk(stage):
+            target = out_dir / Path(folder).relative_to(stage)
+            target.mkdir(exist_ok=True)
+            for name in sorted(names):
+                os.replace(Path(folder) / name, target / name)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in made:                                # innermost first; only while empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_tables(cfg: Config, stage: Path, out_dir: Path, geometry: dict[str, SliceGeometry],
+                  masks: dict[str, np.ndarray], summary: dict[str, Any]) -> None:
+    """``volumes.csv`` and ``uncertain_slices.csv`` into ``stage`` (bound for ``out_dir``)."""
     if geometry:
         rows = volume_rows(geometry, masks, cfg.class_names)
-        write_text(out_dir / VOLUMES_FILE, _csv(VOLUME_COLUMNS, [[r[c] for c in VOLUME_COLUMNS] for r in rows]))
+        write_text(stage / VOLUMES_FILE, _csv(VOLUME_COLUMNS, [[r[c] for c in VOLUME_COLUMNS] for r in rows]))
         summary["volumes"] = rows
         log.info("volumes of %d series -> %s", len({(r["patient"], r["series"]) for r in rows}),
                  out_dir / VOLUMES_FILE)
     if cfg.infer.uncertainty:
         ranked = sorted(summary["uncertainty"], key=lambda r: (-r["score"], r["name"]))
-        write_text(out_dir / UNCERTAIN_FILE, _csv(("rank", "name", "score", "foreground_pixels", "map"),
-                                                  [[i + 1, r["name"], round(r["score"], 6), r["foreground_pixels"],
-                                                    r["map"]] for i, r in enumerate(ranked)]))
+        write_text(stage / UNCERTAIN_FILE, _csv(("rank", "name", "score", "foreground_pixels", "map"),
+                                                [[i + 1, r["name"], round(r["score"], 6), r["foreground_pixels"],
+                                                  r["map"]] for i, r in enumerate(ranked)]))
 
 
-def _write_uncertainty(out_dir: Path, path: Path, probs: np.ndarray, index: np.ndarray,
-                       summary: dict[str, Any]) -> None:
-    """``uncertainty/<stem>.png`` and ``.npy``: normalised entropy at the mask's size; the slice's score."""
-    entropy = entropy_map(probs)
-    h, w = index.shape
-    if entropy.shape != (h, w):
-        entropy = np.clip(np.asarray(Image.fromarray(entropy).resize((w, h), Image.BILINEAR)), 0, 1)
-    entropy = entropy.astype(np.float32)
-    save_image(safe_output_path(out_dir / "uncertainty", f"{path.stem}.png"), heatmap(entropy))
-    buf = _io.BytesIO()
-    np.save(buf, entropy)
-    write_bytes(safe_output_path(out_dir / "uncertainty", f"{path.stem}.npy"), buf.getvalue())
-    summary["uncertainty"].append({"name": path.name, "score": slice_score(entropy, index),
-                                   "foreground_pixels": int((index > 0).sum()),
-                                   "map": f"uncertainty/{path.stem}.png"})
+class _Outputs:
+    """Writes one image's outputs into ``stage``; the record names them as they will be under ``out_dir``.
 
+    :meth:`write` touches nothing shared, so worker threads may run it side by side.
+    """
 
-def _write_outputs(cfg: Config, out_dir: Path, path: Path, original: np.ndarray, index: np.ndarray,
-                   summary: dict[str, Any]) -> np.ndarray:
-    index, removed = remove_small_components(resize_indices(index, original.shape), cfg.infer.min_component_size)
-    summary["blank"] += int(not index.any())
-    name = f"{path.stem}.png"
-    mask_path = safe_output_path(out_dir, name)
-    save_image(mask_path, index_to_palette_image(index, cfg.mask.rgb_map))
-    summary["files"].append(mask_path)
-    if cfg.infer.overlays:
-        p = safe_output_path(out_dir / "overlays", name)
-        save_image(p, overlay_image(original, index, cfg.mask.rgb_map, cfg.class_names, cfg.infer.overlay_alpha))
-        summary["overlays"].append(p)
-    if cfg.infer.class_index_masks:
-        p = safe_output_path(out_dir / "class_index", name)
-        save_image(p, Image.fromarray(index.astype(np.uint8), "L"))
-        summary["class_index"].append(p)
-    summary["removed_components"] += removed
-    summary["images"] += 1
-    return index
+    def __init__(self, stage: Path, out_dir: Path, keep_masks: set[str]) -> None:
+        self.stage, self.out_dir, self.keep_masks = stage, out_dir, keep_masks
+
+    def write(self, cfg: Config, path: Path, original: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+        """The mask (and overlay, class-index mask, uncertainty map) of one image; its summary record."""
+        index = resize_indices(probs.argmax(-1).astype(np.uint8), original.shape)
+        index, removed = remove_small_components(index, cfg.infer.min_component_size)
+        name = f"{path.stem}.png"
+        record: dict[str, Any] = {"stem": path.stem, "removed": removed, "blank": int(not index.any()),
+                                  "mask": index if path.stem in self.keep_masks else None,
+                                  "files": [self._save("", name, index_to_palette_image(index, cfg.mask.rgb_map))],
+                                  "overlays": [], "class_index": [], "uncertainty": []}
+        if cfg.infer.overlays:
+            record["overlays"].append(self._save("overlays", name, overlay_image(
+                original, index, cfg.mask.rgb_map, cfg.class_names, cfg.infer.overlay_alpha)))
+        if cfg.infer.class_index_masks:
+            record["class_index"].append(self._save("class_index", name, Image.fromarray(index, "L")))
+        if cfg.infer.uncertainty:
+            record["uncertainty"].append(self._uncertainty(path, probs, index))
+        return record
+
+    def _save(self, folder: str, name: str, image: Image.Image | np.ndarray) -> Path:
+        save_image(safe_output_path(self.stage / folder, name), image)
+        return safe_output_path(self.out_dir / folder, name)
+
+    def _uncertainty(self, path: Path, probs: np.ndarray, index: np.ndarray) -> dict[str, Any]:
+        """``uncertainty/<stem>.png`` and ``.npy``: normalised entropy at the mask's size; the slice's score."""
+        entropy = entropy_map(probs)
+        h, w = index.shape
+        if entropy.shape != (h, w):
+            entropy = np.clip(np.asarray(Image.fromarray(entropy).resize((w, h), Image.BILINEAR)), 0, 1)
+        entropy = entropy.astype(np.float32)
+        self._save("uncertainty", f"{path.stem}.png", heatmap(entropy))
+        buf = _io.BytesIO()
+        np.save(buf, entropy)
+        write_bytes(safe_output_path(self.stage / "uncertainty", f"{path.stem}.npy"), buf.getvalue())
+        return {"name": path.name, "score": slice_score(entropy, index), "foreground_pixels": int((index > 0).sum()),
+                "map": f"uncertainty/{path.stem}.png"}

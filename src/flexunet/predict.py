@@ -66,8 +66,23 @@ def model_batch(originals: Sequence[np.ndarray], cfg: Config) -> np.ndarray:
 # --------------------------------------------------------------------------- prediction
 
 
-def predict_probs(model: Any, batch: np.ndarray, flip_tta: bool = False) -> np.ndarray:
-    """Softmax (B, H, W, K) of a float32 batch (B, H, W, C); with ``flip_tta`` averaged over flips."""
+def pad_batch(batch: np.ndarray, size: int) -> np.ndarray:
+    """``batch`` with zero images appended up to ``size`` along axis 0 (unchanged when it has that many)."""
+    batch = np.asarray(batch)
+    if len(batch) >= size:
+        return batch
+    return np.concatenate([batch, np.zeros((size - len(batch),) + batch.shape[1:], batch.dtype)])
+
+
+def predict_probs(model: Any, batch: np.ndarray, flip_tta: bool = False, pad_to: int | None = None) -> np.ndarray:
+    """Softmax (B, H, W, K) of a float32 batch (B, H, W, C); with ``flip_tta`` averaged over flips.
+
+    ``pad_to``: a shorter batch is padded with zero images to that many and the padding dropped
+    from the result, so a model's predict function is traced for one batch shape only.
+    """
+    count = len(batch)
+    if pad_to is not None and count < pad_to:
+        return predict_probs(model, pad_batch(batch, pad_to), flip_tta)[:count]
     batch = np.asarray(batch, np.float32)
     probs = np.asarray(model.predict_on_batch(batch), np.float32)
     if flip_tta:
@@ -163,7 +178,7 @@ def predict_tiled(model: Any, image: np.ndarray, cfg: Config, tile: int, overlap
             batch = np.stack([to_model_input(c, cfg) for c in crops])
         else:
             batch = np.stack([adapt_channels(c, cfg.model.image_channels).astype(np.float32) for c in crops])
-        probs = predict_probs(model, batch, flip_tta)
+        probs = predict_probs(model, batch, flip_tta, pad_to=batch_size)
         if probs.shape[1:3] != (th, tw):
             probs = tf.image.resize(probs, (th, tw), method="bilinear").numpy()
         for (y, x), p in zip(chunk, probs):
