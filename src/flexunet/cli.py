@@ -254,6 +254,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from flexunet.autotune import cache_command
+
+    return cache_command(args.action)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from flexunet.bench import main as bench_main
 
@@ -379,6 +385,8 @@ COMMANDS: list[Command] = [
     ("export", "export the best model (keras, savedmodel, onnx)", cmd_export, _args_export),
     ("report", "one self-contained HTML report of data, training and evaluation", cmd_report, _args_report),
     ("bench", "training and inference speed against the hardware's convolution peak", cmd_bench, _args_bench),
+    ("cache", "show or clear the measured choices of [train] jit_compile / mixed_precision = \"auto\"", cmd_cache,
+     lambda p: p.add_argument("action", choices=("show", "clear"))),
     ("inspect", "layer summary, parameter count and GFLOPs of the configured model, or a trained model's "
      "metadata", cmd_inspect, _args_inspect),
 ]

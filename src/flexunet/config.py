@@ -139,6 +139,21 @@ def Optional(kind: Kind) -> Kind:
     return Kind(f"None or {kind.expected}", convert)
 
 
+def Auto(kind: Kind) -> Kind:
+    """``kind``, or the string "auto" (the value is then chosen by measurement at run time)."""
+    expected = f'"auto" or {kind.expected}'
+
+    def convert(v: Any, base: Path) -> Any:
+        if isinstance(v, str) and v.lower() == "auto":
+            return "auto"
+        try:
+            return kind(v, base)
+        except _Expected:
+            raise _Expected(expected) from None
+
+    return Kind(expected, convert)
+
+
 def Seq(item: Kind, min_len: int = 0) -> Kind:
     expected = f"a list or tuple of {item.expected.removeprefix('a ').removeprefix('an ')}s"
     if min_len:
@@ -276,9 +291,12 @@ class TrainSettings:
     monitor: str = opt("val_loss", Str(), "logged value the checkpoint, reducer and early stopping watch "
                                            "(loss, a metric, or their val_ forms)")
     deterministic: bool = opt(False, Bool(), "op determinism: bit-identical runs on CPU (slower)")
-    jit_compile: bool = opt(False, Bool(), "XLA compilation of the train step")
-    mixed_precision: str | None = opt(None, Optional(Str(("float16", "bfloat16"), lower=True)),
-                                      "mixed precision policy for GPUs (None: float32)")
+    jit_compile: bool | str = opt("auto", Auto(Bool()), "XLA compilation of the train step; \"auto\": the "
+                                  "faster of on and off, timed on the model at start-up (cached per machine)")
+    mixed_precision: str | None = opt(None, Auto(Optional(Str(("float16", "bfloat16"), lower=True))),
+                                      "mixed precision policy (None: float32); \"auto\": bfloat16 (CPUs with "
+                                      "AVX512_BF16 or AMX) or float16 (GPUs) where faster and as accurate as "
+                                      "float32 on a probe (cached per machine)")
     strategy: str = opt("default", Str(("default", "mirrored", "multiworker"), lower=True),
                         "tf.distribute strategy")
     cache: bool = opt(False, Bool(), "cache decoded training data in memory")

@@ -77,7 +77,7 @@ def configure_runtime(cfg: Config) -> None:
         from tensorflow.python.framework.config import disable_op_determinism
 
         disable_op_determinism()
-    if cfg.train.mixed_precision:
+    if cfg.train.mixed_precision not in (None, "auto"):  # "auto" not yet resolved (autotune.resolve): float32
         keras.mixed_precision.set_global_policy(f"mixed_{cfg.train.mixed_precision}")
     else:
         keras.mixed_precision.set_global_policy("float32")
@@ -229,6 +229,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     counts = check_masks(cfg, train_pairs + valid_pairs)  # pixels per class of every mask
     presence = counts[:len(train_pairs)] > 0
     _prepare_model_dir(cfg, resume, overwrite)
+    cfg = _resolve_auto(cfg, train_pairs)
+    t = cfg.train
 
     import keras
 
@@ -302,6 +304,13 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     if collapse:  # a warning: said once mid-run, said again where the run's figures are read
         log.warning("%s (found after epoch %d)", collapse["message"], collapse["epoch"])
     return _summary(cfg, state, seconds, best_model_name(cfg))
+
+
+def _resolve_auto(cfg: Config, train_pairs: list) -> Config:
+    """[train] jit_compile / mixed_precision "auto" -> the measured (or cached) choice (flexunet.autotune)."""
+    from flexunet.autotune import resolve
+
+    return resolve(cfg, train_pairs)
 
 
 def _record_data(cfg: Config, train_pairs: list, valid_pairs: list) -> None:
