@@ -6,12 +6,15 @@ import contextlib
 import errno
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# jit_compile = "auto" caches its measurement: one fresh cache per test session, never the user's
+os.environ.setdefault("FLEXUNET_CACHE_DIR", tempfile.mkdtemp(prefix="flexunet-test-cache-"))
 
 ROOT = Path(__file__).resolve().parents[1]
 STROKE_CONFIG = ROOT / "configs" / "stroke-ct" / "train_eval_infer.config"

@@ -248,6 +248,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from flexunet.autotune import cache_command
+
+    return cache_command(args.action)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from flexunet.bench import run_bench
 
@@ -278,7 +284,8 @@ def _positive(name: str, value: int | None) -> int | None:
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": cmd_demo, "synth": cmd_synth, "prepare": cmd_prepare, "split": cmd_split, "augment": cmd_augment,
     "stats": cmd_stats, "plan": cmd_plan, "train": cmd_train, "evaluate": cmd_evaluate, "infer": cmd_infer,
-    "export": cmd_export, "report": cmd_report, "bench": cmd_bench, "inspect": cmd_inspect}
+    "export": cmd_export, "report": cmd_report, "bench": cmd_bench, "cache": cmd_cache,
+    "inspect": cmd_inspect}
 
 
 def main(argv: list[str] | None = None) -> int:

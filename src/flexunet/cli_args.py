@@ -165,6 +165,11 @@ def _args_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", dest="bench_quiet", help="no progress bars (as flexunet -q)")
 
 
+@_command("cache", "show or clear the measured choices of [train] jit_compile / mixed_precision = \"auto\"")
+def _args_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=("show", "clear"))
+
+
 @_command("inspect", "layer summary, parameter count and GFLOPs of the configured model, or a trained "
           "model's metadata")
 def _args_inspect(p: argparse.ArgumentParser) -> None:

@@ -123,6 +123,21 @@ def Optional(kind: Kind) -> Kind:
     return Kind(f"None or {kind.expected}", convert)
 
 
+def Auto(kind: Kind) -> Kind:
+    """``kind``, or the string "auto" (the value is then chosen by measurement at run time)."""
+    expected = f'"auto" or {kind.expected}'
+
+    def convert(v: Any, base: Path) -> Any:
+        if isinstance(v, str) and v.lower() == "auto":
+            return "auto"
+        try:
+            return kind(v, base)
+        except Expected:
+            raise Expected(expected) from None
+
+    return Kind(expected, convert)
+
+
 def _each(item: Kind, values: list | tuple, base: Path, expected: str) -> tuple:
     """Every value through ``item``; one bad value fails the whole with the container's ``expected``."""
     try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from flexunet.config_values import (NONNEG_INT, OPT_PATH, POS_FLOAT, POS_INT, Bool, ClassWeights, Float, Int,
+from flexunet.config_values import (NONNEG_INT, OPT_PATH, POS_FLOAT, POS_INT, Auto, Bool, ClassWeights, Float, Int,
                                     Optional, Pair, PathKind, RgbMap, Seq, Str, opt)
 
 
@@ -82,9 +82,12 @@ class TrainSettings:
     monitor: str = opt("val_loss", Str(), "logged value the checkpoint, reducer and early stopping watch "
                                            "(loss, a metric, or their val_ forms)")
     deterministic: bool = opt(False, Bool(), "op determinism: bit-identical runs on CPU (slower)")
-    jit_compile: bool = opt(False, Bool(), "XLA compilation of the train step")
-    mixed_precision: str | None = opt(None, Optional(Str(("float16", "bfloat16"), lower=True)),
-                                      "mixed precision policy for GPUs (None: float32)")
+    jit_compile: bool | str = opt("auto", Auto(Bool()), "XLA compilation of the train step; \"auto\": the "
+                                  "faster of on and off, timed on the model at start-up (cached per machine)")
+    mixed_precision: str | None = opt(None, Auto(Optional(Str(("float16", "bfloat16"), lower=True))),
+                                      "mixed precision policy (None: float32); \"auto\": bfloat16 (CPUs with "
+                                      "AVX512_BF16 or AMX) or float16 (GPUs) where faster and as accurate as "
+                                      "float32 on a probe (cached per machine)")
     strategy: str = opt("default", Str(("default", "mirrored", "multiworker"), lower=True),
                         "tf.distribute strategy")
     cache: bool = opt(False, Bool(), "cache decoded training data in memory")

@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import Future
 from pathlib import Path
 
 from flexunet.config import Config, dump_config
@@ -77,7 +78,7 @@ def configure_runtime(cfg: Config) -> None:
         from tensorflow.python.framework.config import disable_op_determinism
 
         disable_op_determinism()
-    if cfg.train.mixed_precision:
+    if cfg.train.mixed_precision not in (None, "auto"):  # "auto" not yet resolved (autotune.resolve): float32
         keras.mixed_precision.set_global_policy(f"mixed_{cfg.train.mixed_precision}")
     else:
         keras.mixed_precision.set_global_policy("float32")
@@ -229,6 +230,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     counts = check_masks(cfg, train_pairs + valid_pairs)  # pixels per class of every mask
     presence = counts[:len(train_pairs)] > 0
     _prepare_model_dir(cfg, resume, overwrite)
+    cfg = _resolve_auto(cfg, train_pairs)
+    t = cfg.train
 
     import keras
 
@@ -259,7 +262,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
         note = (f"; resumed after epoch {first} at learning rate {current_lr(model):.6g} (restored from "
                 f"last_checkpoint/; [model] learning_rate below is the run's initial rate)\n")
     write_text(t.model_dir / "train_eval_infer.config", note + dump_config(cfg))
-    _record_data(cfg, train_pairs, valid_pairs)
+    recording = _record_data(cfg, train_pairs, valid_pairs)  # fingerprints every image: overlaps the first steps
 
     steps = t.steps_per_epoch or steps_per_epoch(cfg, len(train_pairs))
     val_steps = t.validation_steps or steps_per_epoch(cfg, len(valid_pairs))
@@ -289,6 +292,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
         hint = "; continue with: flexunet train CONFIG --resume" if state["epoch"] else ""
         raise Interrupted(f"interrupted during epoch {state['epoch'] + 1}; {_kept(state, t.model_dir)}{hint}") \
             from None
+    finally:
+        recording.result()  # the record is whole before train returns (or re-raises its own error)
     seconds = time.perf_counter() - start
     if nan_guard.where is not None:
         epoch, batch = nan_guard.where
@@ -326,14 +331,31 @@ def prior_bias(model, pixels) -> list[float]:
     return [float(b) for b in bias]
 
 
-def _record_data(cfg: Config, train_pairs: list, valid_pairs: list) -> None:
-    """The leak guard's record of what this run learns from, and eval_dir's curves marked as train's."""
+def _resolve_auto(cfg: Config, train_pairs: list) -> Config:
+    """[train] jit_compile / mixed_precision "auto" -> the measured (or cached) choice (flexunet.autotune)."""
+    from flexunet.autotune import resolve
+
+    return resolve(cfg, train_pairs)
+
+
+def _record_data(cfg: Config, train_pairs: list, valid_pairs: list) -> Future:
+    """eval_dir's curves marked as train's (now), and the leak guard's record of what this run learns
+    from, written by a background thread (it reads every image once): ``.result()`` waits for it."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from flexunet.datarecord import write_record
     from flexunet.io import claim_output_dir
 
-    path = write_record(cfg.train.model_dir, {"train": train_pairs, "valid": valid_pairs})
-    log.debug("recorded %d train and %d valid images in %s", len(train_pairs), len(valid_pairs), path)
     claim_output_dir(cfg.train.eval_dir, "train", CURVE_FILES)
+
+    def record() -> None:
+        path = write_record(cfg.train.model_dir, {"train": train_pairs, "valid": valid_pairs})
+        log.debug("recorded %d train and %d valid images in %s", len(train_pairs), len(valid_pairs), path)
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flexunet-record")
+    future = pool.submit(record)
+    pool.shutdown(wait=False)  # the thread ends with its one task
+    return future
 
 
 def _class_shares(counts, num_train: int) -> dict[int, tuple[float, float]]:
