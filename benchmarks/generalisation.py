@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import shutil
 import sys
 import time
@@ -39,20 +38,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _machine() -> str:
-    import os
+    from flexunet.machine import describe
 
-    return f"{_cpu_name()}, {os.cpu_count()} cores"
+    return describe()
 
 
 def data_config(root: Path, size: int) -> Path:

@@ -46,6 +46,7 @@ def test_tiny_model_learns(train_project):
     hist = _history(cfg)
     assert hist["val_mean_dice"][-1] > 0.9 or max(hist["val_mean_dice"]) > 0.9
     assert summary["epochs"] == 30
+    assert summary["timing"]["train_steps"] > 0 and min(summary["timing"].values()) >= 0
     assert (cfg.train.model_dir / "best_model.keras").is_file()
     losses = (cfg.train.eval_dir / "train_losses.csv").read_text().splitlines()
     assert losses[0] == "epoch, loss, val_loss" and len(losses) == 31

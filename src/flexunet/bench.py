@@ -257,7 +257,8 @@ def _workdir(workdir: str | os.PathLike | None):
 
 
 def memory_variant(variants: Sequence[Variant], jit_compile: bool) -> Variant:
-    """The variant whose N vs 10 x N memory is measured: the config's own XLA setting in float32, else the first."""
+    """The variant whose N vs 10 x N memory is measured: the config's own XLA setting in float32, else the first
+    (a config's "auto" is decided per machine at train start-up, so it takes the first)."""
     return next((v for v in variants if v.xla == jit_compile and v.precision == "float32"), variants[0])
 
 
@@ -346,15 +347,17 @@ def _machine(gpus: list[str]) -> dict:
     import keras
     import tensorflow as tf
 
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
+    from flexunet.machine import describe
+
+    return {"cpus": os.cpu_count(), "label": describe(), "platform": platform.platform(), "processor": platform.processor(),
             "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
             "gpus": gpus, "loadavg_start": _loadavg(), "env": {k: os.environ.get(k) for k in ENV_KNOBS}}
 
 
 def _machine_line(m: dict) -> str:
     load = m["loadavg_start"]
-    text = (f"FlexUNet bench: {m['cpus']} CPU core(s), {len(m['gpus'])} GPU(s), TensorFlow {m['tensorflow']}, "
-            f"Keras {m['keras']}")
+    text = (f"FlexUNet bench: {m.get('label') or str(m['cpus']) + ' CPU core(s)'}, {len(m['gpus'])} GPU(s), "
+            f"TensorFlow {m['tensorflow']}, Keras {m['keras']}")
     if load is not None:
         text += f"; load average {load[0]:.2f}"
         if load[0] > 0.5 * (m["cpus"] or 1):

@@ -40,7 +40,7 @@ def format_table(report: dict) -> str:
     rows = derived(report)
     m = report["machine"]
     peak_text = ", ".join(f"{p} {v['flops'] / 1e9:.1f} GFLOP/s" for p, v in report["peak"].items())
-    lines = [f"machine: {m['cpus']} CPU core(s), GPUs: {', '.join(m['gpus']) or 'none'}, TensorFlow "
+    lines = [f"machine: {m.get('label') or str(m['cpus']) + ' CPU core(s)'}, GPUs: {', '.join(m['gpus']) or 'none'}, TensorFlow "
              f"{m['tensorflow']}, load average {m['loadavg_start']} at start, {m['loadavg_end']} at end",
              "environment: " + (", ".join(f"{k}={v}" for k, v in m["env"].items() if v is not None) or
                                 "no TensorFlow knobs set"),

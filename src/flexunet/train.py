@@ -223,6 +223,7 @@ def require_tensorboard(cfg: Config) -> None:
 def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     from flexunet.data import check_masks, make_dataset, steps_per_epoch, subset_pairs
 
+    begun = time.perf_counter()
     require_tensorboard(cfg)
     t = cfg.train
     train_pairs = subset_pairs(cfg, "train")
@@ -235,7 +236,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
 
     import keras
 
-    from flexunet.callbacks import EpochChangeInferencer, NanGuard, RunController, initial_state, load_checkpoint
+    from flexunet.callbacks import (EpochChangeInferencer, EpochClock, NanGuard, RunController, initial_state,
+                                    load_checkpoint, timing_line)
 
     configure_runtime(cfg)
     strategy = make_strategy(t.strategy)
@@ -271,8 +273,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
         train_ds = train_ds.repeat()
     valid_ds = make_dataset(cfg, valid_pairs, training=False)
 
-    nan_guard = NanGuard()
-    callbacks = [nan_guard, RunController(cfg, state, t.model_dir / best_model_name(cfg),
+    nan_guard, clock = NanGuard(), EpochClock(begun)
+    callbacks = [clock, nan_guard, RunController(cfg, state, t.model_dir / best_model_name(cfg),
                                           _class_shares(counts, len(train_pairs)))]
     samples = _infer_samples(cfg)
     if samples:
@@ -295,6 +297,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     finally:
         recording.result()  # the record is whole before train returns (or re-raises its own error)
     seconds = time.perf_counter() - start
+    timing = clock.finish()
+    log.info("%s", timing_line(timing))
     if nan_guard.where is not None:
         epoch, batch = nan_guard.where
         raise TrainingStopped(f"loss became NaN at epoch {epoch}, batch {batch}; {_kept(state, t.model_dir)}; "
@@ -308,7 +312,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
                               f"(or set on_collapse = \"warn\" to train on)")
     if collapse:  # a warning: said once mid-run, said again where the run's figures are read
         log.warning("%s (found after epoch %d)", collapse["message"], collapse["epoch"])
-    return _summary(cfg, state, seconds, best_model_name(cfg))
+    return {**_summary(cfg, state, seconds, best_model_name(cfg)), "timing": timing}
 
 
 def prior_bias(model, pixels) -> list[float]:
