@@ -20,7 +20,7 @@ def _history(cfg):
 
 def test_reducer_waits_reducer_patience_epochs(train_project):
     from flexunet.callbacks import RunController, current_lr, initial_state
-    from flexunet.train import compile_model, configure_runtime
+    from flexunet.model import compile_model, configure_runtime
 
     cfg = load_config(train_project, ["train.learning_rate_reducer=True", "train.reducer_patience=3",
                                       "train.reducer_factor=0.5", "train.patience=0"])
@@ -81,7 +81,7 @@ def test_stop_and_resume_equals_uninterrupted_and_runs_are_deterministic(train_p
 
 def test_prior_output_bias_makes_the_first_prediction_the_class_shares(train_project):
     from flexunet.model import build_model
-    from flexunet.train import prior_bias
+    from flexunet.model import prior_bias
 
     cfg = load_config(train_project)
     model = build_model(cfg.model, seed=1)

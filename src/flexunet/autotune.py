@@ -250,7 +250,7 @@ def time_steps(cfg: Config, batch, jit: bool, precision: str,
                clock: Callable[[], float] = time.perf_counter) -> Probe:
     import keras
 
-    from flexunet.train import compile_model, configure_runtime
+    from flexunet.model import compile_model, configure_runtime
 
     probe_cfg = cfg.replace("train", jit_compile=jit, mixed_precision=None if precision == "float32" else precision)
     probe_cfg = probe_cfg.replace("model", show_summary=False)

@@ -117,7 +117,7 @@ def _measure_training(spec: dict) -> dict:
     from flexunet.config import load_config
     from flexunet.data import make_dataset, subset_pairs
     from flexunet.model import forward_flops
-    from flexunet.train import compile_model, configure_runtime
+    from flexunet.model import compile_model, configure_runtime
 
     cfg = load_config(spec["config"], spec["overrides"])
     configure_runtime(cfg)

@@ -17,12 +17,15 @@ With the stroke config (16 filters, 9x9 kernels, 8 levels, 512x512x3, 3 classes)
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 
 import keras
 from keras import layers
 
-from flexunet.config import ModelSettings
+from flexunet.config import Config, ModelSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -137,3 +140,69 @@ def summary_text(model: keras.Model, m: ModelSettings) -> str:
               f"Parameters: {model.count_params():,}",
               f"Forward GFLOPs per image: {flops / 1e9:.2f}  (training ~3x: {3 * flops / 1e9:.2f})"]
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- the model as training starts it
+
+
+def configure_runtime(cfg: Config) -> None:
+    """Seeds, determinism and precision policy; call before building the model."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(cfg.train.seed)
+    if cfg.train.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    else:  # the switch is process-wide: a previous deterministic run must not leak into this one
+        from tensorflow.python.framework.config import disable_op_determinism
+
+        disable_op_determinism()
+    if cfg.train.mixed_precision not in (None, "auto"):  # "auto" not yet resolved (autotune.resolve): float32
+        keras.mixed_precision.set_global_policy(f"mixed_{cfg.train.mixed_precision}")
+    else:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def make_optimizer(cfg: Config):
+    import keras
+
+    m = cfg.model
+    kwargs = {"learning_rate": m.learning_rate}
+    if m.clipvalue is not None:
+        kwargs["clipvalue"] = m.clipvalue
+    name = m.optimizer.lower()
+    table = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
+             "rmsprop": keras.optimizers.RMSprop}
+    return table[name](**kwargs)
+
+
+def compile_model(cfg: Config):
+    """Build and compile the configured model (call inside the strategy scope)."""
+    from flexunet.losses import make_loss, make_metrics
+
+    model = build_model(cfg.model, seed=cfg.train.seed)
+    model.compile(optimizer=make_optimizer(cfg), loss=make_loss(cfg), metrics=make_metrics(cfg),
+                  jit_compile=cfg.train.jit_compile)
+    if cfg.model.show_summary:
+        model.summary()
+    return model
+
+
+def prior_bias(model, pixels) -> list[float]:
+    """Set the output layer's bias to log(share of each class's training pixels) (floored at 1e-6).
+
+    At the first step the softmax then predicts about the class frequencies (RetinaNet's prior
+    initialisation) instead of 1/num_classes everywhere, which the Dice term would first have to
+    undo over several epochs of over-predicted lesions.  Returns the bias set.
+    """
+    import numpy as np
+
+    pixels = np.asarray(pixels, dtype=np.float64)
+    head = model.get_layer("head")
+    kernel, bias = head.get_weights()
+    share = pixels / max(pixels.sum(), 1.0)
+    bias = np.log(np.maximum(share, 1e-6)).astype(bias.dtype)
+    head.set_weights([kernel, bias])
+    log.info("output bias from the training pixel shares (%s): %s",
+             ", ".join(f"{s:.3%}" for s in share), ", ".join(f"{b:.2f}" for b in bias))
+    return [float(b) for b in bias]

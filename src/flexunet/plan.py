@@ -57,7 +57,7 @@ def probe_speed(candidates: Sequence[Candidate], size: int, channels: int, num_c
     import keras
 
     from flexunet.config import parse_config
-    from flexunet.train import compile_model
+    from flexunet.model import compile_model
 
     out = {}
     rng = np.random.default_rng(0)

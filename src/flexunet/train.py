@@ -66,24 +66,6 @@ def _prepare_model_dir(cfg: Config, resume: bool, overwrite: bool) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
 
 
-def configure_runtime(cfg: Config) -> None:
-    """Seeds, determinism and precision policy; call before building the model."""
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(cfg.train.seed)
-    if cfg.train.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    else:  # the switch is process-wide: a previous deterministic run must not leak into this one
-        from tensorflow.python.framework.config import disable_op_determinism
-
-        disable_op_determinism()
-    if cfg.train.mixed_precision not in (None, "auto"):  # "auto" not yet resolved (autotune.resolve): float32
-        keras.mixed_precision.set_global_policy(f"mixed_{cfg.train.mixed_precision}")
-    else:
-        keras.mixed_precision.set_global_policy("float32")
-
-
 def make_strategy(name: str):
     """tf.distribute strategy: default (one device), mirrored (all local GPUs, else all logical CPUs), multiworker."""
     import tensorflow as tf
@@ -120,32 +102,6 @@ def _multi_worker_strategy():
             return tf.nest.map_structure(one, value)
 
     return MultiWorkerStrategy()
-
-
-def make_optimizer(cfg: Config):
-    import keras
-
-    m = cfg.model
-    kwargs = {"learning_rate": m.learning_rate}
-    if m.clipvalue is not None:
-        kwargs["clipvalue"] = m.clipvalue
-    name = m.optimizer.lower()
-    table = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
-             "rmsprop": keras.optimizers.RMSprop}
-    return table[name](**kwargs)
-
-
-def compile_model(cfg: Config):
-    """Build and compile the configured model (call inside the strategy scope)."""
-    from flexunet.losses import make_loss, make_metrics
-    from flexunet.model import build_model
-
-    model = build_model(cfg.model, seed=cfg.train.seed)
-    model.compile(optimizer=make_optimizer(cfg), loss=make_loss(cfg), metrics=make_metrics(cfg),
-                  jit_compile=cfg.train.jit_compile)
-    if cfg.model.show_summary:
-        model.summary()
-    return model
 
 
 def _infer_samples(cfg: Config) -> list[Path]:
@@ -238,6 +194,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
 
     from flexunet.callbacks import (EpochChangeInferencer, EpochClock, NanGuard, RunController, initial_state,
                                     load_checkpoint, timing_line)
+    from flexunet.model import compile_model, configure_runtime, prior_bias
 
     configure_runtime(cfg)
     strategy = make_strategy(t.strategy)
@@ -313,26 +270,6 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     if collapse:  # a warning: said once mid-run, said again where the run's figures are read
         log.warning("%s (found after epoch %d)", collapse["message"], collapse["epoch"])
     return {**_summary(cfg, state, seconds, best_model_name(cfg)), "timing": timing}
-
-
-def prior_bias(model, pixels) -> list[float]:
-    """Set the output layer's bias to log(share of each class's training pixels) (floored at 1e-6).
-
-    At the first step the softmax then predicts about the class frequencies (RetinaNet's prior
-    initialisation) instead of 1/num_classes everywhere, which the Dice term would first have to
-    undo over several epochs of over-predicted lesions.  Returns the bias set.
-    """
-    import numpy as np
-
-    pixels = np.asarray(pixels, dtype=np.float64)
-    head = model.get_layer("head")
-    kernel, bias = head.get_weights()
-    share = pixels / max(pixels.sum(), 1.0)
-    bias = np.log(np.maximum(share, 1e-6)).astype(bias.dtype)
-    head.set_weights([kernel, bias])
-    log.info("output bias from the training pixel shares (%s): %s",
-             ", ".join(f"{s:.3%}" for s in share), ", ".join(f"{b:.2f}" for b in bias))
-    return [float(b) for b in bias]
 
 
 def _resolve_auto(cfg: Config, train_pairs: list) -> Config:
