@@ -175,6 +175,13 @@ class EpochClock(keras.callbacks.Callback):
         self.seconds = {"before_first_epoch": 0.0, "train_steps": 0.0, "validation": 0.0, "epoch_end": 0.0,
                         "after_last_epoch": 0.0}
         self._begin = self._last_batch = self._end = None
+        self.marks: dict[str, float] = {}  # when the end of the run reached each point (debug log)
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = time.perf_counter()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.mark("train_end")
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         now = time.perf_counter()
@@ -199,6 +206,9 @@ class EpochClock(keras.callbacks.Callback):
             self.seconds["before_first_epoch"] = now - self.start
         else:
             self.seconds["after_last_epoch"] = now - self._end
+            points = [("last epoch end", self._end), *sorted(self.marks.items(), key=lambda kv: kv[1]), ("done", now)]
+            log.debug("after the last epoch: %s", ", ".join(f"{b[0]} +{b[1] - a[1]:.2f} s"
+                                                             for a, b in zip(points, points[1:])))
         return {k: round(v, 3) for k, v in self.seconds.items()}
 
 

@@ -238,6 +238,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
         callbacks.append(EpochChangeInferencer(cfg, samples))
     if t.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(t.model_dir / "logs"), write_graph=False))
+    callbacks.append(keras.callbacks.LambdaCallback(on_train_end=lambda logs: clock.mark("callbacks ended")))
 
     log.info("training %d epochs from epoch %d: %d train / %d valid images, %d steps per epoch, batch %d",
              t.epochs - first, first + 1, len(train_pairs), len(valid_pairs), steps, t.batch_size)
@@ -252,7 +253,9 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
         raise Interrupted(f"interrupted during epoch {state['epoch'] + 1}; {_kept(state, t.model_dir)}{hint}") \
             from None
     finally:
+        clock.mark("fit returned")
         recording.result()  # the record is whole before train returns (or re-raises its own error)
+        clock.mark("data record written")
     seconds = time.perf_counter() - start
     timing = clock.finish()
     log.info("%s", timing_line(timing))
