@@ -26,12 +26,13 @@ from flexunet.config import load_config
 WORKER = textwrap.dedent("""
     import json, sys
     import numpy as np
+    import flexunet.model as M
     import flexunet.train as T
 
     config, out, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     models = []
-    build = T.compile_model
-    T.compile_model = lambda cfg: models.append(build(cfg)) or models[-1]   # keep the model to compare
+    build = M.compile_model
+    M.compile_model = lambda cfg: models.append(build(cfg)) or models[-1]   # keep the model to compare
     from flexunet.config import load_config
     cfg = load_config(config, overrides + ["train.strategy='multiworker'"])
     summary = T.train(cfg, progress=False)
