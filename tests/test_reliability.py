@@ -683,7 +683,10 @@ def _spawn_training(tmp_path: Path, pipeline, epochs: int) -> tuple[subprocess.P
     args = [sys.executable, "-m", "flexunet", "-q", "train", str(config), "--set", f"train.epochs={epochs}",
             "--set", "train.batch_size=2", "--set", "train.steps_per_epoch=60"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # Ctrl-C as a terminal sends it: to a process whose SIGINT is not ignored. A suite started as a background
+    # job of a non-interactive shell (`cmd &`) inherits SIGINT ignored, and so would this child.
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return proc, config
 
 

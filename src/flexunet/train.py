@@ -192,9 +192,9 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
 
     import keras
 
-    from flexunet.callbacks import (EpochChangeInferencer, EpochClock, NanGuard, RunController, initial_state,
-                                    load_checkpoint, timing_line)
+    from flexunet.callbacks import EpochChangeInferencer, NanGuard, RunController, initial_state, load_checkpoint
     from flexunet.model import compile_model, configure_runtime, prior_bias
+    from flexunet.timing import EpochClock, timing_line
 
     configure_runtime(cfg)
     strategy = make_strategy(t.strategy)
