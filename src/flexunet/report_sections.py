@@ -110,17 +110,24 @@ def curves_section(b: Build) -> str:
 
 
 # (label, path under classes.<name>, path under mean_foreground or None, digits)
-EVAL_ROWS: tuple[tuple[str, str, str | None, int], ...] = (
-    ("Dice per image: mean", "per_image.dice.mean", "per_image_dice", 3),
-    ("Dice per image: median", "per_image.dice.median", None, 3),
-    ("IoU per image: mean", "per_image.iou.mean", "per_image_iou", 3),
-    ("IoU per image: median", "per_image.iou.median", None, 3),
-    ("Precision per image: mean", "per_image.precision.mean", "per_image_precision", 3),
-    ("Recall per image: mean", "per_image.recall.mean", "per_image_recall", 3),
-    ("HD95 (px) per image: mean", "per_image.hd95_px.mean", "per_image_hd95_px", 2),
-    ("HD95 (px) per image: median", "per_image.hd95_px.median", None, 2),
-    ("HD95 (mm) per image: mean", "per_image.hd95_mm.mean", "per_image_hd95_mm", 2),
-    ("HD95 (mm) per image: median", "per_image.hd95_mm.median", None, 2),
+EvalRow = tuple[str, str, str | None, int]
+
+
+def _per_image_rows(label: str, key: str, digits: int, median: bool = True) -> tuple[EvalRow, ...]:
+    """The per-image mean (with its macro average) and, when asked, the median of one metric."""
+    mean: EvalRow = (f"{label} per image: mean", f"per_image.{key}.mean", f"per_image_{key}", digits)
+    if not median:
+        return (mean,)
+    return mean, (f"{label} per image: median", f"per_image.{key}.median", None, digits)
+
+
+EVAL_ROWS: tuple[EvalRow, ...] = (
+    *_per_image_rows("Dice", "dice", 3),
+    *_per_image_rows("IoU", "iou", 3),
+    *_per_image_rows("Precision", "precision", 3, median=False),
+    *_per_image_rows("Recall", "recall", 3, median=False),
+    *_per_image_rows("HD95 (px)", "hd95_px", 2),
+    *_per_image_rows("HD95 (mm)", "hd95_mm", 2),
     ("Images scored for Dice (n valid)", "per_image.dice.n_valid", None, 0),
     ("Images with the class in neither mask (n empty)", "n_empty", None, 0),
     ("Images with the class in the reference", "slices_with_class", None, 0),

@@ -97,6 +97,10 @@ class TrainSettings:
     foreground_oversampling: float = opt(0.0, Float(lo=0.0, hi=1.0),
                                          "share of each batch drawn from slices with a foreground class "
                                          "(classes in turn, rarest first), per (seed, epoch); 0: uniform order")
+    output_bias: str = opt("zeros", Str(("zeros", "prior"), lower=True),
+                           "the output layer's starting bias: zeros (every class 1/num_classes at first), or "
+                           "prior: log of each class's share of the training mask pixels, so the first steps "
+                           "already predict the class frequencies and rare lesions are learned sooner")
     lr_schedule: str = opt("constant", Str(("constant", "poly", "cosine"), lower=True),
                            "learning rate per epoch after warm-up: constant, poly (power 0.9) or cosine decay "
                            "to ~0 at [train] epochs; learning_rate_reducer's cuts multiply it")
@@ -107,10 +111,7 @@ class TrainSettings:
                            "falls by under 2% an epoch: warn, or stop the run (its files kept); one such "
                            "class while others learn: a warning")
     collapse_patience: int = opt(3, POS_INT, "epochs in a row a present class must go (almost) unpredicted")
-    output_bias: str = opt("zeros", Str(("zeros", "prior"), lower=True),
-                           "the output layer's starting bias: zeros (every class 1/num_classes at first), or "
-                           "prior: log of each class's share of the training mask pixels, so the first steps "
-                           "already predict the class frequencies and rare lesions are learned sooner")
+
 
 
 @dataclass(frozen=True)
