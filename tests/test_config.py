@@ -304,3 +304,9 @@ def test_ignored_values_are_warned_about_once_each(write_config, tiny_config_tex
     assert messages[0].startswith("--set [model] final_activation = 'sigmoid': the head is softmax")
     assert messages[1].startswith("--set [train] shuffle_buffer = 64: unused")
     assert cfg.warnings == ()  # not unknown keys: --strict still accepts them
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="flexunet.config"):
+        _load_tiny(write_config, tiny_config_text, "augmentor.intensity=True", "model.generator=False")
+    assert [r.getMessage() for r in caplog.records] == [
+        "--set [augmentor] intensity = True: online augmentation only ([model] generator = True); "
+        "`flexunet augment` writes no intensity variants"]

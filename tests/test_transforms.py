@@ -220,3 +220,33 @@ brightening = True
         assert np.array_equal(A.random_augment(image, mask, make_cfg(tmp_path, intensity_only), rng(s))[1], mask)
     off = make_cfg(tmp_path, ALL_ON + "\n[generator]\naugmentation = False\n")
     assert A.random_augment(image, mask, off, rng(0))[0] is image
+
+
+def test_vary_intensity_changes_grey_levels_inside_the_body_only():
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[8:32, 8:32] = 100
+    image[16:24, 16:24] = 130                                     # a brighter "lesion" inside the body
+    body = image[..., 0] > 0
+    outs = [A.vary_intensity(image, 0.2, 10.0, 3.0, rng(s)) for s in range(6)]
+    for out in outs:
+        assert out.dtype == np.uint8 and out.shape == image.shape
+        assert (out[~body] == 0).all()                           # black stays black
+        assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()   # grey stays grey
+        inner, outer = out[16:24, 16:24, 0].mean(), out[8:12, 8:32, 0].mean()
+        assert 30 * 0.8 - 3 < inner - outer < 30 * 1.2 + 3     # the contrast is kept within the gain
+        assert abs(outer - 100) <= 10 + 0.2 * 30 + 2           # the shift stays within offset + gain
+    assert len({o.tobytes() for o in outs}) == 6                  # every draw differs
+    assert np.array_equal(A.vary_intensity(image, 0.2, 10.0, 3.0, rng(2)), outs[2])   # seeded
+    assert np.array_equal(A.vary_intensity(image, 0.0, 0.0, 0.0, rng(0)), image)      # all zero: unchanged
+
+
+def test_random_augment_intensity_is_online_only_and_leaves_the_mask(tmp_path):
+    image, mask = pair()
+    cfg = make_cfg(tmp_path, "[augmentor]\nrotation = False\nhflip = False\nvflip = False\nshrinks = []\n"
+                             "intensity = True\n[intensity]\noffset = 20\nnoise = 0\ngain = 0\n")
+    outs = [A.random_augment(image, mask, cfg, rng(s)) for s in range(8)]
+    assert all(np.array_equal(m, mask) for _, m in outs)
+    changed = [not np.array_equal(o, image) for o, _ in outs]
+    assert 0 < sum(changed) < 8                                   # drawn with probability p = 0.5
+    off = make_cfg(tmp_path, "[augmentor]\nrotation = False\nhflip = False\nvflip = False\nshrinks = []\n")
+    assert all(np.array_equal(A.random_augment(image, mask, off, rng(s))[0], image) for s in range(4))

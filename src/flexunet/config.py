@@ -31,8 +31,8 @@ from flexunet.config_values import Expected, format_value, literal
 from flexunet.errors import ConfigError
 from flexunet.settings import (REQUIRED, SECTIONS, AugmentorSettings, BarrDistortionSettings,  # noqa: F401
                                BrighteningSettings, DatasetSettings, DeformationSettings, DistortionSettings,
-                               EvalSettings, GeneratorSettings, ImageSettings, InferSettings, MaskSettings,
-                               ModelSettings, PincDistortionSettings, PrepareSettings, ReportSettings,
+                               EvalSettings, GeneratorSettings, ImageSettings, InferSettings, IntensitySettings,
+                               MaskSettings, ModelSettings, PincDistortionSettings, PrepareSettings, ReportSettings,
                                SharpeningSettings, SplitSettings, SubsetSettings, TiledInferSettings,
                                TrainSettings)
 
@@ -74,6 +74,7 @@ class Config:
     distortion: DistortionSettings
     sharpening: SharpeningSettings
     brightening: BrighteningSettings
+    intensity: IntensitySettings
     barrdistortion: BarrDistortionSettings
     pincdistortion: PincDistortionSettings
     prepare: PrepareSettings
@@ -397,6 +398,9 @@ def _notices(cfg: Config) -> list[str]:
     if ("train", "shuffle_buffer") in cfg.origins:
         out.append(f"{cfg.where('train', 'shuffle_buffer')}: unused; every epoch is a full seeded "
                    f"permutation of the file list (the key can be removed)")
+    if cfg.augmentor.intensity and not cfg.model.generator:
+        out.append(f"{cfg.where('augmentor', 'intensity')}: online augmentation only ([model] generator = True); "
+                   f"`flexunet augment` writes no intensity variants")
     return out
 
 

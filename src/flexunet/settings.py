@@ -188,6 +188,8 @@ class AugmentorSettings:
     brightening: bool = opt(False, Bool(), "brightening ([brightening]); images only")
     barrdistortion: bool = opt(False, Bool(), "barrel distortion ([barrdistortion])")
     pincdistortion: bool = opt(False, Bool(), "pincushion distortion ([pincdistortion])")
+    intensity: bool = opt(False, Bool(), "online only: a random contrast gain, brightness shift and noise per "
+                                         "image ([intensity]); images only")
     augment_valid: bool = opt(False, Bool(), "offline augmentation of valid too (test never)")
 
 
@@ -214,6 +216,14 @@ class SharpeningSettings:
 class BrighteningSettings:
     alpha: float = opt(1.2, POS_FLOAT, "contrast gain")
     beta: float = opt(10.0, Float(), "brightness offset")
+
+
+@dataclass(frozen=True)
+class IntensitySettings:
+    gain: float = opt(0.1, Float(lo=0.0, hi=0.9), "largest contrast change about the mean of the non-black "
+                                                  "pixels: a gain drawn from 1 - gain .. 1 + gain")
+    offset: float = opt(8.0, Float(lo=0.0), "largest brightness shift in grey levels (drawn from -offset .. offset)")
+    noise: float = opt(2.0, Float(lo=0.0), "largest standard deviation of added Gaussian noise, grey levels")
 
 
 @dataclass(frozen=True)
@@ -281,6 +291,7 @@ SECTIONS: dict[str, type] = {
     "distortion": DistortionSettings,
     "sharpening": SharpeningSettings,
     "brightening": BrighteningSettings,
+    "intensity": IntensitySettings,
     "barrdistortion": BarrDistortionSettings,
     "pincdistortion": PincDistortionSettings,
     "prepare": PrepareSettings,

@@ -6,12 +6,12 @@ field where it is random, and that map is applied to the image with bilinear sam
 and to the mask with nearest sampling only, so image and mask stay aligned and a mask
 never gains a class.  (The original tool warped image and mask with two different,
 unseeded random fields, and resampled colour masks bilinearly.)  Intensity transforms
-(sharpen, brighten) change the image only.
+(sharpen, brighten, vary_intensity) change the image only.
 
 1. transforms on ``(image (H, W[, C]) uint8, mask (H, W) class indices)`` pairs:
    :func:`hflip`, :func:`vflip`, :func:`rotate`, :func:`shrink`, :func:`shear`,
    :func:`elastic`, :func:`grid_distort`, :func:`barrel_distort`, :func:`sharpen`,
-   :func:`brighten`;
+   :func:`brighten`; :func:`vary_intensity` (image only, online);
 2. online augmentation: :func:`random_augment` draws a random subset of the ``[augmentor]``
    transforms for generator-mode training (``flexunet.data``); the offline stage that writes
    named variants to disk is :mod:`flexunet.augment`.
@@ -273,6 +273,27 @@ def brighten(image: np.ndarray, mask: np.ndarray, alpha: float, beta: float) -> 
     return _to_dtype(out, image.dtype), mask
 
 
+def vary_intensity(image: np.ndarray, gain: float, offset: float, noise: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """A random contrast gain (about the mean of the non-black pixels), brightness shift and Gaussian noise.
+
+    The largest change of each is given; the draws are uniform (noise: its standard deviation).  Black
+    pixels (outside the body of a windowed CT slice) stay black; the noise is the same in every channel,
+    so a grey image stays grey.  Online augmentation: the network cannot take one scanner's or one
+    patient's grey levels for a class, only contrasts within the image.
+    """
+    img = image.astype(np.float64)
+    body = img.max(axis=-1) > 0 if img.ndim == 3 else img > 0
+    g = rng.uniform(1.0 - gain, 1.0 + gain)
+    b = rng.uniform(-offset, offset)
+    sd = rng.uniform(0.0, noise)
+    centre = float(img[body].mean()) if body.any() else 0.0
+    grain = rng.standard_normal(body.shape) * sd
+    out = (img - centre) * g + centre + b + (grain[..., None] if img.ndim == 3 else grain)
+    out = np.where(body[..., None] if img.ndim == 3 else body, np.clip(out, 0, 255), img)
+    return _to_dtype(out, image.dtype)
+
+
 # --------------------------------------------------------------------------- online
 
 
@@ -281,8 +302,8 @@ def random_augment(image: np.ndarray, mask: np.ndarray, cfg: Config, rng: np.ran
     """A random subset of the enabled transforms, each with probability ``p``.
 
     The geometric ones are composed into one map (one bilinear resampling of the image,
-    one nearest of the mask); sharpen and brighten then touch the image only.  For
-    generator-mode training (call it through ``tf.numpy_function``).
+    one nearest of the mask); sharpen, brighten and ``[augmentor] intensity`` then touch the
+    image only.  For generator-mode training (call it through ``tf.numpy_function``).
     """
     _check_pair(image, mask)
     if not cfg.generator.augmentation:
@@ -322,4 +343,7 @@ def random_augment(image: np.ndarray, mask: np.ndarray, cfg: Config, rng: np.ran
         image, mask = sharpen(image, mask, cfg.sharpening.k)
     if take(a.brightening):
         image, mask = brighten(image, mask, cfg.brightening.alpha, cfg.brightening.beta)
+    if take(a.intensity):
+        i = cfg.intensity
+        image = vary_intensity(image, i.gain, i.offset, i.noise, rng)
     return image, mask
