@@ -240,7 +240,7 @@ def test_vary_intensity_changes_grey_levels_inside_the_body_only():
     assert np.array_equal(A.vary_intensity(image, 0.0, 0.0, 0.0, rng(0)), image)      # all zero: unchanged
 
 
-def test_random_augment_intensity_is_online_only_and_leaves_the_mask(tmp_path):
+def test_random_augment_draws_the_intensity_change_and_leaves_the_mask(tmp_path):
     image, mask = pair()
     cfg = make_cfg(tmp_path, "[augmentor]\nrotation = False\nhflip = False\nvflip = False\nshrinks = []\n"
                              "intensity = True\n[intensity]\noffset = 20\nnoise = 0\ngain = 0\n")

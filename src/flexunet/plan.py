@@ -217,12 +217,8 @@ vflip    = False
 ; no random contrast / brightness / noise per image: on synthetic sets whose train and test
 ; slices come from one scanner it cost 0.00-0.10 test Dice (benchmarks/README.md); set it True
 ; when the images to segment come from other scanners or windows than the training images
+; ([intensity] gain, offset and noise then default to 0.1, 8 and 2: README's config reference)
 intensity = False
-
-[intensity]
-gain   = 0.1
-offset = 8.0
-noise  = 2.0
 """
 AUGMENT_SHARE_LIMIT = 0.25       # online augmentation is planned when it costs less than this share of a step
 

@@ -113,7 +113,6 @@ class TrainSettings:
     collapse_patience: int = opt(3, POS_INT, "epochs in a row a present class must go (almost) unpredicted")
 
 
-
 @dataclass(frozen=True)
 class SubsetSettings:
     images_dir: Path | None = opt(None, OPT_PATH, "images folder")

@@ -282,16 +282,15 @@ def vary_intensity(image: np.ndarray, gain: float, offset: float, noise: float,
     so a grey image stays grey.  Online augmentation: the network cannot take one scanner's or one
     patient's grey levels for a class, only contrasts within the image.
     """
-    img = image.astype(np.float64)
-    body = img.max(axis=-1) > 0 if img.ndim == 3 else img > 0
+    img = image.astype(np.float64).reshape(image.shape[:2] + (-1,))      # (H, W, C), C = 1 for a 2-D image
+    body = img.max(axis=-1, keepdims=True) > 0
     g = rng.uniform(1.0 - gain, 1.0 + gain)
     b = rng.uniform(-offset, offset)
     sd = rng.uniform(0.0, noise)
-    centre = float(img[body].mean()) if body.any() else 0.0
+    centre = float(img[body[..., 0]].mean()) if body.any() else 0.0
     grain = rng.standard_normal(body.shape) * sd
-    out = (img - centre) * g + centre + b + (grain[..., None] if img.ndim == 3 else grain)
-    out = np.where(body[..., None] if img.ndim == 3 else body, np.clip(out, 0, 255), img)
-    return _to_dtype(out, image.dtype)
+    out = np.where(body, np.clip((img - centre) * g + centre + b + grain, 0, 255), img)
+    return _to_dtype(out.reshape(image.shape), image.dtype)
 
 
 # --------------------------------------------------------------------------- online
