@@ -7,6 +7,7 @@ after any geometric transform the image must still read as its mask.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from flexunet.config import parse_config
 from flexunet.errors import FlexUNetError
 from flexunet.io import read_image, save_image
 from flexunet.masks import read_mask, save_rgb_mask
+from flexunet.outputs import OWNER_FILE, folder_owners
 
 RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
 
@@ -189,7 +191,8 @@ def test_augment_dataset_writes_variants_and_refuses_a_rerun(tmp_path):
     expected = {f"{p}_{s}.png" for p in ("hflipped", "rotated_90", "deformed_alpha_100_sigmoid_4")
                 for s in ("10001", "10002")} | {"10001.png", "10002.png"}
     for sub in ("images", "masks"):
-        assert {p.name for p in (base / "train" / sub).iterdir()} == expected
+        assert {p.name for p in (base / "train" / sub).iterdir()} == expected | {OWNER_FILE}
+        assert folder_owners(base / "train" / sub) == {"augment": sorted(expected - {"10001.png", "10002.png"})}
     # written masks are colour PNGs of known classes, aligned with their images
     for name in expected - {"10001.png", "10002.png"}:
         index = read_mask(base / "train" / "masks" / name, RGB_MAP).index
@@ -263,3 +266,19 @@ def test_a_failed_augment_takes_back_the_files_it_added(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         A.augment_dataset(cfg, progress=False)
     assert snapshot(tmp_path / "Stroke") == before and not leftovers(tmp_path)
+
+
+def test_a_users_file_named_as_an_augmented_copy_is_never_replaced(tmp_path):
+    from conftest import make_tiny_dataset, snapshot
+
+    cfg = dataset_cfg(tmp_path, "[augmentor]\nrotation = False\nshrinks = ()\nhflip = True\nvflip = False\n")
+    make_tiny_dataset(tmp_path / "Stroke" / "train", n=2)
+    for sub in ("images", "masks"):
+        folder = tmp_path / "Stroke" / "train" / sub
+        shutil.copy(folder / "1001.png", folder / "hflipped_1000.png")     # the user's, named as a copy
+    before = snapshot(tmp_path / "Stroke")
+    for overwrite in (False, True):
+        with pytest.raises(FlexUNetError, match=r"2 file\(s\) named as augmented copies were not written by "
+                                                r"`flexunet augment` \(e.g. hflipped_1000.png\)"):
+            A.augment_dataset(cfg, overwrite=overwrite, progress=False)
+        assert snapshot(tmp_path / "Stroke") == before

@@ -62,7 +62,9 @@ def test_savedmodel_export_round_trips_and_replaces_an_old_one(trained):
     loaded = tf.saved_model.load(str(path))          # keep a reference: its variables live with it
     served = loaded.serve(tf.constant(x))
     np.testing.assert_allclose(np.asarray(served), expected, atol=1e-5)
-    again = export_model(cfg, "savedmodel")          # replaces the folder whole
+    with pytest.raises(FlexUNetError, match="holds the output of an earlier `flexunet export`; pass --overwrite"):
+        export_model(cfg, "savedmodel")
+    again = export_model(cfg, "savedmodel", overwrite=True)  # its own earlier export: replaced whole
     assert again == path and (path / "saved_model.pb").is_file()
     assert sorted(p.name for p in path.parent.iterdir()) == ["saved_model"]
 
@@ -127,6 +129,8 @@ def test_export_refuses_to_replace_a_folder_that_is_not_an_export(tmp_path):
     mine = tmp_path / "my_models"
     mine.mkdir()
     (mine / "precious.txt").write_text("keep me")
-    with pytest.raises(FlexUNetError, match=r"my_models: a folder that is not a SavedModel export"):
-        export_model(cfg, "savedmodel", out=mine, model=object())
+    for overwrite in (False, True):
+        with pytest.raises(FlexUNetError, match=r"my_models: holds 1 entry `flexunet export` did not write "
+                                                r"\(precious.txt\); it builds this folder whole"):
+            export_model(cfg, "savedmodel", out=mine, model=object(), overwrite=overwrite)
     assert (mine / "precious.txt").read_text() == "keep me"

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flexunet.errors import ConfigError, DataError
-from flexunet.io import (atomic_output_dir, atomic_write, json_text, safe_output_path, swap_dir, write_json,
+from flexunet.errors import DataError
+from flexunet.io import (atomic_write, json_text, safe_output_path, swap_dir, write_json,
                          write_text)
 
 
@@ -85,24 +85,6 @@ def test_swap_dir_puts_the_old_folder_back_when_the_new_cannot_go_in(tmp_path, m
     with pytest.raises(OSError, match="disk full"):
         swap_dir(_tree(tmp_path / ".new", "new.txt"), target)
     assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
-
-
-def test_atomic_output_dir_is_whole_or_absent(tmp_path):
-    target = tmp_path / "master"
-    with pytest.raises(RuntimeError):
-        with atomic_output_dir(target, False, "[prepare] output_dir") as tmp:
-            (tmp / "half.png").write_text("x")
-            raise RuntimeError("interrupted")
-    assert not target.exists() and list(tmp_path.iterdir()) == []
-    with atomic_output_dir(target, False, "[prepare] output_dir") as tmp:
-        (tmp / "whole.png").write_text("x")
-    assert [p.name for p in target.iterdir()] == ["whole.png"]
-    with pytest.raises(ConfigError, match=r"\[prepare\] output_dir = .*exists and is not empty; pass --overwrite"):
-        with atomic_output_dir(target, False, "[prepare] output_dir"):
-            pass
-    with pytest.raises(ConfigError, match="overlaps the input folder"):
-        with atomic_output_dir(target / "inside", True, "[split] output_dir/name", inputs=(target,)):
-            pass
 
 
 def test_atomic_write_leaves_the_previous_file_when_it_fails(tmp_path):

@@ -108,10 +108,15 @@ def test_cli_refuses_to_overwrite_a_config(dataset: Path, tmp_path: Path, capsys
     monkeypatch.setattr(plan, "probe_speed", fake_probe)
     out = tmp_path / "c.config"
     out.write_text("[model]\n")
-    assert main(["plan", str(dataset), "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "already exists" in err and "--overwrite" in err
-    assert out.read_text() == "[model]\n"
+    for flags in ([], ["--overwrite"]):                                 # the user's config: never replaced
+        assert main(["plan", str(dataset), "--out", str(out), *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "exists and was not written by `flexunet plan`" in err
+        assert out.read_text() == "[model]\n"
+    out = tmp_path / "planned" / "c.config"
+    assert main(["plan", str(dataset), "--out", str(out)]) == 0
+    assert main(["plan", str(dataset), "--out", str(out)]) == 2          # plan's own: --overwrite replaces it
+    assert "written by an earlier `flexunet plan`; pass --overwrite" in capsys.readouterr().err
     assert main(["plan", str(dataset), "--out", str(out), "--overwrite", "--classes", "isch,hem"]) == 0
     assert load_config(out).class_names == ("background", "isch", "hem")
 

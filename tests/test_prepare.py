@@ -18,7 +18,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 import flexunet.prepare as prepare_mod
 from flexunet.config import Config, parse_config
-from flexunet.errors import ConfigError, DataError, MaskError
+from flexunet.errors import ConfigError, DataError, FlexUNetError, MaskError
 from flexunet.prepare import prepare_dataset
 
 CONFIG = """
@@ -251,7 +251,8 @@ def test_existing_output_refused_then_replaced_only_when_complete(tmp_path: Path
     root = make_raw(tmp_path)
     prepare_dataset(make_cfg(tmp_path), progress=False)
     first = snapshot(tmp_path / "master")
-    with pytest.raises(ConfigError, match=r"master: exists and is not empty.*--overwrite"):
+    with pytest.raises(FlexUNetError, match=r"master: holds the output of an earlier `flexunet prepare`; pass "
+                                            r"--overwrite"):
         prepare_dataset(make_cfg(tmp_path), progress=False)
     bad = np.zeros((40, 50, 3), np.uint8)
     bad[0, 0] = (200, 10, 10)
@@ -268,7 +269,7 @@ def test_existing_output_refused_then_replaced_only_when_complete(tmp_path: Path
 
 def test_output_inside_raw_is_refused(tmp_path: Path) -> None:
     make_raw(tmp_path)
-    with pytest.raises(ConfigError, match="overlaps the input folder"):
+    with pytest.raises(FlexUNetError, match="is inside the input folder"):
         prepare_dataset(make_cfg(tmp_path, f"prepare.output_dir={leaf(tmp_path) / 'out'}"), progress=False)
 
 

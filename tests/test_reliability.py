@@ -35,6 +35,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGBaseline8Bit
 
 from conftest import disk_full_on, leftovers, make_tiny_dataset, snapshot
 from flexunet.cli import main
+from flexunet.outputs import OWNER_FILE
 
 RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
 GREEN = (0, 255, 0)
@@ -246,7 +247,7 @@ def test_augment_only_adds_files_beside_the_train_originals(pipeline):
     before, after = pipeline["augment"]
     assert {k: after[k] for k in before} == before                     # originals byte for byte
     added = sorted(set(after) - set(before))
-    assert added and all(Path(k).name.startswith("hflipped_") for k in added)
+    assert added and all(Path(k).name.startswith("hflipped_") or Path(k).name == OWNER_FILE for k in added)
     whole_before, whole_after = pipeline["same"]["augment"]             # valid, test, split.json untouched
     assert {k: v for k, v in whole_after.items() if not k.startswith("train/")} == \
         {k: v for k, v in whole_before.items() if not k.startswith("train/")}
@@ -784,7 +785,8 @@ def test_no_command_replaces_a_folder_it_did_not_create(raw_project, capsys):
     mine.mkdir()
     (mine / "my_notes.txt").write_text("keep me")
     line = one_error(capsys, "prepare", str(config))
-    assert "master: exists and is not empty; pass --overwrite to replace it" in line
+    assert "master: holds 1 entry `flexunet prepare` did not write (my_notes.txt); it builds this folder whole" in line
+    assert one_error(capsys, "prepare", str(config), "--overwrite") == line   # the rule holds with --overwrite too
     assert (mine / "my_notes.txt").read_text() == "keep me"
 
 
@@ -812,9 +814,12 @@ def test_prepare_and_infer_keep_hostile_names_inside_the_output_folder(tmp_path,
     outside.write_bytes(b"not yours")
     victim.parent.mkdir()
     victim.symlink_to(outside)                                          # an output name that is a link
+    assert cli(capsys, "infer", str(config), "--overwrite")[0] == 2     # b.png is not infer's: never replaced
+    assert victim.is_symlink() and outside.read_bytes() == b"not yours"
+    victim.unlink()
     assert cli(capsys, "infer", str(config), "--overwrite")[0] == 0
     assert sorted(p.name for p in (root / "out").iterdir()) == [".flexunet-owner.json", "b.png", "escaped.png"]
-    assert not victim.is_symlink() and outside.read_bytes() == b"not yours"
+    assert outside.read_bytes() == b"not yours"
 
     raw = tmp_path / "p" / "raw"
     make_raw(raw, n=2)

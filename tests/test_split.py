@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from flexunet.config import Config, parse_config
-from flexunet.errors import ConfigError, DataError
+from flexunet.errors import ConfigError, DataError, FlexUNetError
 from flexunet.split import SUBSETS, assign_groups, assign_subsets, choose_mini_test, split_dataset
 
 RATIO_SETS = [(0.80, 0.15, 0.05), (0.6, 0.2, 0.2), (0.34, 0.33, 0.33)]
@@ -196,7 +196,8 @@ def test_split_is_deterministic_and_refuses_existing_output(tmp_path: Path) -> N
     split_dataset(make_cfg(tmp_path))
     out = tmp_path / "dataset" / "Stroke"
     first = json.loads((out / "split.json").read_text())["subsets"]
-    with pytest.raises(ConfigError, match=r"Stroke: exists and is not empty.*--overwrite"):
+    with pytest.raises(FlexUNetError, match=r"Stroke: holds the output of an earlier `flexunet split`; pass "
+                                            r"--overwrite"):
         split_dataset(make_cfg(tmp_path))
     split_dataset(make_cfg(tmp_path), overwrite=True)
     assert json.loads((out / "split.json").read_text())["subsets"] == first

@@ -254,12 +254,25 @@ def test_refuses_a_dataset_folder_with_files_unless_overwrite(tmp_path: Path,
     assert "synth" in capsys.readouterr().err                     # the progress bar
     png = dataset_root(tmp_path) / "PNG" / f"{FIRST_ID}.png"
     before = png.read_bytes()
-    with pytest.raises(DataError, match="already holds files") as err:
+    with pytest.raises(DataError, match="holds an earlier synthetic set; .* --overwrite") as err:
         synthesize(tmp_path, 2, 1, size=48, progress=False)
     assert "\n" not in str(err.value)
     png.write_bytes(b"broken")
     synthesize(tmp_path, 2, 1, size=48, progress=False, overwrite=True)
     assert png.read_bytes() == before
+
+
+def test_a_raw_folder_synth_did_not_write_is_never_replaced(tmp_path: Path) -> None:
+    from conftest import snapshot
+
+    users = dataset_root(tmp_path) / "PNG"
+    users.mkdir(parents=True)
+    (users / f"{FIRST_ID}.png").write_bytes(b"a real slice")             # the user's data, synth's names
+    before = snapshot(tmp_path)
+    for overwrite in (False, True):
+        with pytest.raises(DataError, match="holds files `flexunet synth` did not write; it never replaces them"):
+            synthesize(tmp_path, 2, 1, size=48, progress=False, overwrite=overwrite)
+        assert snapshot(tmp_path) == before
 
 
 def test_empty_dataset_folder_is_fine(tmp_path: Path) -> None:

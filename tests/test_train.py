@@ -10,8 +10,10 @@ import textwrap
 import numpy as np
 import pytest
 
+from conftest import snapshot
 from flexunet.config import load_config
 from flexunet.errors import FlexUNetError
+from flexunet.outputs import OWNER_FILE, claim_output_dir
 
 
 def _history(cfg):
@@ -102,7 +104,8 @@ def test_second_run_into_a_used_model_dir_is_refused(train_project):
     train(cfg, progress=False)
     best = cfg.train.model_dir / "best_model.keras"
     before = (best.stat().st_mtime_ns, best.read_bytes())
-    with pytest.raises(FlexUNetError, match="holds a previous run; use --resume .* or --overwrite"):
+    with pytest.raises(FlexUNetError, match=r"holds a previous run of `flexunet train` \(.*\); use --resume .* "
+                                            r"or --overwrite"):
         train(cfg, progress=False)
     assert (best.stat().st_mtime_ns, best.read_bytes()) == before  # the refused run left the model alone
     train(cfg, overwrite=True, progress=False)
@@ -155,9 +158,49 @@ def test_train_overwrite_removes_only_what_a_run_writes(train_project):
     (models / "best_model.keras").write_bytes(b"old model")
     (models / "my_notes.txt").write_text("keep me")
     (models / "my_folder").mkdir()
-    with pytest.raises(FlexUNetError, match="holds a previous run; use --resume .* or --overwrite"):
+    _prepare_model_dir(cfg, resume=False, overwrite=False)  # no record of train's: the user's files, no run
+    claim_output_dir(models, "train", RUN_FILES)             # now a run of train's, as train records it
+    with pytest.raises(FlexUNetError, match="holds a previous run of `flexunet train`.*use --resume .* or "
+                                            "--overwrite"):
         _prepare_model_dir(cfg, resume=False, overwrite=False)
     assert (models / "best_model.keras").read_bytes() == b"old model"
     _prepare_model_dir(cfg, resume=False, overwrite=True)
-    assert sorted(p.name for p in models.iterdir()) == ["my_folder", "my_notes.txt"]
+    assert sorted(p.name for p in models.iterdir()) == [OWNER_FILE, "my_folder", "my_notes.txt"]
     assert "my_notes.txt" not in RUN_FILES
+
+
+def test_a_model_dir_of_the_users_files_is_not_a_previous_run(train_project):
+    """model_dir = "." in the user's project folder: a true message, and nothing of theirs lost (issue 24)."""
+    from flexunet.train import train
+
+    root = train_project.parent
+    (root / "logs").mkdir()
+    (root / "logs" / "notes.txt").write_text("mine")
+    (root / "summary.txt").write_text("mine too")
+    before = snapshot(root)
+    for overwrite in (False, True):
+        with pytest.raises(FlexUNetError, match=r"\[train\] model_dir = .*: contains the input folder .*data"):
+            train(load_config(train_project, [f"train.model_dir={root}"]), overwrite=overwrite, progress=False)
+        assert snapshot(root) == before
+    users = root / "mine"
+    users.mkdir()
+    for name in ("logs", "summary.txt", "notes.txt"):
+        (users / name).write_text("mine")
+    before = snapshot(root)
+    for overwrite in (False, True):
+        with pytest.raises(FlexUNetError, match=r"mine: already holds 2 entries of the names `flexunet train` "
+                                                r"writes, not written by it \(logs, summary.txt\)"):
+            train(load_config(train_project, [f"train.model_dir={users}"]), overwrite=overwrite, progress=False)
+    (users / "logs").unlink()
+    (users / "summary.txt").unlink()
+    before = snapshot(root)
+    with pytest.raises(FlexUNetError, match=r"mine: holds 1 entry `flexunet train` did not write \(notes.txt\); "
+                                            r"choose a new folder, or pass --overwrite to write beside them"):
+        train(load_config(train_project, [f"train.model_dir={users}"]), progress=False)
+    assert snapshot(root) == before
+    for key in ("model_dir", "eval_dir", "epoch_change_infer_dir"):      # never into the training images
+        with pytest.raises(FlexUNetError, match=rf"\[train\] {key} = .*images: is the input folder"):
+            sets = [f"train.{key}={root / 'data/train/images'}", "train.epoch_change_infer=True",
+                    f"infer.images_dir={root / 'data/test/images'}"]
+            train(load_config(train_project, sets), overwrite=True, progress=False)
+    assert snapshot(root) == before

@@ -27,6 +27,7 @@ from flexunet.config import Config
 from flexunet.errors import DataError, FlexUNetError
 from flexunet.io import pair_by_name, read_image, save_image, write_bytes
 from flexunet.masks import read_mask, save_rgb_mask
+from flexunet.outputs import claim_output_dir, overlap, owner_of
 from flexunet.progress import Progress
 from flexunet.records import find_split, split_subset_stems
 from flexunet.transforms import (Pair, barrel_distort, brighten, elastic, grid_distort, hflip, rotate, sharpen, shear,
@@ -188,8 +189,6 @@ def _check_targets(cfg: Config, jobs: list) -> None:
     """Augmented copies go beside the originals of train (valid) only: never into a folder that is also
     the test, infer or (for train) valid folder, with or without --overwrite.  (They never replace an
     original: originals are the files not named as augmented copies.)"""
-    from flexunet.io import overlap
-
     guarded = [("test", "images_dir"), ("test", "masks_dir"), ("infer", "images_dir")]
     if not cfg.augmentor.augment_valid:
         guarded += [("valid", "images_dir"), ("valid", "masks_dir")]
@@ -219,6 +218,11 @@ def augment_dataset(cfg: Config, overwrite: bool = False, progress: bool = True)
                for _, images_dir, masks_dir, pairs in jobs for i, _ in pairs for v in todo]
     _check_targets(cfg, jobs)
     existing = [p for both in targets for p in both if p.exists()]
+    strangers = [p for p in existing if owner_of(p) != "augment"]
+    if strangers:
+        raise FlexUNetError(f"{strangers[0].parent}: {len(strangers)} file(s) named as augmented copies were "
+                            f"not written by `flexunet augment` (e.g. {strangers[0].name}); it never replaces a "
+                            f"file it did not write, with or without --overwrite — move them away")
     if existing and not overwrite:
         raise FlexUNetError(f"{existing[0].parent}: {len(existing)} augmented file(s) already exist "
                             f"(e.g. {existing[0].name}); use overwrite (--overwrite) to regenerate them")
@@ -233,6 +237,8 @@ def augment_dataset(cfg: Config, overwrite: bool = False, progress: bool = True)
         for path in created:
             path.unlink(missing_ok=True)
         raise
+    for folder in sorted({p.parent for both in targets for p in both}):  # what augment may replace next time
+        claim_output_dir(folder, "augment", [p.name for both in targets for p in both if p.parent == folder])
     summary["seconds"] = round(time.perf_counter() - start, 3)
     log.info("augmented %d source pair(s): %d new pair(s) in %.1f s", summary["sources"],
              summary["written"], summary["seconds"])

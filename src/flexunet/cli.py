@@ -226,7 +226,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from flexunet.export import export_model
 
-    path = export_model(_load_run(args), args.format, Path(args.out) if args.out else None)
+    path = export_model(_load_run(args), args.format, Path(args.out) if args.out else None,
+                        overwrite=args.overwrite)
     log.info("export: %s", path)
     return 0
 

@@ -35,12 +35,13 @@ def _add_config(p: argparse.ArgumentParser) -> None:
 
 
 def _add_overwrite(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs of this stage")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace this stage's own earlier output (never a file it did not write)")
 
 
 def _add_overwrite_into(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
-                   help="write into a non-empty folder this command did not create (its other files are kept)")
+                   help="write beside files this command did not write (none of them is replaced or deleted)")
 
 
 def _add_allow_overlap(p: argparse.ArgumentParser) -> None:
@@ -67,7 +68,7 @@ def _args_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--count", type=int, default=200, help="number of slices (default 200)")
     p.add_argument("--seed", type=int, default=137, help="random seed (default 137)")
     p.add_argument("--size", type=int, default=512, help="slice size in pixels (default 512)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing synthetic set")
+    p.add_argument("--overwrite", action="store_true", help="replace a synthetic set written by flexunet synth")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.add_argument("--ischemic-hu", default="8,14", metavar="LO,HI",
                    help="infarct drop below white matter in HU (default 8,14; 3,5 is subtle)")
@@ -108,14 +109,15 @@ def _args_plan(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=float, default=10.0, help="training time budget in minutes (default 10)")
     p.add_argument("--size", type=int, default=None, help="network input size in px (default: the images')")
     p.add_argument("--classes", help="class names in colour order (green, blue, red, ...), comma-separated")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing config")
+    p.add_argument("--overwrite", action="store_true", help="replace a config (and fingerprint.json) plan wrote")
 
 
 @_command("train", "train the configured model (streaming, resumable)")
 def _args_train(p: argparse.ArgumentParser) -> None:
     _add_config(p)
     p.add_argument("--resume", action="store_true", help="continue the run in model_dir from its last epoch")
-    p.add_argument("--overwrite", action="store_true", help="replace a previous run in model_dir")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a previous run in model_dir (only the files train recorded writing)")
 
 
 @_command("evaluate", "evaluate the best model on the test set")
@@ -138,6 +140,8 @@ def _args_export(p: argparse.ArgumentParser) -> None:
     _add_config(p)
     p.add_argument("--format", choices=("keras", "savedmodel", "onnx"), default="keras")
     p.add_argument("--out", help="output path (default: <model_dir>/export/...)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export (never a file export did not write)")
 
 
 _command("report", "one self-contained HTML report of data, training and evaluation")(_args_scored)

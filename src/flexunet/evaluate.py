@@ -38,8 +38,10 @@ import numpy as np
 
 from flexunet.config import Config
 from flexunet.errors import DataError
-from flexunet.io import claim_output_dir, write_bytes, write_json, write_text
+from flexunet.io import write_bytes, write_json, write_text
 from flexunet.metrics import COUNTS, LESION_COUNTS, SCORES, MetricAccumulator
+from flexunet.outputs import (check_output_dir, check_output_file, claim_output_dir, claim_output_file,
+                              input_folders)
 from flexunet.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -127,21 +129,14 @@ EVAL_FILES = ("evaluation.json", "per_image.csv", "confusion_matrix.csv", "confu
 
 
 def check_outputs(cfg: Config, eval_dir: Path, overwrite: bool) -> None:
-    """eval_dir and evaluation_csv lie outside the test folders and the run folder; eval_dir is
-    evaluate's (or train's curves folder), or --overwrite writes beside the files there."""
-    from flexunet.io import check_output_dir, overlap
-
-    inputs = [cfg.test.images_dir, cfg.test.masks_dir, cfg.train.model_dir]
+    """eval_dir and evaluation_csv lie outside every input folder and the run folder (flexunet.outputs);
+    eval_dir is evaluate's (or train's curves folder), or --overwrite writes beside the files there;
+    evaluation_csv is a new file or evaluate's own."""
+    inputs = [*input_folders(cfg), ("[train] model_dir", cfg.train.model_dir)]
     check_output_dir(eval_dir, "evaluate", inputs, overwrite, what="[eval] eval_dir", writes=EVAL_FILES,
                      shares_with=("train",))
-    csv_path = Path(cfg.eval.evaluation_csv)
-    if csv_path.is_dir():
-        raise cfg.error("eval", "evaluation_csv", "a file path (it is a folder)")
-    for src in inputs:
-        relation = overlap(csv_path.parent, src) if src is not None else None
-        if relation in ("is", "is inside"):
-            raise cfg.error("eval", "evaluation_csv", f"a file outside the input folder {src} (inputs are never "
-                                                      f"modified)")
+    check_output_file(cfg.eval.evaluation_csv, "evaluate", overwrite, "[eval] evaluation_csv", inputs,
+                      own_needs_overwrite=False)
 
 
 def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwrite: bool = False,
@@ -195,6 +190,7 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
 
     csv_path = Path(cfg.eval.evaluation_csv)
     write_text(csv_path, seed_evaluation_text(cfg.model.loss, loss_mean.value, dice_mean.value))
+    claim_output_file(csv_path, "evaluate")
     report = {**_report(cfg, acc, loss_mean.value, dice_mean.value, model_path, manifest), "leak_check": leaks,
               **review.report()}
     files = _write_report(eval_dir, acc, report)

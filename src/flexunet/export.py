@@ -26,6 +26,8 @@ import numpy as np
 from flexunet.config import Config
 from flexunet.errors import FlexUNetError
 from flexunet.io import remove_path, swap_dir
+from flexunet.outputs import (OWNER_FILE, check_output_file, check_whole_dir, claim_output_dir, claim_output_file,
+                              folder_owners, input_folders, overlap)
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,7 @@ def _save_onnx(model: Any, tmp: Path) -> Callable[[np.ndarray], np.ndarray]:
 _SAVERS = {"keras": _save_keras, "savedmodel": _save_savedmodel, "onnx": _save_onnx}
 
 
-def _target(cfg: Config, fmt: str, out: Path | None) -> Path:
+def _target(cfg: Config, fmt: str, out: Path | None, overwrite: bool) -> Path:
     target = Path(out) if out is not None else Path(cfg.train.model_dir) / "export" / DEFAULT_NAMES[fmt]
     if fmt == "keras" and target.suffix != ".keras":
         raise FlexUNetError(f"{target}: a Keras export needs a file name ending in .keras")
@@ -109,39 +111,43 @@ def _target(cfg: Config, fmt: str, out: Path | None) -> Path:
         raise FlexUNetError(f"{target}: an ONNX export needs a file name ending in .onnx")
     if fmt == "savedmodel" and target.exists() and not target.is_dir():
         raise FlexUNetError(f"{target}: is a file; a SavedModel export is a folder — give a folder path")
-    if (fmt == "savedmodel" and target.is_dir() and any(target.iterdir())
-            and not (target / "saved_model.pb").is_file()):
-        raise FlexUNetError(f"{target}: a folder that is not a SavedModel export; the export replaces its "
-                            f"target whole, so give a new or empty folder (or a previous export) as --out")
     if fmt != "savedmodel" and target.is_dir():
         raise FlexUNetError(f"{target}: is a folder; expected a file path for --format {fmt}")
-    _check_overlap(cfg, target)
+    _check_run_folders(cfg, target)
+    inputs = input_folders(cfg)
+    if fmt == "savedmodel":  # a folder built whole: new, empty, or export's own earlier SavedModel
+        check_whole_dir(target, "export", overwrite, "--out", inputs)
+    else:
+        check_output_file(target, "export", overwrite, "--out", inputs)
     return target
 
 
-def _check_overlap(cfg: Config, target: Path) -> None:
-    """The export goes under <model_dir>/export/ or outside the run folder and the data folders."""
-    from flexunet.io import overlap
-
+def _check_run_folders(cfg: Config, target: Path) -> None:
+    """An export goes under its own run's <model_dir>/export/ or outside every run folder: it must
+    never replace a trained model, this run's or another's."""
     model_dir = Path(cfg.train.model_dir)
     relation = overlap(target, model_dir)
     if relation and overlap(target, model_dir / "export") != "is inside":
         raise FlexUNetError(f"--out {target}: {relation} the run folder {model_dir}; an export goes under "
                             f"{model_dir / 'export'} or outside the run folder (it must never replace the "
                             f"trained model)")
-    for section in ("train", "valid", "test", "infer"):
-        for folder in (getattr(cfg, section).images_dir, getattr(getattr(cfg, section), "masks_dir", None)):
-            if folder is not None and overlap(target, folder):
-                raise FlexUNetError(f"--out {target}: {overlap(target, folder)} the [{section}] folder {folder}; "
-                                    f"choose an export path outside the data folders")
+    for parent in target.resolve().parents:
+        if folder_owners(parent).get("train") and not overlap(parent, model_dir):
+            raise FlexUNetError(f"--out {target}: lies inside {parent}, the run folder of another training run; "
+                                f"`flexunet export` writes only under {model_dir / 'export'} or outside run folders")
 
 
-def export_model(cfg: Config, fmt: str, out: Path | None = None, model: Any = None) -> Path:
-    """Export the best model (or ``model``) as ``fmt``; verify it against Keras; return its path."""
+def export_model(cfg: Config, fmt: str, out: Path | None = None, model: Any = None,
+                 overwrite: bool = False) -> Path:
+    """Export the best model (or ``model``) as ``fmt``; verify it against Keras; return its path.
+
+    The target is a new path, or export's own earlier export with ``overwrite``; never a file or
+    folder it did not write, never inside a run folder but under its own run's export/
+    (flexunet.outputs)."""
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise FlexUNetError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
-    target = _target(cfg, fmt, out)
+    target = _target(cfg, fmt, out, overwrite)
     if fmt == "onnx":
         _onnx_modules()  # fail before loading the model
     if model is None:
@@ -155,7 +161,12 @@ def export_model(cfg: Config, fmt: str, out: Path | None = None, model: Any = No
         run = _SAVERS[fmt](model, tmp)
         x = sample_inputs(model)
         diff = check_same(np.asarray(model.predict_on_batch(x)), run(x), f"{target} ({fmt})")
-        swap_dir(tmp, target) if tmp.is_dir() else os.replace(tmp, target)  # a folder swapped whole
+        if tmp.is_dir():  # a folder swapped whole, its record inside
+            claim_output_dir(tmp, "export", [p.name for p in tmp.iterdir() if p.name != OWNER_FILE])
+            swap_dir(tmp, target)
+        else:
+            os.replace(tmp, target)
+            claim_output_file(target, "export")
     finally:
         remove_path(tmp)
     log.info("exported %s model to %s (max |difference| from Keras on %d sample images: %.2g)", fmt, target,

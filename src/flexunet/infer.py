@@ -46,9 +46,10 @@ from PIL import Image
 
 from flexunet.config import Config
 from flexunet.errors import DataError
-from flexunet.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, check_output_dir, claim_output_dir, list_files,
+from flexunet.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, list_files,
                          safe_output_path, save_image, write_bytes, write_text)
 from flexunet.masks import index_to_palette_image
+from flexunet.outputs import check_output_dir, claim_output_dir, input_folders
 from flexunet.predict import (model_batch, network_input, overlay_image, predict_probs, predict_tiled, read_input,
                               remove_small_components, resize_indices, tile_starts)
 from flexunet.progress import Progress
@@ -77,10 +78,9 @@ def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
 # --------------------------------------------------------------------------- the command
 
 
-def _protected_dirs(cfg: Config, images_dir: Path) -> list[Path]:
-    """The folders infer must never write into: its images, the run folder, and the dataset's subsets."""
-    subsets = [getattr(cfg, s) for s in ("train", "valid", "test")]
-    return [images_dir, cfg.train.model_dir, *(f for s in subsets for f in (s.images_dir, s.masks_dir))]
+def _protected_dirs(cfg: Config) -> list[tuple[str, Path]]:
+    """The folders infer must never write into: the run folder and every input of the config (its images too)."""
+    return [("[train] model_dir", cfg.train.model_dir), *input_folders(cfg)]
 
 
 def _output_names(files: Sequence[Path], cfg: Config) -> list[str]:
@@ -194,7 +194,7 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
                         f"fewer pixels than split_size ({cfg.tiledinfer.split_size})")
     files = _list_inputs(images_dir)
     names = _output_names(files, cfg)
-    check_output_dir(out_dir, "infer", _protected_dirs(cfg, images_dir), overwrite, what=f"[{section}] output_dir",
+    check_output_dir(out_dir, "infer", _protected_dirs(cfg), overwrite, what=f"[{section}] output_dir",
                      writes=tuple(names))
     geometry = _geometry_or_warn(cfg, files) if _wants_volumes(cfg, files) else {}
     if cfg.infer.volumes and not geometry:

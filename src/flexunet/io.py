@@ -15,17 +15,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from flexunet.errors import ConfigError, DataError, FlexUNetError
+from flexunet.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 DICOM_SUFFIXES = (".dcm", ".dicom")
-OWNER_FILE = ".flexunet-owner.json"   # which command wrote which entries of an output folder
-_LIST_LIMIT = 5
 
 
 # --------------------------------------------------------------------------- writing
@@ -212,94 +210,6 @@ def safe_output_path(out_dir: str | os.PathLike, name: str) -> Path:
     return Path(out_dir) / base
 
 
-# --------------------------------------------------------------------------- output folders
-
-
-def overlap(path: str | os.PathLike, folder: str | os.PathLike) -> str | None:
-    """How ``path`` and ``folder`` overlap once links are resolved: "is", "is inside", "contains" or None."""
-    a, b = Path(path).resolve(), Path(folder).resolve()
-    if a == b:
-        return "is"
-    if b in a.parents:
-        return "is inside"
-    if a in b.parents:
-        return "contains"
-    return None
-
-
-def folder_owners(folder: str | os.PathLike) -> dict[str, list[str]]:
-    """``{command: [entry names]}`` of the marker in ``folder``; empty when there is none or it is unreadable."""
-    try:
-        doc = json.loads((Path(folder) / OWNER_FILE).read_text(encoding="utf-8"))
-        return {str(k): [str(n) for n in v] for k, v in doc["owners"].items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return {}
-
-
-def check_output_dir(out: str | os.PathLike, command: str, inputs: Iterable[Any] = (),
-                     overwrite: bool = False, what: str | None = None, writes: tuple[str, ...] = (),
-                     replaces: tuple[str, ...] = (), shares_with: tuple[str, ...] = ()) -> None:
-    """May ``flexunet <command>`` write into ``out``?  A FlexUNetError naming the reason when not.
-
-    1. ``out`` must not be, contain or lie inside any of ``inputs`` (links and ``.`` resolved):
-       a command never writes where its inputs are, whatever the flags;
-    2. a non-empty ``out`` holding entries no flexunet command recorded in its marker
-       (:data:`OWNER_FILE`) is the user's: refused unless ``overwrite``, and even then only the
-       command's own names are written beside them;
-    3. a folder holding another command's recorded outputs is refused, unless that command is
-       one of ``shares_with`` (``evaluate`` writes beside ``train``'s curves in eval_dir);
-       ``writes`` (entry names the command writes) and ``replaces`` (folders it swaps whole) must
-       not be another command's recorded outputs; a ``replaces`` folder that no command recorded
-       is never replaced, with or without ``overwrite`` (it would delete files the command did not write).
-    """
-    out = Path(out)
-    what = what or f"flexunet {command} output"
-    for src in inputs:
-        if src is None:
-            continue
-        relation = overlap(out, src)
-        if relation:
-            raise FlexUNetError(f"{what} = {out}: {relation} the input folder {src}; `flexunet {command}` "
-                                f"never writes where its inputs are — choose a folder outside them")
-    if out.exists() and not out.is_dir():
-        raise FlexUNetError(f"{what} = {out}: is a file; expected a folder to write into")
-    if not out.is_dir():
-        return
-    owners = folder_owners(out)
-    others = {name: cmd for cmd, names in owners.items() if cmd != command for name in names}
-    strangers = sorted(cmd for cmd in owners if cmd != command and cmd not in shares_with
-                       and any((out / n).exists() for n in owners[cmd]))
-    if strangers:
-        raise FlexUNetError(f"{what} = {out}: holds the outputs of `flexunet {strangers[0]}`; choose a folder "
-                            f"of its own for `flexunet {command}`")
-    for name in (*writes, *replaces):
-        if name in others and (out / name).exists():
-            raise FlexUNetError(f"{out / name}: written by `flexunet {others[name]}`; `flexunet {command}` would "
-                                f"replace it — choose another {what}")
-    known = set(others) | set(owners.get(command, ()))
-    foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and p.name not in known)
-    if foreign and not overwrite:
-        shown = ", ".join(foreign[:_LIST_LIMIT]) + (", ..." if len(foreign) > _LIST_LIMIT else "")
-        raise FlexUNetError(f"{what} = {out}: holds {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} "
-                            f"`flexunet {command}` did not write ({shown}); choose a new folder, or pass "
-                            f"--overwrite to write beside them (only {command}'s own files are replaced)")
-    for name in replaces:
-        if name in foreign and (out / name).exists():
-            raise FlexUNetError(f"{out / name}: not written by `flexunet {command}`, which replaces this folder "
-                                f"whole; move it away or choose another {what} (--overwrite never deletes "
-                                f"files a command did not write)")
-
-
-def claim_output_dir(out: str | os.PathLike, command: str, names: Iterable[str]) -> None:
-    """Create ``out`` if needed and record ``names`` (entries of ``out``) as ``command``'s in its marker."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    owners = folder_owners(out)
-    owners[command] = sorted(set(owners.get(command, ())) | {Path(str(n)).name for n in names})
-    write_json(out / OWNER_FILE, {"about": "entries of this folder written by flexunet commands; a command "
-                                           "replaces only its own", "owners": owners})
-
-
 # --------------------------------------------------------------------------- folders swapped in whole
 
 
@@ -332,45 +242,3 @@ def swap_dir(new: str | os.PathLike, target: str | os.PathLike) -> None:
         os.replace(old, target)
         raise
     remove_path(old)
-
-
-def _is_within(path: Path, parent: Path) -> bool:
-    try:
-        path.resolve().relative_to(parent.resolve())
-        return True
-    except ValueError:
-        return False
-
-
-def check_new_dir(target: Path, overwrite: bool, what: str, inputs: tuple[Path, ...] = ()) -> None:
-    """May a folder built whole replace ``target``?  Refused (ConfigError) when it holds data (unless
-    ``overwrite``) or overlaps an input folder."""
-    for src in inputs:
-        if _is_within(target, src) or _is_within(src, target):
-            raise ConfigError(f"{what} = {target}: overlaps the input folder {src}; expected an "
-                              f"output folder outside the inputs (they are never modified)")
-    if target.exists() and not target.is_dir():
-        raise ConfigError(f"{what} = {target}: is a file; expected a folder to write into")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise ConfigError(f"{what} = {target}: exists and is not empty; pass --overwrite to replace "
-                          f"it, or choose another folder")
-
-
-@contextlib.contextmanager
-def atomic_output_dir(target: str | os.PathLike, overwrite: bool, what: str,
-                      inputs: tuple[Path, ...] = ()) -> Iterator[Path]:
-    """Yield a temporary sibling of ``target``; on success it replaces ``target`` whole (:func:`swap_dir`).
-
-    On any error the temporary folder is removed and ``target`` is left as it was.
-    """
-    target = Path(os.path.abspath(target))
-    check_new_dir(target, overwrite, what, inputs)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=target.parent))
-    try:
-        yield tmp
-        check_new_dir(target, overwrite, what, inputs)  # nothing appeared meanwhile
-        swap_dir(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

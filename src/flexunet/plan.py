@@ -34,6 +34,7 @@ import numpy as np
 from flexunet.errors import DataError, FlexUNetError
 from flexunet.fingerprint import SUBSETS, fingerprint_dataset
 from flexunet.io import write_json, write_text
+from flexunet.outputs import check_output_file, claim_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -385,10 +386,10 @@ def plan_dataset(dataset: Path, out: Path | None = None, minutes: float = 10.0, 
         raise FlexUNetError(f"--minutes {minutes}: expected a positive number of minutes")
     if size is not None and (size < 32 or size % 16):
         raise FlexUNetError(f"--size {size}: expected a multiple of 16, at least 32")
-    if out.exists() and not overwrite:
-        raise FlexUNetError(f"{out}: already exists; choose another --out, or --overwrite to replace it")
-    if out.is_dir():
-        raise FlexUNetError(f"{out}: is a folder; expected a config file path for --out")
+    subsets = [(f"dataset subset {s}/", dataset / s) for s in SUBSETS]
+    fp_path = out.parent / "fingerprint.json"
+    check_output_file(out, "plan", overwrite, "--out", subsets)
+    check_output_file(fp_path, "plan", overwrite, "fingerprint.json beside --out", subsets)
     fp = fingerprint_dataset(dataset, classes)
     chosen_size, size_why = input_size(fp, size)
     channels = 1 if fp["channels"] == "grey" else 3
@@ -397,9 +398,9 @@ def plan_dataset(dataset: Path, out: Path | None = None, minutes: float = 10.0, 
     fp["probe"] = {f"{c.base_filters}x{c.levels}@{c.batch_size}": round(s, 4) for c, s in speeds.items()}
     fp["probe"]["augment_s_per_image"] = round(choices["generator_s"], 5)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fp_path = out.parent / "fingerprint.json"
     write_json(fp_path, fp)
     write_text(out, config_text(fp, choices, out, dataset, minutes))
+    claim_output_dir(out.parent, "plan", [out.name, fp_path.name])
     log.info("plan: %d classes (%s), %s px, %d filters x %d levels, %d epochs of ~%s -> %s (facts in %s)",
              len(fp["classes"]), ", ".join(choices["names"]), chosen_size, choices["base_filters"][0],
              choices["levels"][0], choices["epochs"][0], f"{minutes:g} min", out, fp_path.name)

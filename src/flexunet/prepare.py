@@ -32,9 +32,10 @@ from PIL import Image
 from flexunet.config import Config
 from flexunet.dicom import read_dicom, read_dicom_meta, three_window_rgb, window
 from flexunet.errors import DataError, FlexUNetError, MaskError
-from flexunet.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, atomic_output_dir, by_stem, list_files, read_image,
+from flexunet.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, list_files, read_image,
                          safe_output_path, save_image)
 from flexunet.masks import describe_unmapped, read_mask, save_rgb_mask
+from flexunet.outputs import atomic_output_dir, inputs_outside
 from flexunet.progress import Progress
 from flexunet.records import MANIFEST_VERSION, RECORD_NAMES, rgb_map_list, write_manifest
 
@@ -346,7 +347,10 @@ def prepare_dataset(cfg: Config, overwrite: bool = False, progress: bool = True)
     workers = _workers(p.workers)
     log.info("preparing %d slices from %s (%s) into %s with %d worker(s)", len(pairs), root, p.source,
              out_dir, workers if len(pairs) >= _MIN_PARALLEL else 1)
-    with atomic_output_dir(out_dir, overwrite, "[prepare] output_dir", inputs=(root,)) as tmp:
+    # the slices found (raw_dir may be a parent holding prepare's output too) and every other input
+    inputs = [("[prepare] raw_dir", root),
+              *((label, p) for label, p in inputs_outside(cfg, out_dir) if label != "[prepare] raw_dir")]
+    with atomic_output_dir(out_dir, "prepare", overwrite, "[prepare] output_dir", inputs) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         jobs = [_Job(sid, image, mask, header, p.source, p.size, p.image_resize, p.window_center,

@@ -44,6 +44,7 @@ from typing import Any, Callable, Sequence
 
 from flexunet.config import Config
 from flexunet.io import swap_dir, write_text
+from flexunet.outputs import check_output_dir, claim_output_dir, input_folders
 from flexunet.progress import Progress
 from flexunet.report_data import (ReportError, eval_dir_of, evaluated_folders, load_evaluation,  # noqa: F401
                                   read_per_image)
@@ -60,10 +61,10 @@ REPORT_FILE = "report.html"
 def _check_output(cfg: Config, out: Path, eval_dir: Path, folders: tuple[Path, Path] | None,
                   overwrite: bool) -> None:
     """The report writes report.html and figures/ only into a folder of its own (see README: report)."""
-    from flexunet.io import check_output_dir
-
     shown = folders or (cfg.test.images_dir, cfg.test.masks_dir)
-    check_output_dir(out, "report", [eval_dir, cfg.train.model_dir, *shown], overwrite,
+    inputs = [("[eval] eval_dir", eval_dir), ("[train] model_dir", cfg.train.model_dir), *shown,
+              *input_folders(cfg)]
+    check_output_dir(out, "report", inputs, overwrite,
                      what="[report] output_dir", writes=(REPORT_FILE,), replaces=(FIGURES,))
 
 
@@ -78,7 +79,7 @@ def build_report(cfg: Config, progress: bool = True, overwrite: bool = False,
     each viewer, or None) and ``notes`` (what was skipped and why).
     """
     from flexunet.datarecord import check_test_images
-    from flexunet.io import claim_output_dir, list_files
+    from flexunet.io import list_files
     from flexunet.run import load_trained
 
     eval_dir = eval_dir_of(cfg)

@@ -20,8 +20,9 @@ from typing import Any, Mapping, Sequence
 
 from flexunet.config import Config
 from flexunet.errors import ConfigError, DataError
-from flexunet.io import atomic_output_dir, pair_by_name
+from flexunet.io import pair_by_name
 from flexunet.masks import read_mask
+from flexunet.outputs import atomic_output_dir, inputs_outside
 from flexunet.records import MANIFEST_JSON, read_manifest, rgb_map_list, write_split
 
 log = logging.getLogger(__name__)
@@ -271,7 +272,8 @@ def split_dataset(cfg: Config, overwrite: bool = False) -> dict[str, Any]:
         "rgb_map": rgb_map_list(cfg.mask.rgb_map), "class_names": class_names, "subsets": {},
     }
     summary: dict[str, Any] = {"output_dir": target, "seed": seed, "counts": {}, "groups": {}}
-    with atomic_output_dir(target, overwrite, "[split] output_dir/name", inputs=(master,)) as tmp:
+    inputs = [("[split] master_dir", master), *inputs_outside(cfg, target)]
+    with atomic_output_dir(target, "split", overwrite, "[split] output_dir/name", inputs) as tmp:
         for subset in SUBSETS:
             members = [r for r, sub in zip(rows, subset_of) if sub == subset]
             files = _copy_rows(master, members, tmp / subset)

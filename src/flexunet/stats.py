@@ -24,6 +24,7 @@ from flexunet.errors import DataError
 from flexunet.io import list_files, read_image, write_json
 from flexunet.masks import (STROKE_CLASS_NAMES, STROKE_RGB_MAP, RgbMap, describe_unmapped, index_to_rgb,
                             palette_colours, read_mask)
+from flexunet.outputs import check_output_dir, claim_output_dir, overlap
 from flexunet.progress import Progress
 from flexunet.records import SPLIT_JSON, read_split, rgb_map_from_list
 from flexunet.plots import new_figure, save_figure
@@ -87,14 +88,14 @@ def _subset_stats(folder: Path, rgb_map: RgbMap, names: Sequence[str], progress:
 
 
 def _check_out(dataset_dir: Path, out: Path, present: Sequence[str], overwrite: bool) -> None:
-    """An ``out_dir`` other than the dataset folder lies outside its subsets and is stats' own
-    (or --overwrite); the default, the dataset folder itself, is the original's layout."""
-    from flexunet.io import check_output_dir, overlap
-
-    subsets = [dataset_dir / s for s in present]
-    if overlap(out, dataset_dir) == "is":
-        return
-    check_output_dir(out, "stats", subsets, overwrite, what="--out", writes=_names(dataset_dir))
+    """An ``out_dir`` other than the dataset folder lies outside its subsets and is stats' own (or
+    --overwrite: written beside the files there); the default, the dataset folder itself, is the
+    original's layout: stats' files beside the subsets.  Either way a file stats did not write is
+    never replaced (flexunet.outputs)."""
+    beside = overlap(out, dataset_dir) == "is"
+    subsets = [] if beside else [dataset_dir / s for s in present]
+    check_output_dir(out, "stats", subsets, overwrite or beside, what="--out", writes=_names(dataset_dir),
+                     shares_with=("split",))
 
 
 def _names(dataset_dir: Path) -> tuple[str, ...]:
@@ -140,10 +141,7 @@ def dataset_stats(dataset_dir: Path, out_dir: Path | None = None, rgb_map: RgbMa
     stats_json = out / "stats.json"
     write_json(stats_json, doc)
     files.insert(0, stats_json)
-    if out.resolve() != dataset_dir.resolve():
-        from flexunet.io import claim_output_dir
-
-        claim_output_dir(out, "stats", [f.name for f in files])
+    claim_output_dir(out, "stats", [f.name for f in files])
     log.info("wrote %s", ", ".join(str(f) for f in files))
     return {**doc, "files": files}
 

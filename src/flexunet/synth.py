@@ -29,6 +29,7 @@ from flexunet.dicom import CTSlice, dicom_bytes, window
 from flexunet.errors import DataError
 from flexunet.io import save_image, write_bytes, write_json
 from flexunet.masks import STROKE_CLASS_NAMES, STROKE_RGB_MAP, palette_colours, save_rgb_mask
+from flexunet.outputs import claim_output_file, owner_of
 from flexunet.phantom import (RESCALE_INTERCEPT, SLICE_THICKNESS_MM, Patient, plan_slices,
                               render_slice)
 from flexunet.predict import blend
@@ -76,9 +77,14 @@ def _check_arguments(out_dir: Path, count: int, seed: int, size: int, overwrite:
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir}: exists and is not a folder; choose a folder for the dataset")
     top = out_dir / DATASET_DIR
-    if not overwrite and top.is_dir() and any(p.is_file() for p in top.rglob("*")):
-        raise DataError(f"{top}: already holds files; choose another output folder, or overwrite "
-                        f"(overwrite=True / --overwrite) to replace files of the same names")
+    if not (top.is_dir() and any(p.is_file() for p in top.rglob("*"))):
+        return
+    if owner_of(top) != "synth":
+        raise DataError(f"{top}: holds files `flexunet synth` did not write; it never replaces them, with or "
+                        f"without --overwrite — choose another output folder")
+    if not overwrite:
+        raise DataError(f"{top}: holds an earlier synthetic set; choose another output folder, or overwrite "
+                        f"(overwrite=True / --overwrite) to replace it")
 
 
 def write_slice(root: Path, slice_id: str, hu: np.ndarray, label: np.ndarray, dicom: bytes) -> None:
@@ -131,6 +137,7 @@ def synthesize(out_dir: Path, count: int, seed: int, size: int = 512, progress: 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise DataError(f"synth: workers = {workers!r}; expected an integer >= 1")
     start = time.perf_counter()
+    claim_output_file(out_dir / DATASET_DIR, "synth")  # before the first slice: a broken run is still synth's
     root = dataset_root(out_dir)
     plan = plan_slices(int(seed), int(count), options)
     tasks = [(root, int(seed), int(size), i, patient, j, options) for i, (patient, j) in enumerate(plan)]

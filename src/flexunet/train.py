@@ -21,7 +21,8 @@ from pathlib import Path
 
 from flexunet.config import Config, dump_config
 from flexunet.errors import FlexUNetError, Interrupted, TrainingStopped
-from flexunet.io import list_files, write_text
+from flexunet.io import list_files, remove_path, write_text
+from flexunet.outputs import check_output_dir, claim_output_dir, folder_owners, input_folders
 
 log = logging.getLogger(__name__)
 
@@ -37,32 +38,61 @@ def best_model_name(cfg: Config) -> str:
     return name(cfg)
 
 
+def _epoch_change_names(cfg: Config, samples: list[Path]) -> list[str]:
+    """What the epoch-change inferencer writes: Epoch_<n>_<stem>.png and Epoch_<n>_montage.png per epoch."""
+    stems = [p.stem for p in samples] + ["montage"] if samples else []
+    return [f"Epoch_{n}_{stem}.png" for n in range(1, cfg.train.epochs + 1) for stem in stems]
+
+
+def _prepare_outputs(cfg: Config, resume: bool, overwrite: bool, samples: list[Path]) -> None:
+    """Check train's three output folders against every input folder and against the ownership rule
+    (flexunet.outputs), then make model_dir ready: a previous run (recognised by train's own record,
+    never by a file name) needs ``--resume`` or ``--overwrite``, and ``--overwrite`` removes only what
+    that record names."""
+    t = cfg.train
+    inputs = input_folders(cfg)
+    beside = overwrite or resume  # a resumed run was allowed beside those files when it started
+    check_output_dir(t.model_dir, "train", inputs, beside, what="[train] model_dir", writes=RUN_FILES)
+    check_output_dir(t.eval_dir, "train", inputs, beside, what="[train] eval_dir", writes=CURVE_FILES,
+                     shares_with=("evaluate",))
+    epoch_names = _epoch_change_names(cfg, samples)
+    if epoch_names:
+        check_output_dir(t.epoch_change_infer_dir, "train", inputs, beside,
+                         what="[train] epoch_change_infer_dir", writes=epoch_names)
+    _prepare_model_dir(cfg, resume, overwrite)
+    claim_output_dir(t.model_dir, "train", RUN_FILES)
+    claim_output_dir(t.eval_dir, "train", CURVE_FILES)
+    if epoch_names:
+        claim_output_dir(t.epoch_change_infer_dir, "train", epoch_names)
+
+
+def previous_run(model_dir: Path) -> list[str]:
+    """The entries of ``model_dir`` that train's record names and that are there: a previous run."""
+    return sorted(n for n in folder_owners(model_dir).get("train", ()) if (model_dir / n).exists())
+
+
 def _prepare_model_dir(cfg: Config, resume: bool, overwrite: bool) -> None:
     model_dir = cfg.train.model_dir
-    used = model_dir.is_dir() and any(not p.name.startswith(".") for p in model_dir.iterdir())
     if resume:
         from flexunet.callbacks import recover_checkpoint
 
         if model_dir.is_dir():
             recover_checkpoint(model_dir)
-        if not (model_dir / "last_checkpoint" / "state.json").is_file():
-            raise FlexUNetError(f"{model_dir}: nothing to resume (no last_checkpoint/); "
-                                f"start a new run without --resume")
+        if not previous_run(model_dir) or not (model_dir / "last_checkpoint" / "state.json").is_file():
+            raise FlexUNetError(f"{model_dir}: nothing to resume (no run of `flexunet train` with a "
+                                f"last_checkpoint/ there); start a new run without --resume")
         return
-    if used and not overwrite:
-        raise FlexUNetError(f"{model_dir}: holds a previous run; use --resume to continue it or "
-                            f"--overwrite to replace it (or set [train] model_dir to a new folder)")
-    if used and cfg.train.create_backup:
+    previous = previous_run(model_dir)
+    if previous and not overwrite:
+        raise FlexUNetError(f"{model_dir}: holds a previous run of `flexunet train` ({', '.join(previous[:3])}"
+                            f"{', ...' if len(previous) > 3 else ''}); use --resume to continue it or --overwrite "
+                            f"to replace it (or set [train] model_dir to a new folder)")
+    if previous and cfg.train.create_backup:
         backup = model_dir.with_name(f"{model_dir.name}.backup-{time.strftime('%Y%m%d-%H%M%S')}")
         shutil.copytree(model_dir, backup)
         log.info("previous run backed up to %s", backup)
-    if used:  # --overwrite: remove only what a run writes
-        for name in RUN_FILES:
-            target = model_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+    for name in previous:  # --overwrite: remove only what train's record names
+        remove_path(model_dir / name)
     model_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -186,7 +216,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     valid_pairs = subset_pairs(cfg, "valid")
     counts = check_masks(cfg, train_pairs + valid_pairs)  # pixels per class of every mask
     presence = counts[:len(train_pairs)] > 0
-    _prepare_model_dir(cfg, resume, overwrite)
+    samples = _infer_samples(cfg)
+    _prepare_outputs(cfg, resume, overwrite, samples)
     cfg = _resolve_auto(cfg, train_pairs)
     t = cfg.train
 
@@ -233,7 +264,6 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     nan_guard, clock = NanGuard(), EpochClock(begun)
     callbacks = [clock, nan_guard, RunController(cfg, state, t.model_dir / best_model_name(cfg),
                                           _class_shares(counts, len(train_pairs)))]
-    samples = _infer_samples(cfg)
     if samples:
         callbacks.append(EpochChangeInferencer(cfg, samples))
     if t.tensorboard:
@@ -283,14 +313,11 @@ def _resolve_auto(cfg: Config, train_pairs: list) -> Config:
 
 
 def _record_data(cfg: Config, train_pairs: list, valid_pairs: list) -> Future:
-    """eval_dir's curves marked as train's (now), and the leak guard's record of what this run learns
-    from, written by a background thread (it reads every image once): ``.result()`` waits for it."""
+    """The leak guard's record of what this run learns from, written by a background thread (it reads
+    every image once): ``.result()`` waits for it."""
     from concurrent.futures import ThreadPoolExecutor
 
     from flexunet.datarecord import write_record
-    from flexunet.io import claim_output_dir
-
-    claim_output_dir(cfg.train.eval_dir, "train", CURVE_FILES)
 
     def record() -> None:
         path = write_record(cfg.train.model_dir, {"train": train_pairs, "valid": valid_pairs})
