@@ -267,6 +267,30 @@ def test_a_resplit_with_another_seed_is_detected(project, capsys):
     assert trained_on  # the new split wrote its own train/valid
 
 
+def test_resume_after_a_resplit_is_refused_and_a_continued_run_keeps_the_leak_check(project, capsys):
+    """Issue 24, case 6: train --resume after split --overwrite with another seed."""
+    root = project.parent
+    assert run(project, "split", "--overwrite", "--set", "train.seed=8") == 0
+    before = tree_hash(*inputs_of(project))
+    capsys.readouterr()
+    assert run(project, "train", "--resume", "--set", "train.epochs=2") == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"flexunet train: error: {root / 'models'}: the training data changed since the "
+                               f"run trained on it (") and "--overwrite" in lines[0]
+    assert " train images added, " in lines[0] and "--allow-data-change" in lines[0]
+    assert tree_hash(*inputs_of(project)) == before   # the data and the run as they were
+    assert run(project, "train", "--allow-data-change") == 2
+    assert "--allow-data-change: only with --resume" in capsys.readouterr().err
+
+    assert run(project, "train", "--resume", "--allow-data-change", "--set", "train.epochs=2") == 0
+    assert "the training data changed after epoch 1" in capsys.readouterr().err
+    assert run(project, "evaluate") == 2                # the first split's images now in test are still caught
+    err = capsys.readouterr().err
+    assert "test image(s) are images the model trained" in err and "until epoch 1)" in err
+
+
 def test_a_copied_train_image_is_detected_and_counted_with_allow_overlap(project, capsys):
     root = project.parent
     source = sorted((root / "dataset/D/train/images").glob("*.png"))[0]

@@ -204,3 +204,80 @@ def test_a_model_dir_of_the_users_files_is_not_a_previous_run(train_project):
                     f"infer.images_dir={root / 'data/test/images'}"]
             train(load_config(train_project, sets), overwrite=True, progress=False)
     assert snapshot(root) == before
+
+
+def _record(cfg):
+    return json.loads((cfg.train.model_dir / "data_record.json").read_text())
+
+
+def test_resume_on_changed_training_data_is_refused_and_changes_nothing(train_project):
+    import shutil
+
+    from conftest import snapshot
+    from PIL import Image
+
+    from flexunet.train import train
+
+    cfg = load_config(train_project, ["train.epochs=1"])
+    train(cfg, progress=False)
+    data = train_project.parent / "data"
+    train_dir = data / "train"
+    for sub in ("images", "masks"):       # one pair added (a valid one), one removed, one mask edited
+        shutil.copy(data / "valid" / sub / "1000.png", train_dir / sub / "2000.png")
+        (train_dir / sub / "1007.png").unlink()
+    mask = np.array(Image.open(train_dir / "masks" / "1003.png"))
+    mask[:4, :4] = (0, 255, 0)
+    Image.fromarray(mask).save(train_dir / "masks" / "1003.png")
+    before = snapshot(train_project.parent)
+    resumed = load_config(train_project, ["train.epochs=2"])
+    with pytest.raises(FlexUNetError) as err:
+        train(resumed, resume=True, progress=False)
+    line = str(err.value)
+    assert line.startswith(f"{cfg.train.model_dir}: the training data changed since the run trained on it "
+                           f"(1 train image added, 1 removed, 1 changed (e.g. train 2000.png added, "
+                           f"train 1007.png removed, train 1003.png changed)")
+    assert "--overwrite" in line and "--allow-data-change" in line and "\n" not in line
+    assert snapshot(train_project.parent) == before   # data, record, checkpoint, curves: all as they were
+
+
+def test_a_continued_run_keeps_what_the_first_phase_trained_on(train_project, caplog):
+    import logging
+    import shutil
+
+    from flexunet.datarecord import check_test_images
+    from flexunet.errors import DataError
+    from flexunet.train import train
+
+    cfg = load_config(train_project, ["train.epochs=1"])
+    train(cfg, progress=False)
+    first = {e["name"]: e for e in _record(cfg)["subsets"]["train"]}
+    data = train_project.parent / "data"
+    for sub in ("images", "masks"):       # a re-split: a train image goes to test
+        shutil.move(data / "train" / sub / "1002.png", data / "test" / sub / "moved.png")
+    test_images = sorted((data / "test" / "images").glob("*.png"))
+    assert check_test_images(cfg.train.model_dir, test_images, True, "evaluate")["overlapping"] == 1
+
+    resumed = load_config(train_project, ["train.epochs=2"])
+    with caplog.at_level(logging.WARNING, logger="flexunet.train"):
+        summary = train(resumed, resume=True, allow_data_change=True, progress=False)
+    assert summary["epochs"] == 2
+    assert "the training data changed after epoch 1: 1 train image removed" in caplog.text
+    record = _record(cfg)
+    train_entries = record["subsets"]["train"]
+    assert [e["name"] for e in train_entries if "until_epoch" not in e] == [f"{i}.png" for i in
+                                                                           (1000, 1001, 1003, 1004, 1005, 1006, 1007)]
+    gone = [e for e in train_entries if "until_epoch" in e]
+    assert [(e["name"], e["until_epoch"]) for e in gone] == [("1002.png", 1)]
+    assert gone[0]["sha256"] == first["1002.png"]["sha256"]
+    assert all(e["mask_sha256"] for e in train_entries)
+    assert record["changes"] == [{"after_epoch": 1, "summary": "1 train image removed (e.g. train 1002.png removed)",
+                                  "train": {"added": [], "removed": ["1002.png"], "changed": []},
+                                  "valid": {"added": [], "removed": [], "changed": []}}]
+    with pytest.raises(DataError, match=r"1 of 5 test image\(s\) .* moved.png is the same bytes as 1002.png "
+                                        r"\(train until epoch 1\)"):
+        check_test_images(cfg.train.model_dir, test_images, False, "evaluate")
+    # a plain resume on the same data trains on and leaves the record as it was
+    path = cfg.train.model_dir / "data_record.json"
+    written = (path.stat().st_mtime_ns, path.read_bytes())
+    assert train(load_config(train_project, ["train.epochs=3"]), resume=True, progress=False)["epochs"] == 3
+    assert (path.stat().st_mtime_ns, path.read_bytes()) == written

@@ -200,7 +200,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     summary = train(cfg, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet,
-                    strict=args.strict)
+                    strict=args.strict, allow_data_change=args.allow_data_change)
     figures = ", ".join(f"{k} {v:.4f}" for k, v in summary["final"].items()
                         if k.startswith(("val_dice", "val_iou", "val_mean", "val_loss")))
     log.info("train: %d epochs, best %s %.5g at epoch %s (%s); %s", summary["epochs"], summary["monitor"],

@@ -118,6 +118,9 @@ def _args_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in model_dir from its last epoch")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a previous run in model_dir (only the files train recorded writing)")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: continue on train/valid files other than the run's (recorded in "
+                        "data_record.json) instead of refusing")
 
 
 @_command("evaluate", "evaluate the best model on the test set")

@@ -4,7 +4,8 @@
 2. pair train and valid files by name and check every mask's colours once;
 3. seed everything from ``[train] seed`` (and op determinism when ``deterministic``);
 4. build and compile the model inside the ``[train] strategy`` scope;
-5. on ``--resume``: restore weights, optimizer state and the controller's state;
+5. on ``--resume``: refuse train or valid files other than the run's (``--allow-data-change``: go on,
+   recorded), restore weights, optimizer state and the controller's state;
 6. fit on the tf.data pipeline; the controller writes best model, curves and checkpoint.
 """
 
@@ -166,20 +167,28 @@ def _worker_config(cfg: Config, scratch: Path, resume: bool) -> Config:
             raise FlexUNetError(f"{t.model_dir}: no last_checkpoint/ visible to this worker; --resume with "
                                 f"several workers needs [train] model_dir on a filesystem they all share")
         shutil.copytree(source, scratch / "models" / "last_checkpoint")
+        from flexunet.datarecord import RECORD_FILE
+
+        if (t.model_dir / RECORD_FILE).is_file():  # the data check compares with the chief's record
+            shutil.copy(t.model_dir / RECORD_FILE, scratch / "models" / RECORD_FILE)
     return cfg.replace("train", model_dir=scratch / "models", eval_dir=scratch / "eval",
                        epoch_change_infer_dir=scratch / "epoch_change_infer")
 
 
 def train(cfg: Config, resume: bool = False, overwrite: bool = False, progress: bool = True,
-          strict: bool = False) -> dict:
+          strict: bool = False, allow_data_change: bool = False) -> dict:
     """Train as the config says; returns a summary (epochs run, best value and epoch, paths, seconds).
 
     ``--resume`` continues the run as it was trained: the run folder's network keys and
-    learning rate win over the config's (one line per differing key; ``strict``: an error).
+    learning rate win over the config's (one line per differing key; ``strict``: an error),
+    on the train and valid files the run trained on (others: an error; ``allow_data_change``:
+    a warning, the change recorded in data_record.json, whose leak check keeps the earlier images).
 
     With ``strategy = "multiworker"`` every worker runs this with the same config; only the
     chief writes model_dir and eval_dir, the others write to a temporary folder (removed).
     """
+    if allow_data_change and not resume:
+        raise FlexUNetError("--allow-data-change: only with --resume (a new run records the data it trains on)")
     if resume:  # every worker alike; the checkpoint restores the learning rate, so the config's is ignored
         from flexunet.run import apply_run
 
@@ -188,8 +197,9 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False, progress: 
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="flexunet-worker-") as scratch:
-            return _train(_worker_config(cfg, Path(scratch), resume), resume, overwrite, progress)
-    return _train(cfg, resume, overwrite, progress)
+            return _train(_worker_config(cfg, Path(scratch), resume), resume, overwrite, progress,
+                          allow_data_change)
+    return _train(cfg, resume, overwrite, progress, allow_data_change)
 
 
 def require_tensorboard(cfg: Config) -> None:
@@ -206,7 +216,7 @@ def require_tensorboard(cfg: Config) -> None:
                             f"extras include it) or set [train] tensorboard = False")
 
 
-def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
+def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_data_change: bool = False) -> dict:
     from flexunet.data import check_masks, make_dataset, steps_per_epoch, subset_pairs
 
     begun = time.perf_counter()
@@ -218,6 +228,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     presence = counts[:len(train_pairs)] > 0
     samples = _infer_samples(cfg)
     _prepare_outputs(cfg, resume, overwrite, samples)
+    data_diff = _check_data(cfg, train_pairs, valid_pairs, allow_data_change) if resume else None
     cfg = _resolve_auto(cfg, train_pairs)
     t = cfg.train
 
@@ -251,8 +262,15 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
 
         note = (f"; resumed after epoch {first} at learning rate {current_lr(model):.6g} (restored from "
                 f"last_checkpoint/; [model] learning_rate below is the run's initial rate)\n")
+    if data_diff is not None and data_diff.changed:
+        from flexunet.datarecord import RECORD_FILE
+
+        log.warning("%s: the training data changed after epoch %d: %s; --allow-data-change: training on "
+                    "(recorded under \"changes\" in %s, whose leak check keeps the earlier images)", t.model_dir,
+                    first, data_diff.summary(), RECORD_FILE)
     write_text(t.model_dir / "train_eval_infer.config", note + dump_config(cfg))
-    recording = _record_data(cfg, train_pairs, valid_pairs)  # fingerprints every image: overlaps the first steps
+    # fingerprints every image (on --resume the new ones only): overlaps the first steps
+    recording = _record_data(cfg, train_pairs, valid_pairs, data_diff, first)
 
     steps = t.steps_per_epoch or steps_per_epoch(cfg, len(train_pairs))
     val_steps = t.validation_steps or steps_per_epoch(cfg, len(valid_pairs))
@@ -312,15 +330,36 @@ def _resolve_auto(cfg: Config, train_pairs: list) -> Config:
     return resolve(cfg, train_pairs)
 
 
-def _record_data(cfg: Config, train_pairs: list, valid_pairs: list) -> Future:
+def _check_data(cfg: Config, train_pairs: list, valid_pairs: list, allow_change: bool):
+    """``--resume``: the train and valid files against the run's data_record.json (one sha256 per file);
+    other files are an error unless ``allow_change``.  Returns the :class:`~flexunet.datarecord.DataDiff`."""
+    from flexunet.datarecord import RECORD_FILE, compare_data
+
+    model_dir = cfg.train.model_dir
+    diff = compare_data(model_dir, {"train": train_pairs, "valid": valid_pairs})
+    if diff.doc is None:
+        log.warning("%s: no %s (the run predates it, or stopped before writing it): could not check that the "
+                    "train and valid files are the ones the run trained on; recording the current ones",
+                    model_dir, RECORD_FILE)
+    elif diff.changed and not allow_change:
+        raise FlexUNetError(f"{model_dir}: the training data changed since the run trained on it "
+                            f"({diff.summary()}; compared with {RECORD_FILE}); --resume would go on with other "
+                            f"data — restore the data the run trained on, or start a new run with --overwrite "
+                            f"(or a new [train] model_dir), or pass --allow-data-change to continue on the "
+                            f"changed data (recorded in {RECORD_FILE})")
+    return diff
+
+
+def _record_data(cfg: Config, train_pairs: list, valid_pairs: list, diff=None, epoch: int = 0) -> Future:
     """The leak guard's record of what this run learns from, written by a background thread (it reads
-    every image once): ``.result()`` waits for it."""
+    every image once; on ``--resume``, with ``diff``, the new images only, merged into the record):
+    ``.result()`` waits for it."""
     from concurrent.futures import ThreadPoolExecutor
 
     from flexunet.datarecord import write_record
 
     def record() -> None:
-        path = write_record(cfg.train.model_dir, {"train": train_pairs, "valid": valid_pairs})
+        path = write_record(cfg.train.model_dir, {"train": train_pairs, "valid": valid_pairs}, diff, epoch)
         log.debug("recorded %d train and %d valid images in %s", len(train_pairs), len(valid_pairs), path)
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flexunet-record")
