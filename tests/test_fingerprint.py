@@ -244,3 +244,16 @@ def test_stray_pixels_are_said_too(tmp_path: Path, caplog: pytest.LogCaptureFixt
         fingerprint_dataset(d)
     (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "(0, 250, 0) (1 px" in line and "merged into class green" in line and "too few" in line
+
+
+def test_a_class_index_no_mask_holds_is_said(tmp_path: Path) -> None:
+    d = tmp_path / "gap"
+    for subset in ("train", "valid", "test"):
+        path = _slice(d, subset, "a", [])
+        mask = np.zeros((S, S), np.uint8)
+        mask[4:10, 4:10] = 2                             # values 0 and 2: class 1 is in no mask
+        Image.fromarray(mask).save(path)
+    fp = fingerprint_dataset(d)
+    assert fp["mask_format"]["format"] == "index" and len(fp["classes"]) == 3
+    assert fp["mask_format"]["evidence"].endswith("; no mask holds value 1")
+    assert fp["pixel_share"]["class_1"] == 0.0 and fp["lesions"]["class_1"] == {"components": 0}
