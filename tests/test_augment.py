@@ -282,3 +282,25 @@ def test_a_users_file_named_as_an_augmented_copy_is_never_replaced(tmp_path):
                                                 r"`flexunet augment` \(e.g. hflipped_1000.png\)"):
             A.augment_dataset(cfg, overwrite=overwrite, progress=False)
         assert snapshot(tmp_path / "Stroke") == before
+
+
+@pytest.mark.parametrize("palette", [None, [0, 0, 0, 200, 10, 10, 10, 10, 200]])
+def test_index_masks_are_written_back_in_the_format_read(tmp_path, palette):
+    """[mask] format = "index": a grey source gives grey copies, a palette source palette copies (its palette)."""
+    from PIL import Image
+
+    from flexunet.masks import save_mask
+
+    base = tmp_path / "Stroke" / "train"
+    image, mask = pair(32)
+    save_image(base / "images" / "10001.png", image)
+    save_mask(base / "masks" / "10001.png", mask, RGB_MAP, "index", palette)
+    cfg = dataset_cfg(tmp_path, "[augmentor]\nrotation = False\nvflip = False\nshrinks = []\nangles = [90]\n")
+    cfg = cfg.replace("mask", format="index")
+    assert A.augment_dataset(cfg, progress=False)["written"] == 1
+    out = base / "masks" / "hflipped_10001.png"
+    with Image.open(out) as img:
+        assert img.mode == ("P" if palette else "L")
+        np.testing.assert_array_equal(np.asarray(img), mask[:, ::-1])
+        assert (img.getpalette()[:9] if palette else None) == palette
+    np.testing.assert_array_equal(read_mask(out, RGB_MAP, mask_format="index").index, mask[:, ::-1])

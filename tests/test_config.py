@@ -126,6 +126,24 @@ def test_rgb_map_rules(write_config, tiny_config_text):
         load_with("[(0,0,0), (0,255,0)]")
 
 
+def test_mask_format_reads_the_originals_configs_as_colour_masks_and_needs_no_rgb_map_for_indices(
+        write_config, stroke_config_path):
+    original = load_config(stroke_config_path)           # written for the original: "auto" is "rgb", as before
+    assert original.mask.format == "rgb" and ("mask", "format") not in original.origins
+    assert "format = 'rgb'" in dump_config(original)
+    index = load_config(write_config("[model]\nnum_classes = 4\n"))
+    assert index.mask.format == "index"
+    assert index.mask.rgb_map == {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2, (255, 0, 0): 3}   # drawn in these
+    chosen = load_config(write_config('[model]\nnum_classes = 2\n[mask]\nformat = "Index"\n'
+                                      'rgb_map = {(0,0,0):0, (255,0,255):1}\n'))
+    assert chosen.mask.format == "index" and chosen.mask.rgb_map == {(0, 0, 0): 0, (255, 0, 255): 1}
+    with pytest.raises(ConfigError) as err:
+        load_config(write_config('[model]\nnum_classes = 2\n[mask]\nformat = "rgb"\n'))
+    assert "[mask] rgb_map: missing; expected a dict" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r':4 \[mask\] format = "grey": expected one of "auto", "rgb", "index"'):
+        load_config(write_config('[model]\nnum_classes = 2\n[mask]\nformat = "grey"\n'))
+
+
 def test_missing_required_key(write_config):
     with pytest.raises(ConfigError, match=r"\[model\] num_classes: missing; expected an integer >= 2"):
         load_config(write_config("[model]\nbase_filters = 8\n[mask]\nrgb_map={(0,0,0):0,(1,1,1):1}\n"))

@@ -105,3 +105,59 @@ def test_online_augmentation_is_seeded_aligned_and_off_when_asked(train_project)
     for (xo, yo), (xp, yp) in zip(off, plain):
         np.testing.assert_array_equal(xo, xp)
         np.testing.assert_array_equal(yo, yp)
+
+
+def _index_masks(colour_dir, out_dir, mode: str) -> None:
+    """``colour_dir``'s masks (green 1, blue 2) as class-index PNGs: grey ``L``, or palette ``P`` drawing 1 red."""
+    from PIL import Image
+
+    from flexunet.masks import read_mask
+
+    out_dir.mkdir(parents=True)
+    for path in sorted(colour_dir.glob("*.png")):
+        img = Image.fromarray(read_mask(path, {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}).index)
+        if mode == "P":
+            img.putpalette([0, 0, 0, 255, 0, 0, 255, 255, 0])
+        img.save(out_dir / path.name)
+
+
+@pytest.mark.parametrize("mode,size", [("L", 32), ("P", 24)])      # 24: masks resampled (nearest) on the way
+def test_index_masks_give_the_batches_colour_masks_give(train_project, mode, size):
+    from flexunet.data import check_masks, decode_mask, make_dataset, subset_pairs
+
+    sizes = [f"model.image_width={size}", f"model.image_height={size}"]
+    colour = load_config(train_project, sizes)
+    _index_masks(colour.train.masks_dir, train_project.parent / "index_masks", mode)
+    index = load_config(train_project, [*sizes, "mask.format=index", "train.masks_dir=" +
+                                        str(train_project.parent / "index_masks")])
+    assert index.mask.format == "index" and colour.mask.format == "rgb"
+    for c in (colour, index):
+        assert decode_mask(str(subset_pairs(c, "train")[0][1]), c).numpy().shape == (size, size)
+    np.testing.assert_array_equal(check_masks(index, subset_pairs(index, "train")),
+                                  check_masks(colour, subset_pairs(colour, "train")))
+    got = [[(x.numpy(), y.numpy()) for x, y in make_dataset(c, subset_pairs(c, "train"), training=True,
+                                                             epochs=(0, 2))] for c in (colour, index)]
+    assert len(got[0]) == len(got[1]) == 4
+    for (xc, yc), (xi, yi) in zip(*got):
+        np.testing.assert_array_equal(xc, xi)
+        np.testing.assert_array_equal(yc, yi)
+    assert all(y[..., 1:].any() for _, y in got[1])
+
+
+def test_an_index_mask_value_past_num_classes_is_one_line_from_train(train_project, capsys):
+    from PIL import Image
+
+    from flexunet.cli import main
+
+    cfg = load_config(train_project)
+    _index_masks(cfg.train.masks_dir, train_project.parent / "index_masks", "L")
+    bad = train_project.parent / "index_masks" / "1002.png"
+    index = np.asarray(Image.open(bad)).copy()
+    index[0, :2] = 5
+    Image.fromarray(index).save(bad)
+    text = train_project.read_text().replace('masks_dir = "./data/train/masks"', 'masks_dir = "./index_masks"')
+    train_project.write_text(text.replace("[mask]\n", '[mask]\nformat = "index"\n'))
+    assert main(["train", str(train_project)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bad) in err[0] and "pixel value 5 is not a class index (2 px out of range)" in err[0]
+    assert not (train_project.parent / "models").exists()

@@ -7,6 +7,7 @@ serves both.)
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +142,118 @@ def test_missing_subset_is_one_line(tmp_path: Path) -> None:
     (d / "valid" / "masks").rmdir()
     with pytest.raises(DataError, match="valid/masks: folder not found"):
         fingerprint_dataset(d)
+
+
+# --------------------------------------------------------------------------- the mask format
+
+
+def as_index_masks(colour_set: Path, root: Path, mode: str = "L") -> Path:
+    """A copy of ``colour_set`` whose masks hold class indices (green 1, red 2): grey ``L`` PNGs, or palette
+    PNGs whose palette draws 1 blue and 2 yellow (so only the values can give the classes)."""
+    import shutil
+
+    shutil.copytree(colour_set, root)
+    for path in root.glob("*/masks/*.png"):
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        index = np.zeros(rgb.shape[:2], np.uint8)
+        index[(rgb == GREEN).all(-1)] = 1
+        index[(rgb == RED).all(-1)] = 2
+        img = Image.fromarray(index)
+        if mode == "P":
+            img.putpalette([0, 0, 0, 0, 0, 255, 255, 255, 0] + [0] * 759)
+        img.save(path)
+    return root
+
+
+@pytest.mark.parametrize("mode", ["L", "P"])
+def test_class_index_masks_are_found_with_their_evidence(dataset: Path, tmp_path: Path, mode: str) -> None:
+    d = as_index_masks(dataset, tmp_path / "idx", mode)
+    # class 2 outnumbers class 1 in one more slice: value 1 lies "between" 0 and 2, which colours refused
+    extra = _slice(d, "train", "z", [])
+    mask = np.zeros((S, S), np.uint8)
+    mask[0:12, 0:12] = 2
+    img = Image.fromarray(mask)
+    if mode == "P":
+        img.putpalette([0, 0, 0, 0, 0, 255, 255, 255, 0] + [0] * 759)
+    img.save(extra)
+    fp = fingerprint_dataset(d)
+    form = fp["mask_format"]
+    assert form["format"] == "index" and form["merged"] == []
+    assert f"PNG (9 {'grey' if mode == 'L' else 'palette'} ({mode})) whose pixel values are 0..2" in form["evidence"]
+    assert f"2: {36 + 144} px" in form["evidence"]                      # red 4 x 9 px, and the 12 x 12 square
+    assert [(c["name"], c["value"]) for c in fp["classes"]] == [("background", 0), ("class_1", 1), ("class_2", 2)]
+    colour = fingerprint_dataset(dataset)       # the same data as colour masks, less the extra slice
+    assert fp["pixel_share"]["class_1"] == round(68 / (9 * S * S), 6)
+    assert colour["lesions"]["green"] == fp["lesions"]["class_1"]
+    assert colour["subsets"]["valid"] == {**fp["subsets"]["valid"], "slices_with": {
+        "background": 2, "green": 1, "red": 1}, "pixel_share": {
+        "background": fp["subsets"]["valid"]["pixel_share"]["background"],
+        "green": fp["subsets"]["valid"]["pixel_share"]["class_1"],
+        "red": fp["subsets"]["valid"]["pixel_share"]["class_2"]}}
+
+
+def test_grey_masks_of_bright_values_stay_colours(tmp_path: Path) -> None:
+    """Grey levels 0 / 128 / 255 are colours, not indices; 128 lies between the others but forms blobs: a class."""
+    d = tmp_path / "grey"
+    white, mid = (255, 255, 255), (128, 128, 128)
+    for subset in ("train", "valid", "test"):
+        _slice(d, subset, "a", [(white, 2, 2, 10), (mid, 20, 20, 6)])     # white outnumbers the middle grey
+    fp = fingerprint_dataset(d)
+    assert fp["mask_format"]["format"] == "rgb"
+    assert [tuple(c["colour"]) for c in fp["classes"]] == [(0, 0, 0), white, mid]
+
+
+def test_green_and_dark_green_blobs_are_two_classes(tmp_path: Path) -> None:
+    dark = (0, 128, 0)                                   # halfway between black and green
+    d = tmp_path / "greens"
+    _slice(d, "train", "a", [(GREEN, 2, 2, 10), (dark, 20, 20, 6)])
+    _slice(d, "train", "b", [(GREEN, 4, 4, 8), (dark, 4, 12, 6)])      # side by side: still a blob of its own
+    _slice(d, "valid", "c", [(GREEN, 2, 2, 8), (dark, 20, 2, 5)])
+    _slice(d, "test", "d", [(dark, 10, 10, 7)])
+    fp = fingerprint_dataset(d)
+    assert [(c["name"], tuple(c["colour"])) for c in fp["classes"]] == [
+        ("background", (0, 0, 0)), ("green", GREEN), ("darkgreen", dark)]
+    assert fp["mask_format"]["merged"] == [] and fp["stray_colours"] == {}
+    assert fp["lesions"]["darkgreen"]["components"] == 4
+
+
+def test_a_few_anti_aliased_pixels_are_merged_and_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    d = make_set(tmp_path)
+    path = d / "train" / "masks" / "a.png"              # green 4x4 at (2, 2)
+    mask = np.asarray(Image.open(path)).copy()
+    mask[6, 2:7] = (0, 128, 0)                           # a 5 px half-green edge below it: within the 8 px allowed
+    Image.fromarray(mask).save(path)
+    with caplog.at_level("WARNING", logger="flexunet.fingerprint"):
+        fp = fingerprint_dataset(d)
+    assert len(fp["classes"]) == 3 and fp["stray_colours"] == {"(0, 128, 0)": 5}
+    (merged,) = fp["mask_format"]["merged"]
+    assert merged["into"] == "green" and merged["pixels"] == 5           # 127 from green, 128 from black
+    assert "between (0, 0, 0) and (0, 255, 0)" in merged["why"]
+    assert "100% of its pixels touch a pixel nearer each" in merged["why"]
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 1 and "(0, 128, 0) (5 px" in lines[0] and "merged into class green" in lines[0]
+
+
+def test_stray_pixels_are_said_too(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    d = make_set(tmp_path)
+    mask_path = d / "train" / "masks" / "a.png"
+    mask = np.asarray(Image.open(mask_path)).copy()
+    mask[2, 2] = (0, 250, 0)
+    Image.fromarray(mask).save(mask_path)
+    with caplog.at_level("WARNING", logger="flexunet.fingerprint"):
+        fingerprint_dataset(d)
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "(0, 250, 0) (1 px" in line and "merged into class green" in line and "too few" in line
+
+
+def test_a_class_index_no_mask_holds_is_said(tmp_path: Path) -> None:
+    d = tmp_path / "gap"
+    for subset in ("train", "valid", "test"):
+        path = _slice(d, subset, "a", [])
+        mask = np.zeros((S, S), np.uint8)
+        mask[4:10, 4:10] = 2                             # values 0 and 2: class 1 is in no mask
+        Image.fromarray(mask).save(path)
+    fp = fingerprint_dataset(d)
+    assert fp["mask_format"]["format"] == "index" and len(fp["classes"]) == 3
+    assert fp["mask_format"]["evidence"].endswith("; no mask holds value 1")
+    assert fp["pixel_share"]["class_1"] == 0.0 and fp["lesions"]["class_1"] == {"components": 0}

@@ -114,3 +114,80 @@ def test_data_files_are_never_unpickled(tmp_path):
     with pytest.raises(MaskError, match=r"m\.npz: cannot read key 'mask'"):
         read_mask(tmp_path / "m.npz", RGB_MAP)
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- class-index masks ([mask] format = "index")
+
+
+def _write(path, array, mode=None, palette=None):
+    img = Image.fromarray(array) if mode is None else Image.fromarray(array).convert(mode)
+    if palette is not None:
+        img.putpalette(palette)
+    img.save(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["L", "I;16", "P", "RGB grey"])
+def test_index_masks_of_every_single_channel_kind(tmp_path, kind):
+    idx = _index()
+    if kind == "L":
+        path = _write(tmp_path / "m.png", idx)
+    elif kind == "I;16":
+        path = _write(tmp_path / "m.png", idx.astype(np.uint16))
+    elif kind == "P":            # the palette draws 1 blue and 2 green: only the values are the classes
+        path = _write(tmp_path / "m.png", idx, palette=[0, 0, 0, 0, 0, 255, 0, 255, 0])
+    else:
+        path = _write(tmp_path / "m.png", np.repeat(idx[..., None], 3, -1))
+    with Image.open(path) as img:
+        assert img.mode == kind.split()[0]
+    decoded = read_mask(path, RGB_MAP, mask_format="index")
+    np.testing.assert_array_equal(decoded.index, idx)
+    assert decoded.index.dtype == np.uint8 and decoded.unmapped == {}
+    assert (decoded.palette is not None) == (kind == "P")
+
+
+def test_an_index_value_past_the_classes_is_one_line_naming_file_and_value(tmp_path):
+    idx = _index()
+    idx[1, 1] = 3
+    path = _write(tmp_path / "bad.png", idx)
+    with pytest.raises(MaskError) as err:
+        read_mask(path, RGB_MAP, mask_format="index")
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: pixel value 3 is not a class index (1 px out of range)")
+    assert "values 0..2" in msg and "num_classes = 3" in msg and "\n" not in msg
+
+
+def test_a_colour_mask_read_as_index_is_refused_and_an_index_mask_read_as_colour_gets_a_hint(tmp_path):
+    colour = tmp_path / "colour.png"
+    save_rgb_mask(colour, _index(), RGB_MAP)
+    with pytest.raises(MaskError, match=r"colour\.png: a colour mask \(RGB\), but \[mask\] format is \"index\""):
+        read_mask(colour, RGB_MAP, mask_format="index")
+    grey = _write(tmp_path / "grey.png", _index())
+    with pytest.raises(MaskError) as err:
+        read_mask(grey, RGB_MAP)
+    assert "not in rgb_map" in str(err.value) and 'look like class indices: if they are, set [mask] format = "index"' \
+        in str(err.value)
+
+
+@pytest.mark.parametrize("palette", [None, [0, 0, 0, 9, 9, 9, 200, 0, 0]])
+def test_index_masks_are_written_back_as_read(tmp_path, palette):
+    from flexunet.masks import save_mask
+
+    path = tmp_path / "m.png"
+    save_mask(path, _index(), RGB_MAP, "index", palette)
+    with Image.open(path) as img:
+        assert img.mode == ("P" if palette else "L")
+        np.testing.assert_array_equal(np.asarray(img), _index())
+        if palette:
+            assert img.getpalette()[:9] == palette
+    again = read_mask(path, RGB_MAP, mask_format="index")
+    np.testing.assert_array_equal(again.index, _index())
+    assert (again.palette or [])[:9] == (palette or [])
+
+
+def test_default_colours_are_distinct_for_many_classes():
+    from flexunet.masks import default_rgb_map
+
+    assert list(default_rgb_map(3)) == [(0, 0, 0), (0, 255, 0), (0, 0, 255)]
+    many = default_rgb_map(300)
+    assert len(many) == 300 and sorted(many.values()) == list(range(300))

@@ -142,3 +142,66 @@ def test_costly_online_augmentation_is_planned_off_without_a_notice(
         cfg = load_config(out)
     assert not cfg.model.generator and "(over 25%): off" in out.read_text()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]   # nothing set that cannot run
+
+
+# --------------------------------------------------------------------------- the mask format
+
+
+def _plan_train_evaluate(data: Path, project: Path) -> tuple[dict, str, dict, dict]:
+    """plan -> train (1 epoch, tiny, deterministic) -> evaluate; (config, config text, history, evaluation)."""
+    from flexunet.evaluate import evaluate_model
+    from flexunet.train import train
+
+    out = project / "train_eval_infer.config"
+    plan_dataset(data, out, minutes=3, probe=fake_probe, classes=["bright", "dim"])
+    cfg = load_config(out, ["train.epochs=1", "model.base_filters=4", "model.num_layers=3", "train.deterministic=True",
+                            "train.jit_compile=False", "train.mixed_precision=None"])
+    history = train(cfg, progress=False)["history"]
+    return cfg, out.read_text(), history, evaluate_model(cfg, progress=False)
+
+
+def test_index_masks_plan_train_and_evaluate_as_colour_masks_do(dataset: Path, tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    from test_fingerprint import as_index_masks
+
+    runs = {}
+    for kind in ("colour", "L", "P"):
+        data = dataset if kind == "colour" else as_index_masks(dataset, tmp_path / f"data_{kind}", kind)
+        with caplog.at_level(logging.INFO, logger="flexunet.plan"):
+            runs[kind] = _plan_train_evaluate(data, tmp_path / kind)
+        said = [r.getMessage() for r in caplog.records if r.name == "flexunet.plan" and "[mask] format" in r.getMessage()]
+        assert said and said[-1].startswith(f'plan: [mask] format = "{"rgb" if kind == "colour" else "index"}"')
+    cfg, text, history, evaluation = runs["colour"]
+    assert cfg.mask.format == "rgb" and 'format = "rgb"' in text
+    for kind in ("L", "P"):
+        icfg, itext, ihistory, ievaluation = runs[kind]
+        assert icfg.mask.format == "index" and ("mask", "rgb_map") not in icfg.origins
+        section = itext[itext.index("[mask]"):itext.index("[generator]")]
+        said = " ".join(line[2:] for line in section.splitlines() if line.startswith("; "))
+        name = "grey" if kind == "L" else "palette"
+        assert f"every mask is a single-channel or palette PNG (8 {name} ({kind})) whose pixel values are 0..2" \
+            in said and "class indices" in said
+        assert [line for line in section.splitlines() if not line.startswith(";")] == ["[mask]", 'format = "index"', ""]
+        assert ihistory == history                                   # the same training, step for step
+        assert ievaluation["loss"] == evaluation["loss"]
+        assert ievaluation["dice_coef_multiclass"] == evaluation["dice_coef_multiclass"]
+        assert json.dumps(ievaluation["classes"], sort_keys=True) == json.dumps(evaluation["classes"], sort_keys=True)
+    assert set(evaluation["classes"]) == {"bright", "dim"} and evaluation["num_images"] == 2
+
+
+def test_merged_colours_are_said_in_the_config(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import numpy as np
+    from PIL import Image
+
+    d = make_set(tmp_path)
+    path = d / "train" / "masks" / "a.png"
+    mask = np.asarray(Image.open(path)).copy()
+    mask[6, 2:7] = (0, 128, 0)                          # a half-green edge under the 4x4 green square
+    Image.fromarray(mask).save(path)
+    out = tmp_path / "p" / "c.config"
+    with caplog.at_level(logging.WARNING):
+        plan_dataset(d, out, minutes=3, probe=fake_probe)
+    text = out.read_text()
+    assert "; (0, 128, 0): 5 px -> green; it lies between (0, 0, 0) and (0, 255, 0)" in text
+    assert load_config(out).mask.map_unmapped and 'format = "rgb"' in text
+    assert any("(0, 128, 0) (5 px" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)

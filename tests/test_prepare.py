@@ -301,3 +301,27 @@ def test_raw_search_skips_flexunet_outputs(tmp_path: Path) -> None:
     assert prepare_dataset(cfg, progress=False)["raw_root"] == tmp_path / "data" / "scans"
     # the master's own masks/ folder is not a second raw candidate
     assert prepare_dataset(cfg, overwrite=True, progress=False)["count"] == 2
+
+
+def test_class_index_masks_are_prepared_as_class_index_masks(tmp_path: Path) -> None:
+    make_raw(tmp_path)
+    colour = prepare_dataset(make_cfg(tmp_path), progress=False)
+    for path in (leaf(tmp_path) / "MASKS").iterdir():      # the same masks as palette PNGs of class indices
+        rgb = read_rgb(path)
+        img = Image.fromarray(((rgb == GREEN).all(-1) * 1 + (rgb == BLUE).all(-1) * 2).astype(np.uint8))
+        img.putpalette([0, 0, 0, 255, 0, 0, 255, 255, 0])
+        img.save(path)
+    before = snapshot(tmp_path / "raw")
+    index = prepare_dataset(make_cfg(tmp_path, "mask.format=index", f"prepare.output_dir={tmp_path / 'master2'}"),
+                            progress=False)
+    assert index["pixels"] == colour["pixels"] and index["slices_with_class"] == colour["slices_with_class"]
+    out = tmp_path / "master2"
+    assert json.loads((out / "manifest.json").read_text())["mask_format"] == "index"
+    for sid in ("a", "b", "c"):
+        with Image.open(out / "masks" / f"{sid}.png") as img:
+            assert img.mode == "L"
+            values = np.asarray(img)
+        expected = (read_rgb(tmp_path / "master" / "masks" / f"{sid}.png") == GREEN).all(-1) * 1 \
+            + (read_rgb(tmp_path / "master" / "masks" / f"{sid}.png") == BLUE).all(-1) * 2
+        np.testing.assert_array_equal(values, expected)
+    assert snapshot(tmp_path / "raw") == before

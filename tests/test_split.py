@@ -241,3 +241,13 @@ def test_rgb_map_must_match_the_master(tmp_path: Path) -> None:
 def test_missing_master_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[prepare\] output_dir.*run prepare first"):
         split_dataset(make_cfg(tmp_path))
+
+
+def test_mask_format_must_match_the_master(tmp_path: Path) -> None:
+    make_master(tmp_path)                              # colour masks (manifest without mask_format)
+    with pytest.raises(DataError) as err:
+        split_dataset(make_cfg(tmp_path, "mask.format=index"))
+    assert "masks were written as rgb masks but the config's [mask] format is index" in str(err.value)
+    assert "\n" not in str(err.value) and not (tmp_path / "dataset").exists()
+    summary = split_dataset(make_cfg(tmp_path))
+    assert json.loads((summary["output_dir"] / "split.json").read_text())["mask_format"] == "rgb"

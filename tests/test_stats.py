@@ -66,3 +66,21 @@ def test_stats_reads_rgb_map_from_split_json_and_writes_elsewhere(tmp_path: Path
     assert list(doc["subsets"]) == ["train", "valid"]
     assert doc["subsets"]["train"]["slices_with_class"] == {"background": 3, "lesion": 2, "bleed": 1}
     assert doc["subsets"]["train"]["unmapped_pixels"] == 0
+
+
+def test_stats_count_class_index_masks_as_split_json_says(tmp_path: Path) -> None:
+    root = tmp_path / "Idx"
+    make_dataset(root, {"train": 3, "valid": 1})
+    for path in root.glob("*/masks/*.png"):            # green -> 1, blue -> 2, as grey class-index PNGs
+        rgb = np.asarray(Image.open(path))
+        Image.fromarray(((rgb[..., 1] == 255) * 1 + (rgb[..., 2] == 255) * 2).astype(np.uint8)).save(path)
+    split = {"rgb_map": [[[0, 0, 0], 0], [[0, 255, 0], 1], [[0, 0, 255], 2]], "mask_format": "index",
+             "class_names": ["background", "lesion", "bleed"]}
+    (root / "split.json").write_text(json.dumps(split))
+    doc = dataset_stats(root, tmp_path / "out")
+    assert doc["mask_format"] == "index" and doc["subsets"]["train"]["unmapped_pixels"] == 0
+    assert doc["subsets"]["train"]["pixels"] == {"background": 3 * 36 - 8 - 2, "lesion": 8, "bleed": 2}
+    split["mask_format"] = "rgb"                       # read as colours they are all (nearly) black
+    (root / "split.json").write_text(json.dumps(split))
+    wrong = dataset_stats(root, tmp_path / "out", overwrite=True)
+    assert wrong["subsets"]["train"]["pixels"]["lesion"] == 0 and wrong["subsets"]["train"]["unmapped_pixels"] == 10

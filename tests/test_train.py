@@ -281,3 +281,28 @@ def test_a_continued_run_keeps_what_the_first_phase_trained_on(train_project, ca
     written = (path.stat().st_mtime_ns, path.read_bytes())
     assert train(load_config(train_project, ["train.epochs=3"]), resume=True, progress=False)["epochs"] == 3
     assert (path.stat().st_mtime_ns, path.read_bytes()) == written
+
+
+def test_a_class_no_training_or_validation_mask_holds_is_a_warning_naming_it(train_project, caplog):
+    """num_classes = 4 over masks of three classes: class 3 is warned about by name as training starts."""
+    import logging
+
+    from flexunet.train import train, warn_absent_classes
+
+    text = train_project.read_text().replace("num_classes = 3", "num_classes = 4")
+    text = text.replace('["background", "bright", "dark"]', '["background", "bright", "dark", "calcified"]')
+    train_project.write_text(text.replace("(0,0,255):2}", "(0,0,255):2, (255,0,0):3}"))
+    cfg = load_config(train_project, ["train.epochs=1", "train.on_collapse=warn"])
+    with caplog.at_level(logging.WARNING, logger="flexunet.train"):
+        train(cfg, progress=False)
+    said = [r.getMessage() for r in caplog.records if r.name == "flexunet.train"]
+    assert len(said) == 1 and said[0].startswith('class 3 "calcified" (colour (255, 0, 0)) is in none of the 8 '
+                                                 'training and 4 validation masks')
+    # without class names: the index; with index masks: the value; present classes: no word
+    unnamed = load_config(train_project, ["dataset.class_names=None", "mask.format=index"])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="flexunet.train"):
+        assert warn_absent_classes(unnamed, np.array([[5, 1, 0, 0], [5, 0, 2, 0]]), 1) == [3]
+        assert warn_absent_classes(unnamed, np.array([[5, 1, 1, 1]]), 1) == []
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert line.startswith("class 3 (value 3) is in none of the 1 training and 1 validation masks")

@@ -26,7 +26,7 @@ import numpy as np
 from flexunet.config import Config
 from flexunet.errors import DataError, FlexUNetError
 from flexunet.io import pair_by_name, read_image, save_image, write_bytes
-from flexunet.masks import read_mask, save_rgb_mask
+from flexunet.masks import read_mask, save_mask
 from flexunet.outputs import claim_output_dir, overlap, owner_of
 from flexunet.progress import Progress
 from flexunet.records import find_split, split_subset_stems
@@ -144,13 +144,15 @@ def _originals(images_dir: Path, masks_dir: Path, subset: str, cfg: Config) -> l
     return originals
 
 
-def _write_mask(path: Path, index: np.ndarray, cfg: Config) -> None:
+def _write_mask(path: Path, index: np.ndarray, cfg: Config, palette: list[int] | None = None) -> None:
+    """A mask in the format its source was read in: .npz, a colour PNG, or a class-index PNG (grey, or
+    palette with the source's ``palette``)."""
     if path.suffix == ".npz":
         buf = _io.BytesIO()
         np.savez_compressed(buf, mask=index)
         write_bytes(path, buf.getvalue())
     else:
-        save_rgb_mask(path, index, cfg.mask.rgb_map)
+        save_mask(path, index, cfg.mask.rgb_map, cfg.mask.format, palette)
 
 
 def _jobs(cfg: Config) -> list[tuple[str, Path, Path, list[tuple[Path, Path]]]]:
@@ -169,7 +171,8 @@ def _augment_pair(cfg: Config, todo: list[Variant], img_path: Path, mask_path: P
 
     Files that did not exist before are added to ``created`` before they are written."""
     image = read_image(img_path, channels=3)
-    mask = read_mask(mask_path, cfg.mask.rgb_map, cfg.mask.tolerance, cfg.mask.map_unmapped).index
+    decoded = read_mask(mask_path, cfg.mask.rgb_map, cfg.mask.tolerance, cfg.mask.map_unmapped, cfg.mask.format)
+    mask = decoded.index
     if image.shape[:2] != mask.shape:
         raise DataError(f"{img_path}: image is {image.shape[1]}x{image.shape[0]} but its mask "
                         f"{mask_path} is {mask.shape[1]}x{mask.shape[0]}; expected the same size")
@@ -180,7 +183,7 @@ def _augment_pair(cfg: Config, todo: list[Variant], img_path: Path, mask_path: P
         mask_out = masks_dir / v.filename(img_path, cfg.mask.mask_file_format)
         image_out = images_dir / v.filename(img_path)
         created.extend(p for p in (mask_out, image_out) if not p.exists())
-        _write_mask(mask_out, out_mask, cfg)
+        _write_mask(mask_out, out_mask, cfg, decoded.palette)
         save_image(image_out, out_image)
     return [v.name for v in todo]
 

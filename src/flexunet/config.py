@@ -259,6 +259,7 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
     for section, key in REQUIRED:
         if getattr(getattr(cfg, section), key) is None:
             cfg.require(section, key, _REQUIRED_HINT[(section, key)])
+    cfg = _resolve_mask_format(cfg)
     _validate(cfg)
     for w in warnings + _notices(cfg):
         log.warning(w)
@@ -267,8 +268,25 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
 
 _REQUIRED_HINT = {
     ("model", "num_classes"): "an integer >= 2 (classes including background)",
-    ("mask", "rgb_map"): "a dict {(r,g,b): class_index} such as {(0,0,0):0, (0,255,0):1, (0,0,255):2}",
+    ("mask", "rgb_map"): "a dict {(r,g,b): class_index} such as {(0,0,0):0, (0,255,0):1, (0,0,255):2} for "
+                         "[mask] format = \"rgb\" (or format = \"index\" for masks whose pixels are class indices)",
 }
+
+
+def _resolve_mask_format(cfg: Config) -> Config:
+    """[mask] format "auto" -> "rgb" when rgb_map is set, else "index" (a config written for the original
+    always sets rgb_map, so it reads its masks exactly as before); "rgb" needs rgb_map.  Without rgb_map,
+    "index" masks are drawn in the default class colours (``flexunet.masks.default_rgb_map``)."""
+    m = cfg.mask
+    fmt = m.format if m.format != "auto" else ("rgb" if m.rgb_map is not None else "index")
+    if fmt == "rgb" and m.rgb_map is None:
+        cfg.require("mask", "rgb_map", _REQUIRED_HINT[("mask", "rgb_map")])
+    rgb_map = m.rgb_map
+    if rgb_map is None:
+        from flexunet.masks import default_rgb_map
+
+        rgb_map = default_rgb_map(cfg.model.num_classes)
+    return dataclasses.replace(cfg, mask=dataclasses.replace(m, format=fmt, rgb_map=rgb_map))
 
 
 def _split_override(item: str) -> tuple[str, str, str]:

@@ -7,7 +7,8 @@
    foreground slices, just as reproducibly);
 3. files are decoded in parallel (PNG/JPEG/BMP/GIF natively), resized to the model input
    (images bilinear, masks nearest), and masks map to class indices by nearest rgb_map
-   colour (a vectorised lookup), then one-hot;
+   colour (a vectorised lookup), or, with ``[mask] format = "index"``, are read as the
+   class indices they hold (by ``flexunet.masks.read_mask``, palette PNGs included), then one-hot;
 4. optional online augmentation (``generator = True``), seeded by (seed, epoch, index);
 5. batch and prefetch.  Memory stays flat: only a few batches are ever decoded at once
    (unless ``cache = True`` keeps the decoded training set in memory).
@@ -94,9 +95,30 @@ def decode_image(path: tf.Tensor, cfg: Config) -> tf.Tensor:
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
+def _read_index_mask(path: tf.Tensor, cfg: Config) -> tf.Tensor:
+    """A class-index mask file -> uint8 (H, W) at its own size, read as ``read_mask`` reads it: TensorFlow's
+    PNG decoder turns a palette PNG into its colours, and the pixel values are the classes here."""
+    from flexunet.masks import read_mask
+
+    def read(p: bytes | np.ndarray) -> np.ndarray:
+        p = p.item() if isinstance(p, np.ndarray) else p     # eager calls pass a 0-d array
+        name = p.decode("utf-8") if isinstance(p, bytes) else str(p)
+        return read_mask(name, cfg.mask.rgb_map, mask_format="index").index
+
+    index = tf.numpy_function(read, [path], tf.uint8, stateful=False)
+    index.set_shape((None, None))
+    return index
+
+
 def decode_mask(path: tf.Tensor, cfg: Config) -> tf.Tensor:
-    """Colour mask file -> uint8 class indices (H, W) at the model size (nearest colour, nearest resize)."""
+    """Mask file -> uint8 class indices (H, W) at the model size (nearest colour, or the class-index values
+    with ``[mask] format = "index"``; nearest resize)."""
     m = cfg.model
+    if cfg.mask.format == "index":
+        index = tf.image.resize(_read_index_mask(path, cfg)[..., None], (m.image_height, m.image_width),
+                                method="nearest")[..., 0]
+        index.set_shape((m.image_height, m.image_width))
+        return index
     rgb = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8)
     rgb = tf.image.resize(rgb, (m.image_height, m.image_width), method="nearest")
     diff = tf.cast(rgb, tf.int32)[:, :, None, :] - _palette(cfg)[None, None, :, :]
@@ -294,7 +316,8 @@ def check_image(path: Path) -> tuple[int, int]:
 
 def check_masks(cfg: Config, pairs: list[tuple[Path, Path]], workers: int = 0) -> np.ndarray:
     """Pre-flight: every image and mask decodes, they have the same size, and masks hold
-    only rgb_map colours (within tolerance).  Returns each mask's pixels per class, int64
+    only rgb_map colours (within tolerance), or class indices below num_classes ([mask]
+    format = "index").  Returns each mask's pixels per class, int64
     (len(pairs), num_classes), from the same read (oversampling and the collapse guard use it).
 
     tf.data would fail deep inside ``fit`` on a truncated file and maps foreign colours
@@ -308,7 +331,8 @@ def check_masks(cfg: Config, pairs: list[tuple[Path, Path]], workers: int = 0) -
 
     def check(pair: tuple[Path, Path]) -> np.ndarray:
         width, height = check_image(pair[0])
-        index = read_mask(pair[1], cfg.mask.rgb_map, cfg.mask.tolerance, cfg.mask.map_unmapped).index
+        index = read_mask(pair[1], cfg.mask.rgb_map, cfg.mask.tolerance, cfg.mask.map_unmapped,
+                          cfg.mask.format).index
         if index.shape != (height, width):
             raise DataError(f"{pair[1]}: mask is {index.shape[1]}x{index.shape[0]} but {pair[0].name} is "
                             f"{width}x{height} (WxH); expected an image and its mask of the same size")

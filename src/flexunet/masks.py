@@ -1,11 +1,15 @@
-"""The rgb_map mask codec: colour mask <-> class-index array <-> palette PNG.
+"""The mask codec: colour or class-index mask <-> class-index array <-> palette PNG.
 
-``rgb_map`` is the config's ``{(r,g,b): class_index}``.  A colour mask maps to class
-indices by nearest palette colour; a pixel whose colour lies farther than ``tolerance``
-(Euclidean RGB distance) from every class colour is *unmapped*: counted per colour and
-an error unless ``map_unmapped`` asks for the nearest class.  Palette PNGs ('P' mode)
-hold the class index as pixel value and the class colours as palette, so any viewer
-shows the colours while the pixel values stay class indices.
+``[mask] format`` says what a mask pixel holds.  ``"rgb"``: a class colour; ``rgb_map`` is
+the config's ``{(r,g,b): class_index}``, a colour mask maps to class indices by nearest
+palette colour, and a pixel whose colour lies farther than ``tolerance`` (Euclidean RGB
+distance) from every class colour is *unmapped*: counted per colour and an error unless
+``map_unmapped`` asks for the nearest class.  ``"index"``: the class index itself, in a
+single-channel (grey, 8 or 16 bit) or palette PNG, as nnU-Net's raw masks; a value of
+``num_classes`` or more is an error naming the file and the value.  Palette PNGs ('P'
+mode) written here hold the class index as pixel value and the class colours as palette,
+so any viewer shows the colours while the pixel values stay class indices: both formats
+read them alike.
 """
 
 from __future__ import annotations
@@ -25,6 +29,29 @@ RgbMap = Mapping[tuple[int, int, int], int]
 # the first use, TEKNOFEST-2021 Stroke CT: ischemic green, hemorrhagic blue (synth writes them, stats defaults to them)
 STROKE_RGB_MAP: dict[tuple[int, int, int], int] = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
 STROKE_CLASS_NAMES: tuple[str, ...] = ("background", "ischemic", "hemorrhagic")
+
+MASK_FORMATS = ("rgb", "index")
+# the colours class-index masks are drawn in when no rgb_map is given: black, then plan's colour order
+CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (0, 0, 0), (0, 255, 0), (0, 0, 255), (255, 0, 0), (255, 255, 0), (0, 255, 255), (255, 0, 255),
+    (255, 255, 255), (255, 165, 0), (128, 0, 128), (128, 128, 128), (128, 0, 0), (128, 128, 0), (0, 0, 128),
+    (0, 128, 128), (0, 128, 0), (255, 192, 203))
+_GREY_MODES = ("L", "1", "I;16", "I;16B", "I;16L", "I")
+
+
+def default_rgb_map(num_classes: int) -> dict[tuple[int, int, int], int]:
+    """Distinct display colours for ``num_classes`` classes: CLASS_COLOURS, then hashed colours."""
+    colours = list(CLASS_COLOURS[:num_classes])
+    seen = set(colours)
+    i = 0
+    while len(colours) < num_classes:
+        i += 1
+        code = (i * 2654435761) % (1 << 24)          # an odd multiplier: distinct codes for distinct i
+        colour = ((code >> 16) & 255, (code >> 8) & 255, code & 255)
+        if colour not in seen:
+            colours.append(colour)
+            seen.add(colour)
+    return {colour: k for k, colour in enumerate(colours)}
 
 
 def palette_colours(rgb_map: RgbMap) -> np.ndarray:
@@ -48,6 +75,7 @@ class Decoded:
 
     index: np.ndarray                                     # (H, W) uint8 class indices
     unmapped: dict[tuple[int, int, int], int] = field(default_factory=dict)  # colour -> pixel count
+    palette: list[int] | None = None                      # a palette index mask's own palette (to write alike)
 
     @property
     def unmapped_pixels(self) -> int:
@@ -107,7 +135,7 @@ def index_to_palette_image(index: np.ndarray, rgb_map: RgbMap) -> Image.Image:
 
 def image_to_index(img: Image.Image, rgb_map: RgbMap, tolerance: float = 0.0,
                    map_unmapped: bool = False, source: str = "mask") -> Decoded:
-    """Class indices of a mask image of any mode (RGB, RGBA, P, L)."""
+    """Class indices of a colour mask image of any mode (RGB, RGBA, P, L) through ``rgb_map``."""
     if img.mode == "P":
         pal = img.getpalette() or []
         pal_arr = np.array(pal + [0] * (768 - len(pal)), np.uint8).reshape(256, 3)
@@ -117,12 +145,66 @@ def image_to_index(img: Image.Image, rgb_map: RgbMap, tolerance: float = 0.0,
         rgb = np.repeat(grey[..., None], 3, axis=-1)
     else:
         rgb = np.asarray(img.convert("RGB"))
-    return rgb_to_index(rgb, rgb_map, tolerance, map_unmapped, source)
+    try:
+        return rgb_to_index(rgb, rgb_map, tolerance, map_unmapped, source)
+    except MaskError as exc:
+        raise MaskError(f"{exc}{_index_hint(img, max(rgb_map.values()) + 1)}") from None
+
+
+def _index_hint(img: Image.Image, num_classes: int) -> str:
+    """A hint when a refused colour mask looks like a class-index mask (grey or palette values 0..K-1)."""
+    if img.mode not in (*_GREY_MODES, "P"):
+        return ""
+    values = np.asarray(img)
+    if values.size == 0 or values.max() >= num_classes or not values.any():
+        return ""
+    return (f" (its pixel values 0..{int(values.max())} look like class indices: if they are, set "
+            f"[mask] format = \"index\")")
+
+
+def index_image_to_index(img: Image.Image, num_classes: int, source: str = "mask") -> Decoded:
+    """Class indices of a class-index mask: grey (8/16 bit) or palette PNG whose values are 0..num_classes-1.
+
+    A colour image whose three channels are equal counts as grey; one that holds colour, or a
+    value >= ``num_classes``, is a MaskError naming ``source`` and what was expected.
+    """
+    palette = None
+    if img.mode == "P":
+        values = np.asarray(img)
+        palette = img.getpalette()
+    elif img.mode in _GREY_MODES:
+        values = np.asarray(img)
+    elif img.mode in ("LA", "La"):
+        values = np.asarray(img.getchannel("L"))
+    elif img.mode in ("RGB", "RGBA", "RGBa", "RGBX"):
+        rgb = np.asarray(img.convert("RGB"))
+        if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+            raise MaskError(f"{source}: a colour mask ({img.mode}), but [mask] format is \"index\"; expected a "
+                            f"grey or palette PNG whose pixel values are class indices 0..{num_classes - 1} — "
+                            f"for colour masks set [mask] format = \"rgb\" and rgb_map")
+        values = rgb[..., 0]
+    else:
+        raise MaskError(f"{source}: {img.mode} mask image; expected a grey (8 or 16 bit) or palette PNG whose "
+                        f"pixel values are class indices 0..{num_classes - 1} ([mask] format = \"index\")")
+    values = np.asarray(values)
+    if values.dtype == bool:
+        values = values.astype(np.uint8)
+    if values.size and (values.min() < 0 or values.max() >= num_classes):
+        bad = int(values.max()) if values.max() >= num_classes else int(values.min())
+        wrong = int(((values < 0) | (values >= num_classes)).sum())
+        raise MaskError(f"{source}: pixel value {bad} is not a class index ({wrong} px out of range); expected "
+                        f"values 0..{num_classes - 1} in a class-index mask ([mask] format = \"index\", "
+                        f"[model] num_classes = {num_classes})")
+    return Decoded(values.astype(np.uint8), palette=palette)
 
 
 def read_mask(path: str | os.PathLike, rgb_map: RgbMap, tolerance: float = 0.0,
-              map_unmapped: bool = False) -> Decoded:
-    """Decode a mask file (.png colour or palette, or .npz with key 'mask' of class indices)."""
+              map_unmapped: bool = False, mask_format: str = "rgb") -> Decoded:
+    """Decode a mask file (.png colour, grey or palette, or .npz with key 'mask' of class indices).
+
+    ``mask_format`` is ``[mask] format`` ("rgb" or "index"); with "index" the classes are
+    0..max(rgb_map.values()) and ``tolerance`` and ``map_unmapped`` do not apply.
+    """
     from flexunet.io import open_image
 
     path = Path(path)
@@ -131,6 +213,10 @@ def read_mask(path: str | os.PathLike, rgb_map: RgbMap, tolerance: float = 0.0,
                         f"borders; save masks as PNG")
     if path.suffix.lower() == ".npz":
         return _read_npz(path, rgb_map)
+    if mask_format == "index":
+        return index_image_to_index(open_image(path), max(rgb_map.values()) + 1, source=str(path))
+    if mask_format != "rgb":
+        raise ValueError(f"mask_format {mask_format!r}: expected one of {MASK_FORMATS}")
     return image_to_index(open_image(path), rgb_map, tolerance, map_unmapped, source=str(path))
 
 
@@ -160,6 +246,31 @@ def save_palette_mask(path: str | os.PathLike, index: np.ndarray, rgb_map: RgbMa
     from flexunet.io import save_image
 
     save_image(path, index_to_palette_image(index, rgb_map))
+
+
+def save_index_mask(path: str | os.PathLike, index: np.ndarray, palette: list[int] | None = None) -> None:
+    """Write class indices as a class-index PNG, atomically: grey (8-bit, 16-bit past 255 classes), or
+    palette with ``palette`` (a palette mask's own, so it is written back as it was read)."""
+    from flexunet.io import save_image
+
+    index = np.asarray(index)
+    if palette is not None:
+        img = Image.fromarray(index.astype(np.uint8), mode="P")
+        img.putpalette(palette)
+    elif index.size and int(index.max()) > 255:
+        img = Image.fromarray(index.astype(np.uint16))
+    else:
+        img = Image.fromarray(index.astype(np.uint8), mode="L")
+    save_image(path, img)
+
+
+def save_mask(path: str | os.PathLike, index: np.ndarray, rgb_map: RgbMap, mask_format: str = "rgb",
+              palette: list[int] | None = None) -> None:
+    """Write class indices in ``[mask] format``: a colour PNG ("rgb") or a class-index PNG ("index")."""
+    if mask_format == "index":
+        save_index_mask(path, index, palette)
+    else:
+        save_rgb_mask(path, index, rgb_map)
 
 
 def one_hot(index: np.ndarray, num_classes: int) -> np.ndarray:

@@ -3,14 +3,16 @@
 As nnU-Net does, the configuration is derived from the data and the machine:
 
 1. fingerprint (:func:`flexunet.fingerprint.fingerprint_dataset`): image sizes and channels (grey when R = G = B),
-   intensity statistics overall and inside each class, mask colours -> classes (black is
-   background; colours that cannot be placed are refused), per-class pixel share, lesion
-   component sizes, slices with and without each class, the size of every subset;
+   intensity statistics overall and inside each class, the mask format (class-index masks,
+   or colours -> classes: black is background, anti-aliasing told from a class by its shape,
+   a few stray colours merged with a warning each, colours that cannot be placed refused),
+   per-class pixel share, lesion component sizes, slices with and without each class, the
+   size of every subset;
 2. probe (``probe_speed``, ``augment_seconds``): a few timed training steps of 1-3 candidate
    networks on this machine, and the online augmentation's cost, a few seconds in all;
 3. choose (``choose``): input size, levels and filters, BatchNorm, CE + Dice, Adam and
    its warm-up + decay schedule, batch size, online augmentation, foreground oversampling,
-   epochs that fit the time budget, monitor, cache, channels, rgb_map and class names;
+   epochs that fit the time budget, monitor, cache, channels, mask format, rgb_map and class names;
 4. write (``config_text``): the config in the original's dialect, a ``;`` comment above
    every value naming the fact that chose it, and ``fingerprint.json`` beside it.
 
@@ -24,6 +26,7 @@ import json
 import logging
 import math
 import os
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +35,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from flexunet.errors import DataError, FlexUNetError
-from flexunet.fingerprint import SUBSETS, fingerprint_dataset
+from flexunet.fingerprint import MERGED_SHOWN, SUBSETS, fingerprint_dataset
 from flexunet.io import write_json, write_text
 from flexunet.outputs import check_output_file, claim_output_dir
 
@@ -256,13 +259,9 @@ def config_text(fp: dict, c: dict[str, Any], out: Path, dataset: Path, minutes: 
     base = out.parent
     d = {s: {k: _dot(_rel(dataset / s / k, base)) for k in ("images", "masks")} for s in SUBSETS}
     names = c["names"]
-    rgb = ", ".join(f"({r},{g},{b}):{cl['index']}" for cl in fp["classes"] for r, g, b in [cl["colour"]])
     shares = ", ".join(f"{n} {fp['pixel_share'][n]:.2%}" for n in names[1:])
     lesions = "; ".join(f"{n}: median {v['median_px']:.0f} px, smallest {v['min_px']} px"
                         for n, v in fp["lesions"].items() if v.get("components"))
-    fg = ", ".join(f"({r},{g},{b}) {cl['name']}" for cl in fp["classes"] for r, g, b in [cl["colour"]])
-    stray = ("\n; a few stray mask pixels (" + ", ".join(fp["stray_colours"]) + ") go to the nearest class colour"
-             "\nmap_unmapped = True") if fp["stray_colours"] else ""
     size, size_why = c["size"]
     n = fp["slices"]
     lines = f"""; train_eval_infer.config written by `flexunet plan` on {time.strftime('%Y-%m-%d')}
@@ -359,12 +358,39 @@ overlays   = True
 [eval]
 batch_size = {c['batch_size'][0]}
 
-[mask]
-; colours found in the masks: {fg}
-rgb_map = {{{rgb}}}{stray}
-
+{mask_section(fp)}
 {AUGMENTATION}"""
     return lines
+
+
+def mask_section(fp: dict) -> str:
+    """[mask]: the format found in the masks and its evidence; for colour masks rgb_map and every colour
+    merged into a class (map_unmapped)."""
+    form = fp["mask_format"]
+    lines = ["[mask]", *_comment(form["evidence"])]
+    if form["format"] == "index":
+        shown = ", ".join(cl["colour_name"] for cl in fp["classes"])
+        lines += [f"; no rgb_map needed: predicted masks and overlays show the classes in {shown} (set",
+                  "; rgb_map = {(r,g,b): index, ...} to choose other colours)", 'format = "index"']
+        return "\n".join(lines) + "\n"
+    fg = ", ".join(f"({r},{g},{b}) {cl['name']}" for cl in fp["classes"] for r, g, b in [cl["colour"]])
+    rgb = ", ".join(f"({r},{g},{b}):{cl['index']}" for cl in fp["classes"] for r, g, b in [cl["colour"]])
+    lines += [f"; colours found in the masks: {fg}", 'format = "rgb"', f"rgb_map = {{{rgb}}}"]
+    merged = form["merged"]
+    if merged:
+        lines.append(f"; {len(merged)} colour(s) of {sum(m['pixels'] for m in merged)} px in all are no class: "
+                     f"each goes to the nearest class colour")
+        for m in merged[:MERGED_SHOWN]:
+            lines += _comment(f"{tuple(m['colour'])}: {m['pixels']} px -> {m['into']}; {m['why']}")
+        if len(merged) > MERGED_SHOWN:
+            lines.append(f"; ... and {len(merged) - MERGED_SHOWN} more (fingerprint.json, mask_format.merged)")
+        lines.append("map_unmapped = True")
+    return "\n".join(lines) + "\n"
+
+
+def _comment(text: str, width: int = 110) -> list[str]:
+    """``text`` as ``;`` comment lines of at most about ``width`` characters."""
+    return ["; " + line for line in textwrap.wrap(text, width - 2, break_long_words=False)]
 
 
 # --------------------------------------------------------------------------- the command
@@ -391,6 +417,10 @@ def plan_dataset(dataset: Path, out: Path | None = None, minutes: float = 10.0, 
     check_output_file(out, "plan", overwrite, "--out", subsets)
     check_output_file(fp_path, "plan", overwrite, "fingerprint.json beside --out", subsets)
     fp = fingerprint_dataset(dataset, classes)
+    form = fp["mask_format"]
+    log.info("plan: [mask] format = \"%s\": %s", form["format"], form["evidence"])
+    if "no mask holds value" in form["evidence"]:
+        log.warning("plan: %s; that class cannot be learned from this set", form["evidence"].rsplit("; ", 1)[1])
     chosen_size, size_why = input_size(fp, size)
     channels = 1 if fp["channels"] == "grey" else 3
     speeds = (probe or probe_speed)(candidates_for(chosen_size), chosen_size, channels, len(fp["classes"]))

@@ -6,7 +6,8 @@ it to a square (image background from the image border, mask background class 0)
 resizes it to ``size`` (images by area or bilinear, masks by nearest only) and writes
 
     <output_dir>/images/<id>.png     RGB slice
-    <output_dir>/masks/<id>.png      colour mask, every pixel an rgb_map colour
+    <output_dir>/masks/<id>.png      colour mask, every pixel an rgb_map colour (grey class-index
+                                     mask with [mask] format = "index")
     <output_dir>/manifest.csv|json   a row per slice: sources, group, classes, pixels
 
 The output folder is built beside the target and renamed into place at the end, so
@@ -34,7 +35,7 @@ from flexunet.dicom import read_dicom, read_dicom_meta, three_window_rgb, window
 from flexunet.errors import DataError, FlexUNetError, MaskError
 from flexunet.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, list_files, read_image,
                          safe_output_path, save_image)
-from flexunet.masks import describe_unmapped, read_mask, save_rgb_mask
+from flexunet.masks import describe_unmapped, read_mask, save_mask
 from flexunet.outputs import atomic_output_dir, inputs_outside
 from flexunet.progress import Progress
 from flexunet.records import MANIFEST_VERSION, RECORD_NAMES, rgb_map_list, write_manifest
@@ -112,6 +113,7 @@ class _Job:
     rgb_map: Mapping[tuple[int, int, int], int]
     tolerance: float
     out_dir: Path
+    mask_format: str = "rgb"
 
 
 def border_background(image: np.ndarray) -> np.ndarray:
@@ -184,7 +186,7 @@ def process_slice(job: _Job) -> dict[str, Any]:
     """
     notes: list[str] = []
     image, meta = _load_image(job, notes)
-    decoded = read_mask(job.mask, job.rgb_map, job.tolerance, map_unmapped=True)
+    decoded = read_mask(job.mask, job.rgb_map, job.tolerance, map_unmapped=True, mask_format=job.mask_format)
     if image.shape[:2] != decoded.index.shape:
         raise DataError(f"{job.mask}: mask is {decoded.index.shape[1]}x{decoded.index.shape[0]} but "
                         f"{job.image.name} is {image.shape[1]}x{image.shape[0]} (WxH); expected the same size")
@@ -195,7 +197,7 @@ def process_slice(job: _Job) -> dict[str, Any]:
     image_out = safe_output_path(job.out_dir / "images", f"{job.id}.png")
     mask_out = safe_output_path(job.out_dir / "masks", f"{job.id}.png")
     save_image(image_out, image)
-    save_rgb_mask(mask_out, index, job.rgb_map)
+    save_mask(mask_out, index, job.rgb_map, job.mask_format)
     num_classes = max(job.rgb_map.values()) + 1
     pixels = np.bincount(index.ravel(), minlength=num_classes)[:num_classes]
     spacing = meta.get("pixel_spacing")
@@ -354,7 +356,8 @@ def prepare_dataset(cfg: Config, overwrite: bool = False, progress: bool = True)
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
         jobs = [_Job(sid, image, mask, header, p.source, p.size, p.image_resize, p.window_center,
-                     p.window_width, p.three_windows, dict(cfg.mask.rgb_map), cfg.mask.tolerance, tmp)
+                     p.window_width, p.three_windows, dict(cfg.mask.rgb_map), cfg.mask.tolerance, tmp,
+                     cfg.mask.format)
                 for sid, image, mask, header in pairs]
         rows = sorted(_run(jobs, workers, progress), key=lambda r: r["id"])
         _check_unmapped(cfg, rows)
@@ -367,7 +370,8 @@ def prepare_dataset(cfg: Config, overwrite: bool = False, progress: bool = True)
             "image_resize": p.image_resize,
             "window": (None if p.source != "dicom" else "three_windows" if p.three_windows
                        else [p.window_center, p.window_width]),
-            "rgb_map": rgb_map_list(cfg.mask.rgb_map), "class_names": list(class_names),
+            "rgb_map": rgb_map_list(cfg.mask.rgb_map), "mask_format": cfg.mask.format,
+            "class_names": list(class_names),
             "skipped_images": [str(x) for x in lonely_images], "skipped_masks": [str(x) for x in lonely_masks],
         }
         write_manifest(tmp, rows, header, class_names)

@@ -65,7 +65,7 @@ def dataset_section(b: Build) -> str:
         return b.note(f"Dataset statistics skipped: {folder} ({how}) does not exist.")
     try:
         stats = dataset_stats(folder, b.tmp / "dataset", b.cfg.mask.rgb_map, b.cfg.class_names,
-                              progress=b.progress)
+                              progress=b.progress, mask_format=b.cfg.mask.format)
     except DataError as exc:
         return b.note(f"Dataset statistics skipped: {exc}")
     b.dataset = {k: v for k, v in stats.items() if k != "files"}

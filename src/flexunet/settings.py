@@ -150,8 +150,14 @@ class ImageSettings:
 @dataclass(frozen=True)
 class MaskSettings:
     mask_datatype: str = opt("categorized", Str(("categorized",)), "masks hold one colour per class")
-    mask_file_format: str = opt(".png", Str((".png", ".npz")), "mask files: colour PNG or .npz (key 'mask')")
-    rgb_map: dict = opt(None, RgbMap(), "colour of each class, {(r,g,b): index} (required)")
+    mask_file_format: str = opt(".png", Str((".png", ".npz")), "mask files: PNG (see format) or .npz (key 'mask')")
+    format: str = opt("auto", Str(("auto", "rgb", "index"), lower=True),
+                      "what a mask pixel holds: \"rgb\" a class colour (through rgb_map), \"index\" the class "
+                      "index itself (grey or palette PNGs of values 0..num_classes-1, as nnU-Net's raw masks); "
+                      "\"auto\": \"rgb\" when rgb_map is set, else \"index\"")
+    rgb_map: dict = opt(None, RgbMap(), "colour of each class, {(r,g,b): index}: required for format \"rgb\"; "
+                        "with \"index\" only the colours predicted masks and overlays are drawn in (default: "
+                        "black, green, blue, red, yellow, ...)")
     tolerance: float = opt(0.0, Float(lo=0.0), "max RGB distance at which a colour counts as a class colour")
     map_unmapped: bool = opt(False, Bool(), "map colours beyond tolerance to the nearest class (else error)")
     binarize: bool = opt(False, Bool(), "original's option (unused)")
@@ -298,4 +304,5 @@ SECTIONS: dict[str, type] = {
     "report": ReportSettings,
 }
 
-REQUIRED: tuple[tuple[str, str], ...] = (("model", "num_classes"), ("mask", "rgb_map"))
+# [mask] rgb_map is required too when [mask] format is "rgb" (config.py resolves the format)
+REQUIRED: tuple[tuple[str, str], ...] = (("model", "num_classes"),)

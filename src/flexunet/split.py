@@ -180,7 +180,7 @@ def load_master(master: Path, cfg: Config) -> tuple[list[dict[str, Any]], str | 
     n = cfg.model.num_classes
     rows = []
     for image, mask in pair_by_name(images, masks):
-        index = read_mask(mask, cfg.mask.rgb_map, cfg.mask.tolerance, cfg.mask.map_unmapped).index
+        index = read_mask(mask, cfg.mask.rgb_map, cfg.mask.tolerance, cfg.mask.map_unmapped, cfg.mask.format).index
         counts = [int((index == c).sum()) for c in range(n)]
         rows.append({"id": image.stem, "image": f"images/{image.name}", "mask": f"masks/{mask.name}",
                      "group": image.stem, "group_kind": "slice",
@@ -193,8 +193,12 @@ def _read_manifest(manifest: Path, cfg: Config) -> tuple[list[dict[str, Any]], s
     rows = doc["items"]
     if not rows:
         raise DataError(f"{manifest}: lists no slices; expected a non-empty master dataset")
+    fmt = doc.get("mask_format", "rgb")     # manifests written before [mask] format hold colour masks
+    if fmt != cfg.mask.format:
+        raise DataError(f"{manifest}: masks were written as {fmt} masks but the config's [mask] format is "
+                        f"{cfg.mask.format}; expected the same format — re-run prepare or fix [mask] format")
     written = doc.get("rgb_map")
-    if written is not None:
+    if written is not None and fmt == "rgb":
         as_dict = {tuple(c): i for c, i in written}
         if as_dict != dict(cfg.mask.rgb_map):
             raise DataError(f"{manifest}: masks were written with rgb_map {as_dict} but the config's "
@@ -269,7 +273,8 @@ def split_dataset(cfg: Config, overwrite: bool = False) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "seed": seed, "ratios": list(s.ratios), "group_by": s.group_by, "stratify": s.stratify,
         "master_dir": str(master), "manifest_sha256": manifest_hash,
-        "rgb_map": rgb_map_list(cfg.mask.rgb_map), "class_names": class_names, "subsets": {},
+        "rgb_map": rgb_map_list(cfg.mask.rgb_map), "mask_format": cfg.mask.format, "class_names": class_names,
+        "subsets": {},
     }
     summary: dict[str, Any] = {"output_dir": target, "seed": seed, "counts": {}, "groups": {}}
     inputs = [("[split] master_dir", master), *inputs_outside(cfg, target)]

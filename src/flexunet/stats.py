@@ -22,8 +22,8 @@ import numpy as np
 
 from flexunet.errors import DataError
 from flexunet.io import list_files, read_image, write_json
-from flexunet.masks import (STROKE_CLASS_NAMES, STROKE_RGB_MAP, RgbMap, describe_unmapped, index_to_rgb,
-                            palette_colours, read_mask)
+from flexunet.masks import (MASK_FORMATS, STROKE_CLASS_NAMES, STROKE_RGB_MAP, RgbMap, describe_unmapped,
+                            index_to_rgb, palette_colours, read_mask)
 from flexunet.outputs import check_output_dir, claim_output_dir, overlap
 from flexunet.progress import Progress
 from flexunet.records import SPLIT_JSON, read_split, rgb_map_from_list
@@ -35,17 +35,23 @@ SUBSETS = ("train", "valid", "test")
 SAMPLE_COUNT = 8
 
 
-def _labels(dataset_dir: Path, rgb_map: RgbMap | None,
-            class_names: Sequence[str] | None) -> tuple[dict[tuple[int, int, int], int], list[str]]:
-    """rgb_map and class names: as given, else from split.json, else the stroke defaults."""
+def _labels(dataset_dir: Path, rgb_map: RgbMap | None, class_names: Sequence[str] | None,
+            mask_format: str | None = None) -> tuple[dict[tuple[int, int, int], int], list[str], str]:
+    """rgb_map, class names and mask format: as given, else from split.json, else the stroke defaults
+    (colour masks)."""
     split_json = dataset_dir / SPLIT_JSON
     doc: dict[str, Any] = {}
-    if (rgb_map is None or class_names is None) and split_json.is_file():
+    if (rgb_map is None or class_names is None or mask_format is None) and split_json.is_file():
         doc = read_split(split_json)
     if rgb_map is None and doc.get("rgb_map"):
         rgb_map = rgb_map_from_list(doc["rgb_map"], split_json)
     if class_names is None and doc.get("class_names"):
         class_names = [str(n) for n in doc["class_names"]]
+    if mask_format is None:
+        mask_format = str(doc.get("mask_format") or "rgb")
+        if mask_format not in MASK_FORMATS:
+            raise DataError(f"{split_json}: mask_format {mask_format!r}; expected one of "
+                            f"{', '.join(MASK_FORMATS)} as flexunet writes")
     if rgb_map is None:
         rgb_map = STROKE_RGB_MAP
         class_names = class_names or STROKE_CLASS_NAMES
@@ -54,10 +60,11 @@ def _labels(dataset_dir: Path, rgb_map: RgbMap | None,
         if class_names is not None:
             log.warning("%d class names for %d classes; using generic names", len(class_names), n)
         class_names = ["background" if i == 0 else f"class_{i}" for i in range(n)]
-    return dict(rgb_map), list(class_names)
+    return dict(rgb_map), list(class_names), mask_format
 
 
-def _subset_stats(folder: Path, rgb_map: RgbMap, names: Sequence[str], progress: bool) -> dict[str, Any]:
+def _subset_stats(folder: Path, rgb_map: RgbMap, names: Sequence[str], progress: bool,
+                  mask_format: str = "rgb") -> dict[str, Any]:
     images = list_files(folder / "images") if (folder / "images").is_dir() else []
     masks = list_files(folder / "masks", (".png", ".npz")) if (folder / "masks").is_dir() else []
     n = len(names)
@@ -65,7 +72,7 @@ def _subset_stats(folder: Path, rgb_map: RgbMap, names: Sequence[str], progress:
     pixels = np.zeros(n, np.int64)
     unmapped: dict[tuple[int, int, int], int] = {}
     for mask in Progress(masks, f"stats {folder.name}", enabled=progress and bool(masks), unit="mask"):
-        decoded = read_mask(mask, rgb_map, 0.0, map_unmapped=True)
+        decoded = read_mask(mask, rgb_map, 0.0, map_unmapped=True, mask_format=mask_format)
         counts = np.bincount(decoded.index.ravel(), minlength=n)[:n]
         pixels += counts
         slices += counts > 0
@@ -105,10 +112,11 @@ def _names(dataset_dir: Path) -> tuple[str, ...]:
 
 def dataset_stats(dataset_dir: Path, out_dir: Path | None = None, rgb_map: RgbMap | None = None,
                   class_names: Sequence[str] | None = None, progress: bool = False,
-                  overwrite: bool = False) -> dict[str, Any]:
+                  overwrite: bool = False, mask_format: str | None = None) -> dict[str, Any]:
     """Count, chart and sample ``dataset_dir``; return what was written to ``stats.json``
     plus ``files`` (the paths written).  An ``out_dir`` apart from ``dataset_dir`` must not
-    overlap its subsets and must be stats' own folder unless ``overwrite``."""
+    overlap its subsets and must be stats' own folder unless ``overwrite``.  ``mask_format``
+    ("rgb" or "index", as ``[mask] format``): from split.json when not given, else "rgb"."""
     dataset_dir = Path(dataset_dir)
     if not dataset_dir.is_dir():
         raise DataError(f"{dataset_dir}: folder not found; expected a dataset folder holding "
@@ -119,8 +127,8 @@ def dataset_stats(dataset_dir: Path, out_dir: Path | None = None, rgb_map: RgbMa
                         f"written by `flexunet split`")
     out = Path(out_dir) if out_dir is not None else dataset_dir
     _check_out(dataset_dir, out, present, overwrite)
-    rgb, names = _labels(dataset_dir, rgb_map, class_names)
-    subsets = {s: _subset_stats(dataset_dir / s, rgb, names, progress) for s in present}
+    rgb, names, fmt = _labels(dataset_dir, rgb_map, class_names, mask_format)
+    subsets = {s: _subset_stats(dataset_dir / s, rgb, names, progress, fmt) for s in present}
     name = dataset_dir.resolve().name
     files = [
         save_figure(_count_chart(name, subsets), out / f"{name}_Statistics.png"),
@@ -131,11 +139,12 @@ def dataset_stats(dataset_dir: Path, out_dir: Path | None = None, rgb_map: RgbMa
         images, masks = _samples(train, SAMPLE_COUNT)
         files.append(save_figure(_grid([read_image(p) for p in images], [p.name for p in images]),
                            out / "train_images_sample.png"))
-        mask_arrays = [index_to_rgb(read_mask(p, rgb, 0.0, map_unmapped=True).index, rgb) for p in masks]
+        mask_arrays = [index_to_rgb(read_mask(p, rgb, 0.0, map_unmapped=True, mask_format=fmt).index, rgb)
+                       for p in masks]
         files.append(save_figure(_grid(mask_arrays, [p.name for p in masks]), out / "train_masks_sample.png"))
     else:
         log.warning("%s: no train images, so no sample grids", dataset_dir)
-    doc = {"dataset_dir": str(dataset_dir), "class_names": names,
+    doc = {"dataset_dir": str(dataset_dir), "class_names": names, "mask_format": fmt,
            "rgb_map": [[list(c), i] for c, i in sorted(rgb.items(), key=lambda kv: kv[1])],
            "subsets": subsets}
     stats_json = out / "stats.json"

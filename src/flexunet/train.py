@@ -225,6 +225,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
     train_pairs = subset_pairs(cfg, "train")
     valid_pairs = subset_pairs(cfg, "valid")
     counts = check_masks(cfg, train_pairs + valid_pairs)  # pixels per class of every mask
+    warn_absent_classes(cfg, counts, len(train_pairs))
     presence = counts[:len(train_pairs)] > 0
     samples = _infer_samples(cfg)
     _prepare_outputs(cfg, resume, overwrite, samples)
@@ -321,6 +322,21 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
     if collapse:  # a warning: said once mid-run, said again where the run's figures are read
         log.warning("%s (found after epoch %d)", collapse["message"], collapse["epoch"])
     return {**_summary(cfg, state, seconds, best_model_name(cfg)), "timing": timing}
+
+
+def warn_absent_classes(cfg: Config, counts, num_train: int) -> list[int]:
+    """One warning per class of [model] num_classes that no training or validation mask holds (the model
+    cannot learn it); ``counts``: pixels per class of each training, then validation mask.  The classes."""
+    total = counts.sum(0)
+    absent = [c for c in range(cfg.model.num_classes) if total[c] == 0]
+    colours = {index: colour for colour, index in cfg.mask.rgb_map.items()}
+    for c in absent:
+        name = f' "{cfg.dataset.class_names[c]}"' if cfg.dataset.class_names else ""
+        how = f"value {c}" if cfg.mask.format == "index" else f"colour {colours.get(c)}"
+        log.warning("class %d%s (%s) is in none of the %d training and %d validation masks: the model cannot "
+                    "learn it; check [model] num_classes = %d and the masks", c, name, how, num_train,
+                    len(counts) - num_train, cfg.model.num_classes)
+    return absent
 
 
 def _resolve_auto(cfg: Config, train_pairs: list) -> Config:
