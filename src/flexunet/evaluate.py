@@ -38,7 +38,7 @@ import numpy as np
 
 from flexunet.config import Config
 from flexunet.errors import DataError
-from flexunet.io import claim_output_dir, write_bytes, write_json, write_text
+from flexunet.io import StagedFiles, claim_output_dir, staged_files
 from flexunet.metrics import COUNTS, LESION_COUNTS, SCORES, MetricAccumulator
 from flexunet.progress import Progress
 
@@ -194,11 +194,12 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
         raise DataError(f"{cfg.test.images_dir}: the pipeline yielded {seen} of {len(pairs)} test images")
 
     csv_path = Path(cfg.eval.evaluation_csv)
-    write_text(csv_path, seed_evaluation_text(cfg.model.loss, loss_mean.value, dice_mean.value))
     report = {**_report(cfg, acc, loss_mean.value, dice_mean.value, model_path, manifest), "leak_check": leaks,
               **review.report()}
-    files = _write_report(eval_dir, acc, report)
-    claim_output_dir(eval_dir, "evaluate", EVAL_FILES)
+    with staged_files() as staged:  # evaluation.csv and eval_dir's files replace the previous ones together
+        staged.write_text(csv_path, seed_evaluation_text(cfg.model.loss, loss_mean.value, dice_mean.value))
+        files = _write_report(eval_dir, acc, report, staged)
+        claim_output_dir(eval_dir, "evaluate", EVAL_FILES)
     summary = {
         "loss_name": cfg.model.loss, "loss": loss_mean.value, SEED_METRIC: dice_mean.value,
         "num_images": seen, "classes": _brief(report), "evaluation_csv": csv_path, "eval_dir": eval_dir,
@@ -285,24 +286,25 @@ def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return buf.getvalue()
 
 
-def _write_report(eval_dir: Path, acc: MetricAccumulator, report: dict[str, Any]) -> list[Path]:
+def _write_report(eval_dir: Path, acc: MetricAccumulator, report: dict[str, Any], staged: StagedFiles) -> list[Path]:
+    """eval_dir's files, staged (they replace the previous ones when ``staged``'s block ends)."""
     eval_dir.mkdir(parents=True, exist_ok=True)
     paths = [eval_dir / name for name in ("evaluation.json", "per_image.csv", "confusion_matrix.csv",
                                           "confusion_matrix.png")]
-    write_json(paths[0], report)
+    staged.write_json(paths[0], report)
     columns = ["image", "class_index", "class", "ref_pixels", "pred_pixels", *COUNTS, *SCORES, "hd95_px",
                "hd95_mm", *LESION_COUNTS]
     rows = acc.per_image_rows()
-    write_text(paths[1], _csv_text(columns, [[r[c] for c in columns] for r in rows]))
+    staged.write_text(paths[1], _csv_text(columns, [[r[c] for c in columns] for r in rows]))
     names = list(acc.class_names)
-    write_text(paths[2], _csv_text(["reference \\ prediction", *names],
-                                   [[n, *map(int, row)] for n, row in zip(names, acc.confusion)]))
-    write_bytes(paths[3], confusion_png(acc.confusion, names))
+    staged.write_text(paths[2], _csv_text(["reference \\ prediction", *names],
+                                          [[n, *map(int, row)] for n, row in zip(names, acc.confusion)]))
+    staged.write_bytes(paths[3], confusion_png(acc.confusion, names))
     from flexunet.review import bland_altman_png, reliability_png
 
     paths += [eval_dir / "reliability.png", eval_dir / "bland_altman.png"]
-    write_bytes(paths[4], reliability_png(report["calibration"]))
-    write_bytes(paths[5], bland_altman_png(report["volumes"]))
+    staged.write_bytes(paths[4], reliability_png(report["calibration"]))
+    staged.write_bytes(paths[5], bland_altman_png(report["volumes"]))
     return paths
 
 
