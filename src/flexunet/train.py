@@ -235,7 +235,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
     import keras
 
     from flexunet.callbacks import EpochChangeInferencer, NanGuard, RunController, initial_state, load_checkpoint
-    from flexunet.model import compile_model, configure_runtime, prior_bias
+    from flexunet.model import compile_model, configure_runtime, prior_bias, summary_text
     from flexunet.timing import EpochClock, timing_line
 
     configure_runtime(cfg)
@@ -263,6 +263,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool) -> dict:
         note = (f"; resumed after epoch {first} at learning rate {current_lr(model):.6g} (restored from "
                 f"last_checkpoint/; [model] learning_rate below is the run's initial rate)\n")
     write_text(t.model_dir / "train_eval_infer.config", note + dump_config(cfg))
+    if not resume:  # what `flexunet inspect` prints (a resumed run's network is the one already described)
+        write_text(t.model_dir / "summary.txt", summary_text(model, cfg.model))
     recording = _record_data(cfg, train_pairs, valid_pairs)  # fingerprints every image: overlaps the first steps
 
     steps = t.steps_per_epoch or steps_per_epoch(cfg, len(train_pairs))
