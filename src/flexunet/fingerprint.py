@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
+from flexunet.config import class_name_clash
 from flexunet.errors import DataError, FlexUNetError
 from flexunet.io import open_image, pair_by_name, to_rgb_array
 
@@ -142,10 +143,11 @@ def class_names_for(colours: Sequence[tuple[int, int, int]], given: Sequence[str
         names = [n.strip() for n in given if n.strip()]
         if len(names) == len(colours) - 1:
             names = ["background", *names]
-        if len(names) != len(colours) or len(set(names)) != len(names):
+        if len(names) != len(colours) or class_name_clash(names):
+            clash = class_name_clash(names)
             raise FlexUNetError(f"--classes {','.join(given)}: the masks hold {len(colours)} colours "
                                 f"({', '.join(colour_name(c) for c in colours)}); expected {len(colours) - 1} "
-                                f"distinct names in that order (background optional)")
+                                f"distinct names in that order (background optional){f'; {clash}' if clash else ''}")
         return names
     names = ["background"]
     for c in colours[1:]:
