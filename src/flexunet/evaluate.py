@@ -156,7 +156,7 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
     from flexunet.data import check_masks, make_dataset, subset_pairs
     from flexunet.losses import dice_coef_multiclass, make_loss
     from flexunet.datarecord import check_test_images
-    from flexunet.run import best_model_path, load_trained
+    from flexunet.run import best_model_path, load_trained, model_sha256
 
     pairs = subset_pairs(cfg, "test")
     eval_dir = Path(cfg.eval.eval_dir or cfg.train.eval_dir)
@@ -165,8 +165,10 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
     leaks = check_test_images(cfg.train.model_dir, [p for p, _ in pairs], allow_overlap, "evaluate",
                               warn_missing=model is None)
     model_path: Path | None = None
+    model_hash: str | None = None
     if model is None:
         model_path = best_model_path(cfg.train.model_dir)
+        model_hash = model_sha256(model_path)  # report compares it with the best model of its day
         model = load_trained(cfg)
     spacings, manifest = pixel_spacings(cfg, [p for p, _ in pairs])
     from flexunet.review import Review, manifest_geometry
@@ -194,8 +196,8 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
         raise DataError(f"{cfg.test.images_dir}: the pipeline yielded {seen} of {len(pairs)} test images")
 
     csv_path = Path(cfg.eval.evaluation_csv)
-    report = {**_report(cfg, acc, loss_mean.value, dice_mean.value, model_path, manifest), "leak_check": leaks,
-              **review.report()}
+    report = {**_report(cfg, acc, loss_mean.value, dice_mean.value, model_path, model_hash, manifest),
+              "leak_check": leaks, **review.report()}
     with staged_files() as staged:  # evaluation.csv and eval_dir's files replace the previous ones together
         staged.write_text(csv_path, seed_evaluation_text(cfg.model.loss, loss_mean.value, dice_mean.value))
         files = _write_report(eval_dir, acc, report, staged)
@@ -210,10 +212,11 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
 
 
 def _report(cfg: Config, acc: MetricAccumulator, loss: float, dice: float, model_path: Path | None,
-            manifest: Path | None) -> dict[str, Any]:
+            model_hash: str | None, manifest: Path | None) -> dict[str, Any]:
     body = acc.summary()
     return {
         "model": str(model_path) if model_path is not None else None,
+        "model_sha256": model_hash,   # the file evaluated: report warns when the best model is no longer it
         "test_images_dir": str(Path(cfg.test.images_dir).resolve()),   # what was scored: the report shows these
         "test_masks_dir": str(Path(cfg.test.masks_dir).resolve()),
         "num_images": body.pop("num_images"),

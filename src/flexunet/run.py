@@ -374,6 +374,15 @@ def best_model_path(model_dir: str | Path) -> Path:
     return max(found, key=lambda p: p.stat().st_mtime_ns)
 
 
+def model_sha256(path: str | Path) -> str:
+    """SHA-256 of a model file (read in chunks): evaluation.json records the one evaluated, so ``report``
+    can tell when the run folder's best model has changed since."""
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
 def _h5_signature(f) -> dict[str, list[tuple[int, ...]]]:
     """``{layer name: [weight shapes]}`` of a Keras 3 weights file (h5py File)."""
     out: dict[str, list[tuple[int, ...]]] = {}
