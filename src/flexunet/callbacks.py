@@ -330,15 +330,19 @@ def load_checkpoint(model: keras.Model, model_dir: Path, cfg: Config | None = No
             raise FlexUNetError(f"{folder / name}: missing, so the checkpoint cannot be resumed exactly; restore "
                                 f"the file, or start a new run with --overwrite (evaluate and infer can still "
                                 f"use the best model as it is)")
+    state = read_state(folder / "state.json")  # every file is read and checked before the model changes
     check_weights(folder / "model.weights.h5", model, model_dir / "train_eval_infer.config")
-    with np.load(folder / "optimizer.npz") as data:
-        values = [data[f"v{i}"] for i in range(len(data.files))]
+    values = _read_arrays(folder / "optimizer.npz")
+    rng_values = _read_arrays(folder / "rng.npz")
     model.optimizer.build(model.trainable_variables)  # built, it takes its stored variables (none skipped)
     if len(values) != len(model.optimizer.variables):
         raise FlexUNetError(f"{folder}: optimizer state has {len(values)} variables, the configured "
                             f"optimizer {len(model.optimizer.variables)}; expected the config the run was "
                             f"started with (compare {model_dir / 'train_eval_infer.config'}: [model] "
                             f"optimizer and the model keys must not change) — or start again with --overwrite")
+    rng = _rng_variables(model)
+    if len(rng_values) < len(rng):
+        raise _damaged(folder / "rng.npz", f"{len(rng_values)} of the {len(rng)} random-generator states")
     try:
         model.load_weights(folder / "model.weights.h5")
     except (ValueError, OSError, KeyError) as exc:
@@ -349,15 +353,83 @@ def load_checkpoint(model: keras.Model, model_dir: Path, cfg: Config | None = No
                             f"--overwrite") from None
     for var, value in zip(model.optimizer.variables, values):
         var.assign(value)
-    with np.load(folder / "rng.npz") as data:
-        for i, var in enumerate(_rng_variables(model)):
-            var.assign(data[f"v{i}"])
-    state = json.loads((folder / "state.json").read_text())
+    for var, value in zip(rng, rng_values):
+        var.assign(value)
     return state if cfg is None else _finite_state(state, cfg)
+
+
+_RESUME_HINT = ("the checkpoint cannot be resumed; restore the file, or start a new run with --overwrite (evaluate "
+                "and infer can still use the best model as it is)")
+
+
+def _damaged(path: Path, what: str) -> FlexUNetError:
+    return FlexUNetError(f"{path}: damaged ({what}); expected the file 'flexunet train' wrote — {_RESUME_HINT}")
+
+
+def _read_arrays(path: Path) -> list[np.ndarray]:
+    """``v0, v1, ...`` of a checkpoint's .npz, in order; a FlexUNetError naming the file when it is damaged."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            names = [f"v{i}" for i in range(len(data.files))]
+            if sorted(data.files) != sorted(names):
+                raise _damaged(path, f"holds {', '.join(sorted(data.files)[:3]) or 'no arrays'}, not v0, v1, ...")
+            return [np.asarray(data[name]) for name in names]
+    except FlexUNetError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise _damaged(path, f"not a readable .npz archive: {' '.join(str(exc).split())[:120]}; truncated?") \
+            from None
+
+
+def read_state(path: Path) -> dict:
+    """A checkpoint's state.json, checked: an object with an integer ``epoch`` >= 0 and, where present,
+    the types :func:`initial_state` gives each key; a FlexUNetError naming the file when it is damaged."""
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        reason = (f"{exc.msg}: line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError)
+                  else str(exc))
+        raise _damaged(path, f"not valid JSON: {reason}; truncated?") from None
+    problem = _state_problem(state)
+    if problem:
+        raise _damaged(path, problem)
+    return state
+
+
+def _state_problem(state) -> str | None:
+    if not isinstance(state, dict):
+        return "not a JSON object"
+
+    def is_int(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_num(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not (is_int(state.get("epoch")) and state["epoch"] >= 0):
+        return f"'epoch' is {state.get('epoch')!r}, expected an integer >= 0"
+    checks = {"best": (lambda v: v is None or is_num(v), "a number or null"),
+              "best_epoch": (lambda v: v is None or is_int(v), "an integer or null"),
+              "reducer_wait": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+              "stop_wait": (lambda v: is_int(v) and v >= 0, "an integer >= 0"),
+              "lr_factor": (lambda v: is_num(v) and v > 0, "a number > 0"),
+              "stopped_by": (lambda v: v is None or isinstance(v, str), "a string or null"),
+              "collapse": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+              "history": (lambda v: isinstance(v, dict) and all(
+                  isinstance(k, str) and isinstance(x, list) and all(e is None or is_num(e) for e in x)
+                  for k, x in v.items()), "an object of lists of numbers")}
+    for key, (ok, expected) in checks.items():
+        if key in state and not ok(state[key]):
+            return f"'{key}' is {json.dumps(state[key])[:60]}, expected {expected}"
+    return None
 
 
 def _finite_state(state: dict, cfg: Config) -> dict:
     """state.json as the run keeps it in memory: JSON's nulls back to the non-finite numbers they were."""
+    for key, value in initial_state(cfg).items():  # a key an older state.json lacks: its starting value
+        state.setdefault(key, value)
     if state.get("best") is None:
         state["best"] = initial_state(cfg)["best"]
     state["history"] = {k: [math.nan if v is None else v for v in values] if isinstance(values, list) else values

@@ -140,7 +140,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     cfg = _load(args)
     from flexunet.inspect import inspect_model
 
-    inspect_model(cfg, save=not args.no_save)
+    inspect_model(cfg)
     return 0
 
 

@@ -378,10 +378,34 @@ def _validate(cfg: Config) -> None:
     names = cfg.dataset.class_names
     if names is not None and len(names) != m.num_classes:
         raise cfg.error("dataset", "class_names", f"{m.num_classes} names, background first")
+    clash = class_name_clash(names) if names is not None else None
+    if clash:
+        raise cfg.error("dataset", "class_names", f"a different name for each class (case and punctuation "
+                                                  f"aside); {clash}")
     ratios = cfg.split.ratios
     if len(ratios) != 3 or abs(sum(ratios) - 1.0) > 1e-6 or ratios[0] <= 0:
         raise cfg.error("split", "ratios", "three fractions train, valid, test summing to 1 (train > 0)")
     _validate_metric_names(cfg)
+
+
+def class_name_clash(names: Iterable[str]) -> str | None:
+    """Why two class names would read as one class, or None: the evaluation keys its tables by name
+    (compared here case aside) and training logs its metrics by :func:`metric_suffix` (foreground only)."""
+    names = list(names)
+    seen: dict[str, str] = {}
+    for name in names:
+        key = name.casefold()
+        if key in seen:
+            return f"{name!r} appears twice" if seen[key] == name else \
+                f"{seen[key]!r} and {name!r} differ only in case"
+        seen[key] = name
+    suffixes: dict[str, str] = {}
+    for name in names[1:]:
+        suffix = metric_suffix(name)
+        if suffix in suffixes:
+            return f"{suffixes[suffix]!r} and {name!r} would both be logged as dice_{suffix}"
+        suffixes[suffix] = name
+    return None
 
 
 def _validate_metric_names(cfg: Config) -> None:

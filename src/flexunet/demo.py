@@ -64,7 +64,10 @@ def run_demo(out: Path, size: int = 256, epochs: int | None = None, count: int =
     def stage(name: str, what: str, fn: Callable[[], object]) -> object:
         echo(f"[{len(timings) + 1}/8] {name}: {what}")
         t0 = time.perf_counter()
-        result = fn()
+        try:
+            result = fn()
+        except FlexUNetError as exc:
+            raise _as_demo_refusal(exc, out) from None
         timings[name] = time.perf_counter() - t0
         echo(f"      {name} done in {timings[name]:.1f} s")
         return result
@@ -109,6 +112,18 @@ def run_demo(out: Path, size: int = 256, epochs: int | None = None, count: int =
     echo(f"Config for re-running any stage: {config_path}")
     return {"out": out, "config": config_path, "seconds": total, "timings": timings, "classes": classes,
             "report": report["html"], "evaluation": evaluation}
+
+
+def _as_demo_refusal(exc: FlexUNetError, out: Path) -> FlexUNetError:
+    """A stage's refusal as the demo's user can act on it: the demo has no --overwrite, so advice to pass
+    it is replaced by what can be done (move the files the demo did not write, or another --out)."""
+    text = str(exc)
+    if "--overwrite" not in text:
+        return exc
+    kept = "; ".join(part for part in text.split("; ") if "--overwrite" not in part)
+    new = type(exc)(f"{kept}; flexunet demo writes only beside its own files and has no --overwrite: move the "
+                    f"files it did not write out of {out}, or run the demo with another --out")
+    return new
 
 
 def _class_figures(evaluation: dict) -> dict[str, dict[str, float]]:

@@ -38,7 +38,7 @@ import numpy as np
 
 from flexunet.config import Config
 from flexunet.errors import DataError
-from flexunet.io import write_bytes, write_json, write_text
+from flexunet.io import StagedFiles, staged_files
 from flexunet.metrics import COUNTS, LESION_COUNTS, SCORES, MetricAccumulator
 from flexunet.outputs import (check_output_dir, check_output_file, claim_output_dir, claim_output_file,
                               input_folders)
@@ -151,7 +151,7 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
     from flexunet.data import check_masks, make_dataset, subset_pairs
     from flexunet.losses import dice_coef_multiclass, make_loss
     from flexunet.datarecord import check_test_images
-    from flexunet.run import best_model_path, load_trained
+    from flexunet.run import best_model_path, load_trained, model_sha256
 
     pairs = subset_pairs(cfg, "test")
     eval_dir = Path(cfg.eval.eval_dir or cfg.train.eval_dir)
@@ -160,8 +160,10 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
     leaks = check_test_images(cfg.train.model_dir, [p for p, _ in pairs], allow_overlap, "evaluate",
                               warn_missing=model is None)
     model_path: Path | None = None
+    model_hash: str | None = None
     if model is None:
         model_path = best_model_path(cfg.train.model_dir)
+        model_hash = model_sha256(model_path)  # report compares it with the best model of its day
         model = load_trained(cfg)
     spacings, manifest = pixel_spacings(cfg, [p for p, _ in pairs])
     from flexunet.review import Review, manifest_geometry
@@ -189,12 +191,13 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
         raise DataError(f"{cfg.test.images_dir}: the pipeline yielded {seen} of {len(pairs)} test images")
 
     csv_path = Path(cfg.eval.evaluation_csv)
-    write_text(csv_path, seed_evaluation_text(cfg.model.loss, loss_mean.value, dice_mean.value))
-    claim_output_file(csv_path, "evaluate")
-    report = {**_report(cfg, acc, loss_mean.value, dice_mean.value, model_path, manifest), "leak_check": leaks,
-              **review.report()}
-    files = _write_report(eval_dir, acc, report)
-    claim_output_dir(eval_dir, "evaluate", EVAL_FILES)
+    report = {**_report(cfg, acc, loss_mean.value, dice_mean.value, model_path, model_hash, manifest),
+              "leak_check": leaks, **review.report()}
+    with staged_files() as staged:  # evaluation.csv and eval_dir's files replace the previous ones together
+        staged.write_text(csv_path, seed_evaluation_text(cfg.model.loss, loss_mean.value, dice_mean.value))
+        claim_output_file(csv_path, "evaluate")
+        files = _write_report(eval_dir, acc, report, staged)
+        claim_output_dir(eval_dir, "evaluate", EVAL_FILES)
     summary = {
         "loss_name": cfg.model.loss, "loss": loss_mean.value, SEED_METRIC: dice_mean.value,
         "num_images": seen, "classes": _brief(report), "evaluation_csv": csv_path, "eval_dir": eval_dir,
@@ -205,10 +208,11 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
 
 
 def _report(cfg: Config, acc: MetricAccumulator, loss: float, dice: float, model_path: Path | None,
-            manifest: Path | None) -> dict[str, Any]:
+            model_hash: str | None, manifest: Path | None) -> dict[str, Any]:
     body = acc.summary()
     return {
         "model": str(model_path) if model_path is not None else None,
+        "model_sha256": model_hash,   # the file evaluated: report warns when the best model is no longer it
         "test_images_dir": str(Path(cfg.test.images_dir).resolve()),   # what was scored: the report shows these
         "test_masks_dir": str(Path(cfg.test.masks_dir).resolve()),
         "num_images": body.pop("num_images"),
@@ -281,24 +285,25 @@ def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return buf.getvalue()
 
 
-def _write_report(eval_dir: Path, acc: MetricAccumulator, report: dict[str, Any]) -> list[Path]:
+def _write_report(eval_dir: Path, acc: MetricAccumulator, report: dict[str, Any], staged: StagedFiles) -> list[Path]:
+    """eval_dir's files, staged (they replace the previous ones when ``staged``'s block ends)."""
     eval_dir.mkdir(parents=True, exist_ok=True)
     paths = [eval_dir / name for name in ("evaluation.json", "per_image.csv", "confusion_matrix.csv",
                                           "confusion_matrix.png")]
-    write_json(paths[0], report)
+    staged.write_json(paths[0], report)
     columns = ["image", "class_index", "class", "ref_pixels", "pred_pixels", *COUNTS, *SCORES, "hd95_px",
                "hd95_mm", *LESION_COUNTS]
     rows = acc.per_image_rows()
-    write_text(paths[1], _csv_text(columns, [[r[c] for c in columns] for r in rows]))
+    staged.write_text(paths[1], _csv_text(columns, [[r[c] for c in columns] for r in rows]))
     names = list(acc.class_names)
-    write_text(paths[2], _csv_text(["reference \\ prediction", *names],
-                                   [[n, *map(int, row)] for n, row in zip(names, acc.confusion)]))
-    write_bytes(paths[3], confusion_png(acc.confusion, names))
+    staged.write_text(paths[2], _csv_text(["reference \\ prediction", *names],
+                                          [[n, *map(int, row)] for n, row in zip(names, acc.confusion)]))
+    staged.write_bytes(paths[3], confusion_png(acc.confusion, names))
     from flexunet.review import bland_altman_png, reliability_png
 
     paths += [eval_dir / "reliability.png", eval_dir / "bland_altman.png"]
-    write_bytes(paths[4], reliability_png(report["calibration"]))
-    write_bytes(paths[5], bland_altman_png(report["volumes"]))
+    staged.write_bytes(paths[4], reliability_png(report["calibration"]))
+    staged.write_bytes(paths[5], bland_altman_png(report["volumes"]))
     return paths
 
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from flexunet.config import class_name_clash
 from flexunet.errors import DataError, FlexUNetError
 from flexunet.io import open_image, pair_by_name, to_rgb_array
 from flexunet.masks import default_rgb_map, palette_colours
@@ -260,9 +261,10 @@ def class_names_for(colours: Sequence[tuple[int, int, int]], given: Sequence[str
         names = [n.strip() for n in given if n.strip()]
         if len(names) == len(colours) - 1:
             names = ["background", *names]
-        if len(names) != len(colours) or len(set(names)) != len(names):
+        if len(names) != len(colours) or class_name_clash(names):
+            clash = class_name_clash(names)
             raise FlexUNetError(f"--classes {','.join(given)}: the masks hold {held}; expected {len(colours) - 1} "
-                                f"distinct names in that order (background optional)")
+                                f"distinct names in that order (background optional){f'; {clash}' if clash else ''}")
         return names
     if index:
         return ["background", *(f"class_{c}" for c in range(1, len(colours)))]

@@ -1,33 +1,25 @@
-"""``flexunet inspect``: what the config builds, before anything is trained."""
+"""``flexunet inspect``: what the config builds, before anything is trained.
+
+It prints and writes nothing: ``[train] model_dir`` is the run's folder, and a folder that
+holds files is refused by ``flexunet train`` as a previous run; ``train`` itself writes
+``summary.txt`` (the same text) into the run folder it makes.
+"""
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from flexunet.config import Config
-from flexunet.io import write_text
-
-log = logging.getLogger(__name__)
 
 
-def inspect_model(cfg: Config, save: bool = True) -> dict:
-    """Build the model, print its summary, parameter count and GFLOPs; save summary.txt.
+def inspect_model(cfg: Config) -> dict:
+    """Build the model and print its summary, parameter count and GFLOPs (no file is written).
 
-    Returns ``{"params": int, "gflops": float, "summary_path": Path | None}``.
+    Returns ``{"params": int, "gflops": float, "text": str}``.
     """
     from flexunet.model import build_model, forward_flops, summary_text
 
     model = build_model(cfg.model, seed=cfg.train.seed)
     text = summary_text(model, cfg.model)
     sys.stdout.write(text)
-    path = None
-    if save:
-        path = cfg.train.model_dir / "summary.txt"
-        try:
-            write_text(path, text)
-            log.info("summary written to %s", path)
-        except OSError as exc:
-            log.warning("%s: cannot write the summary (%s); printed only", path, exc.strerror)
-            path = None
-    return {"params": model.count_params(), "gflops": forward_flops(model) / 1e9, "summary_path": path}
+    return {"params": model.count_params(), "gflops": forward_flops(model) / 1e9, "text": text}

@@ -43,7 +43,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file beside ``path``; on success it replaces ``path`` whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # an unwritable folder: name the file that was to be written, not the temporary
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600: give the file the mode a plain open() would
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as fh:
@@ -110,6 +113,36 @@ def save_image(path: str | os.PathLike, image: Image.Image | np.ndarray, format:
     buf = _io.BytesIO()
     image.save(buf, format=format)
     write_bytes(path, buf.getvalue())
+
+
+class StagedFiles:
+    """Files staged by :func:`staged_files`: each written whole to a temporary beside its target."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        self._stack = stack
+        self.paths: list[Path] = []
+
+    def write_bytes(self, path: str | os.PathLike, data: bytes) -> None:
+        fh = self._stack.enter_context(atomic_write(path, "wb"))
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())  # a full disk shows here, while nothing has been replaced yet
+        self.paths.append(Path(path))
+
+    def write_text(self, path: str | os.PathLike, text: str) -> None:
+        self.write_bytes(path, text.encode("utf-8"))
+
+    def write_json(self, path: str | os.PathLike, obj: Any) -> None:
+        self.write_text(path, json_text(obj, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def staged_files() -> Iterator[StagedFiles]:
+    """Write several files as one: each is staged beside its target, and only when the block ends
+    without error do they all replace their targets (renames only); on any error every staged file
+    is removed and every target is left as it was."""
+    with contextlib.ExitStack() as stack:
+        yield StagedFiles(stack)
 
 
 # --------------------------------------------------------------------------- reading

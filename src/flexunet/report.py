@@ -9,7 +9,9 @@ the evaluated images) is refused, a non-empty folder it did not write needs ``--
 is never replaced.  The gallery shows the images the evaluation scored (the folders
 evaluation.json records), checked by the leak guard as ``evaluate`` checks them.  The page:
 
-1. header: the model (parameters, input size, classes, loss), dates and paths;
+1. header: the model (parameters, input size, classes, loss), dates and paths; a warning (there,
+   on the console and atop the evaluation) when evaluation.json's ``model_sha256`` is not the
+   current best model's: the figures are then an earlier model's;
 2. dataset statistics (:func:`flexunet.stats.dataset_stats` on ``[report] dataset_dir``,
    else ``[split] output_dir/name``, else the folder above ``[train] images_dir`` when it
    is a split's ``train/``); skipped with a note when there is no such folder;
@@ -47,7 +49,7 @@ from flexunet.io import swap_dir, write_text
 from flexunet.outputs import check_output_dir, claim_output_dir, input_folders
 from flexunet.progress import Progress
 from flexunet.report_data import (ReportError, eval_dir_of, evaluated_folders, load_evaluation,  # noqa: F401
-                                  read_per_image)
+                                  model_mismatch, read_per_image)
 from flexunet.report_gallery import gallery_section, uncertain_html, viewer_hooks, viewer_section
 from flexunet.report_html import CSS, FIGURES, Build, esc
 from flexunet.report_sections import (curves_section, dataset_section, epochs_section, evaluation_section,
@@ -76,7 +78,8 @@ def build_report(cfg: Config, progress: bool = True, overwrite: bool = False,
     ``output_dir``, ``sections`` (their ids), ``gallery`` (per rank: image, mean Dice
     from per_image.csv, and the per-class Dice of the prediction made for the page),
     ``dataset`` (the statistics, or None), ``viewer`` (grouping kind and the slice names of
-    each viewer, or None) and ``notes`` (what was skipped and why).
+    each viewer, or None), ``notes`` (what was skipped and why) and ``stale`` (why evaluation.json's
+    figures may not be the current best model's, or None when it records that model's SHA-256).
     """
     from flexunet.datarecord import check_test_images
     from flexunet.io import list_files
@@ -91,12 +94,16 @@ def build_report(cfg: Config, progress: bool = True, overwrite: bool = False,
     images = folders[0] if folders else cfg.test.images_dir
     if images is not None and Path(images).is_dir():
         check_test_images(cfg.train.model_dir, list_files(images), allow_overlap, "report")
+    stale = model_mismatch(cfg, evaluation)
+    if stale:  # on the console now, and on the page beside the figures
+        log.warning("report: %s", stale)
     claim_output_dir(out, "report", [REPORT_FILE, FIGURES])
     tmp = out / f".{FIGURES}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        b = Build(cfg, tmp, evaluation, eval_dir, progress, model=load_trained(cfg), test_folders=folders)
+        b = Build(cfg, tmp, evaluation, eval_dir, progress, model=load_trained(cfg), test_folders=folders,
+                  stale=stale)
         viewer_hooks(b)
         steps: list[tuple[str, str, Callable[[], str]]] = [
             ("dataset", "Dataset", lambda: dataset_section(b)),
@@ -118,7 +125,7 @@ def build_report(cfg: Config, progress: bool = True, overwrite: bool = False,
     log.info("wrote %s (%d figures in %s)", html_path, len(b.figures), out / FIGURES)
     return {"html": html_path, "figures": [out / FIGURES / rel for rel in b.figures], "output_dir": out,
             "sections": ["header", *(sid for sid, _, _ in bodies)], "gallery": b.gallery, "dataset": b.dataset,
-            "viewer": b.viewer, "notes": b.notes}
+            "viewer": b.viewer, "notes": b.notes, "stale": stale}
 
 
 def _page(b: Build, bodies: Sequence[tuple[str, str, str]]) -> str:

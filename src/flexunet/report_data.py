@@ -51,6 +51,23 @@ def load_evaluation(eval_dir: Path) -> dict[str, Any]:
     return doc
 
 
+def model_mismatch(cfg: Config, evaluation: Mapping[str, Any]) -> str | None:
+    """A sentence when evaluation.json's figures are not known to be those of the run folder's current
+    best model (its ``model_sha256`` differs from the file's, or is not recorded); None when they are."""
+    from flexunet.run import best_model_path, model_sha256
+
+    current = best_model_path(cfg.train.model_dir)
+    recorded = evaluation.get("model_sha256")
+    if not isinstance(recorded, str) or not recorded:
+        return (f"evaluation.json does not record which model it evaluated (written by an older flexunet, or for "
+                f"a model passed in code), so these figures may be for an earlier model than {current}; run "
+                f"flexunet evaluate again")
+    if model_sha256(current) != recorded:
+        return (f"these figures were computed for an earlier model: {current} has changed since evaluation.json "
+                f"was written; run flexunet evaluate again")
+    return None
+
+
 def _number(text: str) -> float:
     return float(text) if text.strip() else float("nan")
 

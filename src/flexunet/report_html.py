@@ -61,6 +61,12 @@ def note(text: str) -> str:
     return f'<p class="note">{esc(text)}</p>'
 
 
+def warning(text: str, element_id: str = "") -> str:
+    """A paragraph that stands out: what makes the page's figures doubtful."""
+    attr = f' id="{esc(element_id)}"' if element_id else ""
+    return f'<p class="warning"{attr}><strong>Warning:</strong> {esc(text)}</p>'
+
+
 def has(doc: Any, key: str) -> bool:
     try:
         lookup(doc, key)
@@ -89,6 +95,7 @@ figure.fig img{max-width:560px}figure.wide img{max-width:1150px}figcaption{font-
 .case{display:flex;flex-wrap:wrap;align-items:flex-start;gap:.3em;margin:.4em 0 1em}
 .case figure img{width:180px;image-rendering:pixelated}.case .info{min-width:220px;font-size:.9em}
 code{background:#f1f4f7;padding:0 .25em}
+.warning{background:#fdecea;border-left:4px solid #c0392b;padding:.4em .8em}
 """
 
 
@@ -108,6 +115,7 @@ class Build:
     dataset: dict[str, Any] | None = None
     test_folders: tuple[Path, Path] | None = None      # (images, masks) the evaluation scored, None: [test]
     viewer: dict[str, Any] | None = None               # grouping kind and the slice names of each viewer
+    stale: str | None = None                           # why the evaluation may not be the current model's
     # hooks for other sections: extra per-slice layers computed from the softmax (H, W, K) -> (H, W) in 0..1,
     # e.g. {"uncertainty": entropy}, and a text per group (patient volumes) shown beside the Dice table
     viewer_layers: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)

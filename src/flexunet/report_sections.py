@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping
 
 from flexunet.errors import DataError
 from flexunet.report_data import dataset_dir_of, epoch_montages, read_json
-from flexunet.report_html import Build, esc, figure_html, fmt, has, html_table, lookup, note, value_cell
+from flexunet.report_html import Build, esc, figure_html, fmt, has, html_table, lookup, note, value_cell, warning
 from flexunet.report_plots import plot_dice, plot_learning_rate, plot_loss
 
 
@@ -50,7 +50,8 @@ def header_html(b: Build) -> str:
              ("dataset", f"{dataset} ({how})" if dataset else how),
              ("epoch-change montages", cfg.train.epoch_change_infer_dir)]
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in dates + paths)
-    return (f'<p class="summary"><strong>{esc(summary)}</strong></p><p>{esc(run)}; evaluated on '
+    stale = warning(b.stale, "stale-model") if b.stale else ""
+    return (f'<p class="summary"><strong>{esc(summary)}</strong></p>{stale}<p>{esc(run)}; evaluated on '
             f'{fmt(ev.get("num_images"))} test images at {esc("x".join(map(str, ev.get("resolution", []))))} '
             f"pixels.</p><table>{rows}</table>")
 
@@ -176,6 +177,7 @@ def evaluation_section(b: Build) -> str:
         rows.append(f"<tr><th>{esc(label)}</th>{''.join(cells)}</tr>")
     mm_note = "" if has_mm else " HD95 in mm is not shown: no test image has a known pixel spacing."
     parts = [
+        warning(b.stale) if b.stale else "",
         f"<p>{fmt(ev.get('num_images'))} test images of {esc(ev.get('test_images_dir', ''))}, scored at the "
         f"model's input resolution ({esc('x'.join(map(str, ev.get('resolution', []))))}).{esc(mm_note)}</p>",
         f'<table id="per-class" data-source="evaluation.json">{head}{"".join(rows)}</table>',

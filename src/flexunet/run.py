@@ -190,28 +190,123 @@ def embed_meta(path: Path, meta: Mapping[str, Any]) -> None:
             f.attrs[META_ATTR] = text
 
 
+_EXPECTED_META = f"the {META} 'flexunet train' writes"
+
+
+def _kind_of(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "true/false", type(None): "null",
+             int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _meta_problem(meta: Any) -> str | None:
+    """What is wrong with a metadata record's types (None when nothing): the keys flexunet reads."""
+    if not isinstance(meta, dict):
+        return f"{_kind_of(meta)}, not an object"
+    int_ = (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
+    num = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number")
+    str_ = (lambda v: isinstance(v, str), "a string")
+    bool_ = (lambda v: isinstance(v, bool), "true or false")
+    obj = (lambda v: isinstance(v, dict), "an object")
+    arr = (lambda v: isinstance(v, list), "an array")
+
+    def check(doc: dict, key: str, kind: tuple, where: str, required: bool = False,
+              nullable: bool = True) -> str | None:
+        if key not in doc:
+            return f"no '{where}{key}'" if required else None
+        value = doc[key]
+        if (value is None and nullable and not required) or kind[0](value):
+            return None
+        return f"'{where}{key}' is {_kind_of(value)}, expected {kind[1]}"
+
+    # (key, kind, required, null allowed)
+    top = [("best_model", str_, True, False), ("format", int_, False, True), ("epoch", int_, False, True),
+           ("best_epoch", int_, False, True), ("best", num, False, True), ("monitor", str_, False, True),
+           ("input", obj, False, False), ("classes", arr, False, False), ("config", obj, False, False),
+           ("split_sha256", str_, False, True), ("versions", obj, False, False)]
+    for key, kind, required, nullable in top:
+        problem = check(meta, key, kind, "", required, nullable)
+        if problem:
+            return problem
+    for key, kind in (("height", int_), ("width", int_), ("channels", int_), ("normalize", bool_),
+                      ("color_order", str_)):
+        problem = check(meta.get("input") or {}, key, kind, "input.")
+        if problem:
+            return problem
+    for i, entry in enumerate(meta.get("classes") or []):
+        if not isinstance(entry, dict):
+            return f"'classes.{i}' is {_kind_of(entry)}, expected an object"
+        for key, kind in (("index", int_), ("name", str_)):
+            problem = check(entry, key, kind, f"classes.{i}.", required=True)
+            if problem:
+                return problem
+        colour = entry.get("colour")
+        if colour is not None and not (isinstance(colour, list) and len(colour) == 3
+                                       and all(int_[0](c) for c in colour)):
+            return f"'classes.{i}.colour' is not [r, g, b]"
+    return None
+
+
+def parse_meta(text: str | bytes, source: str | Path) -> dict[str, Any]:
+    """A metadata record read from ``source``; a FlexUNetError saying it is damaged (not JSON, or keys of
+    the wrong type) and what was expected."""
+    try:
+        meta = json.loads(text)
+    except ValueError as exc:
+        reason = (f"{exc.msg}: line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError)
+                  else str(exc))
+        raise _damaged_meta(source, f", not valid JSON ({reason}; truncated?)") from None
+    problem = _meta_problem(meta)
+    if problem:
+        raise _damaged_meta(source, f" model metadata ({problem})")
+    return meta
+
+
+def _damaged_meta(source: str | Path, what: str) -> FlexUNetError:
+    return FlexUNetError(f"{source}: damaged{what}; expected {_EXPECTED_META} (restore it, or train again)")
+
+
+def _read_meta_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise FlexUNetError(f"{path}: cannot be read ({exc.strerror}); expected {_EXPECTED_META}") from None
+    return parse_meta(text, path)
+
+
 def read_meta(target: str | Path) -> dict[str, Any] | None:
-    """The metadata of a run folder, a checkpoint folder or a model file (None when it has none)."""
+    """The metadata of a run folder, a checkpoint folder or a model file (None when it has none).
+
+    Metadata that is there but damaged (truncated JSON, keys of the wrong type) is a FlexUNetError
+    naming the file.
+    """
     target = Path(target)
     if target.is_dir():
         path = target / META
         if path.is_file():
-            return json.loads(path.read_text())
+            return _read_meta_file(path)
         return None
+    if target.name == META:
+        return _read_meta_file(target)
     if target.suffix == ".json":
         try:
             meta = json.loads(target.read_text())
         except (OSError, ValueError):
-            raise FlexUNetError(f"{target}: not readable as JSON; expected a {META} written by 'flexunet train'") \
-                from None
-        return meta if isinstance(meta, dict) and "best_model" in meta else None
+            raise FlexUNetError(f"{target}: not readable as JSON (damaged or not JSON); expected a {META} written "
+                                f"by 'flexunet train'") from None
+        if not (isinstance(meta, dict) and "best_model" in meta):
+            return None
+        problem = _meta_problem(meta)
+        if problem:
+            raise _damaged_meta(target, f" model metadata ({problem})")
+        return meta
     if target.name.endswith(".keras"):
         try:
             with zipfile.ZipFile(target) as zf:
                 if META_IN_KERAS in zf.namelist():
-                    return json.loads(zf.read(META_IN_KERAS))
-        except zipfile.BadZipFile:
-            raise FlexUNetError(f"{target}: not a .keras model file (not a zip archive)") from None
+                    return parse_meta(zf.read(META_IN_KERAS), f"{target} ({META_IN_KERAS} inside)")
+        except (zipfile.BadZipFile, OSError, EOFError):
+            raise FlexUNetError(f"{target}: not a .keras model file (not a zip archive, or truncated)") from None
     elif target.name.endswith(".h5"):
         import h5py
 
@@ -221,10 +316,10 @@ def read_meta(target: str | Path) -> dict[str, Any] | None:
         except OSError:
             raise FlexUNetError(f"{target}: not an HDF5 weights file") from None
         if text is not None:
-            return json.loads(text)
+            return parse_meta(text, f"{target} (attribute {META_ATTR})")
     sibling = target.parent / META
     if sibling.is_file():
-        meta = json.loads(sibling.read_text())
+        meta = _read_meta_file(sibling)
         if meta.get("best_model") == target.name:
             return meta
     return None
@@ -277,6 +372,15 @@ def best_model_path(model_dir: str | Path) -> Path:
         raise FlexUNetError(f"{model_dir}: no {BEST_KERAS} or {BEST_WEIGHTS}; expected a folder written by "
                             f"'flexunet train' (check [train] model_dir)")
     return max(found, key=lambda p: p.stat().st_mtime_ns)
+
+
+def model_sha256(path: str | Path) -> str:
+    """SHA-256 of a model file (read in chunks): evaluation.json records the one evaluated, so ``report``
+    can tell when the run folder's best model has changed since."""
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _h5_signature(f) -> dict[str, list[tuple[int, ...]]]:

@@ -78,7 +78,7 @@ class TrainSettings:
     save_weights_only: bool = opt(False, Bool(), "best model as weights only (original's option)")
     steps_per_epoch: int | None = opt(None, Optional(POS_INT), "steps per epoch (None: whole set)")
     validation_steps: int | None = opt(None, Optional(POS_INT), "validation steps (None: whole set)")
-    seed: int = opt(137, NONNEG_INT, "one seed for split, augmentation, shuffling and initialisation")
+    seed: int = opt(137, Int(lo=0, hi=2**32 - 1), "one seed for split, augmentation, shuffling and initialisation")
     monitor: str = opt("val_loss", Str(), "logged value the checkpoint, reducer and early stopping watch "
                                            "(loss, a metric, or their val_ forms)")
     deterministic: bool = opt(False, Bool(), "op determinism: bit-identical runs on CPU (slower)")

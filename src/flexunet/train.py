@@ -146,11 +146,53 @@ def _infer_samples(cfg: Config) -> list[Path]:
     return list_files(folder, (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"))[:cfg.train.num_infer_images]
 
 
-def is_chief() -> bool:
-    """Whether this process writes the run's files: TF_CONFIG's "chief", else worker 0, else (no TF_CONFIG) yes."""
+TF_CONFIG_EXPECTED = ('a JSON object such as {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                      '"task": {"type": "worker", "index": 0}}')
+
+
+def tf_config() -> dict:
+    """The ``TF_CONFIG`` environment variable, checked: ``{}`` when unset or empty, else a dict whose
+    "cluster" maps task types to lists of "host:port" strings and whose "task" has a "type" string and
+    an integer "index"; a FlexUNetError naming TF_CONFIG and what was expected when it is not."""
     import json
 
-    spec = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    text = os.environ.get("TF_CONFIG") or ""
+    if not text.strip():
+        return {}
+
+    def bad(why: str) -> FlexUNetError:
+        return FlexUNetError(f"TF_CONFIG environment variable (read for [train] strategy = \"multiworker\"): "
+                             f"{why}; expected {TF_CONFIG_EXPECTED}")
+
+    try:
+        spec = json.loads(text)
+    except ValueError as exc:
+        raise bad(f"not valid JSON ({getattr(exc, 'msg', exc)} at character {getattr(exc, 'pos', '?')})") from None
+    if not isinstance(spec, dict):
+        shown = {list: "an array", str: "a string", bool: "true/false", type(None): "null"}.get(type(spec), "a number")
+        raise bad(f"{shown}, not an object")
+    cluster = spec.get("cluster", {})
+    if not isinstance(cluster, dict) or not all(
+            isinstance(hosts, list) and all(isinstance(h, str) for h in hosts) for hosts in cluster.values()):
+        raise bad('"cluster" is not an object of task type -> list of "host:port" strings')
+    task = spec.get("task", {})
+    if not isinstance(task, dict):
+        raise bad('"task" is not an object')
+    if "type" in task and not isinstance(task["type"], str):
+        raise bad('"task" "type" is not a string')
+    index = task.get("index", 0)
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise bad('"task" "index" is not an integer >= 0')
+    kind = task.get("type")
+    if cluster and kind is not None and index >= len(cluster.get(kind, [])):
+        raise bad(f'"task" {{"type": "{kind}", "index": {index}}} names no address of "cluster" '
+                  f'({len(cluster.get(kind, []))} "{kind}" address(es))')
+    return spec
+
+
+def is_chief() -> bool:
+    """Whether this process writes the run's files: TF_CONFIG's "chief", else worker 0, else (no TF_CONFIG) yes."""
+    spec = tf_config()
     task = spec.get("task") or {}
     kind = task.get("type")
     if kind is None or kind == "chief":
@@ -193,7 +235,7 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False, progress: 
         from flexunet.run import apply_run
 
         cfg = apply_run(cfg, strict, extra_keys=(("model", "learning_rate"),))
-    if cfg.train.strategy == "multiworker" and not is_chief():
+    if cfg.train.strategy == "multiworker" and not is_chief():  # is_chief: TF_CONFIG checked before any work
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="flexunet-worker-") as scratch:
@@ -236,7 +278,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
     import keras
 
     from flexunet.callbacks import EpochChangeInferencer, NanGuard, RunController, initial_state, load_checkpoint
-    from flexunet.model import compile_model, configure_runtime, prior_bias
+    from flexunet.model import compile_model, configure_runtime, prior_bias, summary_text
     from flexunet.timing import EpochClock, timing_line
 
     configure_runtime(cfg)
@@ -270,6 +312,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
                     "(recorded under \"changes\" in %s, whose leak check keeps the earlier images)", t.model_dir,
                     first, data_diff.summary(), RECORD_FILE)
     write_text(t.model_dir / "train_eval_infer.config", note + dump_config(cfg))
+    if not resume:  # what `flexunet inspect` prints (a resumed run's network is the one already described)
+        write_text(t.model_dir / "summary.txt", summary_text(model, cfg.model))
     # fingerprints every image (on --resume the new ones only): overlaps the first steps
     recording = _record_data(cfg, train_pairs, valid_pairs, data_diff, first)
 
