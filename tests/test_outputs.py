@@ -70,6 +70,21 @@ def test_an_output_inside_another_commands_output_is_refused(tmp_path):
     check_output_dir(dataset, "stats", overwrite=True, writes=("stats.json",), shares_with=("split",))
 
 
+def test_sharing_a_folder_never_opens_the_inside_of_the_others_entries(tmp_path):
+    """stats writes beside split's subsets, never inside them: --out mini_test/masks was written into
+    with --overwrite (and the refusal without it said to pass --overwrite)."""
+    dataset = tmp_path / "dataset"
+    claim_output_dir(dataset, "split", ["train", "mini_test", "split.json"])
+    (dataset / "mini_test" / "masks").mkdir(parents=True)
+    (dataset / "mini_test" / "masks" / "1.png").write_bytes(b"mask")
+    for overwrite in (False, True):
+        with pytest.raises(FlexUNetError, match=r"lies inside .*mini_test, written by `flexunet split`; `flexunet "
+                                                r"stats` never writes into another command's output"):
+            check_output_dir(dataset / "mini_test" / "masks", "stats", overwrite=overwrite, writes=("stats.json",),
+                             shares_with=("split",))
+    check_output_dir(dataset, "stats", writes=("stats.json",), shares_with=("split",))   # beside them: fine
+
+
 def test_a_single_file_is_replaced_only_when_its_own(tmp_path):
     path = tmp_path / "evaluation.csv"
     check_output_file(path, "evaluate", False, "[eval] evaluation_csv")  # new: fine

@@ -124,13 +124,15 @@ def _check_inputs(out: Path, command: str, what: str, inputs: Iterable[Input]) -
                                 f"never writes where its inputs are — choose a folder outside them")
 
 
-def _check_not_inside_others(out: Path, command: str, what: str, shares_with: tuple[str, ...]) -> None:
-    """``out`` must not lie inside an entry another command recorded (a split dataset, a run folder)."""
+def _check_not_inside_others(out: Path, command: str, what: str) -> None:
+    """``out`` must not be or lie inside an entry another command recorded (a split dataset's
+    ``mini_test/``, a run's ``logs/``).  Commands that share a folder (``shares_with`` of
+    :func:`check_output_dir`) share that folder only, never the inside of each other's entries."""
     resolved = out.resolve()
     for parent in resolved.parents:
         child = resolved.relative_to(parent).parts[0]
         for cmd, names in folder_owners(parent).items():
-            if cmd != command and cmd not in shares_with and child in names:
+            if cmd != command and child in names:
                 where = "is" if parent / child == resolved else "lies inside"
                 raise FlexUNetError(f"{what} = {out}: {where} {parent / child}, written by `flexunet {cmd}`; "
                                     f"`flexunet {command}` never writes into another command's output — "
@@ -160,7 +162,7 @@ def check_output_dir(out: str | os.PathLike, command: str, inputs: Iterable[Inpu
     out = Path(out)
     what = what or f"flexunet {command} output"
     _check_inputs(out, command, what, inputs)
-    _check_not_inside_others(out, command, what, shares_with)
+    _check_not_inside_others(out, command, what)
     if out.exists() and not out.is_dir():
         raise FlexUNetError(f"{what} = {out}: is a file; expected a folder to write into")
     if not out.is_dir():
@@ -207,7 +209,7 @@ def check_output_file(path: str | os.PathLike, command: str, overwrite: bool, wh
     if path.is_dir():
         raise FlexUNetError(f"{what} = {path}: is a folder; expected a file path")
     if not _present(path):
-        _check_not_inside_others(path, command, what, ())
+        _check_not_inside_others(path, command, what)
         return
     owner = owner_of(path)
     if owner is None:
@@ -220,7 +222,7 @@ def check_output_file(path: str | os.PathLike, command: str, overwrite: bool, wh
     if own_needs_overwrite and not overwrite:
         raise FlexUNetError(f"{what} = {path}: written by an earlier `flexunet {command}`; pass --overwrite to "
                             f"replace it, or choose another path")
-    _check_not_inside_others(path, command, what, ())
+    _check_not_inside_others(path, command, what)
 
 
 # --------------------------------------------------------------------------- folders built whole
@@ -231,7 +233,7 @@ def check_whole_dir(target: str | os.PathLike, command: str, overwrite: bool, wh
     """May a folder built whole by ``command`` replace ``target`` (rule 4)?"""
     target = Path(target)
     _check_inputs(target, command, what, inputs)
-    _check_not_inside_others(target, command, what, ())
+    _check_not_inside_others(target, command, what)
     if target.exists() and not target.is_dir():
         raise FlexUNetError(f"{what} = {target}: is a file; expected a folder to write into")
     if not target.is_dir():
