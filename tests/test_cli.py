@@ -52,7 +52,11 @@ def test_missing_config_file(tmp_path, capsys):
 
 
 def test_inspect_prints_and_saves_summary(write_config, tiny_config_text, tmp_path, capsys):
+    from flexunet.outputs import claim_output_dir
+    from flexunet.train import RUN_FILES
+
     path = write_config(tiny_config_text)
+    claim_output_dir(tmp_path / "m", "train", RUN_FILES)   # a training run's folder
     assert main(["inspect", str(path), "--set", f"train.model_dir={tmp_path / 'm'}",
                  "--set", "model.base_filters=8"]) == 0
     out = capsys.readouterr().out
@@ -60,6 +64,24 @@ def test_inspect_prints_and_saves_summary(write_config, tiny_config_text, tmp_pa
     summary = (tmp_path / "m" / "summary.txt").read_text()
     assert summary == out
     assert "enc0_conv1" in summary
+
+
+def test_inspect_saves_nothing_outside_a_run_folder(write_config, tiny_config_text, tmp_path, capsys):
+    """summary.txt went into any model_dir: it replaced a user's summary.txt, landed among input images,
+    and in a new model_dir it made `flexunet train` refuse the folder (a summary.txt it did not write)."""
+    from conftest import snapshot
+
+    path = write_config(tiny_config_text)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.txt").write_text("the user's summary")
+    before = snapshot(tmp_path)
+    for model_dir in (mine, tmp_path / "new", tmp_path):
+        assert main(["inspect", str(path), "--set", f"train.model_dir={model_dir}"]) == 0
+        captured = capsys.readouterr()
+        assert "Parameters:" in captured.out
+        assert f"{model_dir}: holds no run of `flexunet train`, so summary.txt" in captured.err
+    assert snapshot(tmp_path) == before and not (tmp_path / "new").exists()
 
 
 def test_inspect_stroke_config_reports_the_original_figures(stroke_config_path, tmp_path):

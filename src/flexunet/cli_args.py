@@ -184,7 +184,7 @@ def _args_inspect(p: argparse.ArgumentParser) -> None:
                                   "metadata)")
     p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set model.num_layers=5 (repeatable)")
-    p.add_argument("--no-save", action="store_true", help="print only; do not write <model_dir>/summary.txt")
+    p.add_argument("--no-save", action="store_true", help="print only; do not write <model_dir>/summary.txt (written only into a trained run's folder)")
 
 
 # --------------------------------------------------------------------------- the parser
