@@ -60,6 +60,23 @@ def test_inspect_prints_the_summary_and_writes_nothing(write_config, tiny_config
     assert not (tmp_path / "m").exists()  # a model_dir made here would be refused by train as a previous run
 
 
+def test_inspect_writes_nothing_into_any_model_dir(write_config, tiny_config_text, tmp_path, capsys):
+    """summary.txt went into any model_dir: it replaced a user's summary.txt, landed among input images,
+    and in a new model_dir it made `flexunet train` refuse the folder (a summary.txt it did not write)."""
+    from conftest import snapshot
+
+    path = write_config(tiny_config_text)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.txt").write_text("the user's summary")
+    before = snapshot(tmp_path)
+    for model_dir in (mine, tmp_path / "new", tmp_path):
+        assert main(["inspect", str(path), "--set", f"train.model_dir={model_dir}"]) == 0
+        captured = capsys.readouterr()
+        assert "Parameters:" in captured.out
+    assert snapshot(tmp_path) == before and not (tmp_path / "new").exists()
+
+
 def test_inspect_stroke_config_reports_the_original_figures(stroke_config_path, tmp_path):
     result = run_cli("inspect", str(stroke_config_path), "--no-save")
     assert result.returncode == 0, result.stderr

@@ -100,6 +100,24 @@ def test_demo_refuses_a_folder_it_did_not_create(tmp_path):
     assert not (tmp_path / MARKER).exists()
 
 
+def test_demo_never_starts_inside_a_split_dataset_or_a_run_folder(tmp_path):
+    """A new folder inside another command's output was no folder of the user's: the demo ran there."""
+    from conftest import snapshot
+    from flexunet.outputs import claim_output_dir
+
+    claim_output_dir(tmp_path / "dataset", "split", ["train", "test", "mini_test", "split.json"])
+    (tmp_path / "dataset" / "test" / "images").mkdir(parents=True)
+    claim_output_dir(tmp_path / "models", "train", ["best_model.keras", "last_checkpoint"])
+    before = snapshot(tmp_path)
+    for out, why in [(tmp_path / "dataset" / "test" / "images" / "demo", "lies inside .*test, written by `flexunet "
+                                                                         "split`"),
+                     (tmp_path / "dataset" / "mini_test", "is .*mini_test, written by `flexunet split`"),
+                     (tmp_path / "models" / "demo", "lies inside .*models, the folder of a `flexunet train` run")]:
+        with pytest.raises(FlexUNetError, match=f"--out = .*: {why}"):
+            run_demo(out, size=64, epochs=1, count=12, progress=False, echo=lambda s: None)
+    assert snapshot(tmp_path) == before and not list(tmp_path.rglob(MARKER))
+
+
 def test_demo_config_is_valid_at_every_offered_size(tmp_path):
     from flexunet.config import parse_config
 

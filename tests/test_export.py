@@ -107,6 +107,18 @@ def test_bad_format_and_paths_are_clear_errors(trained):
         export_model(cfg, "keras")
 
 
+def test_train_curves_folder_is_no_run_folder_and_another_run_is(trained):
+    """eval_dir (train's curves) was refused as "the run folder of another training run"."""
+    from flexunet.outputs import claim_output_dir
+
+    cfg, root, _, _ = trained
+    claim_output_dir(root / "eval", "train", ["history.json", "train_losses.csv"])
+    claim_output_dir(root / "old_run", "train", ["best_model.keras", "last_checkpoint"])
+    with pytest.raises(FlexUNetError, match="lies inside .*old_run, the run folder of another training run"):
+        export_model(cfg, "keras", out=root / "old_run" / "model.keras")
+    assert export_model(cfg, "keras", out=root / "eval" / "model.keras").is_file()
+
+
 def test_check_same_refuses_a_different_output(trained):
     _, _, expected, _ = trained
     assert check_same(expected, expected + 1e-7, "x") <= 1e-6

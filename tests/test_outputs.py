@@ -9,7 +9,7 @@ import pytest
 from conftest import snapshot
 from flexunet.errors import FlexUNetError
 from flexunet.outputs import (OWNER_FILE, atomic_output_dir, check_output_dir, check_output_file, check_whole_dir,
-                              claim_output_dir, claim_output_file, folder_owners, owner_of)
+                              claim_output_dir, claim_output_file, folder_owners, is_run_folder, owner_of)
 
 
 def test_overlap_with_an_input_is_resolved_through_links_and_dot(tmp_path, monkeypatch):
@@ -68,6 +68,41 @@ def test_an_output_inside_another_commands_output_is_refused(tmp_path):
     with pytest.raises(FlexUNetError, match="lies inside .*train, written by `flexunet split`"):
         check_output_file(dataset / "train" / "images" / "c.config", "plan", True, "--out")
     check_output_dir(dataset, "stats", overwrite=True, writes=("stats.json",), shares_with=("split",))
+
+
+def test_sharing_a_folder_never_opens_the_inside_of_the_others_entries(tmp_path):
+    """stats writes beside split's subsets, never inside them: --out mini_test/masks was written into
+    with --overwrite (and the refusal without it said to pass --overwrite)."""
+    dataset = tmp_path / "dataset"
+    claim_output_dir(dataset, "split", ["train", "mini_test", "split.json"])
+    (dataset / "mini_test" / "masks").mkdir(parents=True)
+    (dataset / "mini_test" / "masks" / "1.png").write_bytes(b"mask")
+    for overwrite in (False, True):
+        with pytest.raises(FlexUNetError, match=r"lies inside .*mini_test, written by `flexunet split`; `flexunet "
+                                                r"stats` never writes into another command's output"):
+            check_output_dir(dataset / "mini_test" / "masks", "stats", overwrite=overwrite, writes=("stats.json",),
+                             shares_with=("split",))
+    check_output_dir(dataset, "stats", writes=("stats.json",), shares_with=("split",))   # beside them: fine
+
+
+def test_nothing_but_train_and_export_writes_anywhere_in_a_run_folder(tmp_path):
+    """A new name in another run's model_dir (plan --out models/c.config, synth models, stats
+    --out models/charts) was written: only names inside recorded entries were refused."""
+    models, curves = tmp_path / "models", tmp_path / "eval"
+    claim_output_dir(models, "train", ["best_model.keras", "last_checkpoint", "logs"])
+    claim_output_dir(curves, "train", ["history.json"])
+    assert is_run_folder(models) and not is_run_folder(curves) and not is_run_folder(tmp_path)
+    for overwrite in (False, True):
+        with pytest.raises(FlexUNetError, match=r"--out = .*models.c.config: lies inside .*models, the folder of a "
+                                                r"`flexunet train` run; `flexunet plan` never writes into a run"):
+            check_output_file(models / "c.config", "plan", overwrite, "--out")
+        with pytest.raises(FlexUNetError, match="lies inside .*models, the folder of a `flexunet train` run"):
+            check_output_dir(models / "charts", "stats", overwrite=overwrite)
+        with pytest.raises(FlexUNetError, match="lies inside .*models, the folder of a `flexunet train` run"):
+            check_whole_dir(models / "deep" / "master", "prepare", overwrite, "[prepare] output_dir")
+    check_output_file(models / "export" / "model.keras", "export", False, "--out")  # export checks export/ itself
+    check_output_dir(models / "epochs", "train")                                    # a run's own folders
+    check_output_file(curves / "c.config", "plan", False, "--out")                  # eval_dir is no run folder
 
 
 def test_a_single_file_is_replaced_only_when_its_own(tmp_path):

@@ -275,6 +275,26 @@ def test_a_raw_folder_synth_did_not_write_is_never_replaced(tmp_path: Path) -> N
         assert snapshot(tmp_path) == before
 
 
+def test_never_inside_a_split_dataset_or_a_run_folder(tmp_path: Path) -> None:
+    """synth has no config, but the records tell: it wrote its raw layout into the test images of a
+    split dataset, and into a training run's folder."""
+    from conftest import snapshot
+    from flexunet.outputs import claim_output_dir
+
+    claim_output_dir(tmp_path / "dataset", "split", ["train", "test", "split.json"])
+    (tmp_path / "dataset" / "test" / "images").mkdir(parents=True)
+    claim_output_dir(tmp_path / "models", "train", ["best_model.keras", "last_checkpoint"])
+    before = snapshot(tmp_path)
+    for out, why in [(tmp_path / "dataset" / "test" / "images", "lies inside .*test, written by `flexunet split`"),
+                     (tmp_path / "dataset" / "test", "lies inside .*test, written by `flexunet split`"),
+                     (tmp_path / "models", "lies inside .*models, the folder of a `flexunet train` run")]:
+        for overwrite in (False, True):
+            with pytest.raises(FlexUNetError, match=f"synth output = .*{DATASET_DIR}: {why}"):
+                synthesize(out, 1, 1, size=32, progress=False, overwrite=overwrite)
+    assert snapshot(tmp_path) == before and not list(tmp_path.rglob(DATASET_DIR))
+    assert synthesize(tmp_path / "dataset", 1, 1, size=32, progress=False)["count"] == 1   # beside the split
+
+
 def test_empty_dataset_folder_is_fine(tmp_path: Path) -> None:
     (tmp_path / DATASET_DIR / "empty").mkdir(parents=True)
     assert synthesize(tmp_path, 1, 1, size=32, progress=False)["count"] == 1

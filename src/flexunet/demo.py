@@ -18,6 +18,7 @@ from typing import Callable
 from flexunet.config import Config, load_config
 from flexunet.errors import FlexUNetError
 from flexunet.io import write_text
+from flexunet.outputs import check_not_inside_others
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def demo_config_text(size: int = 256, epochs: int | None = None) -> str:
 def _claim_folder(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise FlexUNetError(f"{out}: is a file; expected a folder for the demo")
+    check_not_inside_others(out, "demo", "--out")  # not in a split dataset's subsets, not in a training run
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
         raise FlexUNetError(f"{out}: not empty and not a FlexUNet demo folder; choose another --out "
                             f"(the demo only replaces folders it created)")

@@ -27,7 +27,7 @@ from flexunet.config import Config
 from flexunet.errors import FlexUNetError
 from flexunet.io import remove_path, swap_dir
 from flexunet.outputs import (OWNER_FILE, check_output_file, check_whole_dir, claim_output_dir, claim_output_file,
-                              folder_owners, input_folders, overlap)
+                              input_folders, is_run_folder, overlap)
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def _check_run_folders(cfg: Config, target: Path) -> None:
                             f"{model_dir / 'export'} or outside the run folder (it must never replace the "
                             f"trained model)")
     for parent in target.resolve().parents:
-        if folder_owners(parent).get("train") and not overlap(parent, model_dir):
+        if is_run_folder(parent) and not overlap(parent, model_dir):
             raise FlexUNetError(f"--out {target}: lies inside {parent}, the run folder of another training run; "
                                 f"`flexunet export` writes only under {model_dir / 'export'} or outside run folders")
 

@@ -5,7 +5,8 @@ Each flexunet command records, in a hidden marker in every folder it writes into
 
 1. A command never writes into, inside or around a folder the config names as an input
    (train / valid / test / infer images and masks, raw, prepared, the split dataset), links and
-   ``.`` resolved, nor inside another command's recorded output (a split dataset, another run).
+   ``.`` resolved, nor inside another command's recorded output (a split dataset's entries), nor
+   anywhere in a training run's folder (only ``train``, and ``export`` under ``export/``, write there).
 2. It replaces an existing entry only when its own record names it.  An entry of the same name
    that no command wrote (the user's) or that another command wrote is refused, listed, with or
    without ``--overwrite``.
@@ -33,6 +34,8 @@ from flexunet.io import swap_dir, write_json
 from flexunet.records import configured_split_dir
 
 OWNER_FILE = ".flexunet-owner.json"
+# an entry only a training run's record names: its folder is a run folder (model_dir), not eval_dir
+RUN_MARK = "last_checkpoint"
 _LIST_LIMIT = 5
 _NEVER = "with or without --overwrite"
 
@@ -64,6 +67,11 @@ def owner_of(path: str | os.PathLike) -> str | None:
     """The command whose record beside ``path`` names it, or None."""
     path = Path(path)
     return next((cmd for cmd, names in folder_owners(path.parent).items() if path.name in names), None)
+
+
+def is_run_folder(folder: str | os.PathLike) -> bool:
+    """Does ``folder`` hold a ``flexunet train`` run (a model_dir, as opposed to its curves' eval_dir)?"""
+    return RUN_MARK in folder_owners(folder).get("train", ())
 
 
 def claim_output_dir(out: str | os.PathLike, command: str, names: Iterable[str]) -> None:
@@ -124,13 +132,21 @@ def _check_inputs(out: Path, command: str, what: str, inputs: Iterable[Input]) -
                                 f"never writes where its inputs are — choose a folder outside them")
 
 
-def _check_not_inside_others(out: Path, command: str, what: str, shares_with: tuple[str, ...]) -> None:
-    """``out`` must not lie inside an entry another command recorded (a split dataset, a run folder)."""
+def check_not_inside_others(out: str | os.PathLike, command: str, what: str) -> None:
+    """``out`` must not be or lie inside an entry another command recorded (a split dataset's
+    ``mini_test/``, a run's ``logs/``), nor lie anywhere in a training run's folder unless
+    ``command`` is train or export (which keeps to its own run's ``export/``).  Commands that share a
+    folder (``shares_with`` of :func:`check_output_dir`) share that folder only, never the inside
+    of each other's entries."""
+    out = Path(out)
     resolved = out.resolve()
     for parent in resolved.parents:
+        if command not in ("train", "export") and is_run_folder(parent):
+            raise FlexUNetError(f"{what} = {out}: lies inside {parent}, the folder of a `flexunet train` run; "
+                                f"`flexunet {command}` never writes into a run folder — choose a path outside it")
         child = resolved.relative_to(parent).parts[0]
         for cmd, names in folder_owners(parent).items():
-            if cmd != command and cmd not in shares_with and child in names:
+            if cmd != command and child in names:
                 where = "is" if parent / child == resolved else "lies inside"
                 raise FlexUNetError(f"{what} = {out}: {where} {parent / child}, written by `flexunet {cmd}`; "
                                     f"`flexunet {command}` never writes into another command's output — "
@@ -160,7 +176,7 @@ def check_output_dir(out: str | os.PathLike, command: str, inputs: Iterable[Inpu
     out = Path(out)
     what = what or f"flexunet {command} output"
     _check_inputs(out, command, what, inputs)
-    _check_not_inside_others(out, command, what, shares_with)
+    check_not_inside_others(out, command, what)
     if out.exists() and not out.is_dir():
         raise FlexUNetError(f"{what} = {out}: is a file; expected a folder to write into")
     if not out.is_dir():
@@ -207,7 +223,7 @@ def check_output_file(path: str | os.PathLike, command: str, overwrite: bool, wh
     if path.is_dir():
         raise FlexUNetError(f"{what} = {path}: is a folder; expected a file path")
     if not _present(path):
-        _check_not_inside_others(path, command, what, ())
+        check_not_inside_others(path, command, what)
         return
     owner = owner_of(path)
     if owner is None:
@@ -220,7 +236,7 @@ def check_output_file(path: str | os.PathLike, command: str, overwrite: bool, wh
     if own_needs_overwrite and not overwrite:
         raise FlexUNetError(f"{what} = {path}: written by an earlier `flexunet {command}`; pass --overwrite to "
                             f"replace it, or choose another path")
-    _check_not_inside_others(path, command, what, ())
+    check_not_inside_others(path, command, what)
 
 
 # --------------------------------------------------------------------------- folders built whole
@@ -231,7 +247,7 @@ def check_whole_dir(target: str | os.PathLike, command: str, overwrite: bool, wh
     """May a folder built whole by ``command`` replace ``target`` (rule 4)?"""
     target = Path(target)
     _check_inputs(target, command, what, inputs)
-    _check_not_inside_others(target, command, what, ())
+    check_not_inside_others(target, command, what)
     if target.exists() and not target.is_dir():
         raise FlexUNetError(f"{what} = {target}: is a file; expected a folder to write into")
     if not target.is_dir():

@@ -29,7 +29,7 @@ from flexunet.dicom import CTSlice, dicom_bytes, window
 from flexunet.errors import DataError
 from flexunet.io import save_image, write_bytes, write_json
 from flexunet.masks import STROKE_CLASS_NAMES, STROKE_RGB_MAP, palette_colours, save_rgb_mask
-from flexunet.outputs import claim_output_file, owner_of
+from flexunet.outputs import check_not_inside_others, claim_output_file, owner_of
 from flexunet.phantom import (RESCALE_INTERCEPT, SLICE_THICKNESS_MM, Patient, plan_slices,
                               render_slice)
 from flexunet.predict import blend
@@ -77,6 +77,7 @@ def _check_arguments(out_dir: Path, count: int, seed: int, size: int, overwrite:
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir}: exists and is not a folder; choose a folder for the dataset")
     top = out_dir / DATASET_DIR
+    check_not_inside_others(top, "synth", "synth output")  # not in a split dataset's subsets, not in a run
     if not (top.is_dir() and any(p.is_file() for p in top.rglob("*"))):
         return
     if owner_of(top) != "synth":
