@@ -39,14 +39,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def _machine() -> str:
-    from flexunet.machine import describe
+    from flexunet.utils.machine import describe
 
     return describe()
 
 
 def data_config(root: Path, size: int) -> Path:
     """A config that only drives prepare and split of the synthetic set under ``root``."""
-    from flexunet.io import write_text
+    from flexunet.utils.io import write_text
 
     path = root / "data.config"
     write_text(path, f"""[model]
@@ -73,11 +73,11 @@ mini_test_count = 0
 
 def make_variant(root: Path, variant: str, size: int, count: int, seed: int) -> Path:
     """synth -> prepare -> split into ``root``; the split dataset folder (reused when the recipe matches)."""
-    from flexunet.config import load_config
-    from flexunet.prepare import prepare_dataset
-    from flexunet.split import split_dataset
-    from flexunet.synth import synthesize
-    from flexunet.synth_lesions import SynthOptions
+    from flexunet.config.loader import load_config
+    from flexunet.dataset.prepare import prepare_dataset
+    from flexunet.dataset.split import split_dataset
+    from flexunet.synthetic.synth import synthesize
+    from flexunet.synthetic.lesions import SynthOptions
 
     recipe = {"variant": variant, "options": VARIANTS[variant], "size": size, "count": count, "seed": seed}
     marker = root / "recipe.json"
@@ -108,10 +108,10 @@ def train_and_score(config: Path, sets: list[str]) -> dict[str, Any]:
     """train (overwrite) + evaluate one config; Dice per class, epochs, minutes, how it ended."""
     import keras
 
-    from flexunet.config import load_config
-    from flexunet.errors import FlexUNetError
-    from flexunet.evaluate import evaluate_model
-    from flexunet.train import train
+    from flexunet.config.loader import load_config
+    from flexunet.utils.errors import FlexUNetError
+    from flexunet.evaluation.evaluate import evaluate_model
+    from flexunet.training.train import train
 
     cfg = load_config(config, sets)
     start = time.perf_counter()
@@ -130,7 +130,7 @@ def train_and_score(config: Path, sets: list[str]) -> dict[str, Any]:
 
 
 def run_planned(dataset: Path, work: Path, minutes: float, epochs_cap: int | None) -> dict[str, Any]:
-    from flexunet.plan import plan_dataset
+    from flexunet.planning.plan import plan_dataset
 
     plan = plan_dataset(dataset, work / "planned" / "train_eval_infer.config", minutes=minutes,
                         classes=["ischemic", "hemorrhagic"], overwrite=True)

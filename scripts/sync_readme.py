@@ -1,4 +1,4 @@
-"""Regenerate the README's config reference from flexunet.config.reference().
+"""Regenerate the README's config reference from flexunet.config.loader.reference().
 
 Run from the repository root: ``python scripts/sync_readme.py`` (tests/test_config.py checks it).
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from flexunet.config import reference  # noqa: E402
+from flexunet.config.loader import reference  # noqa: E402
 
 
 def main() -> int:

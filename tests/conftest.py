@@ -67,7 +67,7 @@ def make_tiny_dataset(root: Path, n: int = 8, size: int = 32, seed: int = 0) -> 
     import numpy as np
     from PIL import Image
 
-    from flexunet.masks import index_to_rgb
+    from flexunet.dataset.masks import index_to_rgb
 
     rgb_map = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
     rng = np.random.default_rng(seed)
@@ -163,10 +163,10 @@ def _enospc_writer(real, path, mode="wb"):
 
 
 def disk_full_on(monkeypatch, predicate) -> list[Path]:
-    """Make flexunet.io's atomic writes fail with ENOSPC for paths where ``predicate(path)``."""
-    import flexunet.io
+    """Make flexunet.utils.io's atomic writes fail with ENOSPC for paths where ``predicate(path)``."""
+    import flexunet.utils.io
 
-    real = flexunet.io.atomic_write
+    real = flexunet.utils.io.atomic_write
     hit: list[Path] = []
 
     def fake(path, mode="wb"):
@@ -175,7 +175,7 @@ def disk_full_on(monkeypatch, predicate) -> list[Path]:
             return _enospc_writer(real, path, mode)
         return real(path, mode)
 
-    monkeypatch.setattr(flexunet.io, "atomic_write", fake)
+    monkeypatch.setattr(flexunet.utils.io, "atomic_write", fake)
     return hit
 
 

@@ -1,4 +1,4 @@
-"""flexunet.augment: offline outputs and their names, reproducibility, the written dataset.
+"""flexunet.dataset.augment: offline outputs and their names, reproducibility, the written dataset.
 
 The test pair encodes the mask in the image: image = mask * 80 in every channel, so
 after any geometric transform the image must still read as its mask.
@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flexunet import augment as A
-from flexunet.config import parse_config
-from flexunet.errors import FlexUNetError
-from flexunet.io import read_image, save_image
-from flexunet.masks import read_mask, save_rgb_mask
-from flexunet.outputs import OWNER_FILE, folder_owners
+from flexunet.dataset import augment as A
+from flexunet.config.loader import parse_config
+from flexunet.utils.errors import FlexUNetError
+from flexunet.utils.io import read_image, save_image
+from flexunet.dataset.masks import read_mask, save_rgb_mask
+from flexunet.utils.outputs import OWNER_FILE, folder_owners
 
 RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
 
@@ -221,7 +221,7 @@ def test_augment_valid_when_asked_and_test_never(tmp_path):
 
 def test_split_manifest_names_the_originals(tmp_path):
     base = make_dataset(tmp_path, {"train": 3})
-    # the layout flexunet.split writes
+    # the layout flexunet.dataset.split writes
     doc = {"seed": 137, "subsets": {"train": {"count": 2, "files": ["10001.png", "10003.png"]},
                                     "valid": {"count": 0, "files": []}, "test": {"count": 0, "files": []}}}
     (base / "split.json").write_text(json.dumps(doc))
@@ -247,7 +247,7 @@ def test_npz_masks_stay_npz(tmp_path):
 
 
 def test_a_failed_augment_takes_back_the_files_it_added(tmp_path, monkeypatch):
-    import flexunet.augment
+    import flexunet.dataset.augment
     from conftest import leftovers, make_tiny_dataset, snapshot
 
     cfg = dataset_cfg(tmp_path, "[augmentor]\nrotation = False\nshrinks = ()\nhflip = True\nvflip = False\n")
@@ -261,8 +261,8 @@ def test_a_failed_augment_takes_back_the_files_it_added(tmp_path, monkeypatch):
             raise RuntimeError("crash on the second image")
         real(path, image, format)
 
-    real = flexunet.augment.save_image
-    monkeypatch.setattr(flexunet.augment, "save_image", boom)
+    real = flexunet.dataset.augment.save_image
+    monkeypatch.setattr(flexunet.dataset.augment, "save_image", boom)
     with pytest.raises(RuntimeError):
         A.augment_dataset(cfg, progress=False)
     assert snapshot(tmp_path / "Stroke") == before and not leftovers(tmp_path)
@@ -289,7 +289,7 @@ def test_index_masks_are_written_back_in_the_format_read(tmp_path, palette):
     """[mask] format = "index": a grey source gives grey copies, a palette source palette copies (its palette)."""
     from PIL import Image
 
-    from flexunet.masks import save_mask
+    from flexunet.dataset.masks import save_mask
 
     base = tmp_path / "Stroke" / "train"
     image, mask = pair(32)

@@ -8,13 +8,13 @@ import logging
 
 import pytest
 
-from flexunet import autotune
-from flexunet.autotune import Probe, resolve
-from flexunet.cli import main
-from flexunet.config import load_config, parse_config
-from flexunet.data import subset_pairs
-from flexunet.errors import ConfigError
-from flexunet.machine import Machine
+from flexunet.training import autotune
+from flexunet.training.autotune import Probe, resolve
+from flexunet.cli.main import main
+from flexunet.config.loader import load_config, parse_config
+from flexunet.preprocessing.pipeline import subset_pairs
+from flexunet.utils.errors import ConfigError
+from flexunet.utils.machine import Machine
 
 XEON = Machine("Intel(R) Xeon(R) Processor", 2, frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}))
 NO_BF16 = Machine("Some CPU", 2, frozenset({"avx2", "avx512f"}))
@@ -146,7 +146,7 @@ def test_a_faster_precision_outside_the_tolerance_is_not_kept(train_project):
 
 def test_the_probe_leaves_the_run_as_if_the_choice_were_written_by_hand(train_project, monkeypatch, caplog):
     """A real probe of float32 and bfloat16 (the CPU's flags faked native) under op determinism, then the run."""
-    from flexunet.train import train
+    from flexunet.training.train import train
 
     monkeypatch.setattr(autotune, "detect", lambda gpu: XEON)
     caplog.set_level(logging.INFO, "flexunet")

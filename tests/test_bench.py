@@ -13,10 +13,10 @@ import math
 import pytest
 
 from conftest import TRAIN_CONFIG
-from flexunet.bench import Variant, _data_overrides, _make_data, memory_variant, run_bench
-from flexunet.bench_table import derived, format_table
-from flexunet.cli import main
-from flexunet.errors import FlexUNetError
+from flexunet.bench.runner import Variant, _data_overrides, _make_data, memory_variant, run_bench
+from flexunet.bench.table import derived, format_table
+from flexunet.cli.main import main
+from flexunet.utils.errors import FlexUNetError
 
 
 def test_toy_run_measures_everything_and_writes_table_and_json(tmp_path):

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from flexunet.cli import COMMANDS, main
+from flexunet.cli.main import COMMANDS, main
 
 
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -30,7 +30,7 @@ def test_help_for_every_command(capsys):
 
 
 def test_help_does_not_import_tensorflow():
-    code = ("import sys\nfrom flexunet.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+    code = ("import sys\nfrom flexunet.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -103,7 +103,7 @@ def test_tensorflow_chatter_is_hidden_by_default_and_shown_with_verbose(write_co
 
     path = write_config(tiny_config_text)
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell has it
-    probe = ("import logging, os, sys\nfrom flexunet.cli import main\ncode = main(sys.argv[1:])\n"
+    probe = ("import logging, os, sys\nfrom flexunet.cli.main import main\ncode = main(sys.argv[1:])\n"
              "print('TF_CPP_MIN_LOG_LEVEL', os.environ.get('TF_CPP_MIN_LOG_LEVEL'))\n"
              "print('tf logger', logging.getLogger('tensorflow').level)\nraise SystemExit(code)\n")
 
@@ -125,7 +125,7 @@ def test_tensorflow_chatter_is_hidden_by_default_and_shown_with_verbose(write_co
 
 
 def test_every_command_of_the_parser_has_a_handler():
-    from flexunet.cli import HANDLERS
+    from flexunet.cli.main import HANDLERS
 
     assert [name for name, *_ in COMMANDS] == list(HANDLERS)
 
@@ -232,16 +232,16 @@ CLI_CONFIG = PIPELINE_CONFIG.format(data="./dataset/Stroke", run=".")
 ])
 def test_config_errors_are_one_line_with_file_and_line(tmp_path, capsys, monkeypatch, edit, expected):
     monkeypatch.chdir(tmp_path)
-    config = tmp_path / "flexunet.config"
+    config = tmp_path / "flexunet.config.loader"
     config.write_text(CLI_CONFIG.replace(*edit, 1))
     line = one_error(capsys, "split", str(config))
     assert line.startswith(f"flexunet split: error: {config}")
     assert re.search(expected, line), line
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["flexunet.config"]   # nothing written, nothing run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flexunet.config.loader"]   # nothing written, nothing run
 
 
 def test_unknown_section_and_misspelt_key_warn_with_did_you_mean(tmp_path, capsys):
-    config = tmp_path / "flexunet.config"
+    config = tmp_path / "flexunet.config.loader"
     config.write_text(CLI_CONFIG.replace("epochs = 1", "epohcs = 1") + "\n[tarin]\nepochs = 2\n")
     rc, lines, err = cli(capsys, "split", str(config))
     assert f"warning: {config}:" in err and "unknown key 'epohcs' ignored; did you mean 'epochs'?" in err
@@ -258,7 +258,7 @@ def test_unknown_section_and_misspelt_key_warn_with_did_you_mean(tmp_path, capsy
     ("infer", r"\[infer\] images_dir = \"./dataset/Stroke/mini_test/images\": expected an existing"),
 ])
 def test_a_missing_folder_is_named_by_the_command_that_needs_it(tmp_path, capsys, command, key):
-    config = tmp_path / "flexunet.config"
+    config = tmp_path / "flexunet.config.loader"
     config.write_text(CLI_CONFIG)
     line = one_error(capsys, command, str(config))
     assert re.search(key, line) and "does not exist" in line, line

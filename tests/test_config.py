@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flexunet.config import dump_config, load_config, logged_names, parse_config, reference
-from flexunet.errors import ConfigError
+from flexunet.config.loader import dump_config, load_config, logged_names, parse_config, reference
+from flexunet.utils.errors import ConfigError
 
 
 def test_stroke_config_loads_with_every_value_typed_as_written(stroke_config_path):
@@ -238,7 +238,7 @@ def test_reference_lists_every_section():
 
 def test_readme_config_reference_is_current():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert reference() in readme, "regenerate README's config reference from flexunet.config.reference()"
+    assert reference() in readme, "regenerate README's config reference from flexunet.config.loader.reference()"
 
 
 # ------------------------------------------------------------ issue 12: dropout depth, metric names, unused keys
@@ -284,7 +284,7 @@ def test_monitor_names_follow_class_names(write_config, tiny_config_text):
 
 
 def test_model_metrics_choose_the_extra_metric_and_unknown_names_are_errors(write_config, tiny_config_text):
-    from flexunet.losses import make_metrics
+    from flexunet.model.losses import make_metrics
 
     def names(cfg):
         return [getattr(m, "name", getattr(m, "__name__", None)) for m in make_metrics(cfg)]
@@ -311,10 +311,10 @@ def test_model_metrics_choose_the_extra_metric_and_unknown_names_are_errors(writ
 
 
 def test_ignored_values_are_warned_about_once_each(write_config, tiny_config_text, caplog):
-    with caplog.at_level(logging.WARNING, logger="flexunet.config"):
+    with caplog.at_level(logging.WARNING, logger="flexunet.config.loader"):
         _load_tiny(write_config, tiny_config_text)
     assert not caplog.records
-    with caplog.at_level(logging.WARNING, logger="flexunet.config"):
+    with caplog.at_level(logging.WARNING, logger="flexunet.config.loader"):
         cfg = _load_tiny(write_config, tiny_config_text, "model.final_activation='sigmoid'",
                          "train.shuffle_buffer=64")
     messages = [r.getMessage() for r in caplog.records]
@@ -323,7 +323,7 @@ def test_ignored_values_are_warned_about_once_each(write_config, tiny_config_tex
     assert messages[1].startswith("--set [train] shuffle_buffer = 64: unused")
     assert cfg.warnings == ()  # not unknown keys: --strict still accepts them
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="flexunet.config"):
+    with caplog.at_level(logging.WARNING, logger="flexunet.config.loader"):
         _load_tiny(write_config, tiny_config_text, "augmentor.intensity=True", "model.generator=False")
     assert [r.getMessage() for r in caplog.records] == [
         "--set [augmentor] intensity = True: online augmentation only ([model] generator = True); "

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flexunet.config_values import Expected, Float, Int, Pair, PathKind, Seq, Str, format_value, literal
+from flexunet.config.values import Expected, Float, Int, Pair, PathKind, Seq, Str, format_value, literal
 
 
 def test_a_sequence_or_pair_fails_whole_with_the_containers_expectation():

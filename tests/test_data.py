@@ -1,16 +1,16 @@
-"""flexunet.data: the tf.data pipeline pairs, decodes, orders, caches and augments reproducibly."""
+"""flexunet.preprocessing.pipeline: the tf.data pipeline pairs, decodes, orders, caches and augments reproducibly."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from flexunet.config import load_config
-from flexunet.errors import DataError
+from flexunet.config.loader import load_config
+from flexunet.utils.errors import DataError
 
 
 def test_pipeline_yields_paired_one_hot_masks(train_project):
-    from flexunet.data import make_dataset, subset_pairs
+    from flexunet.preprocessing.pipeline import make_dataset, subset_pairs
 
     cfg = load_config(train_project)
     pairs = subset_pairs(cfg, "train")
@@ -30,7 +30,7 @@ def test_pipeline_yields_paired_one_hot_masks(train_project):
 
 
 def test_epoch_order_depends_only_on_seed_and_epoch(train_project):
-    from flexunet.data import make_dataset, subset_pairs
+    from flexunet.preprocessing.pipeline import make_dataset, subset_pairs
 
     cfg = load_config(train_project)
     pairs = subset_pairs(cfg, "train")
@@ -45,7 +45,7 @@ def test_epoch_order_depends_only_on_seed_and_epoch(train_project):
 
 @pytest.mark.parametrize("size", [32, 24])  # 32: stored at the model size (uint8 cache); 24: resampled (float32)
 def test_cached_pipeline_yields_the_same_batches_as_streaming(train_project, size):
-    from flexunet.data import _cache_variables, decode_image, decode_mask, make_dataset, subset_pairs
+    from flexunet.preprocessing.pipeline import _cache_variables, decode_image, decode_mask, make_dataset, subset_pairs
 
     sizes = [f"model.image_width={size}", f"model.image_height={size}"]
     cfg = load_config(train_project, sizes)
@@ -69,7 +69,7 @@ def test_cached_pipeline_yields_the_same_batches_as_streaming(train_project, siz
 
 
 def test_pairing_errors_name_the_file(train_project):
-    from flexunet.data import subset_pairs
+    from flexunet.preprocessing.pipeline import subset_pairs
 
     cfg = load_config(train_project)
     (cfg.train.masks_dir / "1003.png").unlink()
@@ -84,7 +84,7 @@ AUGMENTED = ["model.generator=True", "augmentor.rotation=False", "augmentor.shri
 def test_online_augmentation_is_seeded_aligned_and_off_when_asked(train_project):
     """generator = True draws flips per (seed, epoch, slice): same batches on every run, masks on their pixels;
     [generator] augmentation = False gives the plain batches."""
-    from flexunet.data import make_dataset, subset_pairs
+    from flexunet.preprocessing.pipeline import make_dataset, subset_pairs
 
     cfg = load_config(train_project, AUGMENTED)
     pairs = subset_pairs(cfg, "train")
@@ -111,7 +111,7 @@ def _index_masks(colour_dir, out_dir, mode: str) -> None:
     """``colour_dir``'s masks (green 1, blue 2) as class-index PNGs: grey ``L``, or palette ``P`` drawing 1 red."""
     from PIL import Image
 
-    from flexunet.masks import read_mask
+    from flexunet.dataset.masks import read_mask
 
     out_dir.mkdir(parents=True)
     for path in sorted(colour_dir.glob("*.png")):
@@ -123,7 +123,7 @@ def _index_masks(colour_dir, out_dir, mode: str) -> None:
 
 @pytest.mark.parametrize("mode,size", [("L", 32), ("P", 24)])      # 24: masks resampled (nearest) on the way
 def test_index_masks_give_the_batches_colour_masks_give(train_project, mode, size):
-    from flexunet.data import check_masks, decode_mask, make_dataset, subset_pairs
+    from flexunet.preprocessing.pipeline import check_masks, decode_mask, make_dataset, subset_pairs
 
     sizes = [f"model.image_width={size}", f"model.image_height={size}"]
     colour = load_config(train_project, sizes)
@@ -147,7 +147,7 @@ def test_index_masks_give_the_batches_colour_masks_give(train_project, mode, siz
 def test_an_index_mask_value_past_num_classes_is_one_line_from_train(train_project, capsys):
     from PIL import Image
 
-    from flexunet.cli import main
+    from flexunet.cli.main import main
 
     cfg = load_config(train_project)
     _index_masks(cfg.train.masks_dir, train_project.parent / "index_masks", "L")

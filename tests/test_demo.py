@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flexunet.demo import MARKER, demo_config_text, run_demo
-from flexunet.errors import FlexUNetError
+from flexunet.cli.demo import MARKER, demo_config_text, run_demo
+from flexunet.utils.errors import FlexUNetError
 
 
 class _Refs(HTMLParser):
@@ -103,7 +103,7 @@ def test_demo_refuses_a_folder_it_did_not_create(tmp_path):
 def test_demo_never_starts_inside_a_split_dataset_or_a_run_folder(tmp_path):
     """A new folder inside another command's output was no folder of the user's: the demo ran there."""
     from conftest import snapshot
-    from flexunet.outputs import claim_output_dir
+    from flexunet.utils.outputs import claim_output_dir
 
     claim_output_dir(tmp_path / "dataset", "split", ["train", "test", "mini_test", "split.json"])
     (tmp_path / "dataset" / "test" / "images").mkdir(parents=True)
@@ -119,7 +119,7 @@ def test_demo_never_starts_inside_a_split_dataset_or_a_run_folder(tmp_path):
 
 
 def test_demo_config_is_valid_at_every_offered_size(tmp_path):
-    from flexunet.config import parse_config
+    from flexunet.config.loader import parse_config
 
     for size in (64, 128, 256, 512):
         cfg = parse_config(demo_config_text(size, epochs=3), base_dir=tmp_path)

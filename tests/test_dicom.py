@@ -14,8 +14,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
-from flexunet.dicom import read_dicom_hu, read_dicom_meta, three_window_rgb, window
-from flexunet.errors import DataError
+from flexunet.dataset.dicom import read_dicom_hu, read_dicom_meta, three_window_rgb, window
+from flexunet.utils.errors import DataError
 
 CT_SMALL = get_testdata_file("CT_small.dcm")  # 128x128 int16, RescaleSlope 1, RescaleIntercept -1024
 
@@ -125,7 +125,7 @@ def test_synthetic_rescale(tmp_path: Path) -> None:
 
 def test_missing_rescale_uses_defaults_with_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = write_dicom(tmp_path / "norescale.dcm", np.array([[40, -5]]), slope=None, intercept=None)
-    with caplog.at_level(logging.WARNING, logger="flexunet.dicom"):
+    with caplog.at_level(logging.WARNING, logger="flexunet.dataset.dicom"):
         hu, _ = read_dicom_hu(path)
     assert hu.tolist() == [[40, -5]]
     assert "norescale.dcm" in caplog.text and "slope 1, intercept 0" in caplog.text
@@ -133,7 +133,7 @@ def test_missing_rescale_uses_defaults_with_warning(tmp_path: Path, caplog: pyte
 
 def test_non_ct_modality_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = write_dicom(tmp_path / "mr.dcm", np.zeros((2, 2)), modality="MR")
-    with caplog.at_level(logging.WARNING, logger="flexunet.dicom"):
+    with caplog.at_level(logging.WARNING, logger="flexunet.dataset.dicom"):
         read_dicom_hu(path)
     assert "Modality is MR, not CT" in caplog.text
 
@@ -159,7 +159,7 @@ def test_not_a_dicom_file(tmp_path: Path) -> None:
 
 
 def test_the_dicom_writer_round_trips_hu_and_header_facts_through_the_reader(tmp_path):
-    from flexunet.dicom import CTSlice, dicom_bytes
+    from flexunet.dataset.dicom import CTSlice, dicom_bytes
 
     hu = np.array([[-1024, 0, 40], [80, 1000, 3071], [-5, 7, 35]], np.int16)  # (3, 3): air .. bone, the 12-bit top
     info = CTSlice(uid_sources=("test", "7"), series_key=2, slice_index=4, patient_name="T^1", patient_id="P-2",

@@ -1,7 +1,7 @@
 """Issue 24 (items 5, 7, tracebacks): bad values and damaged files get one line, nothing left behind.
 
 One tiny trained and evaluated project for the module (32 px, one epoch); each test copies it,
-runs one command through ``flexunet.cli.main`` (stderr captured) or a real process where the
+runs one command through ``flexunet.cli.main.main`` (stderr captured) or a real process where the
 traceback itself is the point, and checks the exit status, the one ``flexunet <command>:``
 line, that no traceback was printed and that the files are as they were.
 """
@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from conftest import TRAIN_CONFIG, disk_full_on, leftovers, make_tiny_dataset, snapshot
-from flexunet.cli import main
-from flexunet.errors import FlexUNetError
+from flexunet.cli.main import main
+from flexunet.utils.errors import FlexUNetError
 
 CONFIG = TRAIN_CONFIG.replace("epochs = 3", "epochs = 1").replace("deterministic = True", "deterministic = False")
 
@@ -102,8 +102,8 @@ def test_a_seed_beyond_numpys_range_is_refused_before_anything_is_made(tmp_path)
 
 
 def test_the_seed_range_ends_where_numpys_does(tmp_path):
-    from flexunet.config import parse_config
-    from flexunet.errors import ConfigError
+    from flexunet.config.loader import parse_config
+    from flexunet.utils.errors import ConfigError
 
     assert parse_config(CONFIG.replace("seed = 7", f"seed = {2**32 - 1}")).train.seed == 2**32 - 1
     np.random.seed(2**32 - 1)  # the largest seed the config accepts is one numpy takes
@@ -134,7 +134,7 @@ def test_a_malformed_tf_config_is_one_line_before_any_work(tmp_path, capsys, mon
 
 
 def test_a_well_formed_tf_config_still_names_the_chief(monkeypatch):
-    from flexunet.train import is_chief, tf_config
+    from flexunet.training.train import is_chief, tf_config
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert tf_config() == {} and is_chief()
@@ -217,7 +217,7 @@ def test_a_damaged_checkpoint_file_is_one_line_for_train_resume(project, capsys,
 
 
 def test_state_json_checks_keep_a_plain_state(tmp_path):
-    from flexunet.callbacks import read_state
+    from flexunet.training.callbacks import read_state
 
     path = tmp_path / "state.json"
     path.write_text(json.dumps({"epoch": 2, "best": None, "best_epoch": 1, "history": {"loss": [0.5, None]},
@@ -313,23 +313,23 @@ def test_train_writes_the_summary_inspect_prints(trained, capsys):
 
 def test_a_demo_refusal_says_what_the_demo_user_can_do(tmp_path, capsys, monkeypatch):
     """A foreign file in the demo's eval folder: evaluate's real refusal, reworded (the other stages stubbed)."""
-    import flexunet.augment
-    import flexunet.evaluate
-    import flexunet.prepare
-    import flexunet.split
-    import flexunet.synth
-    import flexunet.train
+    import flexunet.dataset.augment
+    import flexunet.evaluation.evaluate
+    import flexunet.dataset.prepare
+    import flexunet.dataset.split
+    import flexunet.synthetic.synth
+    import flexunet.training.train
 
     out = tmp_path / "demo"
     (out / "eval").mkdir(parents=True)
     (out / ".flexunet-demo").write_text("created by flexunet demo\n")
     (out / "eval" / "notes.txt").write_text("mine\n")
-    for module, name in ((flexunet.synth, "synthesize"), (flexunet.prepare, "prepare_dataset"),
-                         (flexunet.split, "split_dataset"), (flexunet.augment, "augment_dataset"),
-                         (flexunet.train, "train")):
+    for module, name in ((flexunet.synthetic.synth, "synthesize"), (flexunet.dataset.prepare, "prepare_dataset"),
+                         (flexunet.dataset.split, "split_dataset"), (flexunet.dataset.augment, "augment_dataset"),
+                         (flexunet.training.train, "train")):
         monkeypatch.setattr(module, name, lambda *a, **k: None)
-    monkeypatch.setattr(flexunet.evaluate, "evaluate_model",  # its first check of eval_dir, as it is
-                        lambda cfg, **k: flexunet.evaluate.check_outputs(cfg, cfg.train.eval_dir, False))
+    monkeypatch.setattr(flexunet.evaluation.evaluate, "evaluate_model",  # its first check of eval_dir, as it is
+                        lambda cfg, **k: flexunet.evaluation.evaluate.check_outputs(cfg, cfg.train.eval_dir, False))
     code, lines, err = cli(capsys, "demo", "--out", str(out), "--size", "32")
     assert code == 2 and "Traceback" not in err and len(lines) == 1, err
     line = lines[0]
@@ -361,14 +361,14 @@ def test_class_names_must_differ(tmp_path, capsys, names, why):
 
 
 def test_distinct_class_names_keep_their_metric_names():
-    from flexunet.config import class_metric_names, parse_config
+    from flexunet.config.loader import class_metric_names, parse_config
 
     cfg = parse_config(CONFIG.replace('"bright", "dark"', '"Core Lesion", "penumbra-2"'))
     assert class_metric_names(cfg.class_names)[:2] == ["dice_core_lesion", "dice_penumbra_2"]
 
 
 def test_plan_classes_must_differ_too():
-    from flexunet.fingerprint import class_names_for
+    from flexunet.planning.fingerprint import class_names_for
 
     with pytest.raises(FlexUNetError, match="'lesion' and 'Lesion' differ only in case"):
         class_names_for([(0, 0, 0), (0, 255, 0), (0, 0, 255)], ["lesion", "Lesion"])
@@ -388,7 +388,7 @@ def test_report_warns_when_the_evaluation_is_an_earlier_models(project, capsys):
     assert code == 0 and "earlier model" not in err, err
     assert 'class="warning"' not in _report_page(root)
     recorded = json.loads((root / "eval" / "evaluation.json").read_text())["model_sha256"]
-    from flexunet.run import model_sha256
+    from flexunet.model.run_folder import model_sha256
 
     assert recorded == model_sha256(root / "models" / "best_model.keras")
 

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flexunet.config import parse_config
-from flexunet.errors import FlexUNetError
-from flexunet.evaluate import KerasMean, evaluate_model, pixel_spacings, seed_evaluation_text
-from flexunet.metrics import hd95
+from flexunet.config.loader import parse_config
+from flexunet.utils.errors import FlexUNetError
+from flexunet.evaluation.evaluate import KerasMean, evaluate_model, pixel_spacings, seed_evaluation_text
+from flexunet.model.metrics import hd95
 
 GREEN, BLUE, GREY = (0, 255, 0), (0, 0, 255), (60, 60, 60)
 SIZE = 32
@@ -120,8 +120,8 @@ def test_evaluate_known_case(known_case):
     result = evaluate_model(cfg, progress=False)
 
     # 1. evaluation.csv: byte for byte what keras.Model.evaluate gives, in the original's format
-    from flexunet.data import make_dataset, subset_pairs
-    from flexunet.losses import dice_coef_multiclass, make_loss
+    from flexunet.preprocessing.pipeline import make_dataset, subset_pairs
+    from flexunet.model.losses import dice_coef_multiclass, make_loss
 
     model = keras.models.load_model(root / "models" / "best_model.keras", compile=False)
     model.compile(loss=make_loss(cfg), metrics=[dice_coef_multiclass])

@@ -11,10 +11,10 @@ import keras
 import numpy as np
 import pytest
 
-from flexunet.config import parse_config
-from flexunet.errors import FlexUNetError
-from flexunet.export import check_same, export_model, sample_inputs
-from flexunet.model import build_model
+from flexunet.config.loader import parse_config
+from flexunet.utils.errors import FlexUNetError
+from flexunet.inference.export import check_same, export_model, sample_inputs
+from flexunet.model.network import build_model
 
 CONFIG = """\
 [model]
@@ -109,7 +109,7 @@ def test_bad_format_and_paths_are_clear_errors(trained):
 
 def test_train_curves_folder_is_no_run_folder_and_another_run_is(trained):
     """eval_dir (train's curves) was refused as "the run folder of another training run"."""
-    from flexunet.outputs import claim_output_dir
+    from flexunet.utils.outputs import claim_output_dir
 
     cfg, root, _, _ = trained
     claim_output_dir(root / "eval", "train", ["history.json", "train_losses.csv"])

@@ -1,4 +1,4 @@
-"""flexunet.fingerprint: colours -> classes, the refusal of colours it cannot place, counts by hand.
+"""flexunet.planning.fingerprint: colours -> classes, the refusal of colours it cannot place, counts by hand.
 
 Datasets here are made up: 32x32 grey slices with square lesions of known sizes, so every
 share and component size below is counted by hand.  (Moved from test_plan.py; make_set
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flexunet.errors import DataError, FlexUNetError
-from flexunet.fingerprint import colour_name, fingerprint_dataset
+from flexunet.utils.errors import DataError, FlexUNetError
+from flexunet.planning.fingerprint import colour_name, fingerprint_dataset
 
 S = 32
 GREEN, RED = (0, 255, 0), (255, 0, 0)
@@ -223,7 +223,7 @@ def test_a_few_anti_aliased_pixels_are_merged_and_said(tmp_path: Path, caplog: p
     mask = np.asarray(Image.open(path)).copy()
     mask[6, 2:7] = (0, 128, 0)                           # a 5 px half-green edge below it: within the 8 px allowed
     Image.fromarray(mask).save(path)
-    with caplog.at_level("WARNING", logger="flexunet.fingerprint"):
+    with caplog.at_level("WARNING", logger="flexunet.planning.fingerprint"):
         fp = fingerprint_dataset(d)
     assert len(fp["classes"]) == 3 and fp["stray_colours"] == {"(0, 128, 0)": 5}
     (merged,) = fp["mask_format"]["merged"]
@@ -240,7 +240,7 @@ def test_stray_pixels_are_said_too(tmp_path: Path, caplog: pytest.LogCaptureFixt
     mask = np.asarray(Image.open(mask_path)).copy()
     mask[2, 2] = (0, 250, 0)
     Image.fromarray(mask).save(mask_path)
-    with caplog.at_level("WARNING", logger="flexunet.fingerprint"):
+    with caplog.at_level("WARNING", logger="flexunet.planning.fingerprint"):
         fingerprint_dataset(d)
     (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert "(0, 250, 0) (1 px" in line and "merged into class green" in line and "too few" in line

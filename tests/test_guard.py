@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from flexunet.config import load_config
-from flexunet.errors import TrainingStopped
+from flexunet.config.loader import load_config
+from flexunet.utils.errors import TrainingStopped
 
 
 def _model(lr: float = 0.01):
@@ -31,7 +31,7 @@ def _model(lr: float = 0.01):
     ("cosine", [0.01 / 3, 0.02 / 3] + [0.01 * 0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(8)]),
 ])
 def test_schedule_values(train_project, schedule, expected):
-    from flexunet.callbacks import scheduled_lr
+    from flexunet.training.callbacks import scheduled_lr
 
     cfg = load_config(train_project, ["train.epochs=10", "train.warmup_epochs=2", f"train.lr_schedule={schedule}",
                                       "model.learning_rate=0.01"])
@@ -40,7 +40,7 @@ def test_schedule_values(train_project, schedule, expected):
 
 
 def test_schedule_is_set_each_epoch_scaled_by_the_reducer_and_exact_on_resume(train_project):
-    from flexunet.callbacks import RunController, current_lr, initial_state, scheduled_lr
+    from flexunet.training.callbacks import RunController, current_lr, initial_state, scheduled_lr
 
     cfg = load_config(train_project, ["train.epochs=6", "train.lr_schedule=poly", "train.learning_rate_reducer=True",
                                       "train.reducer_patience=1", "train.reducer_factor=0.5", "train.patience=0",
@@ -64,7 +64,7 @@ def test_schedule_is_set_each_epoch_scaled_by_the_reducer_and_exact_on_resume(tr
 
 
 def test_constant_schedule_leaves_the_rate_alone(train_project):
-    from flexunet.callbacks import RunController, current_lr, initial_state
+    from flexunet.training.callbacks import RunController, current_lr, initial_state
 
     cfg = load_config(train_project)
     model = _model(lr=0.004)
@@ -84,14 +84,14 @@ def _hist(pred_dark, val_pred_dark, loss):
 
 
 def _classes(dark_valid_share: float = 0.01):
-    from flexunet.guard import Watched
+    from flexunet.training.guard import Watched
 
     # each class holds 1% of the mask pixels: "starved" is a predicted share under 0.05% (5% of it)
     return {"bright": Watched("bright", 0.01, 0.01), "dark": Watched("dark", 0.01, dark_valid_share)}
 
 
 def test_guard_fires_on_a_flat_run_that_predicts_almost_nothing():
-    from flexunet.guard import find_collapse
+    from flexunet.training.guard import find_collapse
 
     # dark: predicted on 2% (epoch 1), then on 0.001% of the pixels; the loss stuck at 0.2722
     hist = _hist([0.02, 1e-5, 0.0, 1e-5], [0.01, 0.0, 4e-4, 0.0], [0.5, 0.2722, 0.2722, 0.2722])
@@ -104,7 +104,7 @@ def test_guard_fires_on_a_flat_run_that_predicts_almost_nothing():
 
 
 def test_one_class_collapsed_while_another_learns_only_warns(train_project):
-    from flexunet.callbacks import RunController, initial_state
+    from flexunet.training.callbacks import RunController, initial_state
 
     cfg = load_config(train_project, ["train.on_collapse=stop", "train.collapse_patience=3"])
     ctl = RunController(cfg, initial_state(cfg), cfg.train.model_dir / "best_model.keras",
@@ -122,7 +122,7 @@ def test_one_class_collapsed_while_another_learns_only_warns(train_project):
 
 @pytest.mark.parametrize("change", ["val_predicts", "loss_falls", "class_absent", "not_in_valid"])
 def test_guard_stays_quiet(change):
-    from flexunet.guard import find_collapse
+    from flexunet.training.guard import find_collapse
 
     val = [0.0, 0.0, 0.001, 0.0] if change == "val_predicts" else [0.0] * 4
     loss = [0.9, 0.85, 0.82, 0.8] if change == "loss_falls" else [0.3] * 4  # a rare class that starts late
@@ -136,7 +136,7 @@ def test_guard_stays_quiet(change):
 
 
 def test_without_shares_only_a_class_predicted_nowhere_counts():
-    from flexunet.guard import Watched, find_collapse
+    from flexunet.training.guard import Watched, find_collapse
 
     unknown = {"dark": Watched("dark")}
     assert find_collapse(_hist([1e-6] * 3, [0.0] * 3, [0.3] * 3), unknown, patience=2) is None
@@ -155,10 +155,10 @@ def _dead_model(build):
 
 
 def test_guard_stops_a_dead_run_and_keeps_its_files(train_project, monkeypatch):
-    import flexunet.model
-    from flexunet.train import train
+    import flexunet.model.network
+    from flexunet.training.train import train
 
-    monkeypatch.setattr(flexunet.model, "build_model", _dead_model(flexunet.model.build_model))
+    monkeypatch.setattr(flexunet.model.network, "build_model", _dead_model(flexunet.model.network.build_model))
     cfg = load_config(train_project, ["train.epochs=6", "train.patience=0", "model.learning_rate=1e-9",
                                       "train.collapse_patience=2", "train.on_collapse=stop"])
     with pytest.raises(TrainingStopped, match=r"collapse: class 'bright' .* in epochs 1-2 .*normalization = True"
@@ -174,10 +174,10 @@ def test_guard_stops_a_dead_run_and_keeps_its_files(train_project, monkeypatch):
 
 
 def test_guard_only_warns_with_on_collapse_warn(train_project, monkeypatch, caplog):
-    import flexunet.model
-    from flexunet.train import train
+    import flexunet.model.network
+    from flexunet.training.train import train
 
-    monkeypatch.setattr(flexunet.model, "build_model", _dead_model(flexunet.model.build_model))
+    monkeypatch.setattr(flexunet.model.network, "build_model", _dead_model(flexunet.model.network.build_model))
     cfg = load_config(train_project, ["train.epochs=4", "train.patience=0", "model.learning_rate=1e-9",
                                       "train.collapse_patience=2", "train.on_collapse=warn"])
     summary = train(cfg, progress=False)
@@ -188,7 +188,7 @@ def test_guard_only_warns_with_on_collapse_warn(train_project, monkeypatch, capl
 
 
 def test_guard_quiet_on_a_healthy_tiny_run(train_project):
-    from flexunet.train import train
+    from flexunet.training.train import train
 
     cfg = load_config(train_project, ["train.epochs=3", "train.collapse_patience=1", "train.on_collapse=stop"])
     summary = train(cfg, progress=False)

@@ -11,13 +11,13 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from flexunet.config import parse_config
-from flexunet.dicom import read_dicom_hu, three_window_rgb, window
-from flexunet.errors import ConfigError, DataError
-from flexunet.infer import infer_images
-from flexunet.predict import predict_indices, read_input, remove_small_components, resize_indices
-from flexunet.masks import flat_palette
-from flexunet.model import build_model
+from flexunet.config.loader import parse_config
+from flexunet.dataset.dicom import read_dicom_hu, three_window_rgb, window
+from flexunet.utils.errors import ConfigError, DataError
+from flexunet.inference.infer import infer_images
+from flexunet.model.predict import predict_indices, read_input, remove_small_components, resize_indices
+from flexunet.dataset.masks import flat_palette
+from flexunet.model.network import build_model
 
 RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
 CONFIG = """\
@@ -121,7 +121,7 @@ def test_infer_writes_palette_masks_at_each_input_size(unet_run):
 
 def test_mask_is_the_argmax_resized_back_nearest(unet_run):
     cfg, root, _ = unet_run
-    from flexunet.data import to_model_input
+    from flexunet.preprocessing.pipeline import to_model_input
 
     infer_images(cfg, progress=False)
     model = keras.models.load_model(root / "models" / "best_model.keras", compile=False)
@@ -273,7 +273,7 @@ def test_overlap_must_be_smaller_than_the_tile(tmp_path):
 
 
 def synth_dicoms(root: Path, count: int = 8) -> Path:
-    from flexunet.synth import dataset_root, synthesize
+    from flexunet.synthetic.synth import dataset_root, synthesize
 
     synthesize(root / "synth", count, 2, size=32, progress=False)
     shutil.copytree(dataset_root(root / "synth") / "DICOM", root / "in")
@@ -283,7 +283,7 @@ def synth_dicoms(root: Path, count: int = 8) -> Path:
 def test_volumes_csv_from_dicom_series(tmp_path):
     import csv
 
-    from flexunet.dicom import read_dicom_meta
+    from flexunet.dataset.dicom import read_dicom_meta
 
     folder = synth_dicoms(tmp_path)
     cfg = make_cfg(tmp_path)
@@ -305,7 +305,7 @@ def test_volumes_csv_from_dicom_series(tmp_path):
 
 def test_uneven_series_is_refused_before_anything_is_written(tmp_path, caplog):
     folder = synth_dicoms(tmp_path)
-    from flexunet.dicom import read_dicom_meta
+    from flexunet.dataset.dicom import read_dicom_meta
 
     first = read_dicom_meta(sorted(folder.glob("*.dcm"))[0])["patient_id"]
     mine = [p for p in sorted(folder.glob("*.dcm")) if read_dicom_meta(p)["patient_id"] == first]
@@ -315,7 +315,7 @@ def test_uneven_series_is_refused_before_anything_is_written(tmp_path, caplog):
         infer_images(make_cfg(tmp_path, volumes=True), model=colour_model(), progress=False)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.png"))
     # the default: the masks are written, the volumes are not, and one warning says why
-    with caplog.at_level("WARNING", logger="flexunet.infer"):
+    with caplog.at_level("WARNING", logger="flexunet.inference.infer"):
         summary = infer_images(make_cfg(tmp_path), model=colour_model(), progress=False)
     assert summary["images"] == len(list(folder.glob("*.dcm")))
     assert not (tmp_path / "out" / "volumes.csv").exists()
@@ -352,7 +352,7 @@ def _tree(folder: Path) -> dict[str, bytes]:
 def test_overlapped_outputs_are_the_bytes_of_a_sequential_run(unet_run, monkeypatch):
     import threading
 
-    import flexunet.infer as infer
+    import flexunet.inference.infer as infer
 
     cfg, root, _ = unet_run
     cfg = cfg.replace("infer", overlays=True, class_index_masks=True, uncertainty=True)
@@ -375,7 +375,7 @@ def test_overlapped_outputs_are_the_bytes_of_a_sequential_run(unet_run, monkeypa
         "a.png", "b.png", "c.png", "d.png", "e.png"]
     assert overlapped["uncertainty"] == sequential["uncertainty"]
     # and the short batch's padding changed nothing: the last image's mask is its prediction alone
-    from flexunet.data import to_model_input
+    from flexunet.preprocessing.pipeline import to_model_input
 
     original = read_input(root / "in" / "e.dcm", cfg)
     alone = resize_indices(predict_indices(model, to_model_input(original, cfg)[None], flip_tta=True)[0],
@@ -384,7 +384,7 @@ def test_overlapped_outputs_are_the_bytes_of_a_sequential_run(unet_run, monkeypa
 
 
 def test_unreadable_image_in_the_middle_leaves_no_output_folder(unet_run, capsys):
-    from flexunet.cli import main
+    from flexunet.cli.main import main
 
     cfg, root, _ = unet_run
     (root / "in" / "c2.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")        # sorted between b and c
@@ -402,7 +402,7 @@ def test_unreadable_image_in_the_middle_leaves_no_output_folder(unet_run, capsys
 def test_failing_write_leaves_earlier_results_as_they_were(unet_run, monkeypatch):
     import errno
 
-    import flexunet.infer as infer
+    import flexunet.inference.infer as infer
 
     cfg, root, _ = unet_run
     model = keras.models.load_model(root / "models" / "best_model.keras", compile=False)
@@ -441,7 +441,7 @@ class TraceCounter(keras.Model):
 
 
 def test_predict_is_traced_once_when_the_last_batch_is_short(unet_run):
-    from flexunet.predict import predict_probs
+    from flexunet.model.predict import predict_probs
 
     cfg, root, _ = unet_run                                         # 5 images, batch_size 2
     model = TraceCounter(keras.models.load_model(root / "models" / "best_model.keras", compile=False))

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flexunet.errors import DataError
-from flexunet.io import (atomic_write, json_text, safe_output_path, swap_dir, write_json,
+from flexunet.utils.errors import DataError
+from flexunet.utils.io import (atomic_write, json_text, safe_output_path, swap_dir, write_json,
                          write_text)
 
 
 def test_atomic_write_gives_the_mode_a_plain_open_would(tmp_path):
-    from flexunet import io
+    from flexunet.utils import io
 
     plain = tmp_path / "plain.txt"
     with open(plain, "w") as fh:  # created under the same umask the module read at import

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from flexunet.config import parse_config
-from flexunet.losses import EPS, make_loss
+from flexunet.config.loader import parse_config
+from flexunet.model.losses import EPS, make_loss
 
 CONFIG = """\
 [model]
@@ -140,7 +140,7 @@ def test_weighted_loss_values_by_hand(name):
 
 
 def test_dice_coef_multiclass_matches_its_formula():
-    from flexunet.losses import dice_coef_multiclass
+    from flexunet.model.losses import dice_coef_multiclass
 
     rng = np.random.default_rng(0)
     y = np.eye(3, dtype="float32")[rng.integers(0, 3, (2, 4, 4))]
@@ -157,8 +157,8 @@ def test_dice_coef_multiclass_matches_its_formula():
 
 
 def test_per_class_dice_and_iou_match_hand_counts(train_project):
-    from flexunet.config import load_config
-    from flexunet.losses import make_metrics
+    from flexunet.config.loader import load_config
+    from flexunet.model.losses import make_metrics
 
     cfg = load_config(train_project)
     metrics = {m.name: m for m in make_metrics(cfg)[1:]}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flexunet.machine import Machine, _cpuinfo, detect, machine_key
+from flexunet.utils.machine import Machine, _cpuinfo, detect, machine_key
 
 XEON = """processor\t: 0
 vendor_id\t: GenuineIntel

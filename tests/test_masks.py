@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flexunet.errors import MaskError
-from flexunet.masks import (flat_palette, image_to_index, index_to_palette_image, index_to_rgb, one_hot,
+from flexunet.utils.errors import MaskError
+from flexunet.dataset.masks import (flat_palette, image_to_index, index_to_palette_image, index_to_rgb, one_hot,
                             read_mask, rgb_to_index, save_palette_mask, save_rgb_mask)
 
 RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
@@ -100,8 +100,8 @@ def test_one_hot():
 
 
 def test_data_files_are_never_unpickled(tmp_path):
-    from flexunet.errors import MaskError
-    from flexunet.masks import read_mask
+    from flexunet.utils.errors import MaskError
+    from flexunet.dataset.masks import read_mask
 
     marker = tmp_path / "PWNED"
 
@@ -171,7 +171,7 @@ def test_a_colour_mask_read_as_index_is_refused_and_an_index_mask_read_as_colour
 
 @pytest.mark.parametrize("palette", [None, [0, 0, 0, 9, 9, 9, 200, 0, 0]])
 def test_index_masks_are_written_back_as_read(tmp_path, palette):
-    from flexunet.masks import save_mask
+    from flexunet.dataset.masks import save_mask
 
     path = tmp_path / "m.png"
     save_mask(path, _index(), RGB_MAP, "index", palette)
@@ -186,7 +186,7 @@ def test_index_masks_are_written_back_as_read(tmp_path, palette):
 
 
 def test_default_colours_are_distinct_for_many_classes():
-    from flexunet.masks import default_rgb_map
+    from flexunet.dataset.masks import default_rgb_map
 
     assert list(default_rgb_map(3)) == [(0, 0, 0), (0, 255, 0), (0, 0, 255)]
     many = default_rgb_map(300)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flexunet.metrics import (EMPTY_RULE, MetricAccumulator, boundary, detection_scores, hd95, image_scores,
+from flexunet.model.metrics import (EMPTY_RULE, MetricAccumulator, boundary, detection_scores, hd95, image_scores,
                               lesion_counts, scores_from_counts, summarize)
 
 nan = float("nan")

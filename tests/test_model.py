@@ -7,8 +7,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from flexunet.config import load_config, parse_config
-from flexunet.model import build_model, forward_flops, levels
+from flexunet.config.loader import load_config, parse_config
+from flexunet.model.network import build_model, forward_flops, levels
 
 
 def test_stroke_config_parameter_counts(stroke_config_path):

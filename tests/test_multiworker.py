@@ -1,7 +1,7 @@
 """tf.distribute across processes: two local workers over loopback train one model and agree.
 
 Each worker is a separate Python process with its own TF_CONFIG (two free ports on
-127.0.0.1), running ``flexunet.train.train`` with ``[train] strategy = "multiworker"`` on
+127.0.0.1), running ``flexunet.training.train.train`` with ``[train] strategy = "multiworker"`` on
 the same config and the same model_dir, as two machines sharing a filesystem would.
 Gradients are all-reduced, so after training both hold the same weights, and since
 ``batch_size`` is the global batch the run equals one device's; only the chief (worker 0)
@@ -21,19 +21,19 @@ import time
 import numpy as np
 import pytest
 
-from flexunet.config import load_config
+from flexunet.config.loader import load_config
 
 WORKER = textwrap.dedent("""
     import json, sys
     import numpy as np
-    import flexunet.model as M
-    import flexunet.train as T
+    import flexunet.model.network as M
+    import flexunet.training.train as T
 
     config, out, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     models = []
     build = M.compile_model
     M.compile_model = lambda cfg: models.append(build(cfg)) or models[-1]   # keep the model to compare
-    from flexunet.config import load_config
+    from flexunet.config.loader import load_config
     cfg = load_config(config, overrides + ["train.strategy='multiworker'"])
     summary = T.train(cfg, progress=False)
     np.savez(out, *[np.asarray(w) for w in models[0].get_weights()])
@@ -95,7 +95,7 @@ def test_two_workers_over_loopback_agree_with_each_other_and_with_one_device(tra
     assert np.isfinite(results[0]["loss"]).all()
 
     # [train] batch_size is the global batch: two workers of 2 images each train as one device of 4
-    from flexunet.train import train
+    from flexunet.training.train import train
 
     single = train(load_config(train_project, OVERRIDES + [f"train.model_dir={tmp_path / 'single'}",
                                                            f"train.eval_dir={tmp_path / 'single_eval'}"]),

@@ -1,4 +1,4 @@
-"""The ownership rule (flexunet.outputs): each rule on small folders, no model."""
+"""The ownership rule (flexunet.utils.outputs): each rule on small folders, no model."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from conftest import snapshot
-from flexunet.errors import FlexUNetError
-from flexunet.outputs import (OWNER_FILE, atomic_output_dir, check_output_dir, check_output_file, check_whole_dir,
+from flexunet.utils.errors import FlexUNetError
+from flexunet.utils.outputs import (OWNER_FILE, atomic_output_dir, check_output_dir, check_output_file, check_whole_dir,
                               claim_output_dir, claim_output_file, folder_owners, is_run_folder, owner_of)
 
 

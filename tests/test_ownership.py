@@ -1,4 +1,4 @@
-"""Issue 24, item 8: the ownership rule (flexunet.outputs), one table for every writing command.
+"""Issue 24, item 8: the ownership rule (flexunet.utils.outputs), one table for every writing command.
 
 Every writing command x every hostile placement of its output x with and without --overwrite,
 on one small project trained once for the module (synth -> prepare -> split -> train -> evaluate,
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from flexunet.cli import main
-from flexunet.outputs import OWNER_FILE, folder_owners
+from flexunet.cli.main import main
+from flexunet.utils.outputs import OWNER_FILE, folder_owners
 
 CONFIG = """\
 [model]
@@ -351,20 +351,20 @@ def _cases():
 
 def no_demo_run(monkeypatch):
     """A demo the rule fails to refuse stops at its first stage instead of running for minutes."""
-    import flexunet.synth
+    import flexunet.synthetic.synth
 
     def refuse(*args, **kwargs):
         raise AssertionError("the demo was not refused")
 
-    monkeypatch.setattr(flexunet.synth, "synthesize", refuse)
+    monkeypatch.setattr(flexunet.synthetic.synth, "synthesize", refuse)
 
 
 @pytest.fixture
 def fake_probe(monkeypatch):
     """plan without timing real networks (as tests/test_plan.py does)."""
-    import flexunet.plan
+    import flexunet.planning.plan
 
-    monkeypatch.setattr(flexunet.plan, "probe_speed",
+    monkeypatch.setattr(flexunet.planning.plan, "probe_speed",
                         lambda candidates, size, channels, num_classes: {c: 0.04 * c.base_filters for c in candidates})
 
 

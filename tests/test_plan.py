@@ -1,4 +1,4 @@
-"""flexunet.plan: the choices from a fingerprint, the machine probe, and a planned config that trains.
+"""flexunet.planning.plan: the choices from a fingerprint, the machine probe, and a planned config that trains.
 
 The dataset is test_fingerprint.py's: 32x32 grey slices with square lesions of known sizes.
 """
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from flexunet.cli import main
-from flexunet.config import load_config
-from flexunet.plan import Candidate, candidates_for, choose, levels_for, plan_dataset, probe_speed
+from flexunet.cli.main import main
+from flexunet.config.loader import load_config
+from flexunet.planning.plan import Candidate, candidates_for, choose, levels_for, plan_dataset, probe_speed
 from test_fingerprint import make_set
 
 @pytest.fixture(scope="module")
@@ -91,8 +91,8 @@ def test_planned_config_loads_and_trains_one_epoch(dataset: Path, tmp_path: Path
         above = text.splitlines()[[ln.split("=")[0].strip() for ln in text.splitlines()].index(key) - 1]
         assert above.startswith(";"), key
 
-    from flexunet.evaluate import evaluate_model
-    from flexunet.train import train
+    from flexunet.evaluation.evaluate import evaluate_model
+    from flexunet.training.train import train
 
     cfg = load_config(out, ["train.epochs=1", "model.base_filters=4", "model.num_layers=3"])
     summary = train(cfg, progress=False)
@@ -103,7 +103,7 @@ def test_planned_config_loads_and_trains_one_epoch(dataset: Path, tmp_path: Path
 
 def test_cli_refuses_to_overwrite_a_config(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    import flexunet.plan as plan
+    import flexunet.planning.plan as plan
 
     monkeypatch.setattr(plan, "probe_speed", fake_probe)
     out = tmp_path / "c.config"
@@ -122,7 +122,7 @@ def test_cli_refuses_to_overwrite_a_config(dataset: Path, tmp_path: Path, capsys
 
 
 def test_class_weights_follow_the_pixel_shares_and_are_capped() -> None:
-    from flexunet.plan import class_weights_for
+    from flexunet.planning.plan import class_weights_for
 
     assert class_weights_for([0.98, 0.01, 0.0025, 0.0]) == (1.0, 2.0, 4.0, 1.0)
     assert class_weights_for([0.9, 0.05, 0.00001]) == (1.0, 2.0, 4.0)          # capped at 4
@@ -132,13 +132,13 @@ def test_class_weights_follow_the_pixel_shares_and_are_capped() -> None:
 
 def test_costly_online_augmentation_is_planned_off_without_a_notice(
         dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    import flexunet.plan as plan
+    import flexunet.planning.plan as plan
 
     monkeypatch.setattr(plan, "augment_seconds", lambda size, channels: 10.0)     # 10 s an image: too slow
     out = tmp_path / "slow.config"
     plan_dataset(dataset, out, minutes=3, probe=fake_probe)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="flexunet.config"):
+    with caplog.at_level(logging.WARNING, logger="flexunet.config.loader"):
         cfg = load_config(out)
     assert not cfg.model.generator and "(over 25%): off" in out.read_text()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]   # nothing set that cannot run
@@ -149,8 +149,8 @@ def test_costly_online_augmentation_is_planned_off_without_a_notice(
 
 def _plan_train_evaluate(data: Path, project: Path) -> tuple[dict, str, dict, dict]:
     """plan -> train (1 epoch, tiny, deterministic) -> evaluate; (config, config text, history, evaluation)."""
-    from flexunet.evaluate import evaluate_model
-    from flexunet.train import train
+    from flexunet.evaluation.evaluate import evaluate_model
+    from flexunet.training.train import train
 
     out = project / "train_eval_infer.config"
     plan_dataset(data, out, minutes=3, probe=fake_probe, classes=["bright", "dim"])
@@ -167,9 +167,9 @@ def test_index_masks_plan_train_and_evaluate_as_colour_masks_do(dataset: Path, t
     runs = {}
     for kind in ("colour", "L", "P"):
         data = dataset if kind == "colour" else as_index_masks(dataset, tmp_path / f"data_{kind}", kind)
-        with caplog.at_level(logging.INFO, logger="flexunet.plan"):
+        with caplog.at_level(logging.INFO, logger="flexunet.planning.plan"):
             runs[kind] = _plan_train_evaluate(data, tmp_path / kind)
-        said = [r.getMessage() for r in caplog.records if r.name == "flexunet.plan" and "[mask] format" in r.getMessage()]
+        said = [r.getMessage() for r in caplog.records if r.name == "flexunet.planning.plan" and "[mask] format" in r.getMessage()]
         assert said and said[-1].startswith(f'plan: [mask] format = "{"rgb" if kind == "colour" else "index"}"')
     cfg, text, history, evaluation = runs["colour"]
     assert cfg.mask.format == "rgb" and 'format = "rgb"' in text

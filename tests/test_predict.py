@@ -1,4 +1,4 @@
-"""flexunet.predict: the input as training fed it, softmax, flips, tiles, indices back to size, overlay."""
+"""flexunet.model.predict: the input as training fed it, softmax, flips, tiles, indices back to size, overlay."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from flexunet.config import parse_config
-from flexunet.data import decode_image
-from flexunet.model import build_model
-from flexunet.predict import (blend, model_input, overlay_image, network_input, pad_batch, predict_indices,
+from flexunet.config.loader import parse_config
+from flexunet.preprocessing.pipeline import decode_image
+from flexunet.model.network import build_model
+from flexunet.model.predict import (blend, model_input, overlay_image, network_input, pad_batch, predict_indices,
                               predict_probs, predict_tiled, ramp, read_input, resize_indices, tile_starts)
 
 CONFIG = """\

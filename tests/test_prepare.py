@@ -16,10 +16,10 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-import flexunet.prepare as prepare_mod
-from flexunet.config import Config, parse_config
-from flexunet.errors import ConfigError, DataError, FlexUNetError, MaskError
-from flexunet.prepare import prepare_dataset
+import flexunet.dataset.prepare as prepare_mod
+from flexunet.config.loader import Config, parse_config
+from flexunet.utils.errors import ConfigError, DataError, FlexUNetError, MaskError
+from flexunet.dataset.prepare import prepare_dataset
 
 CONFIG = """
 [model]
@@ -157,7 +157,7 @@ def test_unpaired_files_are_warned_and_skipped(tmp_path: Path, caplog: pytest.Lo
     root = make_raw(tmp_path)
     save_png(root / "PNG" / "lonely.png", np.zeros((40, 50, 3), np.uint8))
     save_png(root / "MASKS" / "orphan.png", np.zeros((40, 50, 3), np.uint8))
-    with caplog.at_level(logging.WARNING, logger="flexunet.prepare"):
+    with caplog.at_level(logging.WARNING, logger="flexunet.dataset.prepare"):
         summary = prepare_dataset(make_cfg(tmp_path), progress=False)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "lonely.png" in warnings[0] and "orphan.png" in warnings[0]

@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from flexunet.config import parse_config
-from flexunet.errors import ConfigError, DataError
-from flexunet.io import safe_output_path
-from flexunet.masks import image_to_index, index_to_palette_image, index_to_rgb, read_mask, rgb_to_index
+from flexunet.config.loader import parse_config
+from flexunet.utils.errors import ConfigError, DataError
+from flexunet.utils.io import safe_output_path
+from flexunet.dataset.masks import image_to_index, index_to_palette_image, index_to_rgb, read_mask, rgb_to_index
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BASE = Path(tempfile.gettempdir())

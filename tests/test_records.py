@@ -1,4 +1,4 @@
-"""flexunet.records: manifest.json and split.json names, reading, writing, and how they are found."""
+"""flexunet.dataset.records: manifest.json and split.json names, reading, writing, and how they are found."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from flexunet.config import parse_config
-from flexunet.errors import DataError
-from flexunet.records import (MANIFEST_CSV, MANIFEST_JSON, MANIFEST_VERSION, SPLIT_JSON, find_manifest, find_split,
+from flexunet.config.loader import parse_config
+from flexunet.utils.errors import DataError
+from flexunet.dataset.records import (MANIFEST_CSV, MANIFEST_JSON, MANIFEST_VERSION, SPLIT_JSON, find_manifest, find_split,
                               manifest_items, read_manifest, read_split, rgb_map_from_list, rgb_map_list, sha256,
                               split_subset_stems, write_manifest, write_split)
 
@@ -55,7 +55,7 @@ def test_a_manifest_that_is_not_one_is_a_one_line_error(tmp_path, text, word):
 
 def test_unreadable_manifest_items_are_a_warning_and_none(tmp_path, caplog):
     (tmp_path / MANIFEST_JSON).write_text("{not json")
-    with caplog.at_level(logging.WARNING, logger="flexunet.records"):
+    with caplog.at_level(logging.WARNING, logger="flexunet.dataset.records"):
         assert manifest_items(tmp_path / MANIFEST_JSON, "HD95 in pixels only") is None
     assert "HD95 in pixels only" in caplog.text
     assert manifest_items(None) is None

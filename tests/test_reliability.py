@@ -1,6 +1,6 @@
 """Reliability (issue 8): bad input gets one clear line, nothing is lost, nothing is executed.
 
-Commands run in-process through ``flexunet.cli.main`` (stderr captured) except where a real
+Commands run in-process through ``flexunet.cli.main.main`` (stderr captured) except where a real
 process is the point: ``kill -9`` and Ctrl-C (SIGINT).  Every user error must print exactly
 one ``flexunet <command>: ...`` line, no traceback, exit non-zero and leave no partial output.
 
@@ -34,8 +34,8 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
 
 from conftest import disk_full_on, leftovers, make_tiny_dataset, snapshot
-from flexunet.cli import main
-from flexunet.outputs import OWNER_FILE
+from flexunet.cli.main import main
+from flexunet.utils.outputs import OWNER_FILE
 
 RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
 GREEN = (0, 255, 0)
@@ -142,7 +142,7 @@ def one_error(capsys, *args: str, rc: int = 2) -> str:
 def write_config(folder: Path, text: str = PIPELINE_CONFIG, data: str = "./dataset/Stroke",
                  run: str = ".") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "flexunet.config"
+    path = folder / "flexunet.config.loader"
     path.write_text(text.format(data=data, run=run))
     return path
 
@@ -205,7 +205,7 @@ def pipeline(tmp_path_factory):
     config = write_config(root)
     dataset = root / "dataset" / "Stroke"
     record: dict = {"root": root, "config": config, "dataset": dataset, "rc": {}, "same": {}}
-    config_hash = snapshot(root)["flexunet.config"]
+    config_hash = snapshot(root)["flexunet.config.loader"]
     raw_before = snapshot(raw)
 
     def run(name: str, inputs: Path, *extra: str) -> None:
@@ -224,7 +224,7 @@ def pipeline(tmp_path_factory):
         run("evaluate", dataset)
         run("infer", dataset)
     record["raw"] = (raw_before, snapshot(raw))
-    record["config_same"] = snapshot(root)["flexunet.config"] == config_hash
+    record["config_same"] = snapshot(root)["flexunet.config.loader"] == config_hash
     return record
 
 
@@ -465,9 +465,9 @@ def test_train_refuses_unpaired_files_and_jpeg_masks(train_files, capsys):
 
 
 def test_mask_colours_outside_rgb_map_accepted_only_with_tolerance(train_files):
-    from flexunet.config import load_config
-    from flexunet.data import check_masks, subset_pairs
-    from flexunet.errors import MaskError
+    from flexunet.config.loader import load_config
+    from flexunet.preprocessing.pipeline import check_masks, subset_pairs
+    from flexunet.utils.errors import MaskError
 
     config, train_dir = train_files
     mask = np.asarray(Image.open(train_dir / "masks" / "1000.png")).copy()
@@ -483,8 +483,8 @@ def test_mask_colours_outside_rgb_map_accepted_only_with_tolerance(train_files):
 
 
 def test_grey_and_opaque_rgba_images_are_accepted_for_training(train_files):
-    from flexunet.config import load_config
-    from flexunet.data import check_masks, make_dataset, subset_pairs
+    from flexunet.config.loader import load_config
+    from flexunet.preprocessing.pipeline import check_masks, make_dataset, subset_pairs
 
     config, train_dir = train_files
     img = np.asarray(Image.open(train_dir / "images" / "1000.png").convert("RGB"))
@@ -505,8 +505,8 @@ def infer_project(tmp_path):
     """A tiny model saved as the best model, and a folder of two good images."""
     import keras
 
-    from flexunet.config import load_config
-    from flexunet.model import build_model
+    from flexunet.config.loader import load_config
+    from flexunet.model.network import build_model
 
     config = tmp_path / "i.config"
     config.write_text(TRAIN_DATA_CONFIG + '[infer]\nimages_dir = "in"\noutput_dir = "out"\n')
@@ -631,18 +631,18 @@ def test_nan_loss_stops_with_the_epoch_and_a_hint(tmp_path, capsys, pipeline):
 
 
 def test_nan_in_a_later_epoch_keeps_the_earlier_ones(tmp_path, capsys, pipeline, monkeypatch):
-    import flexunet.losses
+    import flexunet.model.losses
 
     config = _project_copy(pipeline, tmp_path)
     kept = snapshot(tmp_path / "models")
     history = (tmp_path / "eval" / "history.json").read_text()
-    real = flexunet.losses.make_loss
+    real = flexunet.model.losses.make_loss
 
     def nan_loss(cfg):
         loss = real(cfg)
         return lambda y_true, y_pred: loss(y_true, y_pred) * float("nan")
 
-    monkeypatch.setattr(flexunet.losses, "make_loss", nan_loss)
+    monkeypatch.setattr(flexunet.model.losses, "make_loss", nan_loss)
     line = one_error(capsys, "train", str(config), "--resume", "--set", "train.epochs=2")
     assert line.startswith("flexunet train: error: loss became NaN at epoch 2, batch 1; epochs 1..1 are "
                            f"saved in {tmp_path / 'models'};")

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from conftest import TRAIN_CONFIG, make_tiny_dataset
 
-from flexunet.config import load_config
-from flexunet.errors import FlexUNetError
-from flexunet.report import build_report
-from flexunet.report_data import RANKS, ReportError, epoch_montages, image_means, rank_images
-from flexunet.report_html import lookup
-from flexunet.report_sections import POOLED_EXPLANATION
+from flexunet.config.loader import load_config
+from flexunet.utils.errors import FlexUNetError
+from flexunet.report.build import build_report
+from flexunet.report.data import RANKS, ReportError, epoch_montages, image_means, rank_images
+from flexunet.report.html import lookup
+from flexunet.report.sections import POOLED_EXPLANATION
 
 SECTIONS = ("header", "dataset", "curves", "evaluation", "review", "gallery", "viewer", "epochs")
 
@@ -72,8 +72,8 @@ class Page(HTMLParser):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    from flexunet.evaluate import evaluate_model
-    from flexunet.train import train
+    from flexunet.evaluation.evaluate import evaluate_model
+    from flexunet.training.train import train
 
     root = tmp_path_factory.mktemp("report_run")
     for subset, n, seed in (("train", 8, 1), ("valid", 4, 2), ("test", 4, 3)):
@@ -183,7 +183,7 @@ def viewer_slices(page: Page) -> list[dict]:
 
 
 def test_viewer_shows_every_evaluated_slice_with_its_dice(run):
-    from flexunet.report_data import read_per_image
+    from flexunet.report.data import read_per_image
 
     rows = read_per_image(run["root"] / "eval" / "per_image.csv")
     items = viewer_slices(run["page"])
@@ -203,8 +203,8 @@ def test_viewer_shows_every_evaluated_slice_with_its_dice(run):
 
 
 def test_viewer_notes_carry_each_patients_volumes(tmp_path):
-    from flexunet.report_gallery import viewer_hooks
-    from flexunet.report_html import Build
+    from flexunet.report.gallery import viewer_hooks
+    from flexunet.report.html import Build
 
     ev = {"volumes": {"per_patient": [
         {"patient": "P1", "class": "ischemic", "reference_ml": 12.0, "predicted_ml": 10.5},
@@ -305,8 +305,8 @@ def test_report_in_a_browser_through_the_cli(run, tmp_path):
     from selenium.webdriver.common.keys import Keys
     from test_viewer import _chromium, console_errors, wait_drawn
 
-    from flexunet.cli import main
-    from flexunet.report_data import read_per_image
+    from flexunet.cli.main import main
+    from flexunet.report.data import read_per_image
 
     out = tmp_path / "cli_report"
     sets = [a for o in run["overrides"] + [f"report.output_dir={out}"] for a in ("--set", o)]

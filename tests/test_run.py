@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from conftest import TRAIN_CONFIG, make_tiny_dataset
-from flexunet.cli import main
-from flexunet.config import load_config, parse_config
-from flexunet.errors import FlexUNetError
+from flexunet.cli.main import main
+from flexunet.config.loader import load_config, parse_config
+from flexunet.utils.errors import FlexUNetError
 
 RGB_MAP = "{(0,0,0):0, (0,255,0):1, (0,0,255):2}"
 SWAPPED_MAP = "{(0,0,0):0, (0,0,255):1, (0,255,0):2}"
@@ -133,8 +133,8 @@ def _tiny_cfg(**model: object):
     ({"base_filters": 8}, {}, "enc0_conv1"),              # shapes differ
 ])
 def test_a_weights_file_that_does_not_fit_is_refused_naming_the_layer(tmp_path, saved, built, layer):
-    from flexunet.model import build_model
-    from flexunet.run import check_weights
+    from flexunet.model.network import build_model
+    from flexunet.model.run_folder import check_weights
 
     path = tmp_path / "best_model.weights.h5"
     build_model(_tiny_cfg(**saved).model).save_weights(path)
@@ -144,8 +144,8 @@ def test_a_weights_file_that_does_not_fit_is_refused_naming_the_layer(tmp_path, 
 
 
 def test_load_trained_refuses_a_replaced_weights_file(bn_run, tmp_path):
-    from flexunet.model import build_model
-    from flexunet.run import load_trained
+    from flexunet.model.network import build_model
+    from flexunet.model.run_folder import load_trained
 
     run_dir = tmp_path / "run"
     shutil.copytree(bn_run.parent / "models", run_dir)
@@ -160,8 +160,8 @@ def test_load_trained_refuses_a_replaced_weights_file(bn_run, tmp_path):
 
 
 def test_switching_save_weights_only_on_resume_loads_the_newest_best(tmp_path):
-    from flexunet.run import load_trained
-    from flexunet.run import best_model_path, read_meta
+    from flexunet.model.run_folder import load_trained
+    from flexunet.model.run_folder import best_model_path, read_meta
 
     cfg = _project(tmp_path)
     assert main(["-q", "train", str(cfg), "--set", "train.epochs=1"]) == 0
@@ -185,7 +185,7 @@ def test_switching_save_weights_only_on_resume_loads_the_newest_best(tmp_path):
 
 
 def test_without_metadata_the_newest_best_file_wins(tmp_path):
-    from flexunet.run import best_model_path
+    from flexunet.model.run_folder import best_model_path
 
     old, new = tmp_path / "best_model.keras", tmp_path / "best_model.weights.h5"
     old.write_bytes(b"x")
@@ -231,7 +231,7 @@ def test_resume_without_a_checkpoint_file_is_one_line(bn_run, tmp_path, capsys, 
 
 
 def test_best_model_and_checkpoint_carry_metadata_and_inspect_prints_it(bn_run, capsys):
-    from flexunet.run import read_meta
+    from flexunet.model.run_folder import read_meta
 
     models = bn_run.parent / "models"
     for target in (models, models / "best_model.weights.h5", models / "last_checkpoint"):
@@ -270,8 +270,8 @@ def test_resume_refuses_a_checkpoint_that_does_not_fit_the_run_config(bn_run, tm
 
 
 def test_a_keras_file_that_does_not_fit_the_run_is_refused(filters_run, tmp_path):
-    from flexunet.model import build_model
-    from flexunet.run import load_trained
+    from flexunet.model.network import build_model
+    from flexunet.model.run_folder import load_trained
 
     run_dir = tmp_path / "run"
     shutil.copytree(filters_run.parent / "models", run_dir)
@@ -290,7 +290,7 @@ def test_evaluate_a_wider_run_with_the_plain_config_equals_the_override_repeated
 def test_metadata_records_the_split_hash(tmp_path):
     import hashlib
 
-    from flexunet.run import metadata
+    from flexunet.model.run_folder import metadata
 
     cfg = parse_config(TRAIN_CONFIG, base_dir=tmp_path)
     assert metadata(cfg, "best_model.keras")["split_sha256"] is None

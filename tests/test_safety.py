@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flexunet.cli import main
+from flexunet.cli.main import main
 
 CONFIG = """\
 [model]
@@ -321,7 +321,7 @@ def test_a_resaved_copy_is_detected_by_its_pixels(project, capsys):
 
 
 def test_different_synthetic_slices_never_collide_and_light_jpeg_copies_do(trained, tmp_path):
-    from flexunet.datarecord import fingerprint, find_overlaps
+    from flexunet.dataset.leak_record import fingerprint, find_overlaps
 
     slices = sorted(next((trained / "raw").rglob("PNG")).glob("*.png"))
     assert len(slices) == 30
@@ -356,8 +356,8 @@ def test_report_shows_the_images_of_the_evaluation_it_reports(project, capsys):
     assert run(project, "evaluate", "--set", f"test.images_dir='{other / 'images'}'",
                "--set", f"test.masks_dir='{other / 'masks'}'") == 0
     capsys.readouterr()
-    from flexunet.config import load_config
-    from flexunet.report import build_report
+    from flexunet.config.loader import load_config
+    from flexunet.report.build import build_report
 
     result = build_report(load_config(project), progress=False)
     err = capsys.readouterr().err
@@ -373,8 +373,8 @@ def test_report_shows_the_images_of_the_evaluation_it_reports(project, capsys):
 
 def test_the_gallery_pairs_come_from_the_evaluated_folders(project):
     """Same names as [test], other files: the gallery reads the evaluated folder, not [test]."""
-    from flexunet.config import load_config
-    from flexunet.report_gallery import evaluated_pairs
+    from flexunet.config.loader import load_config
+    from flexunet.report.gallery import evaluated_pairs
 
     cfg = load_config(project)
     root = project.parent

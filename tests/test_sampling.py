@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flexunet.config import load_config
+from flexunet.config.loader import load_config
 
 # 20 slices: 0-9 background only, 10-15 hold class 1, 16-17 hold class 2 (the rarest), 18-19 both
 PRESENCE = np.zeros((20, 3), bool)
@@ -20,7 +20,7 @@ def _cfg(train_project, share: float, seed: int = 7):
 
 @pytest.mark.parametrize("share", [0.25, 0.5, 1.0])
 def test_each_batch_draws_the_asked_share_from_foreground_slices(train_project, share):
-    from flexunet.data import epoch_order
+    from flexunet.preprocessing.pipeline import epoch_order
 
     order = epoch_order(_cfg(train_project, share), PRESENCE, epoch=0, batch_size=4)
     assert len(order) == 20  # steps per epoch unchanged
@@ -33,7 +33,7 @@ def test_each_batch_draws_the_asked_share_from_foreground_slices(train_project, 
 
 
 def test_oversampled_slots_cycle_classes_from_the_rarest(train_project):
-    from flexunet.data import epoch_order
+    from flexunet.preprocessing.pipeline import epoch_order
 
     order = epoch_order(_cfg(train_project, 0.5), PRESENCE, epoch=3, batch_size=4)
     oversampled = [i for b in range(0, 20, 4) for i in order[b:b + 2]]  # 2 of 4 slots per batch
@@ -42,7 +42,7 @@ def test_oversampled_slots_cycle_classes_from_the_rarest(train_project):
 
 
 def test_order_is_deterministic_per_seed_and_epoch(train_project):
-    from flexunet.data import epoch_order
+    from flexunet.preprocessing.pipeline import epoch_order
 
     cfg = _cfg(train_project, 0.33)
     a = [epoch_order(cfg, PRESENCE, e, 4).tolist() for e in range(3)]
@@ -52,14 +52,14 @@ def test_order_is_deterministic_per_seed_and_epoch(train_project):
 
 
 def test_no_foreground_anywhere_draws_uniformly(train_project):
-    from flexunet.data import epoch_order
+    from flexunet.preprocessing.pipeline import epoch_order
 
     order = epoch_order(_cfg(train_project, 0.5), PRESENCE[:10], epoch=0, batch_size=4)
     assert sorted(order.tolist()) == list(range(10))  # a plain permutation
 
 
 def test_pipeline_follows_the_order_and_resumes_exactly(train_project):
-    from flexunet.data import check_masks, epoch_order, make_dataset, subset_pairs
+    from flexunet.preprocessing.pipeline import check_masks, epoch_order, make_dataset, subset_pairs
 
     cfg = load_config(train_project, ["train.foreground_oversampling=0.5", "train.cache=True"])
     pairs = subset_pairs(cfg, "train")

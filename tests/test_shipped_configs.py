@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, STROKE_CONFIG, make_tiny_dataset
-from flexunet.cli import main
+from flexunet.cli.main import main
 
 # the original TensorFlow-FlexUNet config: beside the repository in CI (../shared/seed), else our copy
 ORIGINAL_CONFIG = next(p for p in (ROOT.parent / "shared" / "seed" / "train_eval_infer.config",

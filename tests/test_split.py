@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from flexunet.config import Config, parse_config
-from flexunet.errors import ConfigError, DataError, FlexUNetError
-from flexunet.split import SUBSETS, assign_groups, assign_subsets, choose_mini_test, split_dataset
+from flexunet.config.loader import Config, parse_config
+from flexunet.utils.errors import ConfigError, DataError, FlexUNetError
+from flexunet.dataset.split import SUBSETS, assign_groups, assign_subsets, choose_mini_test, split_dataset
 
 RATIO_SETS = [(0.80, 0.15, 0.05), (0.6, 0.2, 0.2), (0.34, 0.33, 0.33)]
 
@@ -225,7 +225,7 @@ def test_too_few_patients_is_a_clear_error(tmp_path: Path) -> None:
 def test_master_without_manifest_groups_by_slice(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     make_master(tmp_path, n_patients=2, per_patient=4)
     (tmp_path / "master" / "manifest.json").unlink()
-    with caplog.at_level(logging.WARNING, logger="flexunet.split"):
+    with caplog.at_level(logging.WARNING, logger="flexunet.dataset.split"):
         summary = split_dataset(make_cfg(tmp_path))
     assert "no manifest.json" in caplog.text
     assert sum(summary["counts"].values()) == 8 and sum(summary["groups"].values()) == 8

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from flexunet.stats import dataset_stats
+from flexunet.dataset.stats import dataset_stats
 
 GREEN, BLUE, RED = (0, 255, 0), (0, 0, 255), (255, 0, 0)
 

@@ -1,4 +1,4 @@
-"""flexunet.synth: the synthetic TEKNOFEST-like stroke CT dataset.
+"""flexunet.synthetic.synth: the synthetic TEKNOFEST-like stroke CT dataset.
 
 Datasets here are tiny (<= 24 slices of 64-96 px) so the whole file runs in seconds.
 """
@@ -18,11 +18,11 @@ from PIL import Image
 from pydicom.uid import ExplicitVRLittleEndian
 from scipy import ndimage
 
-from flexunet.errors import DataError, FlexUNetError
-from flexunet.masks import read_mask
-from flexunet.synth import (CLASS_NAMES, DATASET_DIR, FIRST_ID, STROKE_RGB_MAP, SUBDIRS, dataset_root,
+from flexunet.utils.errors import DataError, FlexUNetError
+from flexunet.dataset.masks import read_mask
+from flexunet.synthetic.synth import (CLASS_NAMES, DATASET_DIR, FIRST_ID, STROKE_RGB_MAP, SUBDIRS, dataset_root,
                             plan_slices, render_slice, synthesize)
-from flexunet.synth_lesions import SynthOptions
+from flexunet.synthetic.lesions import SynthOptions
 
 SEED = 3
 COUNT = 24
@@ -279,7 +279,7 @@ def test_never_inside_a_split_dataset_or_a_run_folder(tmp_path: Path) -> None:
     """synth has no config, but the records tell: it wrote its raw layout into the test images of a
     split dataset, and into a training run's folder."""
     from conftest import snapshot
-    from flexunet.outputs import claim_output_dir
+    from flexunet.utils.outputs import claim_output_dir
 
     claim_output_dir(tmp_path / "dataset", "split", ["train", "test", "split.json"])
     (tmp_path / "dataset" / "test" / "images").mkdir(parents=True)
@@ -386,7 +386,7 @@ def test_bad_options_are_one_line(kwargs: dict) -> None:
 
 
 def test_cli_flags_reach_the_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from flexunet.cli import main
+    from flexunet.cli.main import main
 
     assert main(["-q", "synth", str(tmp_path / "a"), "--count", "3", "--size", "48", "--ischemic-hu", "3,5",
                  "--lesion-size", "3,6", "--prevalence", "0.5", "--noise", "4", "--lookalikes"]) == 0

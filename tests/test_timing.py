@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def test_epoch_clock_accounts_for_every_second(monkeypatch):
-    import flexunet.timing as cb
+    import flexunet.training.timing as cb
 
     ticks = iter([2.0, 3.0, 5.0, 6.0, 6.5, 8.0, 9.0, 10.0])
     monkeypatch.setattr(cb.time, "perf_counter", lambda: next(ticks))

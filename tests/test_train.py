@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import snapshot
-from flexunet.config import load_config
-from flexunet.errors import FlexUNetError
-from flexunet.outputs import OWNER_FILE, claim_output_dir
+from flexunet.config.loader import load_config
+from flexunet.utils.errors import FlexUNetError
+from flexunet.utils.outputs import OWNER_FILE, claim_output_dir
 
 
 def _history(cfg):
@@ -21,8 +21,8 @@ def _history(cfg):
 
 
 def test_reducer_waits_reducer_patience_epochs(train_project):
-    from flexunet.callbacks import RunController, current_lr, initial_state
-    from flexunet.model import compile_model, configure_runtime
+    from flexunet.training.callbacks import RunController, current_lr, initial_state
+    from flexunet.model.network import compile_model, configure_runtime
 
     cfg = load_config(train_project, ["train.learning_rate_reducer=True", "train.reducer_patience=3",
                                       "train.reducer_factor=0.5", "train.patience=0"])
@@ -40,7 +40,7 @@ def test_reducer_waits_reducer_patience_epochs(train_project):
 
 
 def test_tiny_model_learns(train_project):
-    from flexunet.train import train
+    from flexunet.training.train import train
 
     cfg = load_config(train_project, ["train.epochs=30", "train.patience=0", "train.deterministic=False",
                                       "model.learning_rate=0.02", "train.epoch_change_infer=True"])
@@ -61,7 +61,7 @@ def test_tiny_model_learns(train_project):
 
 
 def test_stop_and_resume_equals_uninterrupted_and_runs_are_deterministic(train_project, tmp_path):
-    from flexunet.train import train
+    from flexunet.training.train import train
 
     overrides = ["train.epochs=4", "train.patience=0", "train.learning_rate_reducer=True",
                  "train.reducer_patience=1", "model.dropout_rate=0.1",
@@ -82,8 +82,8 @@ def test_stop_and_resume_equals_uninterrupted_and_runs_are_deterministic(train_p
 
 
 def test_prior_output_bias_makes_the_first_prediction_the_class_shares(train_project):
-    from flexunet.model import build_model
-    from flexunet.model import prior_bias
+    from flexunet.model.network import build_model
+    from flexunet.model.network import prior_bias
 
     cfg = load_config(train_project)
     model = build_model(cfg.model, seed=1)
@@ -98,7 +98,7 @@ def test_prior_output_bias_makes_the_first_prediction_the_class_shares(train_pro
 
 
 def test_second_run_into_a_used_model_dir_is_refused(train_project):
-    from flexunet.train import train
+    from flexunet.training.train import train
 
     cfg = load_config(train_project, ["train.epochs=1"])
     train(cfg, progress=False)
@@ -119,8 +119,8 @@ def test_mirrored_two_cpu_devices_match_one_device(train_project, tmp_path):
         import tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from flexunet.config import load_config
-        from flexunet.train import train
+        from flexunet.config.loader import load_config
+        from flexunet.training.train import train
         strategy = sys.argv[1]
         cfg = load_config({str(train_project)!r}, ["train.epochs=3", "train.strategy=" + strategy,
                           "train.model_dir=" + {str(tmp_path)!r} + "/m_" + strategy,
@@ -136,7 +136,7 @@ def test_mirrored_two_cpu_devices_match_one_device(train_project, tmp_path):
 
 
 def test_missing_tensorboard_is_one_line_before_any_epoch(train_project, monkeypatch, capsys):
-    from flexunet.cli import main
+    from flexunet.cli.main import main
 
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # as if not installed: find_spec -> None
     model_dir = train_project.parent / "tb_models"
@@ -150,7 +150,7 @@ def test_missing_tensorboard_is_one_line_before_any_epoch(train_project, monkeyp
 
 
 def test_train_overwrite_removes_only_what_a_run_writes(train_project):
-    from flexunet.train import RUN_FILES, _prepare_model_dir
+    from flexunet.training.train import RUN_FILES, _prepare_model_dir
 
     cfg = load_config(train_project)
     models = cfg.train.model_dir
@@ -171,7 +171,7 @@ def test_train_overwrite_removes_only_what_a_run_writes(train_project):
 
 def test_a_model_dir_of_the_users_files_is_not_a_previous_run(train_project):
     """model_dir = "." in the user's project folder: a true message, and nothing of theirs lost (issue 24)."""
-    from flexunet.train import train
+    from flexunet.training.train import train
 
     root = train_project.parent
     (root / "logs").mkdir()
@@ -216,7 +216,7 @@ def test_resume_on_changed_training_data_is_refused_and_changes_nothing(train_pr
     from conftest import snapshot
     from PIL import Image
 
-    from flexunet.train import train
+    from flexunet.training.train import train
 
     cfg = load_config(train_project, ["train.epochs=1"])
     train(cfg, progress=False)
@@ -244,9 +244,9 @@ def test_a_continued_run_keeps_what_the_first_phase_trained_on(train_project, ca
     import logging
     import shutil
 
-    from flexunet.datarecord import check_test_images
-    from flexunet.errors import DataError
-    from flexunet.train import train
+    from flexunet.dataset.leak_record import check_test_images
+    from flexunet.utils.errors import DataError
+    from flexunet.training.train import train
 
     cfg = load_config(train_project, ["train.epochs=1"])
     train(cfg, progress=False)
@@ -258,7 +258,7 @@ def test_a_continued_run_keeps_what_the_first_phase_trained_on(train_project, ca
     assert check_test_images(cfg.train.model_dir, test_images, True, "evaluate")["overlapping"] == 1
 
     resumed = load_config(train_project, ["train.epochs=2"])
-    with caplog.at_level(logging.WARNING, logger="flexunet.train"):
+    with caplog.at_level(logging.WARNING, logger="flexunet.training.train"):
         summary = train(resumed, resume=True, allow_data_change=True, progress=False)
     assert summary["epochs"] == 2
     assert "the training data changed after epoch 1: 1 train image removed" in caplog.text
@@ -287,21 +287,21 @@ def test_a_class_no_training_or_validation_mask_holds_is_a_warning_naming_it(tra
     """num_classes = 4 over masks of three classes: class 3 is warned about by name as training starts."""
     import logging
 
-    from flexunet.train import train, warn_absent_classes
+    from flexunet.training.train import train, warn_absent_classes
 
     text = train_project.read_text().replace("num_classes = 3", "num_classes = 4")
     text = text.replace('["background", "bright", "dark"]', '["background", "bright", "dark", "calcified"]')
     train_project.write_text(text.replace("(0,0,255):2}", "(0,0,255):2, (255,0,0):3}"))
     cfg = load_config(train_project, ["train.epochs=1", "train.on_collapse=warn"])
-    with caplog.at_level(logging.WARNING, logger="flexunet.train"):
+    with caplog.at_level(logging.WARNING, logger="flexunet.training.train"):
         train(cfg, progress=False)
-    said = [r.getMessage() for r in caplog.records if r.name == "flexunet.train"]
+    said = [r.getMessage() for r in caplog.records if r.name == "flexunet.training.train"]
     assert len(said) == 1 and said[0].startswith('class 3 "calcified" (colour (255, 0, 0)) is in none of the 8 '
                                                  'training and 4 validation masks')
     # without class names: the index; with index masks: the value; present classes: no word
     unnamed = load_config(train_project, ["dataset.class_names=None", "mask.format=index"])
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="flexunet.train"):
+    with caplog.at_level(logging.WARNING, logger="flexunet.training.train"):
         assert warn_absent_classes(unnamed, np.array([[5, 1, 0, 0], [5, 0, 2, 0]]), 1) == [3]
         assert warn_absent_classes(unnamed, np.array([[5, 1, 1, 1]]), 1) == []
     (line,) = [r.getMessage() for r in caplog.records]

@@ -1,4 +1,4 @@
-"""flexunet.transforms: paired transforms keep image and mask aligned; online draws are seeded.
+"""flexunet.dataset.transforms: paired transforms keep image and mask aligned; online draws are seeded.
 
 The test pair encodes the mask in the image: image = mask * 80 in every channel, so
 after any geometric transform the image must still read as its mask.
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from flexunet import transforms as A
-from flexunet.config import parse_config
+from flexunet.dataset import transforms as A
+from flexunet.config.loader import parse_config
 
 RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
 

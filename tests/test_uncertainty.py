@@ -1,4 +1,4 @@
-"""flexunet.uncertainty: entropy maps' range and shape, slice scores, ECE on a constructed case, ranks."""
+"""flexunet.inference.uncertainty: entropy maps' range and shape, slice scores, ECE on a constructed case, ranks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from flexunet.uncertainty import (Calibration, entropy_map, expected_calibration_error, heatmap, reliability_counts,
+from flexunet.inference.uncertainty import (Calibration, entropy_map, expected_calibration_error, heatmap, reliability_counts,
                                   slice_score, spearman, variance_map)
 
 

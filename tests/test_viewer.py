@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flexunet.metrics import image_scores
-from flexunet.viewer import (FALSE_NEGATIVE, FALSE_POSITIVE, ViewerSlice, group_slices, label_png,
+from flexunet.model.metrics import image_scores
+from flexunet.report.viewer import (FALSE_NEGATIVE, FALSE_POSITIVE, ViewerSlice, group_slices, label_png,
                              write_viewer_page)
 
 CLASSES = ("background", "bright", "dark")

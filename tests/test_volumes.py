@@ -1,4 +1,4 @@
-"""flexunet.volumes: spacing, grouping and ordering, mL and ABC/2 by hand-computed cases; the synthetic
+"""flexunet.inference.volumes: spacing, grouping and ordering, mL and ABC/2 by hand-computed cases; the synthetic
 series' known volumes recovered from its DICOM geometry and masks."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flexunet.dicom import read_dicom_meta
-from flexunet.errors import DataError
-from flexunet.masks import read_mask
-from flexunet.synth import CLASS_NAMES, STROKE_RGB_MAP, dataset_root, synthesize
-from flexunet.volumes import (SliceGeometry, abc2_ml, geometry_from_meta, group_series, hemorrhage_classes,
+from flexunet.dataset.dicom import read_dicom_meta
+from flexunet.utils.errors import DataError
+from flexunet.dataset.masks import read_mask
+from flexunet.synthetic.synth import CLASS_NAMES, STROKE_RGB_MAP, dataset_root, synthesize
+from flexunet.inference.volumes import (SliceGeometry, abc2_ml, geometry_from_meta, group_series, hemorrhage_classes,
                               series_volumes, slice_spacing, volume_ml)
 
 NAMES = ("background", "ischemic", "hemorrhagic")
@@ -114,7 +114,7 @@ def test_synthetic_series_volumes_match_the_known_volumes(tmp_path: Path) -> Non
 
 
 def test_agreement_by_hand() -> None:
-    from flexunet.volumes import agreement
+    from flexunet.inference.volumes import agreement
 
     a = agreement([10.0, 20.0, 30.0], [12.0, 20.0, 25.0])
     # differences 2, 0, -5: bias -1, SD sqrt(((3)^2 + 1 + 16) / 2) = sqrt(13)
@@ -127,7 +127,7 @@ def test_agreement_by_hand() -> None:
 
 
 def test_counts_volumes_sum_over_slices() -> None:
-    from flexunet.volumes import counts_volumes
+    from flexunet.inference.volumes import counts_volumes
 
     ml = counts_volumes([geo("a", 0.0), geo("b", 2.0)], [np.array([5, 10, 0]), np.array([5, 6, 4])], NAMES)
     assert ml == pytest.approx({"ischemic": 16 * 0.4 * 2 / 1000, "hemorrhagic": 4 * 0.4 * 2 / 1000})

@@ -1,3 +1,3 @@
-from flexunet.cli import main
+from flexunet.cli.main import main
 
 raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The speed benchmark: timed runs of the pipeline's stages on this machine."""

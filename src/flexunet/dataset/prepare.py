@@ -1,0 +1,410 @@
+"""Raw TEKNOFEST folder -> master dataset of square, resized image/mask pairs.
+
+``prepare_dataset`` reads ``[prepare] raw_dir`` (the folder holding ``PNG/ MASKS/
+DICOM/`` or any parent of it), pairs each slice with ``MASKS/<id>.png`` by name, pads
+it to a square (image background from the image border, mask background class 0),
+resizes it to ``size`` (images by area or bilinear, masks by nearest only) and writes
+
+    <output_dir>/images/<id>.png     RGB slice
+    <output_dir>/masks/<id>.png      colour mask, every pixel an rgb_map colour (grey class-index
+                                     mask with [mask] format = "index")
+    <output_dir>/manifest.csv|json   a row per slice: sources, group, classes, pixels
+
+The output folder is built beside the target and renamed into place at the end, so
+it is whole or absent; raw inputs are only read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import sys
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from PIL import Image
+
+from flexunet.config.loader import Config
+from flexunet.dataset.dicom import read_dicom, read_dicom_meta, three_window_rgb, window
+from flexunet.utils.errors import DataError, FlexUNetError, MaskError
+from flexunet.utils.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, list_files, read_image,
+                         safe_output_path, save_image)
+from flexunet.dataset.masks import describe_unmapped, read_mask, save_mask
+from flexunet.config.inputs import inputs_outside
+from flexunet.utils.outputs import atomic_output_dir
+from flexunet.utils.progress import Progress
+from flexunet.dataset.records import MANIFEST_VERSION, RECORD_NAMES, rgb_map_list, write_manifest
+
+log = logging.getLogger(__name__)
+
+RAW_LEAF = "YARISMA-VERI-SETI_2_OTURUM"
+_MIN_PARALLEL = 16          # fewer slices than this are prepared serially
+_SEARCH_DEPTH = 4           # how deep below raw_dir the MASKS/ folder is looked for
+_LIST_LIMIT = 10            # names shown in one warning
+
+
+# --------------------------------------------------------------------------- finding inputs
+
+
+def _child(folder: Path, name: str) -> Path | None:
+    """``folder/name`` matched case-insensitively, or None."""
+    exact = folder / name
+    if exact.is_dir():
+        return exact
+    with contextlib.suppress(OSError):
+        for p in folder.iterdir():
+            if p.is_dir() and p.name.lower() == name.lower():
+                return p
+    return None
+
+
+def find_raw_root(raw_dir: Path) -> Path | None:
+    """The folder holding MASKS/: ``raw_dir`` itself, else a YARISMA-VERI-SETI_2_OTURUM
+    below it, else the single folder below it that holds MASKS/ (None if none or several)."""
+    if _child(raw_dir, "MASKS") is not None:
+        return raw_dir
+    found: list[Path] = []
+    for root, dirs, files in os.walk(raw_dir):
+        depth = len(Path(root).relative_to(raw_dir).parts)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if depth >= _SEARCH_DEPTH or any(name in files for name in RECORD_NAMES):
+            dirs[:] = []     # too deep, or FlexUNet's own output (masks/ of a master or split)
+            continue
+        if any(d.upper() == "MASKS" for d in dirs):
+            found.append(Path(root))
+    preferred = [p for p in found if p.name.upper() == RAW_LEAF]
+    candidates = preferred or found
+    if len(candidates) > 1:
+        raise DataError(f"{raw_dir}: several folders hold MASKS/ ({', '.join(str(c) for c in candidates)}); "
+                        f"expected one — point [prepare] raw_dir at the one to use")
+    return candidates[0] if candidates else None
+
+
+ONE_PER_SLICE = "one file per slice id — remove or rename one of them"
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:_LIST_LIMIT])
+    return shown + (f", ... ({len(names) - _LIST_LIMIT} more)" if len(names) > _LIST_LIMIT else "")
+
+
+# --------------------------------------------------------------------------- one slice
+
+
+@dataclass(frozen=True)
+class _Job:
+    """Everything a worker needs for one slice (picklable)."""
+
+    id: str
+    image: Path                   # PNG/<id>.png or DICOM/<id>.dcm
+    mask: Path
+    header: Path | None           # DICOM/<id>.dcm to read the group from (png source)
+    source: str
+    size: int
+    image_resize: str
+    window_center: float
+    window_width: float
+    three_windows: bool
+    rgb_map: Mapping[tuple[int, int, int], int]
+    tolerance: float
+    out_dir: Path
+    mask_format: str = "rgb"
+
+
+def border_background(image: np.ndarray) -> np.ndarray:
+    """Per-channel median of the one-pixel border of an (H, W, C) image (uint8)."""
+    border = np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]], axis=0)
+    return np.median(border, axis=0).round().astype(np.uint8)
+
+
+def pad_to_square(array: np.ndarray, fill: np.ndarray | int) -> np.ndarray:
+    """Centre ``array`` (H, W[, C]) in a square of side max(H, W) filled with ``fill``."""
+    h, w = array.shape[:2]
+    side = max(h, w)
+    if h == w:
+        return array
+    out = np.empty((side, side) + array.shape[2:], array.dtype)
+    out[...] = fill
+    top, left = (side - h) // 2, (side - w) // 2
+    out[top:top + h, left:left + w] = array
+    return out
+
+
+def resize_image(image: np.ndarray, size: int, method: str) -> np.ndarray:
+    """Square (S, S, 3) uint8 -> (size, size, 3): "area" (box average; bilinear when
+    enlarging) or "bilinear"."""
+    if image.shape[0] == size:
+        return image
+    shrink = image.shape[0] > size
+    resample = Image.Resampling.BOX if method == "area" and shrink else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(image).resize((size, size), resample), np.uint8)
+
+
+def resize_mask(index: np.ndarray, size: int) -> np.ndarray:
+    """Square (S, S) class indices -> (size, size) by nearest neighbour only."""
+    if index.shape[0] == size:
+        return index
+    img = Image.fromarray(index.astype(np.uint8))
+    return np.asarray(img.resize((size, size), Image.Resampling.NEAREST), np.uint8)
+
+
+def _load_image(job: _Job, notes: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
+    if job.source == "dicom":
+        sl = read_dicom(job.image)
+        notes.extend(sl.warnings)
+        if job.three_windows:
+            rgb = three_window_rgb(sl.hu)
+        else:
+            rgb = np.repeat(window(sl.hu, job.window_center, job.window_width)[..., None], 3, axis=-1)
+        return rgb, sl.meta
+    meta: dict[str, Any] = {}
+    if job.header is not None:
+        try:
+            meta = read_dicom_meta(job.header)
+        except FlexUNetError as exc:
+            notes.append(f"{exc}; grouping {job.id} by its slice id")
+    return read_image(job.image, 3), meta
+
+
+def _group(job: _Job, meta: Mapping[str, Any]) -> tuple[str, str]:
+    if meta.get("patient_id"):
+        return str(meta["patient_id"]), "patient"
+    if meta.get("series_uid"):
+        return str(meta["series_uid"]), "series"
+    return job.id, "slice"
+
+
+def process_slice(job: _Job) -> dict[str, Any]:
+    """Read, check, pad, resize and write one slice; return its manifest row.
+
+    The row carries ``_notes`` (warnings to log) and ``_unmapped`` (colour -> pixels).
+    """
+    notes: list[str] = []
+    image, meta = _load_image(job, notes)
+    decoded = read_mask(job.mask, job.rgb_map, job.tolerance, map_unmapped=True, mask_format=job.mask_format)
+    if image.shape[:2] != decoded.index.shape:
+        raise DataError(f"{job.mask}: mask is {decoded.index.shape[1]}x{decoded.index.shape[0]} but "
+                        f"{job.image.name} is {image.shape[1]}x{image.shape[0]} (WxH); expected the same size")
+    h, w = decoded.index.shape
+    side = max(h, w)
+    image = resize_image(pad_to_square(image, border_background(image)), job.size, job.image_resize)
+    index = resize_mask(pad_to_square(decoded.index, 0), job.size)
+    image_out = safe_output_path(job.out_dir / "images", f"{job.id}.png")
+    mask_out = safe_output_path(job.out_dir / "masks", f"{job.id}.png")
+    save_image(image_out, image)
+    save_mask(mask_out, index, job.rgb_map, job.mask_format)
+    num_classes = max(job.rgb_map.values()) + 1
+    pixels = np.bincount(index.ravel(), minlength=num_classes)[:num_classes]
+    spacing = meta.get("pixel_spacing")
+    if spacing is not None:
+        scale = side / job.size
+        spacing = (round(spacing[0] * scale, 6), round(spacing[1] * scale, 6))
+    group, group_kind = _group(job, meta)
+    return {
+        "id": job.id,
+        "image": f"images/{image_out.name}",
+        "mask": f"masks/{mask_out.name}",
+        "source_image": str(job.image),
+        "source_mask": str(job.mask),
+        "group": group,
+        "group_kind": group_kind,
+        "patient_id": meta.get("patient_id"),
+        "series_uid": meta.get("series_uid"),
+        "instance_number": meta.get("instance_number"),
+        "slice_position": meta.get("slice_position"),
+        "slice_thickness": meta.get("slice_thickness"),
+        "classes": [int(c) for c in np.flatnonzero(pixels)],
+        "pixels": [int(n) for n in pixels],
+        "pixel_spacing": list(spacing) if spacing is not None else None,
+        "original_size": [h, w],
+        "unmapped_pixels": decoded.unmapped_pixels,
+        "_notes": notes,
+        "_unmapped": decoded.unmapped,
+    }
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _workers(requested: int) -> int:
+    return requested if requested > 0 else (os.cpu_count() or 1)
+
+
+def _run(jobs: list[_Job], workers: int, progress: bool) -> list[dict[str, Any]]:
+    bar = Progress(jobs, "prepare", total=len(jobs), enabled=progress, unit="slice")
+    if workers <= 1 or len(jobs) < _MIN_PARALLEL:
+        return list(map(process_slice, bar))
+    rows: list[dict[str, Any]] = []
+    try:
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=_mp_context()) as pool:
+            pending = {pool.submit(process_slice, job) for job in jobs}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                for fut in done:
+                    error = fut.exception()
+                    if error is not None:
+                        for other in pending:
+                            other.cancel()
+                        raise error
+                    rows.append(fut.result())
+                    bar.update()
+    except BrokenProcessPool:
+        raise FlexUNetError("prepare: a worker process died (out of memory?); set [prepare] workers = 1 "
+                            "(or fewer workers) and run again") from None
+    bar.close()
+    return rows
+
+
+def _mp_context() -> Any:
+    """fork where it is safe (fast, no re-import of the caller's script); spawn once a
+    threaded framework such as TensorFlow is loaded, since forking it can deadlock."""
+    threaded = any(name in sys.modules for name in ("tensorflow", "torch", "jax"))
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods and not threaded else "spawn")
+
+
+def _pairs(cfg: Config, root: Path) -> tuple[list[tuple[str, Path, Path, Path | None]], list[Path], list[Path]]:
+    """(id, image, mask, header) pairs, images without masks, masks without images."""
+    p = cfg.prepare
+    folder_name = "DICOM" if p.source == "dicom" else "PNG"
+    image_dir, mask_dir = _child(root, folder_name), _child(root, "MASKS")
+    if image_dir is None:
+        raise DataError(f"{root}: no {folder_name}/ folder beside MASKS/; expected {folder_name}/ "
+                        f"for [prepare] source = \"{p.source}\"")
+    assert mask_dir is not None
+    suffixes = DICOM_SUFFIXES if p.source == "dicom" else IMAGE_SUFFIXES
+    images = by_stem(list_files(image_dir, suffixes), ONE_PER_SLICE)
+    jpeg = list_files(mask_dir, (".jpg", ".jpeg"))
+    if jpeg:
+        raise MaskError(f"{jpeg[0]}: JPEG mask refused ({len(jpeg)} in {mask_dir}) — lossy compression "
+                        f"invents colours at class borders; save masks as PNG")
+    masks = by_stem(list_files(mask_dir, (".png",)), ONE_PER_SLICE)
+    dicom_dir = _child(root, "DICOM") if p.source == "png" else None
+    headers = by_stem(list_files(dicom_dir, DICOM_SUFFIXES), ONE_PER_SLICE) if dicom_dir else {}
+    pairs = [(s, images[s], masks[s], headers.get(s)) for s in sorted(set(images) & set(masks))]
+    lonely_images = [images[s] for s in sorted(set(images) - set(masks))]
+    lonely_masks = [masks[s] for s in sorted(set(masks) - set(images))]
+    return pairs, lonely_images, lonely_masks
+
+
+def _report_unpaired(cfg: Config, root: Path, lonely_images: list[Path], lonely_masks: list[Path]) -> None:
+    if not lonely_images and not lonely_masks:
+        return
+    parts = []
+    if lonely_images:
+        parts.append(f"{len(lonely_images)} image(s) without a mask in MASKS/: "
+                     f"{_listing([p.name for p in lonely_images])}")
+    if lonely_masks:
+        parts.append(f"{len(lonely_masks)} mask(s) without an image: {_listing([p.name for p in lonely_masks])}")
+    text = "; ".join(parts)
+    if cfg.prepare.strict_pairs:
+        first = (lonely_images or lonely_masks)[0]
+        raise DataError(f"{first}: unpaired ({text}); expected every slice to have a mask of the same "
+                        f"name — add the missing files or set [prepare] strict_pairs = False to skip them")
+    log.warning("%s: skipped %s", root, text)
+
+
+def _check_unmapped(cfg: Config, rows: list[dict[str, Any]]) -> None:
+    bad = [(r["source_mask"], r["_unmapped"]) for r in rows if r["_unmapped"]]
+    if not bad:
+        return
+    detail = "; ".join(f"{Path(m).name}: {describe_unmapped(u, 3)}" for m, u in bad[:5])
+    more = f"; ... ({len(bad) - 5} more masks)" if len(bad) > 5 else ""
+    if not cfg.mask.map_unmapped:
+        raise MaskError(f"{bad[0][0]}: {len(bad)} mask(s) hold colours not in [mask] rgb_map "
+                        f"within tolerance {cfg.mask.tolerance:g} ({detail}{more}); fix the masks, or "
+                        f"raise [mask] tolerance, or set map_unmapped = True to map them to the nearest class")
+    log.warning("mapped off-palette colours to the nearest class in %d mask(s): %s%s", len(bad), detail, more)
+
+
+def prepare_dataset(cfg: Config, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Build the master dataset of ``[prepare]``; return a summary.
+
+    Summary keys: ``output_dir``, ``raw_root``, ``count``, ``skipped_images``,
+    ``skipped_masks``, ``groups``, ``slices_with_class`` and ``pixels`` (per class name),
+    ``unmapped_pixels``.
+    """
+    p = cfg.prepare
+    raw_dir = cfg.require_dir("prepare", "raw_dir", "raw dataset folder")
+    out_dir = Path(cfg.require("prepare", "output_dir", "the master dataset folder to create"))
+    root = find_raw_root(raw_dir)
+    if root is None:
+        raise cfg.error("prepare", "raw_dir", f"the folder holding PNG/ MASKS/ DICOM/ or a parent of it "
+                                              f"(no MASKS/ folder in {raw_dir} or {_SEARCH_DEPTH} levels below)")
+    pairs, lonely_images, lonely_masks = _pairs(cfg, root)
+    _report_unpaired(cfg, root, lonely_images, lonely_masks)
+    if not pairs:
+        raise DataError(f"{root}: no slice has a mask of the same name in MASKS/; expected "
+                        f"{'DICOM/<id>.dcm' if p.source == 'dicom' else 'PNG/<id>.png'} with MASKS/<id>.png")
+    if (p.size, p.size) != (cfg.model.image_height, cfg.model.image_width):
+        log.info("[prepare] size = %d differs from [model] image_height x image_width = %d x %d; "
+                    "the slices will be resized again when loaded", p.size, cfg.model.image_height,
+                    cfg.model.image_width)
+    class_names = cfg.class_names
+    workers = _workers(p.workers)
+    log.info("preparing %d slices from %s (%s) into %s with %d worker(s)", len(pairs), root, p.source,
+             out_dir, workers if len(pairs) >= _MIN_PARALLEL else 1)
+    # the slices found (raw_dir may be a parent holding prepare's output too) and every other input
+    inputs = [("[prepare] raw_dir", root),
+              *((label, p) for label, p in inputs_outside(cfg, out_dir) if label != "[prepare] raw_dir")]
+    with atomic_output_dir(out_dir, "prepare", overwrite, "[prepare] output_dir", inputs) as tmp:
+        (tmp / "images").mkdir()
+        (tmp / "masks").mkdir()
+        jobs = [_Job(sid, image, mask, header, p.source, p.size, p.image_resize, p.window_center,
+                     p.window_width, p.three_windows, dict(cfg.mask.rgb_map), cfg.mask.tolerance, tmp,
+                     cfg.mask.format)
+                for sid, image, mask, header in pairs]
+        rows = sorted(_run(jobs, workers, progress), key=lambda r: r["id"])
+        _check_unmapped(cfg, rows)
+        notes = [n for r in rows for n in r.pop("_notes")]
+        for r in rows:
+            r.pop("_unmapped")
+        _log_notes(notes)
+        header = {
+            "version": MANIFEST_VERSION, "raw_root": str(root), "source": p.source, "size": p.size,
+            "image_resize": p.image_resize,
+            "window": (None if p.source != "dicom" else "three_windows" if p.three_windows
+                       else [p.window_center, p.window_width]),
+            "rgb_map": rgb_map_list(cfg.mask.rgb_map), "mask_format": cfg.mask.format,
+            "class_names": list(class_names),
+            "skipped_images": [str(x) for x in lonely_images], "skipped_masks": [str(x) for x in lonely_masks],
+        }
+        write_manifest(tmp, rows, header, class_names)
+    summary = _summary(rows, class_names)
+    summary.update(output_dir=out_dir, raw_root=root, skipped_images=len(lonely_images),
+                   skipped_masks=len(lonely_masks))
+    log.info("prepared %d slices in %d group(s) into %s", summary["count"], summary["groups"], out_dir)
+    return summary
+
+
+def _log_notes(notes: list[str]) -> None:
+    """Log per-file warnings, folding repeats of the same kind into one line."""
+    rescale = [n for n in notes if "used the defaults slope 1, intercept 0" in n]
+    others = [n for n in notes if n not in rescale]
+    if rescale:
+        files = [n.split(": ", 1)[0] for n in rescale]
+        log.warning("%d DICOM file(s) lack RescaleSlope/RescaleIntercept; used the defaults slope 1, "
+                    "intercept 0 (stored values taken as HU): %s", len(files), _listing(files))
+    for n in others[:_LIST_LIMIT]:
+        log.warning("%s", n)
+    if len(others) > _LIST_LIMIT:
+        log.warning("... and %d more warnings of the same kinds", len(others) - _LIST_LIMIT)
+
+
+def _summary(rows: list[dict[str, Any]], class_names: tuple[str, ...]) -> dict[str, Any]:
+    n = len(class_names)
+    slices = [sum(1 for r in rows if c in r["classes"]) for c in range(n)]
+    pixels = [sum(r["pixels"][c] for r in rows) for c in range(n)]
+    return {
+        "count": len(rows),
+        "groups": len({r["group"] for r in rows}),
+        "slices_with_class": dict(zip(class_names, slices)),
+        "pixels": dict(zip(class_names, pixels)),
+        "unmapped_pixels": sum(r["unmapped_pixels"] for r in rows),
+    }

@@ -1,0 +1,332 @@
+"""``flexunet evaluate``: the best model on the test subset, judged per class.
+
+1. load the best model of ``[train] model_dir`` and run ``[test]`` through the training
+   pipeline (:func:`flexunet.preprocessing.pipeline.make_dataset`, no augmentation, file order);
+2. write ``[eval] evaluation_csv`` exactly as the original did (two lines, no header:
+   ``<loss>,<value>`` and ``dice_coef_multiclass,<value>``, each ``str(round(value, 4))``),
+   the figures averaged over batches as ``keras.Model.evaluate`` averages them;
+3. write the honest report to ``[eval] eval_dir`` (default ``[train] eval_dir``):
+
+   evaluation.json       per foreground class: Dice, IoU, precision, recall and HD95 per image
+                         (mean, median, n_valid, n_empty) and over the whole set (summed
+                         counts); lesion-wise detection; false-positive rate on slices without
+                         the class; the confusion matrix; the empty-mask rule; the original's
+                         pooled dice beside them
+   per_image.csv         one row per image and foreground class
+   confusion_matrix.csv  pixel counts, rows = reference, columns = prediction
+   confusion_matrix.png  the same, each row as a fraction of its reference pixels
+   reliability.png       calibration per class; bland_altman.png  predicted vs reference volumes
+                         (evaluation.json's ``calibration``, ``uncertainty`` and ``volumes``:
+                         see :mod:`flexunet.evaluation.review`)
+
+Figures are computed at the model's input resolution (the masks the pipeline feeds the
+model).  HD95 is also given in mm when pixel spacing is known: from the ``manifest.json``
+that ``flexunet prepare`` writes (found beside ``[test] images_dir``, or through the
+``split.json`` of a split dataset), scaled from the file's size to the model's.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import logging
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from flexunet.config.loader import Config
+from flexunet.utils.errors import DataError
+from flexunet.utils.io import StagedFiles, staged_files
+from flexunet.model.metrics import COUNTS, LESION_COUNTS, SCORES, MetricAccumulator
+from flexunet.config.inputs import input_folders
+from flexunet.utils.outputs import check_output_dir, check_output_file, claim_output_dir, claim_output_file
+from flexunet.utils.progress import Progress
+
+log = logging.getLogger(__name__)
+
+SEED_METRIC = "dice_coef_multiclass"
+
+
+# --------------------------------------------------------------------------- the original's file
+
+
+def seed_evaluation_text(loss_name: str, loss: float, dice: float) -> str:
+    """The two lines of the original's evaluation.csv (``str(round(x, 4))``, '\\n' endings)."""
+    return f"{loss_name},{round(float(loss), 4)}\n{SEED_METRIC},{round(float(dice), 4)}\n"
+
+
+class KerasMean:
+    """The running mean ``keras.Model.evaluate`` keeps for a loss or a metric.
+
+    A loss is weighted by the batch size (Keras' loss tracker); a metric function that
+    returns one value per batch (as ``dice_coef_multiclass``) counts once per batch, and
+    one returning per-sample values counts each sample.
+    """
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0.0
+
+    def add(self, value: Any, weight: float | None = None) -> None:
+        arr = np.asarray(value, np.float64)
+        if weight is not None:
+            self.total += float(arr.mean()) * weight
+            self.count += weight
+        elif arr.ndim == 0:
+            self.total += float(arr)
+            self.count += 1
+        else:
+            self.total += float(arr.sum())
+            self.count += arr.shape[0]
+
+    @property
+    def value(self) -> float:
+        return self.total / self.count if self.count else float("nan")
+
+
+# --------------------------------------------------------------------------- pixel spacing
+
+
+def pixel_spacings(cfg: Config, images: Sequence[Path]) -> tuple[dict[str, tuple[float, float]], Path | None]:
+    """(row, col) mm of a pixel at the model's input size, per image file name, and the manifest used.
+
+    Only images whose manifest row has ``pixel_spacing`` (DICOM-sourced slices) appear.
+    """
+    if not images:
+        return {}, None
+    from flexunet.dataset.records import find_manifest, manifest_items
+
+    manifest = find_manifest(Path(images[0]).parent, cfg)
+    items = manifest_items(manifest, "HD95 in pixels only")
+    if items is None:
+        return {}, None
+    try:
+        by_id = {str(row["id"]): row.get("pixel_spacing") for row in items}
+    except (KeyError, TypeError, AttributeError) as exc:
+        log.warning("%s: unreadable (%s); HD95 in pixels only", manifest, exc)
+        return {}, None
+    from PIL import Image
+
+    m = cfg.model
+    out: dict[str, tuple[float, float]] = {}
+    for path in images:
+        spacing = by_id.get(Path(path).stem)
+        if not spacing:
+            continue
+        with Image.open(path) as img:
+            w, h = img.size
+        out[Path(path).name] = (float(spacing[0]) * h / m.image_height, float(spacing[1]) * w / m.image_width)
+    return out, manifest
+
+
+# --------------------------------------------------------------------------- running
+
+
+EVAL_FILES = ("evaluation.json", "per_image.csv", "confusion_matrix.csv", "confusion_matrix.png",
+              "reliability.png", "bland_altman.png")
+
+
+def check_outputs(cfg: Config, eval_dir: Path, overwrite: bool) -> None:
+    """eval_dir and evaluation_csv lie outside every input folder and the run folder (flexunet.utils.outputs);
+    eval_dir is evaluate's (or train's curves folder), or --overwrite writes beside the files there;
+    evaluation_csv is a new file or evaluate's own."""
+    inputs = [*input_folders(cfg), ("[train] model_dir", cfg.train.model_dir)]
+    check_output_dir(eval_dir, "evaluate", inputs, overwrite, what="[eval] eval_dir", writes=EVAL_FILES,
+                     shares_with=("train",))
+    check_output_file(cfg.eval.evaluation_csv, "evaluate", overwrite, "[eval] evaluation_csv", inputs,
+                      own_needs_overwrite=False)
+
+
+def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwrite: bool = False,
+                   allow_overlap: bool = False) -> dict[str, Any]:
+    """Evaluate the best model (or ``model``) on ``[test]``; write the files; return a summary.
+
+    Summary keys: ``loss_name``, ``loss``, ``dice_coef_multiclass`` (the original's two
+    figures), ``classes`` (per foreground class: dice, iou, precision, recall and hd95_px
+    per-image means, whole-set dice, lesion F1, FP-slice rate), ``num_images``,
+    ``evaluation_csv``, ``eval_dir``, ``files`` and ``report`` (evaluation.json's content).
+    """
+    from flexunet.preprocessing.pipeline import check_masks, make_dataset, subset_pairs
+    from flexunet.model.losses import dice_coef_multiclass, make_loss
+    from flexunet.dataset.leak_record import check_test_images
+    from flexunet.model.run_folder import best_model_path, load_trained, model_sha256
+
+    pairs = subset_pairs(cfg, "test")
+    eval_dir = Path(cfg.eval.eval_dir or cfg.train.eval_dir)
+    check_outputs(cfg, eval_dir, overwrite)
+    check_masks(cfg, pairs)
+    leaks = check_test_images(cfg.train.model_dir, [p for p, _ in pairs], allow_overlap, "evaluate",
+                              warn_missing=model is None)
+    model_path: Path | None = None
+    model_hash: str | None = None
+    if model is None:
+        model_path = best_model_path(cfg.train.model_dir)
+        model_hash = model_sha256(model_path)  # report compares it with the best model of its day
+        model = load_trained(cfg)
+    spacings, manifest = pixel_spacings(cfg, [p for p, _ in pairs])
+    from flexunet.evaluation.review import Review, manifest_geometry
+
+    review = Review(cfg.class_names, manifest_geometry(manifest, spacings))
+    loss_fn = make_loss(cfg)
+    loss_mean, dice_mean = KerasMean(), KerasMean()
+    acc = MetricAccumulator(cfg.model.num_classes, cfg.class_names)
+    bar = Progress([], "evaluate", total=len(pairs), enabled=progress, unit="img")
+    dataset = make_dataset(cfg, pairs, training=False, batch_size=cfg.eval.batch_size)
+    seen = 0
+    for images, onehot in dataset:
+        probs = np.asarray(model.predict_on_batch(images), np.float32)
+        onehot = np.asarray(onehot, np.float32)
+        loss_mean.add(loss_fn(onehot, probs), weight=len(probs))
+        dice_mean.add(dice_coef_multiclass(onehot, probs))
+        for ref, pred, p in zip(onehot.argmax(-1), probs.argmax(-1), probs):
+            name = pairs[seen][0].name
+            acc.add(ref, pred, name, spacings.get(name))
+            review.add(name, p, ref, pred)
+            seen += 1
+        bar.update(len(probs))
+    bar.close()
+    if seen != len(pairs):
+        raise DataError(f"{cfg.test.images_dir}: the pipeline yielded {seen} of {len(pairs)} test images")
+
+    csv_path = Path(cfg.eval.evaluation_csv)
+    report = {**_report(cfg, acc, loss_mean.value, dice_mean.value, model_path, model_hash, manifest),
+              "leak_check": leaks, **review.report()}
+    with staged_files() as staged:  # evaluation.csv and eval_dir's files replace the previous ones together
+        staged.write_text(csv_path, seed_evaluation_text(cfg.model.loss, loss_mean.value, dice_mean.value))
+        claim_output_file(csv_path, "evaluate")
+        files = _write_report(eval_dir, acc, report, staged)
+        claim_output_dir(eval_dir, "evaluate", EVAL_FILES)
+    summary = {
+        "loss_name": cfg.model.loss, "loss": loss_mean.value, SEED_METRIC: dice_mean.value,
+        "num_images": seen, "classes": _brief(report), "evaluation_csv": csv_path, "eval_dir": eval_dir,
+        "files": [csv_path, *files], "report": report,
+    }
+    _log_summary(summary)
+    return summary
+
+
+def _report(cfg: Config, acc: MetricAccumulator, loss: float, dice: float, model_path: Path | None,
+            model_hash: str | None, manifest: Path | None) -> dict[str, Any]:
+    body = acc.summary()
+    return {
+        "model": str(model_path) if model_path is not None else None,
+        "model_sha256": model_hash,   # the file evaluated: report warns when the best model is no longer it
+        "test_images_dir": str(Path(cfg.test.images_dir).resolve()),   # what was scored: the report shows these
+        "test_masks_dir": str(Path(cfg.test.masks_dir).resolve()),
+        "num_images": body.pop("num_images"),
+        "resolution": [cfg.model.image_height, cfg.model.image_width],
+        "pixel_spacing_source": str(manifest) if manifest is not None else None,
+        "images_with_spacing": body.pop("images_with_spacing"),
+        "empty_rule": body.pop("empty_rule"),
+        "hd95_definition": ("symmetric 95th percentile of boundary-to-boundary distances (max of the two directed "
+                 "P95), boundary = 4-connected edge pixels; NaN unless the class is in both masks"),
+        "lesion_definition": "8-connected components; a reference lesion is detected when any predicted pixel "
+                   "of its class overlaps it; a predicted component is a true positive when it overlaps "
+                   "a reference lesion",
+        "seed_metrics": {
+            "loss_name": cfg.model.loss, "loss": loss, SEED_METRIC: dice,
+            "note": "the original's figures: dice_coef_multiclass pools every class including background, "
+                    "so it reads near 1 even for a model that finds no lesion; judge by the per-class figures",
+        },
+        **body,
+    }
+
+
+def _brief(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, c in report["classes"].items():
+        out[name] = {**{m: c["per_image"][m]["mean"] for m in SCORES},
+                     "hd95_px": c["per_image"]["hd95_px"]["mean"],
+                     "hd95_mm": c["per_image"]["hd95_mm"]["mean"],
+                     "n_valid": c["per_image"]["dice"]["n_valid"], "n_empty": c["n_empty"],
+                     "whole_set_dice": c["whole_set"]["dice"], "lesion_f1": c["lesions"]["f1"],
+                     "fp_slice_rate": c["false_positive_slices"]["rate"]}
+    return out
+
+
+def _fmt(value: float) -> str:
+    return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def _log_summary(summary: dict[str, Any]) -> None:
+    log.info("evaluated %d test images: %s %s, %s %s (original's figures, background included)",
+             summary["num_images"], summary["loss_name"], _fmt(summary["loss"]), SEED_METRIC,
+             _fmt(summary[SEED_METRIC]))
+    for name, c in summary["classes"].items():
+        log.info("  %-14s Dice %s (n=%d, %d empty)  IoU %s  precision %s  recall %s  HD95 %s px  "
+                 "whole-set Dice %s  lesion F1 %s  FP-slice rate %s", name, _fmt(c["dice"]), c["n_valid"],
+                 c["n_empty"], _fmt(c["iou"]), _fmt(c["precision"]), _fmt(c["recall"]), _fmt(c["hd95_px"]),
+                 _fmt(c["whole_set_dice"]), _fmt(c["lesion_f1"]), _fmt(c["fp_slice_rate"]))
+    report = summary["report"]
+    if "calibration" in report:
+        log.info("  calibration error (ECE): %s", ", ".join(f"{n} {_fmt(c['ece'])}" for n, c in
+                                                           report["calibration"]["classes"].items()))
+        u = report["uncertainty"]
+        log.info("  uncertainty vs Dice: Spearman %s over %d slices (negative: the score points at bad slices)",
+                 _fmt(u["spearman_score_vs_dice"]), u["n"])
+        for name, a in report["volumes"]["agreement"].items():
+            log.info("  %-14s volume: %d series, bias %s mL (limits %s .. %s), mean abs error %s mL, r %s", name,
+                     a["n"], _fmt(a["bias_ml"]), _fmt(a["loa_low_ml"]), _fmt(a["loa_high_ml"]),
+                     _fmt(a["mean_abs_error_ml"]), _fmt(a["pearson_r"]))
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if isinstance(v, float) and math.isnan(v) else
+                         (f"{v:.6f}" if isinstance(v, float) else v) for v in row])
+    return buf.getvalue()
+
+
+def _write_report(eval_dir: Path, acc: MetricAccumulator, report: dict[str, Any], staged: StagedFiles) -> list[Path]:
+    """eval_dir's files, staged (they replace the previous ones when ``staged``'s block ends)."""
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    paths = [eval_dir / name for name in ("evaluation.json", "per_image.csv", "confusion_matrix.csv",
+                                          "confusion_matrix.png")]
+    staged.write_json(paths[0], report)
+    columns = ["image", "class_index", "class", "ref_pixels", "pred_pixels", *COUNTS, *SCORES, "hd95_px",
+               "hd95_mm", *LESION_COUNTS]
+    rows = acc.per_image_rows()
+    staged.write_text(paths[1], _csv_text(columns, [[r[c] for c in columns] for r in rows]))
+    names = list(acc.class_names)
+    staged.write_text(paths[2], _csv_text(["reference \\ prediction", *names],
+                                          [[n, *map(int, row)] for n, row in zip(names, acc.confusion)]))
+    staged.write_bytes(paths[3], confusion_png(acc.confusion, names))
+    from flexunet.evaluation.review import bland_altman_png, reliability_png
+
+    paths += [eval_dir / "reliability.png", eval_dir / "bland_altman.png"]
+    staged.write_bytes(paths[4], reliability_png(report["calibration"]))
+    staged.write_bytes(paths[5], bland_altman_png(report["volumes"]))
+    return paths
+
+
+def confusion_png(confusion: np.ndarray, names: Sequence[str]) -> bytes:
+    """A confusion-matrix chart (rows normalised to the reference pixels; counts printed) as PNG bytes."""
+    from flexunet.utils.plots import new_figure, png_bytes
+
+    confusion = np.asarray(confusion, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fraction = np.nan_to_num(confusion / confusion.sum(1, keepdims=True))
+    n = len(names)
+    fig = new_figure(1.6 * n + 2.4, 1.4 * n + 1.8)
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(fraction, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of reference pixels")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{fraction[i, j]:.3f}\n{int(confusion[i, j]):,}", ha="center", va="center",
+                    fontsize=8, color="white" if fraction[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), names, rotation=30, ha="right")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("reference")
+    ax.set_title("Confusion matrix (pixels)")
+    fig.tight_layout()
+    return png_bytes(fig)

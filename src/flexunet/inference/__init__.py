@@ -1,0 +1,1 @@
+"""Prediction on new images: masks, overlays, volumes, uncertainty; export of the trained model."""

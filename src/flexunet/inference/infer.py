@@ -1,0 +1,399 @@
+"""``flexunet infer``: masks for every image of a folder, streamed in batches.
+
+For each PNG, JPG, TIF, BMP or DICOM file of ``[infer] images_dir`` (``[tiledinfer]``
+with ``--tiled``):
+
+1. read it (DICOM through the ``[prepare]`` window, or the three CT windows as RGB);
+2. predict in batches of ``[infer] batch_size``: resized (bilinear) to the model input, or
+   with ``--tiled`` in ``split_size`` tiles overlapping by ``overlapping`` pixels whose
+   softmax outputs are blended with linear ramps, so no seam shows;
+3. optionally average the softmax over identity, horizontal and vertical flips
+   (``flip_tta``), take the argmax, resize it back to the input's size (nearest) and set
+   predicted components smaller than ``min_component_size`` pixels to background;
+4. write ``<output_dir>/<stem>.png``: a 'P' mode PNG, pixel = class index, palette =
+   rgb_map colours (as the original); optionally ``overlays/<stem>.png`` (mask over image,
+   with a legend of class names) and ``class_index/<stem>.png`` (greyscale class indices);
+5. DICOM inputs (``[infer] volumes``): ``volumes.csv``, the mL of every class per patient and
+   series (:mod:`flexunet.inference.volumes`; a series with missing or uneven slice spacing is refused
+   before anything is written); ``[infer] uncertainty`` (which turns flip averaging on):
+   ``uncertainty/<stem>.png`` (heatmap) and ``.npy`` (float32 normalised entropy of the mean
+   softmax, at the input's size) and ``uncertain_slices.csv``, slices ranked for review.
+
+While the model predicts one batch, worker threads read and decode the next and write the
+last (at most two batches wait to be written); the last, short batch is padded to
+``batch_size`` so the model is traced for one batch shape, and the padding dropped.  Every
+file is written whole into a hidden folder (in ``output_dir``, or beside it when it is new)
+and moved in once every image has succeeded: an error (an unreadable image, a failing
+write) leaves ``output_dir`` as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as _io
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+from flexunet.config.loader import Config
+from flexunet.utils.errors import DataError
+from flexunet.utils.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, list_files,
+                         safe_output_path, save_image, write_bytes, write_text)
+from flexunet.dataset.masks import index_to_palette_image
+from flexunet.config.inputs import input_folders
+from flexunet.utils.outputs import check_output_dir, claim_output_dir
+from flexunet.model.predict import (model_batch, network_input, overlay_image, predict_probs, predict_tiled, read_input,
+                              remove_small_components, resize_indices, tile_starts)
+from flexunet.utils.progress import Progress
+from flexunet.inference.uncertainty import entropy_map, heatmap, slice_score
+from flexunet.inference.volumes import (VOLUME_COLUMNS, SliceGeometry, check_pixel_spacing, geometry_from_meta, group_series,
+                              hemorrhage_classes, series_volumes, slice_spacing)
+
+log = logging.getLogger(__name__)
+
+INPUT_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
+
+
+def _list_inputs(folder: Path) -> list[Path]:
+    files = list_files(folder, INPUT_SUFFIXES)
+    if not files:
+        raise DataError(f"{folder}: no images found; expected PNG, JPG, TIF, BMP or DICOM (.dcm) files")
+    by_stem(files, "one input per name (both would be written to the same <name>.png) — rename one")
+    return files
+
+
+def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _protected_dirs(cfg: Config) -> list[tuple[str, Path]]:
+    """The folders infer must never write into: the run folder and every input of the config (its images too)."""
+    return [("[train] model_dir", cfg.train.model_dir), *input_folders(cfg)]
+
+
+def _output_names(files: Sequence[Path], cfg: Config) -> list[str]:
+    extra = (["overlays"] if cfg.infer.overlays else []) + (["class_index"] if cfg.infer.class_index_masks else [])
+    extra += [VOLUMES_FILE] if _wants_volumes(cfg, files) else []
+    extra += ["uncertainty", UNCERTAIN_FILE] if cfg.infer.uncertainty else []
+    return [f"{p.stem}.png" for p in files] + extra
+
+
+VOLUMES_FILE = "volumes.csv"
+UNCERTAIN_FILE = "uncertain_slices.csv"
+
+
+def _wants_volumes(cfg: Config, files: Sequence[Path]) -> bool:
+    return cfg.infer.volumes and any(p.suffix.lower() in DICOM_SUFFIXES for p in files)
+
+
+def volume_geometry(files: Sequence[Path]) -> dict[str, SliceGeometry]:
+    """The geometry of every DICOM input by stem, each series checked (one line refusing when a volume
+    would be a guess); PNG inputs, which carry no geometry, are left out."""
+    from flexunet.dataset.dicom import read_dicom
+
+    # decoded whole (not just the header), so an unreadable slice is named for what it is first
+    geometry = {p.stem: geometry_from_meta(p.name, read_dicom(p).meta) for p in files
+                if p.suffix.lower() in DICOM_SUFFIXES}
+    for series in group_series(list(geometry.values())).values():
+        slice_spacing(series)
+        check_pixel_spacing(series)
+    return geometry
+
+
+def _geometry_or_warn(cfg: Config, files: Sequence[Path]) -> dict[str, SliceGeometry]:
+    """:func:`volume_geometry`; when ``[infer] volumes`` is left at its default, a series whose volume would
+    be a guess costs the volumes (one warning), not the masks; set explicitly, it is refused."""
+    try:
+        return volume_geometry(files)
+    except DataError as exc:
+        if ("infer", "volumes") in cfg.origins:
+            raise
+        log.warning("no volumes.csv: %s (set [infer] volumes = True to make this an error, or False to "
+                    "silence it)", exc)
+        return {}
+
+
+def volume_rows(geometry: dict[str, SliceGeometry], masks: dict[str, np.ndarray],
+                class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """``volumes.csv`` rows of the predicted masks, series by series."""
+    by_name = {g.name: stem for stem, g in geometry.items()}
+    rows = []
+    for series in group_series(list(geometry.values())).values():
+        rows += series_volumes(series, [masks[by_name[s.name]] for s in series], class_names,
+                               hemorrhage_classes(class_names))
+    return rows
+
+
+def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    import csv
+
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _warn_tiles(cfg: Config, shape: tuple[int, ...]) -> None:
+    """A warning when the tile overlap makes tiled inference cost far more than it needs to."""
+    t = cfg.tiledinfer
+    h, w = shape[:2]
+    count = len(tile_starts(h, t.split_size, t.overlapping)) * len(tile_starts(w, t.split_size, t.overlapping))
+    quarter = t.split_size // 4
+    usual = len(tile_starts(h, t.split_size, quarter)) * len(tile_starts(w, t.split_size, quarter))
+    if t.split_size - t.overlapping < t.split_size // 4 and count > 2 * usual:
+        log.warning("[tiledinfer] overlapping = %d with split_size = %d: a stride of %d px, %d tiles per %dx%d "
+                    "image (%d with overlapping = %d); lower overlapping to about split_size / 4",
+                    t.overlapping, t.split_size, t.split_size - t.overlapping, count, w, h, usual, quarter)
+
+
+def _warn_min_component(cfg: Config, shape: tuple[int, ...]) -> None:
+    size = cfg.infer.min_component_size
+    h, w = shape[:2]
+    if size > h * w:
+        log.warning("[infer] min_component_size = %d is more than the %dx%d = %d pixels of an image: every "
+                    "predicted component is removed and every mask is blank; lower it (or 0 to keep all)",
+                    size, w, h, h * w)
+
+
+DEFAULT_WORKERS = 2            # threads that read the next batch and write the last one while the model predicts
+
+
+def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: bool = True,
+                 overwrite: bool = False, workers: int = DEFAULT_WORKERS) -> dict[str, Any]:
+    """Predict every image of [infer] (or [tiledinfer] when ``tiled``) images_dir; return a summary.
+
+    Summary keys: ``images``, ``seconds``, ``images_per_second``, ``output_dir``, ``tiled``,
+    ``files`` (masks written), ``overlays``, ``class_index``, ``removed_components``, ``blank``
+    (masks left without any foreground), ``volumes`` (rows of volumes.csv), ``uncertainty``
+    (per slice: name, score, foreground_pixels, map).  ``output_dir`` must lie outside every input folder
+    and be infer's own (or ``overwrite``: written beside the files there, none deleted).
+
+    Reading the next batch and writing the last one run in ``workers`` threads while the model
+    predicts (0: all in this thread, one step after another; the outputs are the same bytes).
+    Everything is written to a hidden folder in (or beside) ``output_dir`` first and moved in when every
+    image has succeeded: an error leaves ``output_dir`` as it was (not created when it was not there).
+    """
+    section = "tiledinfer" if tiled else "infer"
+    images_dir = cfg.require_dir(section, "images_dir", "folder of images to predict")
+    out_dir = Path(cfg.require(section, "output_dir", "the folder the predicted masks go to"))
+    if tiled and cfg.tiledinfer.overlapping >= cfg.tiledinfer.split_size:
+        raise cfg.error("tiledinfer", "overlapping",
+                        f"fewer pixels than split_size ({cfg.tiledinfer.split_size})")
+    files = _list_inputs(images_dir)
+    names = _output_names(files, cfg)
+    check_output_dir(out_dir, "infer", _protected_dirs(cfg), overwrite, what=f"[{section}] output_dir",
+                     writes=tuple(names))
+    geometry = _geometry_or_warn(cfg, files) if _wants_volumes(cfg, files) else {}
+    if cfg.infer.volumes and not geometry:
+        log.info("no volumes.csv: the inputs are not DICOM, so they carry no slice geometry")
+    if model is None:
+        from flexunet.model.run_folder import load_trained
+
+        model = load_trained(cfg)
+    summary: dict[str, Any] = {"images": 0, "output_dir": out_dir, "tiled": tiled, "files": [],
+                               "overlays": [], "class_index": [], "removed_components": 0, "blank": 0,
+                               "uncertainty": [], "volumes": []}
+    masks: dict[str, np.ndarray] = {}
+    start = time.perf_counter()
+    with _staged(out_dir) as stage:
+        _run_batches(cfg, model, files, tiled, _Outputs(stage, out_dir, set(geometry)), summary, masks, progress,
+                     workers)
+        _write_tables(cfg, stage, out_dir, geometry, masks, summary)
+        claim_output_dir(out_dir, "infer", names)
+    if summary["removed_components"] and summary["blank"] == summary["images"]:
+        log.warning("[infer] min_component_size = %d removed every predicted component: all %d masks are blank; "
+                    "lower it", cfg.infer.min_component_size, summary["images"])
+    seconds = time.perf_counter() - start
+    summary.update(seconds=seconds, images_per_second=summary["images"] / seconds if seconds > 0 else 0.0)
+    log.info("inferred %d image(s)%s in %.1f s (%.2f images/s) -> %s", summary["images"],
+             " tile by tile" if tiled else "", seconds, summary["images_per_second"], out_dir)
+    return summary
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+class _Inline:
+    """An executor that runs each task at once in the calling thread (``workers = 0``)."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # re-raised by result(), in order, as a pool would
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        pass
+
+
+def _read_batch(cfg: Config, chunk: Sequence[Path], tiled: bool) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The originals of ``chunk`` and (untiled) their model batch."""
+    originals = [read_input(p, cfg) for p in chunk]
+    return originals, None if tiled else model_batch(originals, cfg)
+
+
+def _predict(cfg: Config, model: Any, originals: list[np.ndarray], batch: np.ndarray | None,
+             flips: bool) -> list[np.ndarray]:
+    """Softmax of each original: the batch padded to [infer] batch_size, or (``batch`` None) tile by tile."""
+    size = cfg.infer.batch_size
+    if batch is not None:
+        return list(predict_probs(model, batch, flips, pad_to=size))
+    t = cfg.tiledinfer
+    return [predict_tiled(model, network_input(o, cfg), cfg, t.split_size, t.overlapping, size, flips)
+            for o in originals]
+
+
+def _run_batches(cfg: Config, model: Any, files: Sequence[Path], tiled: bool, outputs: "_Outputs",
+                 summary: dict[str, Any], masks: dict[str, np.ndarray], progress: bool, workers: int) -> None:
+    """Read batch n+1 and write batch n-1 in worker threads while batch n is predicted here.
+
+    At most two batches' outputs wait to be written; records are merged into ``summary`` in file order.
+    """
+    flips = cfg.infer.flip_tta or cfg.infer.uncertainty     # uncertainty is the entropy of the mean over flips
+    chunks = list(_chunks(files, 1 if tiled else cfg.infer.batch_size))
+    pool: Any = ThreadPoolExecutor(workers, thread_name_prefix="infer") if workers > 0 else _Inline()
+    bar = Progress([], "infer", total=len(files), enabled=progress, unit="img")
+    writing: deque[list[Future]] = deque()
+    try:
+        reading = pool.submit(_read_batch, cfg, chunks[0], tiled)
+        for n, chunk in enumerate(chunks):
+            originals, batch = reading.result()
+            if n + 1 < len(chunks):
+                reading = pool.submit(_read_batch, cfg, chunks[n + 1], tiled)
+            if n == 0:
+                _first_batch_warnings(cfg, originals[0].shape, tiled)
+            probs = _predict(cfg, model, originals, batch, flips)
+            while len(writing) >= 2:
+                _collect(writing.popleft(), summary, masks, bar)
+            writing.append([pool.submit(outputs.write, cfg, path, original, p)
+                            for path, original, p in zip(chunk, originals, probs)])
+        while writing:
+            _collect(writing.popleft(), summary, masks, bar)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)       # nothing writes into the stage after this
+        bar.close()
+
+
+def _first_batch_warnings(cfg: Config, shape: tuple[int, ...], tiled: bool) -> None:
+    _warn_min_component(cfg, shape)
+    if tiled:
+        _warn_tiles(cfg, shape)
+
+
+def _collect(futures: list[Future], summary: dict[str, Any], masks: dict[str, np.ndarray], bar: Progress) -> None:
+    """Merge one batch's write records into ``summary`` (re-raising a worker's error as it was raised)."""
+    for future in futures:
+        record = future.result()
+        for key in ("files", "overlays", "class_index", "uncertainty"):
+            summary[key] += record[key]
+        summary["removed_components"] += record["removed"]
+        summary["blank"] += record["blank"]
+        summary["images"] += 1
+        if record["mask"] is not None:
+            masks[record["stem"]] = record["mask"]
+    bar.update(len(futures))
+
+
+@contextlib.contextmanager
+def _staged(out_dir: Path) -> Iterator[Path]:
+    """A hidden folder to write into: inside ``out_dir`` when it exists (same file system, even when it is a
+    mount point), else beside it.  On success each file in it is moved (one rename) to the same place under
+    ``out_dir``; on any error it is removed, with the folders made for it, and ``out_dir`` is as it was."""
+    out_dir = Path(os.path.realpath(out_dir))
+    home = out_dir if out_dir.is_dir() else out_dir.parent
+    made = [p for p in (home, *home.parents) if not p.exists()]
+    home.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.infer-", dir=home))
+    try:
+        yield stage
+        out_dir.mkdir(exist_ok=True)
+        for folder, _, names in os.walk(stage):
+            target = out_dir / Path(folder).relative_to(stage)
+            target.mkdir(exist_ok=True)
+            for name in sorted(names):
+                os.replace(Path(folder) / name, target / name)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for folder in made:                                # innermost first; only while empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_tables(cfg: Config, stage: Path, out_dir: Path, geometry: dict[str, SliceGeometry],
+                  masks: dict[str, np.ndarray], summary: dict[str, Any]) -> None:
+    """``volumes.csv`` and ``uncertain_slices.csv`` into ``stage`` (bound for ``out_dir``)."""
+    if geometry:
+        rows = volume_rows(geometry, masks, cfg.class_names)
+        write_text(stage / VOLUMES_FILE, _csv(VOLUME_COLUMNS, [[r[c] for c in VOLUME_COLUMNS] for r in rows]))
+        summary["volumes"] = rows
+        log.info("volumes of %d series -> %s", len({(r["patient"], r["series"]) for r in rows}),
+                 out_dir / VOLUMES_FILE)
+    if cfg.infer.uncertainty:
+        ranked = sorted(summary["uncertainty"], key=lambda r: (-r["score"], r["name"]))
+        write_text(stage / UNCERTAIN_FILE, _csv(("rank", "name", "score", "foreground_pixels", "map"),
+                                                [[i + 1, r["name"], round(r["score"], 6), r["foreground_pixels"],
+                                                  r["map"]] for i, r in enumerate(ranked)]))
+
+
+class _Outputs:
+    """Writes one image's outputs into ``stage``; the record names them as they will be under ``out_dir``.
+
+    :meth:`write` touches nothing shared, so worker threads may run it side by side.
+    """
+
+    def __init__(self, stage: Path, out_dir: Path, keep_masks: set[str]) -> None:
+        self.stage, self.out_dir, self.keep_masks = stage, out_dir, keep_masks
+
+    def write(self, cfg: Config, path: Path, original: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+        """The mask (and overlay, class-index mask, uncertainty map) of one image; its summary record."""
+        index = resize_indices(probs.argmax(-1).astype(np.uint8), original.shape)
+        index, removed = remove_small_components(index, cfg.infer.min_component_size)
+        name = f"{path.stem}.png"
+        record: dict[str, Any] = {"stem": path.stem, "removed": removed, "blank": int(not index.any()),
+                                  "mask": index if path.stem in self.keep_masks else None,
+                                  "files": [self._save("", name, index_to_palette_image(index, cfg.mask.rgb_map))],
+                                  "overlays": [], "class_index": [], "uncertainty": []}
+        if cfg.infer.overlays:
+            record["overlays"].append(self._save("overlays", name, overlay_image(
+                original, index, cfg.mask.rgb_map, cfg.class_names, cfg.infer.overlay_alpha)))
+        if cfg.infer.class_index_masks:
+            record["class_index"].append(self._save("class_index", name, Image.fromarray(index, "L")))
+        if cfg.infer.uncertainty:
+            record["uncertainty"].append(self._uncertainty(path, probs, index))
+        return record
+
+    def _save(self, folder: str, name: str, image: Image.Image | np.ndarray) -> Path:
+        save_image(safe_output_path(self.stage / folder, name), image)
+        return safe_output_path(self.out_dir / folder, name)
+
+    def _uncertainty(self, path: Path, probs: np.ndarray, index: np.ndarray) -> dict[str, Any]:
+        """``uncertainty/<stem>.png`` and ``.npy``: normalised entropy at the mask's size; the slice's score."""
+        entropy = entropy_map(probs)
+        h, w = index.shape
+        if entropy.shape != (h, w):
+            entropy = np.clip(np.asarray(Image.fromarray(entropy).resize((w, h), Image.BILINEAR)), 0, 1)
+        entropy = entropy.astype(np.float32)
+        self._save("uncertainty", f"{path.stem}.png", heatmap(entropy))
+        buf = _io.BytesIO()
+        np.save(buf, entropy)
+        write_bytes(safe_output_path(self.stage / "uncertainty", f"{path.stem}.npy"), buf.getvalue())
+        return {"name": path.name, "score": slice_score(entropy, index), "foreground_pixels": int((index > 0).sum()),
+                "map": f"uncertainty/{path.stem}.png"}

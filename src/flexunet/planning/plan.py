@@ -1,0 +1,438 @@
+"""``flexunet plan DATASET``: fingerprint a dataset, then write a config whose every choice says why.
+
+As nnU-Net does, the configuration is derived from the data and the machine:
+
+1. fingerprint (:func:`flexunet.planning.fingerprint.fingerprint_dataset`): image sizes and channels (grey when R = G = B),
+   intensity statistics overall and inside each class, the mask format (class-index masks,
+   or colours -> classes: black is background, anti-aliasing told from a class by its shape,
+   a few stray colours merged with a warning each, colours that cannot be placed refused),
+   per-class pixel share, lesion component sizes, slices with and without each class, the
+   size of every subset;
+2. probe (``probe_speed``, ``augment_seconds``): a few timed training steps of 1-3 candidate
+   networks on this machine, and the online augmentation's cost, a few seconds in all;
+3. choose (``choose``): input size, levels and filters, BatchNorm, CE + Dice, Adam and
+   its warm-up + decay schedule, batch size, online augmentation, foreground oversampling,
+   epochs that fit the time budget, monitor, cache, channels, mask format, rgb_map and class names;
+4. write (``config_text``): the config in the original's dialect, a ``;`` comment above
+   every value naming the fact that chose it, and ``fingerprint.json`` beside it.
+
+DATASET holds ``train/ valid/ test/``, each with ``images/`` and ``masks/`` (the layout
+``flexunet split`` writes).  Paths in the config are relative to the config's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from flexunet.utils.errors import DataError, FlexUNetError
+from flexunet.planning.fingerprint import MERGED_SHOWN, SUBSETS, fingerprint_dataset
+from flexunet.utils.io import write_json, write_text
+from flexunet.utils.outputs import check_output_file, claim_output_dir
+
+log = logging.getLogger(__name__)
+
+EPOCH_CAP = 30                   # the schedule is planned for at most this many epochs
+GOOD_EPOCHS = 20                 # failing a net that fits EPOCH_CAP epochs, the largest that fits this many
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+@dataclass(frozen=True)
+class Candidate:
+    base_filters: int
+    levels: int
+    batch_size: int
+
+
+def probe_speed(candidates: Sequence[Candidate], size: int, channels: int, num_classes: int,
+                steps: int = 3) -> dict[Candidate, float]:
+    """Seconds per training step of each candidate on this machine (BatchNorm, CE + Dice, Adam)."""
+    import keras
+
+    from flexunet.config.loader import parse_config
+    from flexunet.model.network import compile_model
+
+    out = {}
+    rng = np.random.default_rng(0)
+    for cand in candidates:
+        cfg = parse_config(_probe_config(cand, size, channels, num_classes), "<plan probe>")
+        keras.utils.set_random_seed(0)
+        model = compile_model(cfg)
+        x = rng.uniform(0, 255, (cand.batch_size, size, size, channels)).astype(np.float32)
+        y = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, (cand.batch_size, size, size))]
+        model.train_on_batch(x, y)                       # build and trace: not timed
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+        out[cand] = (time.perf_counter() - start) / steps
+        keras.backend.clear_session()
+        log.info("plan: probe %d filters x %d levels, batch %d: %.3f s per step", cand.base_filters, cand.levels,
+                 cand.batch_size, out[cand])
+    return out
+
+
+def _probe_config(c: Candidate, size: int, channels: int, num_classes: int) -> str:
+    return (f"[model]\nimage_width = {size}\nimage_height = {size}\nimage_channels = {channels}\n"
+            f"num_classes = {num_classes}\nbase_filters = {c.base_filters}\nnum_layers = {c.levels}\n"
+            f"base_kernels = (3,3)\nnormalization = True\ndropout_rate = 0.0\nloss = \"ce_dice\"\n"
+            f"clipvalue = None\nlearning_rate = 0.001\n[train]\nbatch_size = {c.batch_size}\n"
+            f"[mask]\nrgb_map = {{{', '.join(f'({i},{i},{i}):{i}' for i in range(num_classes))}}}\n")
+
+
+# --------------------------------------------------------------------------- the choices
+
+
+def input_size(fp: dict, size: int | None) -> tuple[int, str]:
+    if size is not None:
+        return size, f"--size {size}"
+    sides = [max(int(v) for v in s.split("x")) for s in fp["image_sizes"]]
+    side = max(sides)
+    rounded = max(32, int(math.ceil(side / 16.0)) * 16)
+    what = "the images are " + ", ".join(fp["image_sizes"]) + " px"
+    return rounded, what + ("" if rounded == side else f"; rounded up to a multiple of 16")
+
+
+def levels_for(size: int) -> int:
+    """Levels that bring the bottleneck to about 8 px (3..7), dividing the size exactly."""
+    n = max(3, min(7, int(math.log2(max(size, 8) / 8)) + 1))
+    while n > 3 and size % 2 ** (n - 1):
+        n -= 1
+    return n
+
+
+def batch_for(size: int) -> int:
+    return 8 if size <= 128 else 4 if size <= 256 else 2
+
+
+def candidates_for(size: int) -> list[Candidate]:
+    lv, b = levels_for(size), batch_for(size)
+    return [Candidate(32, lv, b), Candidate(16, lv, b), Candidate(8, lv, b)]
+
+
+def _epoch_seconds(step_s: float, train_n: int, valid_n: int, batch: int) -> float:
+    """Training steps + validation (a forward pass ~1/3 of a step) + 10% for the pipeline and callbacks."""
+    steps = math.ceil(train_n / batch)
+    return 1.1 * step_s * (steps + math.ceil(valid_n / batch) / 3.0)
+
+
+def class_weights_for(shares: list[float]) -> tuple[float, ...]:
+    """Loss weights from pixel shares (background first): 1 for background, and for each foreground class
+    ``2 * sqrt(commonest foreground share / its share)`` capped at 4 (1 for a class with no pixel).
+
+    On the synthetic 'subtle' variant at 128 px (shares 1.03% / 0.23%: weights 2 and 4) this raised the
+    test Dice from 0.825 / 0.786 to 0.852 / 0.835 against unweighted (benchmarks/README.md)."""
+    fg = [x for x in shares[1:] if x > 0]
+    top = max(fg) if fg else 0.0
+    out = [1.0]
+    for x in shares[1:]:
+        out.append(round(min(4.0, 2.0 * math.sqrt(top / x)), 2) if x > 0 else 1.0)
+    return tuple(out)
+
+
+def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, size_why: str,
+           augment_s: float = 0.0) -> dict[str, Any]:
+    """Every planned value with the reason that chose it: {key: (value, why)}.
+
+    ``augment_s``: measured seconds per image of online augmentation (0: not measured).
+    """
+    train_n, valid_n = fp["slices"]["train"], fp["slices"]["valid"]
+    budget = minutes * 60.0
+    ranked = sorted(speeds, key=lambda c: -c.base_filters)
+    fits = {c: budget / _epoch_seconds(speeds[c], train_n, valid_n, c.batch_size) for c in ranked}
+    pick = next((c for c in ranked if fits[c] >= EPOCH_CAP),
+                next((c for c in ranked if fits[c] >= GOOD_EPOCHS), ranked[-1]))
+    epochs = int(max(1, min(EPOCH_CAP, math.floor(fits[pick]))))
+    probe = "; ".join(f"{c.base_filters} filters: {speeds[c]:.2f} s/step, {fits[c]:.0f} epochs fit"
+                      for c in ranked)
+    epoch_min = _epoch_seconds(speeds[pick], train_n, valid_n, pick.batch_size) / 60.0
+    grey = fp["channels"] == "grey"
+    names = [c["name"] for c in fp["classes"]]
+    fg = fp["subsets"]["train"]["slices_with_foreground"]
+    fg_share = fg / max(train_n, 1)
+    rarest = min(names[1:], key=lambda n: fp["subsets"]["train"]["slices_with"][n]) if len(names) > 1 else None
+    rare_share = fp["subsets"]["train"]["slices_with"][rarest] / max(train_n, 1) if rarest else 1.0
+    oversample = 0.33 if rare_share < 0.5 else 0.0
+    lesion_share = 1.0 - fp["pixel_share"][names[0]]
+    weights = class_weights_for([fp["pixel_share"][n] for n in names])
+    warmup = 2 if epochs >= 15 else 1 if epochs >= 4 else 0
+    decoded_mib = train_n * size * size * (1 if grey else 3) * 4 / 2 ** 20
+    patience = max(8, epochs // 2)
+    aug_share = augment_s * pick.batch_size / max(speeds[pick], 1e-9)
+    generator = aug_share < AUGMENT_SHARE_LIMIT
+    return {
+        "generator": (generator, f"online flips and small rotations ([augmentor]) cost "
+                                 f"{augment_s * 1e3:.1f} ms per image here, {aug_share:.0%} of a training step"
+                      + (f": worth it for {train_n} train slices seen {epochs} times" if generator
+                         else f" (over {AUGMENT_SHARE_LIMIT:.0%}): off")),
+        "size": (size, size_why),
+        "levels": (pick.levels, f"{size} px / 2^{pick.levels - 1} = {size // 2 ** (pick.levels - 1)} px at the "
+                                f"bottleneck: context of the whole slice"),
+        "base_filters": (pick.base_filters, f"measured on this machine ({probe}); the largest net that fits "
+                                            f"{EPOCH_CAP} epochs in {minutes:g} min, else {GOOD_EPOCHS}, else "
+                                            f"the fastest"),
+        "batch_size": (pick.batch_size, f"{size} px images: {pick.batch_size} per step keeps BatchNorm statistics "
+                                        f"usable and a step short on a CPU"),
+        "epochs": (epochs, f"{minutes:g} min / {epoch_min:.2f} min per epoch ({train_n} train + {valid_n} valid "
+                           f"slices at the probed speed), at most {EPOCH_CAP}"),
+        "warmup_epochs": (warmup, "a short linear warm-up keeps Adam's first steps from saturating the softmax"),
+        "patience": (patience, "early stopping after half the run without a lower validation loss: "
+                               "tiny lesions can take a third of it to appear at all"),
+        "channels": (1 if grey else 3, "every image has R = G = B: one grey channel" if grey
+                     else "the images hold colour"),
+        "oversample": (oversample, f"the rarest class ({rarest}) is in {rare_share:.0%} of the train slices; "
+                                   f"{fg_share:.0%} hold any foreground" + ("" if oversample else
+                                                                            ": uniform order is enough")),
+        "lesion_share": lesion_share,
+        "class_weights": (weights, "background 1; each foreground class 2 x sqrt(share of the commonest "
+                                   "foreground class / its share), at most 4 (shares: "
+                                   + ", ".join(f"{n} {fp['pixel_share'][n]:.3%}" for n in names[1:]) + ")"),
+        "cache": (decoded_mib < 2048, f"the decoded train set is {decoded_mib:.0f} MiB"
+                  + (" (< 2 GiB): decode once" if decoded_mib < 2048 else ": stream from disk")),
+        "names": names,
+        "generator_s": augment_s,
+    }
+
+
+# --------------------------------------------------------------------------- online augmentation
+
+AUGMENTATION = """[generator]
+augmentation = True
+
+[augmentor]
+; online: horizontal flips (left/right is arbitrary in an axial slice) and small rotations;
+; no vertical flips (anatomy has a front and a back)
+rotation = True
+angles   = (-10, -5, 5, 10)
+shrinks  = (0.9,)
+shears   = ()
+hflip    = True
+vflip    = False
+; no random contrast / brightness / noise per image: on synthetic sets whose train and test
+; slices come from one scanner it cost 0.00-0.10 test Dice (benchmarks/README.md); set it True
+; when the images to segment come from other scanners or windows than the training images
+; ([intensity] gain, offset and noise then default to 0.1, 8 and 2: README's config reference)
+intensity = False
+"""
+AUGMENT_SHARE_LIMIT = 0.25       # online augmentation is planned when it costs less than this share of a step
+
+
+def augment_seconds(size: int, channels: int, repeats: int = 20) -> float:
+    """Seconds per image of the planned online augmentation (``random_augment``) on this machine."""
+    from flexunet.dataset.transforms import random_augment
+    from flexunet.config.loader import parse_config
+
+    cfg = parse_config("[model]\nnum_classes = 2\n[mask]\nrgb_map = {(0,0,0):0, (1,1,1):1}\n" + AUGMENTATION,
+                       "<plan augmentation>")
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (size, size, channels)).astype(np.uint8)
+    mask = (rng.random((size, size)) < 0.05).astype(np.uint8)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        random_augment(image, mask, cfg, rng)
+    return (time.perf_counter() - start) / repeats
+
+
+# --------------------------------------------------------------------------- the config
+
+
+def _rel(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(Path(path).resolve(), base.resolve())).as_posix()
+
+
+def _dot(rel: str) -> str:
+    return rel if rel.startswith("..") else "./" + rel
+
+
+def config_text(fp: dict, c: dict[str, Any], out: Path, dataset: Path, minutes: float) -> str:
+    """The planned config, in the original's dialect, each value under a comment saying why."""
+    base = out.parent
+    d = {s: {k: _dot(_rel(dataset / s / k, base)) for k in ("images", "masks")} for s in SUBSETS}
+    names = c["names"]
+    shares = ", ".join(f"{n} {fp['pixel_share'][n]:.2%}" for n in names[1:])
+    lesions = "; ".join(f"{n}: median {v['median_px']:.0f} px, smallest {v['min_px']} px"
+                        for n, v in fp["lesions"].items() if v.get("components"))
+    size, size_why = c["size"]
+    n = fp["slices"]
+    lines = f"""; train_eval_infer.config written by `flexunet plan` on {time.strftime('%Y-%m-%d')}
+; dataset: {fp['dataset']}
+; {n['train']} train / {n['valid']} valid / {n['test']} test slices
+; the facts behind every choice are in fingerprint.json beside this file; time budget {minutes:g} min
+; foreground pixel share: {shares or 'none'}
+; lesion components: {lesions or 'none'}
+
+[model]
+model          = "TensorFlowFlexUNet"
+; {c['generator'][1]}
+generator      = {c['generator'][0]}
+; {size_why}
+image_width    = {size}
+image_height   = {size}
+; {c['channels'][1]}
+image_channels = {c['channels'][0]}
+input_normalize = True
+; BatchNorm after every convolution: without it a net of this depth saturates its softmax on rare
+; lesions and stops learning (issue 13)
+normalization  = True
+num_classes    = {len(names)}
+; {c['base_filters'][1]}
+base_filters   = {c['base_filters'][0]}
+base_kernels   = (3,3)
+; {c['levels'][1]}
+num_layers     = {c['levels'][0]}
+; no dropout: a schedule of at most {EPOCH_CAP} epochs needs every step to count
+dropout_rate   = 0.0
+dilation       = (1,1)
+; Adam at 1e-3 suits BatchNorm nets; clipping by value is off (it slows Adam and BatchNorm needs none)
+optimizer      = "Adam"
+learning_rate  = 0.001
+clipvalue      = None
+; cross-entropy + Dice: the lesions are {c['lesion_share']:.2%} of the pixels, CE alone favours background
+loss           = "ce_dice"
+; {c['class_weights'][1]}
+class_weights  = {c['class_weights'][0]}
+
+[dataset]
+class_names    = {json.dumps(names)}
+
+[train]
+; {c['epochs'][1]}
+epochs         = {c['epochs'][0]}
+; {c['batch_size'][1]}
+batch_size     = {c['batch_size'][0]}
+; {c['patience'][1]}
+patience       = {c['patience'][0]}
+; the validation loss (class-weighted CE + Dice) picks the best model: it falls smoothly, while the
+; validation Dice of a few lesion slices jumps from epoch to epoch and picked early, unsteady models
+; (subtle ischemia, data seed 7: test Dice 0.35 picked by Dice, 0.65 by the loss; benchmarks/README.md)
+monitor        = "val_loss"
+model_dir      = "./models"
+eval_dir       = "./eval"
+images_dir     = "{d['train']['images']}"
+masks_dir      = "{d['train']['masks']}"
+; the schedule below sets the learning rate; no plateau reducer
+learning_rate_reducer = False
+; {c['warmup_epochs'][1]}
+warmup_epochs  = {c['warmup_epochs'][0]}
+; cosine decay to 0 over the run after the warm-up: large steps first, fine ones last
+lr_schedule    = "cosine"
+; {c['oversample'][1]}
+foreground_oversampling = {c['oversample'][0]}
+; the output layer starts at the class frequencies of the training masks ({c['lesion_share']:.2%} lesion
+; pixels): no epochs lost unlearning a uniform first guess, rare classes are learned sooner
+output_bias    = "prior"
+; a foreground class that gets no predicted pixel for 3 epochs stops the run with one line
+on_collapse    = "stop"
+collapse_patience = 3
+; {c['cache'][1]}
+cache          = {c['cache'][0]}
+; epoch-change inference and TensorBoard cost time on a small budget
+epoch_change_infer = False
+tensorboard    = False
+seed           = 137
+
+[valid]
+images_dir = "{d['valid']['images']}"
+masks_dir  = "{d['valid']['masks']}"
+
+[test]
+images_dir = "{d['test']['images']}"
+masks_dir  = "{d['test']['masks']}"
+
+[infer]
+; the test images, predicted into a new folder
+images_dir = "{d['test']['images']}"
+output_dir = "./infer_output"
+overlays   = True
+
+[eval]
+batch_size = {c['batch_size'][0]}
+
+{mask_section(fp)}
+{AUGMENTATION}"""
+    return lines
+
+
+def mask_section(fp: dict) -> str:
+    """[mask]: the format found in the masks and its evidence; for colour masks rgb_map and every colour
+    merged into a class (map_unmapped)."""
+    form = fp["mask_format"]
+    lines = ["[mask]", *_comment(form["evidence"])]
+    if form["format"] == "index":
+        shown = ", ".join(cl["colour_name"] for cl in fp["classes"])
+        lines += [f"; no rgb_map needed: predicted masks and overlays show the classes in {shown} (set",
+                  "; rgb_map = {(r,g,b): index, ...} to choose other colours)", 'format = "index"']
+        return "\n".join(lines) + "\n"
+    fg = ", ".join(f"({r},{g},{b}) {cl['name']}" for cl in fp["classes"] for r, g, b in [cl["colour"]])
+    rgb = ", ".join(f"({r},{g},{b}):{cl['index']}" for cl in fp["classes"] for r, g, b in [cl["colour"]])
+    lines += [f"; colours found in the masks: {fg}", 'format = "rgb"', f"rgb_map = {{{rgb}}}"]
+    merged = form["merged"]
+    if merged:
+        lines.append(f"; {len(merged)} colour(s) of {sum(m['pixels'] for m in merged)} px in all are no class: "
+                     f"each goes to the nearest class colour")
+        for m in merged[:MERGED_SHOWN]:
+            lines += _comment(f"{tuple(m['colour'])}: {m['pixels']} px -> {m['into']}; {m['why']}")
+        if len(merged) > MERGED_SHOWN:
+            lines.append(f"; ... and {len(merged) - MERGED_SHOWN} more (fingerprint.json, mask_format.merged)")
+        lines.append("map_unmapped = True")
+    return "\n".join(lines) + "\n"
+
+
+def _comment(text: str, width: int = 110) -> list[str]:
+    """``text`` as ``;`` comment lines of at most about ``width`` characters."""
+    return ["; " + line for line in textwrap.wrap(text, width - 2, break_long_words=False)]
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def plan_dataset(dataset: Path, out: Path | None = None, minutes: float = 10.0, size: int | None = None,
+                 classes: Sequence[str] | None = None, overwrite: bool = False,
+                 probe: Callable[..., dict[Candidate, float]] | None = None) -> dict[str, Any]:
+    """Fingerprint ``dataset``, probe this machine, write the config and ``fingerprint.json``.
+
+    Returns {"config": path, "fingerprint": path, "choices": ...}.  Refuses an existing
+    config unless ``overwrite``.  ``probe`` times the candidate nets (default: ``probe_speed``).
+    """
+    dataset = Path(dataset)
+    out = Path(out) if out is not None else Path("train_eval_infer.config")
+    if not dataset.is_dir():
+        raise DataError(f"{dataset}: folder not found; expected a dataset with train/ valid/ test/")
+    if not (isinstance(minutes, (int, float)) and minutes > 0):
+        raise FlexUNetError(f"--minutes {minutes}: expected a positive number of minutes")
+    if size is not None and (size < 32 or size % 16):
+        raise FlexUNetError(f"--size {size}: expected a multiple of 16, at least 32")
+    subsets = [(f"dataset subset {s}/", dataset / s) for s in SUBSETS]
+    fp_path = out.parent / "fingerprint.json"
+    check_output_file(out, "plan", overwrite, "--out", subsets)
+    check_output_file(fp_path, "plan", overwrite, "fingerprint.json beside --out", subsets)
+    fp = fingerprint_dataset(dataset, classes)
+    form = fp["mask_format"]
+    log.info("plan: [mask] format = \"%s\": %s", form["format"], form["evidence"])
+    if "no mask holds value" in form["evidence"]:
+        log.warning("plan: %s; that class cannot be learned from this set", form["evidence"].rsplit("; ", 1)[1])
+    chosen_size, size_why = input_size(fp, size)
+    channels = 1 if fp["channels"] == "grey" else 3
+    speeds = (probe or probe_speed)(candidates_for(chosen_size), chosen_size, channels, len(fp["classes"]))
+    choices = choose(fp, speeds, minutes, chosen_size, size_why, augment_seconds(chosen_size, channels))
+    fp["probe"] = {f"{c.base_filters}x{c.levels}@{c.batch_size}": round(s, 4) for c, s in speeds.items()}
+    fp["probe"]["augment_s_per_image"] = round(choices["generator_s"], 5)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(fp_path, fp)
+    write_text(out, config_text(fp, choices, out, dataset, minutes))
+    claim_output_dir(out.parent, "plan", [out.name, fp_path.name])
+    log.info("plan: %d classes (%s), %s px, %d filters x %d levels, %d epochs of ~%s -> %s (facts in %s)",
+             len(fp["classes"]), ", ".join(choices["names"]), chosen_size, choices["base_filters"][0],
+             choices["levels"][0], choices["epochs"][0], f"{minutes:g} min", out, fp_path.name)
+    return {"config": out, "fingerprint": fp_path, "choices": choices, "fingerprint_data": fp}
+

@@ -1,0 +1,1 @@
+"""The HTML report: dataset, curves, per-class tables, gallery and slice viewer."""

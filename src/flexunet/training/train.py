@@ -1,0 +1,453 @@
+"""``flexunet train``: streaming, resumable, reproducible training.
+
+1. refuse a model_dir holding a previous run unless ``--resume`` or ``--overwrite``;
+2. pair train and valid files by name and check every mask's colours once;
+3. seed everything from ``[train] seed`` (and op determinism when ``deterministic``);
+4. build and compile the model inside the ``[train] strategy`` scope;
+5. on ``--resume``: refuse train or valid files other than the run's (``--allow-data-change``: go on,
+   recorded), restore weights, optimizer state and the controller's state;
+6. fit on the tf.data pipeline; the controller writes best model, curves and checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import Future
+from pathlib import Path
+
+from flexunet.config.loader import Config, dump_config
+from flexunet.utils.errors import FlexUNetError, Interrupted, TrainingStopped
+from flexunet.utils.io import list_files, remove_path, write_text
+from flexunet.config.inputs import input_folders
+from flexunet.utils.outputs import check_output_dir, claim_output_dir, folder_owners
+
+log = logging.getLogger(__name__)
+
+RUN_FILES = ("best_model.keras", "best_model.weights.h5", "last_checkpoint", "train_eval_infer.config",
+             "logs", "summary.txt", "data_record.json", "model_meta.json")
+# what training writes to [train] eval_dir (callbacks.write_curves); recorded as train's in its marker
+CURVE_FILES = ("train_losses.csv", "train_metrics.csv", "history.json", "train_losses.png", "train_metrics.png")
+
+
+def best_model_name(cfg: Config) -> str:
+    from flexunet.model.run_folder import best_model_name as name
+
+    return name(cfg)
+
+
+def _epoch_change_names(cfg: Config, samples: list[Path]) -> list[str]:
+    """What the epoch-change inferencer writes: Epoch_<n>_<stem>.png and Epoch_<n>_montage.png per epoch."""
+    stems = [p.stem for p in samples] + ["montage"] if samples else []
+    return [f"Epoch_{n}_{stem}.png" for n in range(1, cfg.train.epochs + 1) for stem in stems]
+
+
+def _prepare_outputs(cfg: Config, resume: bool, overwrite: bool, samples: list[Path]) -> None:
+    """Check train's three output folders against every input folder and against the ownership rule
+    (flexunet.utils.outputs), then make model_dir ready: a previous run (recognised by train's own record,
+    never by a file name) needs ``--resume`` or ``--overwrite``, and ``--overwrite`` removes only what
+    that record names."""
+    t = cfg.train
+    inputs = input_folders(cfg)
+    beside = overwrite or resume  # a resumed run was allowed beside those files when it started
+    check_output_dir(t.model_dir, "train", inputs, beside, what="[train] model_dir", writes=RUN_FILES)
+    check_output_dir(t.eval_dir, "train", inputs, beside, what="[train] eval_dir", writes=CURVE_FILES,
+                     shares_with=("evaluate",))
+    epoch_names = _epoch_change_names(cfg, samples)
+    if epoch_names:
+        check_output_dir(t.epoch_change_infer_dir, "train", inputs, beside,
+                         what="[train] epoch_change_infer_dir", writes=epoch_names)
+    _prepare_model_dir(cfg, resume, overwrite)
+    claim_output_dir(t.model_dir, "train", RUN_FILES)
+    claim_output_dir(t.eval_dir, "train", CURVE_FILES)
+    if epoch_names:
+        claim_output_dir(t.epoch_change_infer_dir, "train", epoch_names)
+
+
+def previous_run(model_dir: Path) -> list[str]:
+    """The entries of ``model_dir`` that train's record names and that are there: a previous run."""
+    return sorted(n for n in folder_owners(model_dir).get("train", ()) if (model_dir / n).exists())
+
+
+def _prepare_model_dir(cfg: Config, resume: bool, overwrite: bool) -> None:
+    model_dir = cfg.train.model_dir
+    if resume:
+        from flexunet.training.callbacks import recover_checkpoint
+
+        if model_dir.is_dir():
+            recover_checkpoint(model_dir)
+        if not previous_run(model_dir) or not (model_dir / "last_checkpoint" / "state.json").is_file():
+            raise FlexUNetError(f"{model_dir}: nothing to resume (no run of `flexunet train` with a "
+                                f"last_checkpoint/ there); start a new run without --resume")
+        return
+    previous = previous_run(model_dir)
+    if previous and not overwrite:
+        raise FlexUNetError(f"{model_dir}: holds a previous run of `flexunet train` ({', '.join(previous[:3])}"
+                            f"{', ...' if len(previous) > 3 else ''}); use --resume to continue it or --overwrite "
+                            f"to replace it (or set [train] model_dir to a new folder)")
+    if previous and cfg.train.create_backup:
+        backup = model_dir.with_name(f"{model_dir.name}.backup-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.copytree(model_dir, backup)
+        log.info("previous run backed up to %s", backup)
+    for name in previous:  # --overwrite: remove only what train's record names
+        remove_path(model_dir / name)
+    model_dir.mkdir(parents=True, exist_ok=True)
+
+
+def make_strategy(name: str):
+    """tf.distribute strategy: default (one device), mirrored (all local GPUs, else all logical CPUs), multiworker."""
+    import tensorflow as tf
+
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if name == "multiworker":
+        return _multi_worker_strategy()
+    return tf.distribute.get_strategy()
+
+
+def _multi_worker_strategy():
+    """MultiWorkerMirroredStrategy (cluster from TF_CONFIG) with the ``reduce`` Keras 3's ``fit`` expects.
+
+    Keras 3 reduces a whole (x, y) batch in one call, which the plain strategy refuses
+    ("Attempt to convert a value (PerReplica...)", keras-team/keras#20585), and reduces
+    scalar logs "along axis 0", which has no axis 0: reduce a nest value by value, and a
+    scalar across workers only.
+    """
+    import tensorflow as tf
+
+    class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            parent = super()
+
+            def one(v):
+                if v is None:
+                    return v
+                scalar = self.experimental_local_results(v)[0].shape.rank == 0
+                return parent.reduce(reduce_op, v, None if scalar else axis)
+
+            return tf.nest.map_structure(one, value)
+
+    return MultiWorkerStrategy()
+
+
+def _infer_samples(cfg: Config) -> list[Path]:
+    folder = cfg.infer.images_dir
+    if not cfg.train.epoch_change_infer:
+        return []
+    if folder is None or not Path(folder).is_dir():
+        log.warning("[train] epoch_change_infer: [infer] images_dir %s not found; epoch-change inference off",
+                    folder)
+        return []
+    return list_files(folder, (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"))[:cfg.train.num_infer_images]
+
+
+TF_CONFIG_EXPECTED = ('a JSON object such as {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+                      '"task": {"type": "worker", "index": 0}}')
+
+
+def tf_config() -> dict:
+    """The ``TF_CONFIG`` environment variable, checked: ``{}`` when unset or empty, else a dict whose
+    "cluster" maps task types to lists of "host:port" strings and whose "task" has a "type" string and
+    an integer "index"; a FlexUNetError naming TF_CONFIG and what was expected when it is not."""
+    import json
+
+    text = os.environ.get("TF_CONFIG") or ""
+    if not text.strip():
+        return {}
+
+    def bad(why: str) -> FlexUNetError:
+        return FlexUNetError(f"TF_CONFIG environment variable (read for [train] strategy = \"multiworker\"): "
+                             f"{why}; expected {TF_CONFIG_EXPECTED}")
+
+    try:
+        spec = json.loads(text)
+    except ValueError as exc:
+        raise bad(f"not valid JSON ({getattr(exc, 'msg', exc)} at character {getattr(exc, 'pos', '?')})") from None
+    if not isinstance(spec, dict):
+        shown = {list: "an array", str: "a string", bool: "true/false", type(None): "null"}.get(type(spec), "a number")
+        raise bad(f"{shown}, not an object")
+    cluster = spec.get("cluster", {})
+    if not isinstance(cluster, dict) or not all(
+            isinstance(hosts, list) and all(isinstance(h, str) for h in hosts) for hosts in cluster.values()):
+        raise bad('"cluster" is not an object of task type -> list of "host:port" strings')
+    task = spec.get("task", {})
+    if not isinstance(task, dict):
+        raise bad('"task" is not an object')
+    if "type" in task and not isinstance(task["type"], str):
+        raise bad('"task" "type" is not a string')
+    index = task.get("index", 0)
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise bad('"task" "index" is not an integer >= 0')
+    kind = task.get("type")
+    if cluster and kind is not None and index >= len(cluster.get(kind, [])):
+        raise bad(f'"task" {{"type": "{kind}", "index": {index}}} names no address of "cluster" '
+                  f'({len(cluster.get(kind, []))} "{kind}" address(es))')
+    return spec
+
+
+def is_chief() -> bool:
+    """Whether this process writes the run's files: TF_CONFIG's "chief", else worker 0, else (no TF_CONFIG) yes."""
+    spec = tf_config()
+    task = spec.get("task") or {}
+    kind = task.get("type")
+    if kind is None or kind == "chief":
+        return True
+    return kind == "worker" and int(task.get("index", 0)) == 0 and not spec.get("cluster", {}).get("chief")
+
+
+def _worker_config(cfg: Config, scratch: Path, resume: bool) -> Config:
+    """A non-chief worker's config: the same run, its files in ``scratch`` (the chief writes the real ones)."""
+    t = cfg.train
+    if resume:  # continue from the chief's checkpoint, which this worker must see
+        source = t.model_dir / "last_checkpoint"
+        if not (source / "state.json").is_file():
+            raise FlexUNetError(f"{t.model_dir}: no last_checkpoint/ visible to this worker; --resume with "
+                                f"several workers needs [train] model_dir on a filesystem they all share")
+        shutil.copytree(source, scratch / "models" / "last_checkpoint")
+        from flexunet.dataset.leak_record import RECORD_FILE
+
+        if (t.model_dir / RECORD_FILE).is_file():  # the data check compares with the chief's record
+            shutil.copy(t.model_dir / RECORD_FILE, scratch / "models" / RECORD_FILE)
+    return cfg.replace("train", model_dir=scratch / "models", eval_dir=scratch / "eval",
+                       epoch_change_infer_dir=scratch / "epoch_change_infer")
+
+
+def train(cfg: Config, resume: bool = False, overwrite: bool = False, progress: bool = True,
+          strict: bool = False, allow_data_change: bool = False) -> dict:
+    """Train as the config says; returns a summary (epochs run, best value and epoch, paths, seconds).
+
+    ``--resume`` continues the run as it was trained: the run folder's network keys and
+    learning rate win over the config's (one line per differing key; ``strict``: an error),
+    on the train and valid files the run trained on (others: an error; ``allow_data_change``:
+    a warning, the change recorded in data_record.json, whose leak check keeps the earlier images).
+
+    With ``strategy = "multiworker"`` every worker runs this with the same config; only the
+    chief writes model_dir and eval_dir, the others write to a temporary folder (removed).
+    """
+    if allow_data_change and not resume:
+        raise FlexUNetError("--allow-data-change: only with --resume (a new run records the data it trains on)")
+    if resume:  # every worker alike; the checkpoint restores the learning rate, so the config's is ignored
+        from flexunet.model.run_folder import apply_run
+
+        cfg = apply_run(cfg, strict, extra_keys=(("model", "learning_rate"),))
+    if cfg.train.strategy == "multiworker" and not is_chief():  # is_chief: TF_CONFIG checked before any work
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="flexunet-worker-") as scratch:
+            return _train(_worker_config(cfg, Path(scratch), resume), resume, overwrite, progress,
+                          allow_data_change)
+    return _train(cfg, resume, overwrite, progress, allow_data_change)
+
+
+def require_tensorboard(cfg: Config) -> None:
+    """With ``[train] tensorboard = True``, fail before any work when the tensorboard package is missing.
+
+    TensorFlow >= 2.21 does not install it, and without it ``tf.summary`` fails only at the
+    end of the first epoch (TBNotInstalledError).
+    """
+    import importlib.util
+
+    if cfg.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise FlexUNetError(f"{cfg.where('train', 'tensorboard')}: needs the tensorboard package, which is not "
+                            f"installed; install it with pip install 'tensorboard>=2.21,<2.22' (the cpu and gpu "
+                            f"extras include it) or set [train] tensorboard = False")
+
+
+def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_data_change: bool = False) -> dict:
+    from flexunet.preprocessing.pipeline import check_masks, make_dataset, steps_per_epoch, subset_pairs
+
+    begun = time.perf_counter()
+    require_tensorboard(cfg)
+    t = cfg.train
+    train_pairs = subset_pairs(cfg, "train")
+    valid_pairs = subset_pairs(cfg, "valid")
+    counts = check_masks(cfg, train_pairs + valid_pairs)  # pixels per class of every mask
+    warn_absent_classes(cfg, counts, len(train_pairs))
+    presence = counts[:len(train_pairs)] > 0
+    samples = _infer_samples(cfg)
+    _prepare_outputs(cfg, resume, overwrite, samples)
+    data_diff = _check_data(cfg, train_pairs, valid_pairs, allow_data_change) if resume else None
+    cfg = _resolve_auto(cfg, train_pairs)
+    t = cfg.train
+
+    import keras
+
+    from flexunet.training.callbacks import EpochChangeInferencer, NanGuard, RunController, initial_state, load_checkpoint
+    from flexunet.model.network import compile_model, configure_runtime, prior_bias, summary_text
+    from flexunet.training.timing import EpochClock, timing_line
+
+    configure_runtime(cfg)
+    strategy = make_strategy(t.strategy)
+    with strategy.scope():
+        model = compile_model(cfg)
+    state = initial_state(cfg)
+    if t.output_bias == "prior" and not resume:  # a resumed run keeps its trained bias
+        prior_bias(model, counts[:len(train_pairs)].sum(0))
+    if resume:
+        state = load_checkpoint(model, t.model_dir, cfg)
+        if str(state.get("stopped_by") or "").startswith("collapse"):
+            state["stopped_by"] = None  # resuming a run the guard stopped trains on; history.json keeps the finding
+        log.info("resuming after epoch %d (best %s = %.5g at epoch %s)", state["epoch"], t.monitor,
+                 state["best"], state["best_epoch"])
+    first = state["epoch"]
+    if first >= t.epochs or state.get("stopped_by", "") and str(state["stopped_by"]).startswith("early"):
+        log.info("nothing to do: the run already ended after epoch %d (%s)", first,
+                 state.get("stopped_by") or f"epochs = {t.epochs}")
+        return _summary(cfg, state, 0.0, best_model_name(cfg))
+    note = ""
+    if resume:
+        from flexunet.training.callbacks import current_lr
+
+        note = (f"; resumed after epoch {first} at learning rate {current_lr(model):.6g} (restored from "
+                f"last_checkpoint/; [model] learning_rate below is the run's initial rate)\n")
+    if data_diff is not None and data_diff.changed:
+        from flexunet.dataset.leak_record import RECORD_FILE
+
+        log.warning("%s: the training data changed after epoch %d: %s; --allow-data-change: training on "
+                    "(recorded under \"changes\" in %s, whose leak check keeps the earlier images)", t.model_dir,
+                    first, data_diff.summary(), RECORD_FILE)
+    write_text(t.model_dir / "train_eval_infer.config", note + dump_config(cfg))
+    if not resume:  # what `flexunet inspect` prints (a resumed run's network is the one already described)
+        write_text(t.model_dir / "summary.txt", summary_text(model, cfg.model))
+    # fingerprints every image (on --resume the new ones only): overlaps the first steps
+    recording = _record_data(cfg, train_pairs, valid_pairs, data_diff, first)
+
+    steps = t.steps_per_epoch or steps_per_epoch(cfg, len(train_pairs))
+    val_steps = t.validation_steps or steps_per_epoch(cfg, len(valid_pairs))
+    train_ds = make_dataset(cfg, train_pairs, training=True, epochs=(first, t.epochs), presence=presence)
+    if t.steps_per_epoch:  # generator mode: the original's fixed steps; repeat the epoch stream
+        train_ds = train_ds.repeat()
+    valid_ds = make_dataset(cfg, valid_pairs, training=False)
+
+    nan_guard, clock = NanGuard(), EpochClock(begun)
+    callbacks = [clock, nan_guard, RunController(cfg, state, t.model_dir / best_model_name(cfg),
+                                          _class_shares(counts, len(train_pairs)))]
+    if samples:
+        callbacks.append(EpochChangeInferencer(cfg, samples))
+    if t.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(t.model_dir / "logs"), write_graph=False))
+    callbacks.append(keras.callbacks.LambdaCallback(on_train_end=lambda logs: clock.mark("callbacks ended")))
+
+    log.info("training %d epochs from epoch %d: %d train / %d valid images, %d steps per epoch, batch %d",
+             t.epochs - first, first + 1, len(train_pairs), len(valid_pairs), steps, t.batch_size)
+    start = time.perf_counter()
+    verbose = (1 if sys.stderr.isatty() else 2) if progress else 0
+    try:
+        model.fit(train_ds, validation_data=valid_ds, epochs=t.epochs, initial_epoch=first,
+                  steps_per_epoch=steps, validation_steps=val_steps if t.validation_steps else None,
+                  callbacks=callbacks, verbose=verbose, shuffle=False)
+    except KeyboardInterrupt:
+        hint = "; continue with: flexunet train CONFIG --resume" if state["epoch"] else ""
+        raise Interrupted(f"interrupted during epoch {state['epoch'] + 1}; {_kept(state, t.model_dir)}{hint}") \
+            from None
+    finally:
+        clock.mark("fit returned")
+        recording.result()  # the record is whole before train returns (or re-raises its own error)
+        clock.mark("data record written")
+    seconds = time.perf_counter() - start
+    timing = clock.finish()
+    log.info("%s", timing_line(timing))
+    if nan_guard.where is not None:
+        epoch, batch = nan_guard.where
+        raise TrainingStopped(f"loss became NaN at epoch {epoch}, batch {batch}; {_kept(state, t.model_dir)}; "
+                              f"lower [model] learning_rate (now {cfg.model.learning_rate}) or set [model] "
+                              f"clipvalue, check the inputs, and start again with --overwrite (--resume "
+                              f"would continue with the saved learning rate)")
+    collapse = state.get("collapse") or {}
+    if str(state.get("stopped_by") or "").startswith("collapse"):
+        raise TrainingStopped(f"{collapse['message']}; training stopped ([train] on_collapse = \"stop\"); "
+                              f"{_kept(state, t.model_dir)}; fix the config and start again with --overwrite "
+                              f"(or set on_collapse = \"warn\" to train on)")
+    if collapse:  # a warning: said once mid-run, said again where the run's figures are read
+        log.warning("%s (found after epoch %d)", collapse["message"], collapse["epoch"])
+    return {**_summary(cfg, state, seconds, best_model_name(cfg)), "timing": timing}
+
+
+def warn_absent_classes(cfg: Config, counts, num_train: int) -> list[int]:
+    """One warning per class of [model] num_classes that no training or validation mask holds (the model
+    cannot learn it); ``counts``: pixels per class of each training, then validation mask.  The classes."""
+    total = counts.sum(0)
+    absent = [c for c in range(cfg.model.num_classes) if total[c] == 0]
+    colours = {index: colour for colour, index in cfg.mask.rgb_map.items()}
+    for c in absent:
+        name = f' "{cfg.dataset.class_names[c]}"' if cfg.dataset.class_names else ""
+        how = f"value {c}" if cfg.mask.format == "index" else f"colour {colours.get(c)}"
+        log.warning("class %d%s (%s) is in none of the %d training and %d validation masks: the model cannot "
+                    "learn it; check [model] num_classes = %d and the masks", c, name, how, num_train,
+                    len(counts) - num_train, cfg.model.num_classes)
+    return absent
+
+
+def _resolve_auto(cfg: Config, train_pairs: list) -> Config:
+    """[train] jit_compile / mixed_precision "auto" -> the measured (or cached) choice (flexunet.training.autotune)."""
+    from flexunet.training.autotune import resolve
+
+    return resolve(cfg, train_pairs)
+
+
+def _check_data(cfg: Config, train_pairs: list, valid_pairs: list, allow_change: bool):
+    """``--resume``: the train and valid files against the run's data_record.json (one sha256 per file);
+    other files are an error unless ``allow_change``.  Returns the :class:`~flexunet.dataset.leak_record.DataDiff`."""
+    from flexunet.dataset.leak_record import RECORD_FILE, compare_data
+
+    model_dir = cfg.train.model_dir
+    diff = compare_data(model_dir, {"train": train_pairs, "valid": valid_pairs})
+    if diff.doc is None:
+        log.warning("%s: no %s (the run predates it, or stopped before writing it): could not check that the "
+                    "train and valid files are the ones the run trained on; recording the current ones",
+                    model_dir, RECORD_FILE)
+    elif diff.changed and not allow_change:
+        raise FlexUNetError(f"{model_dir}: the training data changed since the run trained on it "
+                            f"({diff.summary()}; compared with {RECORD_FILE}); --resume would go on with other "
+                            f"data — restore the data the run trained on, or start a new run with --overwrite "
+                            f"(or a new [train] model_dir), or pass --allow-data-change to continue on the "
+                            f"changed data (recorded in {RECORD_FILE})")
+    return diff
+
+
+def _record_data(cfg: Config, train_pairs: list, valid_pairs: list, diff=None, epoch: int = 0) -> Future:
+    """The leak guard's record of what this run learns from, written by a background thread (it reads
+    every image once; on ``--resume``, with ``diff``, the new images only, merged into the record):
+    ``.result()`` waits for it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flexunet.dataset.leak_record import write_record
+
+    def record() -> None:
+        path = write_record(cfg.train.model_dir, {"train": train_pairs, "valid": valid_pairs}, diff, epoch)
+        log.debug("recorded %d train and %d valid images in %s", len(train_pairs), len(valid_pairs), path)
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flexunet-record")
+    future = pool.submit(record)
+    pool.shutdown(wait=False)  # the thread ends with its one task
+    return future
+
+
+def _class_shares(counts, num_train: int) -> dict[int, tuple[float, float]]:
+    """Foreground class -> its share of the training and validation mask pixels, for the classes
+    the training masks hold (the collapse guard watches these)."""
+    train, valid = counts[:num_train].sum(0), counts[num_train:].sum(0)
+    return {c: (float(train[c] / max(1, train.sum())), float(valid[c] / max(1, valid.sum())))
+            for c in range(1, len(train)) if train[c] > 0}
+
+
+def _kept(state: dict, model_dir: Path) -> str:
+    """What an interrupted or failed run leaves: the epochs its last checkpoint holds."""
+    if not state["epoch"]:
+        return "no epoch had completed, so no checkpoint was saved"
+    return f"epochs 1..{state['epoch']} are saved in {model_dir}"
+
+
+def _summary(cfg: Config, state: dict, seconds: float, best_name: str) -> dict:
+    hist = state["history"]
+    return {"epochs": state["epoch"], "best": state["best"], "best_epoch": state["best_epoch"],
+            "monitor": cfg.train.monitor, "stopped_by": state.get("stopped_by"), "seconds": seconds,
+            "collapse": state.get("collapse"),
+            "best_model": str(cfg.train.model_dir / best_name), "history": hist,
+            "final": {k: v[-1] for k, v in hist.items() if v and not (isinstance(v[-1], float) and math.isnan(v[-1]))}}

@@ -1,0 +1,105 @@
+"""The machine at hand: what a speed figure or a speed decision depends on.
+
+The CPU's name, the cores this process may use, the instruction-set flags that change
+which settings are fast (AVX2, AVX-512, native bfloat16 through AVX512_BF16 or AMX) and,
+only when asked (it imports TensorFlow), whether a GPU is visible.  :func:`describe`
+gives the short label benchmarks print beside every figure; :func:`machine_key` the
+hash that keys :mod:`flexunet.training.autotune`'s cache.  No TensorFlow import at module level.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+# the /proc/cpuinfo flags that decide speed settings, in the order the label names them
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+CPUINFO = Path("/proc/cpuinfo")
+
+
+@dataclass(frozen=True)
+class Machine:
+    cpu: str
+    cores: int
+    flags: frozenset[str]
+    gpus: tuple[str, ...] = ()
+
+    @property
+    def native_bf16(self) -> bool:
+        """bfloat16 arithmetic in hardware (AVX512_BF16 or AMX); without it bf16 is emulated and slow."""
+        return bool(self.flags & {"avx512_bf16", "amx_bf16"})
+
+    @property
+    def label(self) -> str:
+        """e.g. ``Intel(R) Xeon(R) Processor, 2 cores, AVX-512, AVX512_BF16, AMX``."""
+        parts = [self.cpu, f"{self.cores} core{'s' if self.cores != 1 else ''}"]
+        if "avx512f" in self.flags:
+            parts.append("AVX-512")
+        elif "avx2" in self.flags:
+            parts.append("AVX2")
+        if "avx512_bf16" in self.flags:
+            parts.append("AVX512_BF16")
+        if self.flags & {"amx_bf16", "amx_tile"}:
+            parts.append("AMX")
+        parts += [f"GPU {name}" for name in self.gpus]
+        return ", ".join(parts)
+
+
+def _cpuinfo(text: str) -> tuple[str, frozenset[str]]:
+    """CPU model name and the :data:`FLAGS` it has, from /proc/cpuinfo's text (first processor)."""
+    name, flags = "", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and not name:
+            name = " ".join(value.split())
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    return name, frozenset(flags & set(FLAGS))
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def gpu_names() -> tuple[str, ...]:
+    """Names of the GPUs TensorFlow sees (imports TensorFlow)."""
+    import tensorflow as tf
+
+    names = []
+    for device in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(device)
+        names.append(details.get("device_name") or device.name)
+    return tuple(names)
+
+
+def detect(gpu: bool = False, cpuinfo: Path = CPUINFO) -> Machine:
+    """This machine; ``gpu``: also ask TensorFlow for visible GPUs."""
+    try:
+        name, flags = _cpuinfo(cpuinfo.read_text(encoding="utf-8", errors="replace"))
+    except OSError:  # not Linux: no flags known, so nothing flag-dependent is chosen
+        name, flags = "", frozenset()
+    return Machine(cpu=name or platform.processor() or platform.machine() or "unknown CPU", cores=cpu_cores(),
+                   flags=flags, gpus=gpu_names() if gpu else ())
+
+
+def machine_key(machine: Machine, tf_version: str | None = None) -> str:
+    """16 hex digits naming this CPU (name, flags, cores), its GPUs and the TensorFlow version."""
+    if tf_version is None:
+        import tensorflow as tf
+
+        tf_version = tf.__version__
+    text = "|".join([machine.cpu, ",".join(sorted(machine.flags)), str(machine.cores), ",".join(machine.gpus),
+                     tf_version])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def describe(gpu: bool = False) -> str:
+    """The label of this machine (benchmarks print it beside every figure)."""
+    return detect(gpu).label
