@@ -34,9 +34,6 @@ from flexunet.inference.volumes import SliceGeometry, agreement, counts_volumes,
 
 log = logging.getLogger(__name__)
 
-REVIEW_FILES = ("reliability.png", "bland_altman.png")
-
-
 def manifest_geometry(manifest: Path | None, spacings: dict[str, tuple[float, float]]) -> dict[str, SliceGeometry]:
     """Per test image name with a pixel spacing (at the model's size): its geometry from the manifest."""
     if manifest is None or not spacings:

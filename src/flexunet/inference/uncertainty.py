@@ -5,8 +5,8 @@
 - :func:`slice_score`: one number per slice for ranking slices to review: the mean entropy
   over the pixels predicted foreground or whose entropy exceeds 0.5 (so a confident
   background slice scores 0 and a doubtful lesion scores high); 0 when there are none;
-- :func:`reliability_bins` / :func:`expected_calibration_error`: the calibration of one
-  class's probability, one-vs-rest over pixels, in equal-width confidence bins:
+- :class:`Calibration` (with :func:`reliability_counts` and :func:`ece_from_counts`): the calibration of
+  each class's probability, one-vs-rest over pixels, in equal-width confidence bins:
   ``ECE = sum_b (n_b / N) * |accuracy_b - confidence_b|``;
 - :func:`spearman`: rank correlation (average ranks for ties), NaN when undefined.
 
@@ -29,11 +29,6 @@ def entropy_map(probs: np.ndarray) -> np.ndarray:
     p = p / p.sum(-1, keepdims=True)
     k = p.shape[-1]
     return np.clip(-(p * np.log(p)).sum(-1) / math.log(k), 0.0, 1.0).astype(np.float32)
-
-
-def variance_map(flips: Sequence[np.ndarray]) -> np.ndarray:
-    """(H, W) float32 variance across TTA flips of the softmax, summed over classes (already unflipped)."""
-    return np.asarray(np.stack(flips).var(axis=0).sum(-1), np.float32)
 
 
 def slice_score(entropy: np.ndarray, prediction: np.ndarray, threshold: float = 0.5) -> float:
@@ -97,11 +92,6 @@ def ece_from_counts(count: np.ndarray, correct: np.ndarray, confidence: np.ndarr
     seen = count > 0
     gap = np.abs(correct[seen] / count[seen] - confidence[seen] / count[seen])
     return float((count[seen] / total * gap).sum())
-
-
-def expected_calibration_error(prob: np.ndarray, positive: np.ndarray, bins: int = BINS) -> float:
-    """ECE of one class's probabilities against where the class truly is."""
-    return ece_from_counts(*reliability_counts(prob, positive, bins))
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
