@@ -65,3 +65,7 @@ def test_spearman_ranks() -> None:
     assert math.isnan(spearman([1, 2], [1, 2])) and math.isnan(spearman([1, 1, 1], [1, 2, 3]))
     # ties share their average rank: x ranks (0.5, 0.5, 2), y ranks (0, 1, 2)
     assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(np.corrcoef([0.5, 0.5, 2], [0, 1, 2])[0, 1])
+    # ties on both sides, by hand: x ranks (3.5, 1, 3.5, 2), y ranks (1.5, 1.5, 3, 4); an infinite pair is dropped
+    assert spearman([3, 1, 3, 2, math.inf], [1, 1, 2, 3, 0]) == pytest.approx(
+        np.corrcoef([3.5, 1, 3.5, 2], [1.5, 1.5, 3, 4])[0, 1])
+    assert math.isnan(spearman([1, 2, float("nan"), 4], [5, 6, 7, float("nan")]))   # two pairs left
