@@ -1,13 +1,29 @@
-"""Shared test helpers: small configs and the project's stroke config."""
+"""Shared test helpers: the test colours, small configs, tiny datasets, DICOM slices, the CLI, trained projects.
+
+The tests mirror the package: ``tests/<subpackage>/test_<module>.py`` holds the tests of
+``src/flexunet/<subpackage>/<module>.py`` (``test_<module>_<aspect>.py`` where one module's tests are
+many; ``tests/cli/`` also holds what only the whole command line shows).  There is no ``__init__.py``:
+pytest's default import mode puts this folder on ``sys.path``, so every test file can
+``from conftest import ...``, and test file names are unique across the folders.
+
+What many files need lives here, once: the three test colours (:data:`RGB_MAP`), config text
+(:func:`config_text`, :func:`make_cfg`), the conftest dataset (:func:`make_tiny_dataset`), DICOM slices
+(:func:`write_dicom`) and in-process CLI runs (:func:`cli`, :func:`one_error`).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import hashlib
+import logging
 import os
+import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Mapping
 
 import pytest
 
@@ -19,25 +35,86 @@ os.environ.setdefault("FLEXUNET_CACHE_DIR", tempfile.mkdtemp(prefix="flexunet-te
 ROOT = Path(__file__).resolve().parents[1]
 STROKE_CONFIG = ROOT / "configs" / "stroke-ct" / "train_eval_infer.config"
 
-TINY_CONFIG = """\
-[model]
-image_width = 64
-image_height = 64
-image_channels = 3
-num_classes = 3
-base_filters = 4
-num_layers = 3
-base_kernels = (3,3)
-dropout_rate = 0.0
-learning_rate = 0.01
+# --------------------------------------------------------------------------- the test colours and config text
 
-[train]
-epochs = 2
-batch_size = 2
+RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}   # background black, class 1 green, class 2 blue
+GREEN, BLUE = (0, 255, 0), (0, 0, 255)
+CLASS_NAMES = ["background", "bright", "dark"]             # the conftest dataset's classes (make_tiny_dataset)
 
-[mask]
-rgb_map = {(0,0,0):0, (0,255,0):1, (0,0,255):2}
-"""
+# the small network most tests build: 32x32, 4 filters, 2 levels
+SMALL_MODEL = {"image_width": 32, "image_height": 32, "num_classes": 3, "base_filters": 4, "num_layers": 2,
+               "dropout_rate": 0.0}
+
+
+def ini_value(value: Any) -> str:
+    """A value as the config dialect writes it: strings and paths double-quoted, tuples and dicts compact
+    (``(3,3)``, ``{(0,0,0):0, (0,255,0):1}``), the rest as Python writes it."""
+    if isinstance(value, (str, Path)):
+        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, tuple):
+        return "(" + ",".join(ini_value(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, list):
+        return "[" + ", ".join(ini_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{ini_value(k)}:{ini_value(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+RGB_MAP_TEXT = ini_value(RGB_MAP)   # {(0,0,0):0, (0,255,0):1, (0,0,255):2}
+
+
+def config_text(*extra: str, **sections: Mapping[str, Any]) -> str:
+    """Config text: ``[model]`` (:data:`SMALL_MODEL` with the keys of ``model=`` replacing or added), the other
+    sections in the order given, ``[mask]`` with ``rgb_map`` = :data:`RGB_MAP` (and the keys of ``mask=``),
+    then each of ``extra`` as written (INI text: a section of many options)."""
+    model = {**SMALL_MODEL, **sections.pop("model", {})}
+    mask = {"rgb_map": RGB_MAP, **sections.pop("mask", {})}
+    blocks = []
+    for name, keys in [("model", model), *sections.items(), ("mask", mask)]:
+        blocks.append("\n".join([f"[{name}]", *(f"{k} = {ini_value(v)}" for k, v in keys.items())]) + "\n")
+    return "\n".join(blocks + [e if e.endswith("\n") else e + "\n" for e in extra])
+
+
+def make_cfg(base_dir: Path | None = None, *overrides: str, extra: str | tuple[str, ...] = (),
+             **sections: Mapping[str, Any]):
+    """:func:`config_text` parsed with paths relative to ``base_dir`` and ``--set`` style ``overrides``."""
+    from flexunet.config.loader import parse_config
+
+    extra = (extra,) if isinstance(extra, str) else extra
+    return parse_config(config_text(*extra, **sections), base_dir=base_dir, overrides=overrides)
+
+
+# 64x64, 3 levels: the network test_network.py counts by hand
+TINY_CONFIG = config_text(
+    model={"image_width": 64, "image_height": 64, "image_channels": 3, "num_layers": 3, "base_kernels": (3, 3),
+           "learning_rate": 0.01},
+    train={"epochs": 2, "batch_size": 2})
+
+# the conftest dataset's project (train_project): data/{train,valid,test}, 3 epochs, deterministic
+TRAIN_SECTIONS: dict[str, dict[str, Any]] = {
+    "model": {"base_kernels": (3, 3), "learning_rate": 0.01, "clipvalue": None, "loss": "ce_dice"},
+    "dataset": {"class_names": CLASS_NAMES},
+    "train": {"epochs": 3, "batch_size": 4, "model_dir": "./models", "eval_dir": "./eval",
+              "images_dir": "./data/train/images", "masks_dir": "./data/train/masks", "tensorboard": False,
+              "deterministic": True, "seed": 7},
+    "valid": {"images_dir": "./data/valid/images", "masks_dir": "./data/valid/masks"},
+    "test": {"images_dir": "./data/test/images", "masks_dir": "./data/test/masks"},
+    "infer": {"images_dir": "./data/test/images", "output_dir": "./out"},
+}
+TRAIN_CONFIG = config_text(**TRAIN_SECTIONS)
+
+
+def train_config_text(**changes: Mapping[str, Any]) -> str:
+    """:data:`TRAIN_CONFIG` with the keys of each section in ``changes`` replaced or added."""
+    sections = {name: dict(keys) for name, keys in TRAIN_SECTIONS.items()}
+    for name, keys in changes.items():
+        sections[name] = {**sections.get(name, {}), **keys}
+    return config_text(**sections)
+
+
+def line_of(text: str, start: str) -> int:
+    """The 1-based number of the first line of ``text`` that starts with ``start``."""
+    return next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith(start))
 
 
 @pytest.fixture
@@ -62,6 +139,9 @@ def write_config(tmp_path):
     return write
 
 
+# --------------------------------------------------------------------------- data
+
+
 def make_tiny_dataset(root: Path, n: int = 8, size: int = 32, seed: int = 0) -> None:
     """root/{images,masks}: grey noise with bright squares (class 1) and dark discs (class 2)."""
     import numpy as np
@@ -69,7 +149,6 @@ def make_tiny_dataset(root: Path, n: int = 8, size: int = 32, seed: int = 0) -> 
 
     from flexunet.dataset.masks import index_to_rgb
 
-    rgb_map = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
     rng = np.random.default_rng(seed)
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
@@ -86,62 +165,102 @@ def make_tiny_dataset(root: Path, n: int = 8, size: int = 32, seed: int = 0) -> 
         grey[index == 2] = 30
         image = np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, -1)
         Image.fromarray(image).save(root / "images" / f"{1000 + i}.png")
-        Image.fromarray(index_to_rgb(index, rgb_map)).save(root / "masks" / f"{1000 + i}.png")
+        Image.fromarray(index_to_rgb(index, RGB_MAP)).save(root / "masks" / f"{1000 + i}.png")
 
 
-TRAIN_CONFIG = """\
-[model]
-image_width = 32
-image_height = 32
-num_classes = 3
-base_filters = 4
-num_layers = 2
-base_kernels = (3,3)
-dropout_rate = 0.0
-learning_rate = 0.01
-clipvalue = None
-loss = "ce_dice"
+def coded_pair(size: int = 64):
+    """(H, W, 3) uint8 image = mask * 80 in every channel, and its (H, W) mask of a class-1 and a class-2 block:
+    after any geometric transform the image must still read as its mask."""
+    import numpy as np
 
-[dataset]
-class_names = ["background", "bright", "dark"]
+    mask = np.zeros((size, size), np.uint8)
+    s = size / 64
+    mask[int(10 * s):int(34 * s), int(8 * s):int(30 * s)] = 1
+    mask[int(36 * s):int(56 * s), int(34 * s):int(58 * s)] = 2
+    return np.repeat((mask * 80)[..., None], 3, axis=-1), mask
 
-[train]
-epochs = 3
-batch_size = 4
-model_dir = "./models"
-eval_dir = "./eval"
-images_dir = "./data/train/images"
-masks_dir = "./data/train/masks"
-tensorboard = False
-deterministic = True
-seed = 7
 
-[valid]
-images_dir = "./data/valid/images"
-masks_dir = "./data/valid/masks"
-
-[test]
-images_dir = "./data/test/images"
-masks_dir = "./data/test/masks"
-
-[infer]
-images_dir = "./data/test/images"
-output_dir = "./out"
-
-[mask]
-rgb_map = {(0,0,0):0, (0,255,0):1, (0,0,255):2}
-"""
+def make_train_project(root: Path, text: str = TRAIN_CONFIG, train_images: int = 8) -> Path:
+    """root/data/{train (8), valid (4), test (4)} from :func:`make_tiny_dataset` and root/train_eval_infer.config
+    holding ``text``; returns the config's path."""
+    for subset, n, seed in (("train", train_images, 1), ("valid", 4, 2), ("test", 4, 3)):
+        make_tiny_dataset(root / "data" / subset, n=n, seed=seed)
+    path = root / "train_eval_infer.config"
+    path.write_text(text)
+    return path
 
 
 @pytest.fixture
 def train_project(tmp_path) -> Path:
     """A tiny project: config + data/{train,valid,test}; returns the config path."""
-    make_tiny_dataset(tmp_path / "data" / "train", n=8, seed=1)
-    make_tiny_dataset(tmp_path / "data" / "valid", n=4, seed=2)
-    make_tiny_dataset(tmp_path / "data" / "test", n=4, seed=3)
-    path = tmp_path / "train_eval_infer.config"
-    path.write_text(TRAIN_CONFIG)
+    return make_train_project(tmp_path)
+
+
+def write_dicom(path: Path, stored, *, patient: str | None = "P7", series: str = "1.2.3.4", instance: int | None = 5,
+                spacing: tuple[float, float] | None = (0.5, 0.75), slope: float | None = 1.0,
+                intercept: float | None = -1024.0, modality: str = "CT", pixels: bool = True,
+                syntax: str | None = None) -> Path:
+    """A single-frame int16 CT slice of ``stored`` values (HU = stored * slope + intercept); a tag given as None
+    is left out, ``pixels=False`` writes a header only, and a compressed ``syntax`` gets bytes no decoder
+    accepts."""
+    import numpy as np
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    syntax = syntax or ExplicitVRLittleEndian
+    stored = np.asarray(stored)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
+    meta.TransferSyntaxUID = syntax
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SeriesInstanceUID = modality, series
+    for keyword, value in (("PatientID", patient), ("InstanceNumber", instance),
+                           ("PixelSpacing", list(spacing) if spacing else None), ("RescaleSlope", slope),
+                           ("RescaleIntercept", intercept)):
+        if value is not None:
+            setattr(ds, keyword, value)
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    if pixels:
+        ds.PixelData = stored.astype("<i2").tobytes()
+    if syntax != ExplicitVRLittleEndian:  # a compressed syntax with bytes no decoder accepts
+        ds.PixelData = encapsulate([b"not a jpeg"])
+        ds["PixelData"].VR, ds["PixelData"].is_undefined_length = "OB", True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
     return path
+
+
+def colour_model():
+    """A Keras model of any input size: a 1x1 convolution whose softmax over the logits (12.75, 0.1*G, 0.1*B)
+    picks class 1 where the image is green, class 2 where it is blue and 0 elsewhere (grey or black)."""
+    import keras
+    import numpy as np
+
+    inputs = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(3, 1, name="head")
+    x = conv(inputs)
+    conv.set_weights([np.array([[[[0, 0, 0], [0, 0.1, 0], [0, 0, 0.1]]]], np.float32),
+                      np.array([12.75, 0, 0], np.float32)])
+    return keras.Model(inputs, keras.layers.Activation("softmax")(x))
+
+
+def tensorboard_scalars(log_dir: Path) -> dict[str, list[float]]:
+    """Scalar series from TensorBoard event files, read with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.util import tensor_util
+
+    acc = event_accumulator.EventAccumulator(str(log_dir), size_guidance={event_accumulator.TENSORS: 0})
+    acc.Reload()
+    out = {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    for tag in acc.Tags()["tensors"]:  # tf.summary.scalar (TF2) stores scalars as tensor events
+        out[tag] = [float(tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
+    return out
 
 
 # --------------------------------------------------------------------------- whole-or-absent outputs
@@ -184,3 +303,143 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(str(p) for p in Path(folder).rglob("*")
                   if p.name.endswith(".tmp") or ".tmp-" in p.name or ".building-" in p.name
                   or ".old-" in p.name)
+
+
+# --------------------------------------------------------------------------- the command line, in-process
+
+
+@contextlib.contextmanager
+def restored_logging():
+    """main() points the flexunet logger at the current stderr; put the logger back afterwards."""
+    logger = logging.getLogger("flexunet")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    try:
+        yield
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = saved
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Every test leaves the flexunet logger as it found it, however it ran main()."""
+    with restored_logging():
+        yield
+
+
+def cli(capsys, *args: str) -> tuple[int, list[str], str]:
+    """Run ``flexunet -q ARGS`` in-process: (exit code, the ``flexunet <command>`` lines, all of stderr)."""
+    from flexunet.cli.main import main
+
+    capsys.readouterr()
+    with restored_logging():
+        rc = main(["-q", *args])
+    err = capsys.readouterr().err
+    return rc, [ln for ln in err.splitlines() if ln.startswith("flexunet ")], err
+
+
+def one_error(capsys, *args: str, rc: int = 2) -> str:
+    """The single error line of a failing command (asserting exit code, one line, no traceback)."""
+    code, lines, err = cli(capsys, *args)
+    assert code == rc, err
+    assert "Traceback" not in err and len(lines) == 1, err
+    return lines[0]
+
+
+def run_command(config: Path, command: str, *args: str) -> int:
+    """``flexunet -q COMMAND CONFIG ARGS`` in-process; its exit code (stderr stays in capsys)."""
+    from flexunet.cli.main import main
+
+    with restored_logging():
+        return main(["-q", command, str(config), *args])
+
+
+def run_process(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``python -m flexunet -q ARGS`` in a real process (where a traceback itself is the point)."""
+    return subprocess.run([sys.executable, "-m", "flexunet", "-q", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300, env={**os.environ, **(env or {})})
+
+
+def one_process_error(result: subprocess.CompletedProcess, rc: int = 2) -> str:
+    assert result.returncode == rc, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- projects
+
+
+def pipeline_config_text(data: str = "./dataset/Stroke", run: str = ".", **changes: Mapping[str, Any]) -> str:
+    """The whole pipeline's config: prepare ./raw -> split ./dataset/Stroke (by slice) -> augment (hflip)
+    -> train (1 epoch) -> evaluate -> infer, the run's folders under ``run`` and the split under ``data``."""
+    sections: dict[str, dict[str, Any]] = {
+        "model": {"learning_rate": 0.01, "clipvalue": None, "loss": "ce_dice"},
+        "dataset": {"class_names": CLASS_NAMES},
+        "train": {"epochs": 1, "batch_size": 4, "model_dir": f"{run}/models", "eval_dir": f"{run}/eval",
+                  "images_dir": f"{data}/train/images", "masks_dir": f"{data}/train/masks", "tensorboard": False,
+                  "seed": 7},
+        "valid": {"images_dir": f"{data}/valid/images", "masks_dir": f"{data}/valid/masks"},
+        "test": {"images_dir": f"{data}/test/images", "masks_dir": f"{data}/test/masks"},
+        "infer": {"images_dir": f"{data}/mini_test/images", "output_dir": f"{run}/out"},
+        "prepare": {"raw_dir": "./raw", "output_dir": "./master", "size": 32, "workers": 1},
+        "split": {"output_dir": "./dataset", "name": "Stroke", "ratios": (0.5, 0.25, 0.25), "group_by": "slice",
+                  "mini_test_count": 2},
+        "augmentor": {"rotation": False, "shrinks": (), "hflip": True, "vflip": False},
+    }
+    for name, keys in changes.items():
+        sections[name] = {**sections.get(name, {}), **keys}
+    return config_text(**sections)
+
+
+def write_pipeline_config(folder: Path, data: str = "./dataset/Stroke", run: str = ".") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "flexunet.config"
+    path.write_text(pipeline_config_text(data, run))
+    return path
+
+
+def make_raw_png(raw: Path, n: int = 4) -> None:
+    """raw/PNG and raw/MASKS: ``n`` 32x32 slices from :func:`make_tiny_dataset`."""
+    make_tiny_dataset(raw, n=n, seed=5)
+    (raw / "images").rename(raw / "PNG")
+    (raw / "masks").rename(raw / "MASKS")
+
+
+def save(path: Path, array, mode: str | None = None) -> Path:
+    """``array`` as an image file (PIL's mode ``mode``), folders made."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(array, mode) if mode else Image.fromarray(array)
+    image.save(path)
+    return path
+
+
+def pipeline_run_copy(pipeline, tmp_path: Path) -> Path:
+    """A config for a new run folder in tmp_path on the pipeline's split data, with its 1-epoch run copied."""
+    shutil.copytree(pipeline["root"] / "models", tmp_path / "models")
+    shutil.copytree(pipeline["root"] / "eval", tmp_path / "eval")
+    return write_pipeline_config(tmp_path, data=str(pipeline["dataset"]))
+
+
+SYNTH_CONFIG = config_text(
+    model={"num_layers": 3, "base_kernels": (3, 3), "learning_rate": 0.01, "loss": "ce_dice"},
+    dataset={"class_names": ["background", "ischemic", "hemorrhagic"]},
+    train={"epochs": 1, "batch_size": 4, "model_dir": "./models", "eval_dir": "./eval",
+           "images_dir": "./dataset/D/train/images", "masks_dir": "./dataset/D/train/masks", "seed": 7},
+    valid={"images_dir": "./dataset/D/valid/images", "masks_dir": "./dataset/D/valid/masks"},
+    test={"images_dir": "./dataset/D/test/images", "masks_dir": "./dataset/D/test/masks"},
+    infer={"images_dir": "./dataset/D/mini_test/images", "output_dir": "./out"},
+    report={"output_dir": "./report", "gallery_per_rank": 1},
+    prepare={"raw_dir": "./raw", "output_dir": "./master", "size": 32, "workers": 1},
+    split={"output_dir": "./dataset", "name": "D", "ratios": (0.6, 0.2, 0.2), "mini_test_count": 2})
+
+
+def inputs_snapshot(config: Path) -> dict[str, dict[str, str]]:
+    """:func:`snapshot` of every input folder of a :func:`synth_project`: raw/, master/, dataset/, models/."""
+    root = config.parent
+    return {name: snapshot(root / name) for name in ("raw", "master", "dataset", "models")}
+
+
+TINY_RUN_CONFIG = train_config_text(train={"epochs": 1, "deterministic": False})

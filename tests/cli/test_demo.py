@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import cli, snapshot
 from flexunet.cli.demo import MARKER, demo_config_text, run_demo
 from flexunet.utils.errors import FlexUNetError
 
@@ -102,7 +103,6 @@ def test_demo_refuses_a_folder_it_did_not_create(tmp_path):
 
 def test_demo_never_starts_inside_a_split_dataset_or_a_run_folder(tmp_path):
     """A new folder inside another command's output was no folder of the user's: the demo ran there."""
-    from conftest import snapshot
     from flexunet.utils.outputs import claim_output_dir
 
     claim_output_dir(tmp_path / "dataset", "split", ["train", "test", "mini_test", "split.json"])

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from conftest import cli, line_of, one_error, pipeline_config_text
 from flexunet.cli.main import COMMANDS, main
 
 
@@ -37,12 +38,14 @@ def test_help_does_not_import_tensorflow():
 
 
 def test_user_error_is_one_line_exit_2_no_traceback(write_config, tiny_config_text, tmp_path):
-    path = write_config(tiny_config_text.replace("num_layers = 3", "num_layers = 0"))
+    text = tiny_config_text.replace("num_layers = 3", "num_layers = 0")
+    path = write_config(text)
     result = run_cli("inspect", str(path), cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert lines == [f"flexunet inspect: error: {path}:7 [model] num_layers = 0: expected an integer >= 1"]
+    assert lines == [f"flexunet inspect: error: {path}:{line_of(text, 'num_layers')} [model] num_layers = 0: "
+                     f"expected an integer >= 1"]
     assert list(tmp_path.iterdir()) == [path]  # nothing written
 
 
@@ -131,94 +134,7 @@ def test_every_command_of_the_parser_has_a_handler():
 
 
 # --------------------------------------------------------------------------- config through the CLI
-# (moved from test_reliability.py)
-
-PIPELINE_CONFIG = """\
-[model]
-image_width = 32
-image_height = 32
-num_classes = 3
-base_filters = 4
-num_layers = 2
-dropout_rate = 0.0
-learning_rate = 0.01
-clipvalue = None
-loss = "ce_dice"
-
-[dataset]
-class_names = ["background", "bright", "dark"]
-
-[train]
-epochs = 1
-batch_size = 4
-model_dir = "{run}/models"
-eval_dir = "{run}/eval"
-images_dir = "{data}/train/images"
-masks_dir = "{data}/train/masks"
-tensorboard = False
-seed = 7
-
-[valid]
-images_dir = "{data}/valid/images"
-masks_dir = "{data}/valid/masks"
-
-[test]
-images_dir = "{data}/test/images"
-masks_dir = "{data}/test/masks"
-
-[infer]
-images_dir = "{data}/mini_test/images"
-output_dir = "{run}/out"
-
-[mask]
-rgb_map = {{(0,0,0):0, (0,255,0):1, (0,0,255):2}}
-
-[prepare]
-raw_dir = "./raw"
-output_dir = "./master"
-size = 32
-workers = 1
-
-[split]
-output_dir = "./dataset"
-name = "Stroke"
-ratios = (0.5, 0.25, 0.25)
-group_by = "slice"
-mini_test_count = 2
-
-[augmentor]
-rotation = False
-shrinks = ()
-hflip = True
-vflip = False
-"""
-
-
-def cli(capsys, *args: str) -> tuple[int, list[str], str]:
-    """Run ``flexunet -q ARGS`` in-process: (exit code, the flexunet <command> lines, all of stderr)."""
-    logger = logging.getLogger("flexunet")
-    saved = (logger.handlers[:], logger.level, logger.propagate)   # main() points it at this stderr
-    capsys.readouterr()
-    try:
-        rc = main(["-q", *args])
-    finally:
-        logger.handlers[:], logger.level, logger.propagate = saved
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.startswith("flexunet ")]
-    return rc, lines, err
-
-
-def one_error(capsys, *args: str, rc: int = 2) -> str:
-    """The single error line of a failing command (asserting exit code, one line, no traceback)."""
-    code, lines, err = cli(capsys, *args)
-    assert code == rc, err
-    assert "Traceback" not in err, err
-    assert len(lines) == 1, err
-    return lines[0]
-
-
-
-CLI_CONFIG = PIPELINE_CONFIG.format(data="./dataset/Stroke", run=".")
+CLI_CONFIG = pipeline_config_text()
 
 
 @pytest.mark.parametrize("edit,expected", [
@@ -232,16 +148,16 @@ CLI_CONFIG = PIPELINE_CONFIG.format(data="./dataset/Stroke", run=".")
 ])
 def test_config_errors_are_one_line_with_file_and_line(tmp_path, capsys, monkeypatch, edit, expected):
     monkeypatch.chdir(tmp_path)
-    config = tmp_path / "flexunet.config.loader"
+    config = tmp_path / "flexunet.config"
     config.write_text(CLI_CONFIG.replace(*edit, 1))
     line = one_error(capsys, "split", str(config))
     assert line.startswith(f"flexunet split: error: {config}")
     assert re.search(expected, line), line
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["flexunet.config.loader"]   # nothing written, nothing run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flexunet.config"]   # nothing written, nothing run
 
 
 def test_unknown_section_and_misspelt_key_warn_with_did_you_mean(tmp_path, capsys):
-    config = tmp_path / "flexunet.config.loader"
+    config = tmp_path / "flexunet.config"
     config.write_text(CLI_CONFIG.replace("epochs = 1", "epohcs = 1") + "\n[tarin]\nepochs = 2\n")
     rc, lines, err = cli(capsys, "split", str(config))
     assert f"warning: {config}:" in err and "unknown key 'epohcs' ignored; did you mean 'epochs'?" in err
@@ -258,7 +174,7 @@ def test_unknown_section_and_misspelt_key_warn_with_did_you_mean(tmp_path, capsy
     ("infer", r"\[infer\] images_dir = \"./dataset/Stroke/mini_test/images\": expected an existing"),
 ])
 def test_a_missing_folder_is_named_by_the_command_that_needs_it(tmp_path, capsys, command, key):
-    config = tmp_path / "flexunet.config.loader"
+    config = tmp_path / "flexunet.config"
     config.write_text(CLI_CONFIG)
     line = one_error(capsys, command, str(config))
     assert re.search(key, line) and "does not exist" in line, line

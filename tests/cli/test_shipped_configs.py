@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, STROKE_CONFIG, make_tiny_dataset
+from conftest import ROOT, STROKE_CONFIG, make_tiny_dataset, tensorboard_scalars
 from flexunet.cli.main import main
 
 # the original TensorFlow-FlexUNet config: beside the repository in CI (../shared/seed), else our copy
@@ -54,19 +54,6 @@ def _run_pipeline(config: Path, extra: list[str] = ()) -> None:
         assert main(["--quiet", command, str(config), *overrides]) == 0, command
 
 
-def _scalars(log_dir: Path) -> dict[str, list[float]]:
-    """Scalar series from TensorBoard event files, read with TensorBoard's own reader."""
-    from tensorboard.backend.event_processing import event_accumulator
-    from tensorboard.util import tensor_util
-
-    acc = event_accumulator.EventAccumulator(str(log_dir), size_guidance={event_accumulator.TENSORS: 0})
-    acc.Reload()
-    out = {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-    for tag in acc.Tags()["tensors"]:  # tf.summary.scalar (TF2) stores scalars as tensor events
-        out[tag] = [float(tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)]
-    return out
-
-
 def _check_outputs(config: Path, model_dir: Path, eval_dir: Path, infer_in: Path, infer_out: Path,
                    best: str, report_dir: Path) -> None:
     assert (model_dir / best).is_file()
@@ -88,7 +75,7 @@ def _check_outputs(config: Path, model_dir: Path, eval_dir: Path, infer_in: Path
 def _check_tensorboard(model_dir: Path) -> None:
     logs = model_dir / "logs"
     assert list(logs.rglob("events.out.tfevents.*")), f"no event files under {logs}"
-    train, valid = _scalars(logs / "train"), _scalars(logs / "validation")
+    train, valid = tensorboard_scalars(logs / "train"), tensorboard_scalars(logs / "validation")
     assert len(train["epoch_loss"]) == 1 and np.isfinite(train["epoch_loss"][0])
     assert len(valid["epoch_loss"]) == 1 and "epoch_mean_dice" in valid
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from flexunet.config.loader import dump_config, load_config, logged_names, parse_config, reference
+from conftest import (ROOT, RGB_MAP_TEXT, TINY_RUN_CONFIG, line_of, one_error, one_process_error, run_process,
+                      config_text)
+from flexunet.config.loader import class_metric_names, dump_config, load_config, logged_names, parse_config, reference
 from flexunet.utils.errors import ConfigError
 
 
@@ -111,7 +117,7 @@ def test_each_rule_rejects_a_bad_value_with_file_and_line(write_config, tiny_con
 
 def test_rgb_map_rules(write_config, tiny_config_text):
     def load_with(rgb: str):
-        text = tiny_config_text.replace("rgb_map = {(0,0,0):0, (0,255,0):1, (0,0,255):2}", f"rgb_map = {rgb}")
+        text = tiny_config_text.replace(f"rgb_map = {RGB_MAP_TEXT}", f"rgb_map = {rgb}")
         return load_config(write_config(text))
 
     with pytest.raises(ConfigError, match=r"\(0, 0, 0\) appears twice"):
@@ -237,7 +243,7 @@ def test_reference_lists_every_section():
 
 
 def test_readme_config_reference_is_current():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert reference() in readme, "regenerate README's config reference from flexunet.config.loader.reference()"
 
 

@@ -14,29 +14,12 @@ import numpy as np
 import pytest
 
 from flexunet.dataset import augment as A
-from flexunet.config.loader import parse_config
 from flexunet.utils.errors import FlexUNetError
 from flexunet.utils.io import read_image, save_image
 from flexunet.dataset.masks import read_mask, save_rgb_mask
 from flexunet.utils.outputs import OWNER_FILE, folder_owners
 
-RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
-
-BASE = """\
-[model]
-image_width = 64
-image_height = 64
-num_classes = 3
-num_layers = 3
-
-[train]
-seed = 137
-{train}
-
-[mask]
-rgb_map = {{(0,0,0):0, (0,255,0):1, (0,0,255):2}}
-
-"""
+from conftest import RGB_MAP, coded_pair, leftovers, make_cfg, make_tiny_dataset, snapshot
 
 # the TEKNOFEST generation: hflip, 3 deformations, 3 distortions, 5 cumulative barrel centres
 SEED_OPTIONS = """\
@@ -65,28 +48,11 @@ centers = [(0.3, 0.3), (0.7, 0.3), (0.5, 0.5), (0.3, 0.7), (0.7, 0.7)]
 """
 
 
-def make_cfg(tmp_path: Path, extra: str = "", train: str = ""):
-    return parse_config(BASE.format(train=train) + extra, base_dir=tmp_path)
-
-
-def pair(size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W, 3) image = mask * 80 and an (H, W) mask with a class-1 and a class-2 block."""
-    mask = np.zeros((size, size), np.uint8)
-    s = size / 64
-    mask[int(10 * s):int(34 * s), int(8 * s):int(30 * s)] = 1
-    mask[int(36 * s):int(56 * s), int(34 * s):int(58 * s)] = 2
-    return np.repeat((mask * 80)[..., None], 3, axis=-1), mask
-
-
-def rng(seed: int = 0) -> np.random.Generator:
-    return np.random.default_rng(seed)
-
-
 # --------------------------------------------------------------------------- variants and names
 
 
 def test_variant_names_for_the_seed_options(tmp_path):
-    names = [v.name for v in A.variants(make_cfg(tmp_path, SEED_OPTIONS))]
+    names = [v.name for v in A.variants(make_cfg(tmp_path, extra=SEED_OPTIONS))]
     assert names == [
         "hflipped",
         "deformed_alpha_1300_sigmoid_8", "deformed_alpha_1300_sigmoid_9", "deformed_alpha_1300_sigmoid_10",
@@ -95,7 +61,7 @@ def test_variant_names_for_the_seed_options(tmp_path):
         "barrdistorted_1001_0.3_0.3", "barrdistorted_1002_0.3_0.3", "barrdistorted_1003_0.3_0.3",
         "barrdistorted_1004_0.3_0.3", "barrdistorted_1005_0.3_0.3",
     ]
-    v = A.variants(make_cfg(tmp_path, SEED_OPTIONS))[1]
+    v = A.variants(make_cfg(tmp_path, extra=SEED_OPTIONS))[1]
     assert v.filename("10001.png") == "deformed_alpha_1300_sigmoid_8_10001.png" and v.random
 
 
@@ -117,11 +83,11 @@ radius = 0.3
 amount = -0.3
 centers = [(0.5, 0.5), (0.3, 0.3)]
 """
-    names = [v.name for v in A.variants(make_cfg(tmp_path, extra))]
+    names = [v.name for v in A.variants(make_cfg(tmp_path, extra=extra))]
     assert names == ["hflipped", "vflipped", "rotated_90", "rotated_22.5", "shrinked_0_8", "sheared_0_2",
                      "sheared_-0_1", "pincdistorted_1001_0.3_-0.3", "pincdistorted_1002_0.3_-0.3",
                      "sharpened_1", "brightened_1.2_10"]
-    repeated = make_cfg(tmp_path, "[augmentor]\nangles = [90, 90.0]\nshrinks = []\n")
+    repeated = make_cfg(tmp_path, extra="[augmentor]\nangles = [90, 90.0]\nshrinks = []\n")
     assert [v.name for v in A.variants(repeated)] == ["hflipped", "vflipped", "rotated_90"]
     defaults = [v.name for v in A.variants(make_cfg(tmp_path))]
     assert defaults == ["hflipped", "vflipped", "rotated_90", "rotated_180", "rotated_270", "shrinked_0_8"]
@@ -146,7 +112,7 @@ def test_variant_rng_depends_on_seed_source_and_variant_only():
 def make_dataset(root: Path, counts: dict[str, int]) -> Path:
     """<root>/Stroke/<subset>/{images,masks} with small pairs; returns <root>/Stroke."""
     base = root / "Stroke"
-    image, mask = pair(32)
+    image, mask = coded_pair(32)
     first = {"train": 10001, "valid": 10101, "test": 10201}
     for subset, n in counts.items():
         for k in range(n):
@@ -157,10 +123,10 @@ def make_dataset(root: Path, counts: dict[str, int]) -> Path:
 
 
 def dataset_cfg(tmp_path: Path, augmentor: str):
-    paths = 'images_dir = "Stroke/train/images"\nmasks_dir = "Stroke/train/masks"'
-    extra = "".join(f"[{s}]\nimages_dir = \"Stroke/{s}/images\"\nmasks_dir = \"Stroke/{s}/masks\"\n\n"
-                    for s in ("valid", "test"))
-    return make_cfg(tmp_path, extra + augmentor, train=paths)
+    """[train], [valid] and [test] in the folders make_dataset writes, and the ``augmentor`` options."""
+    subset = {s: {"images_dir": f"Stroke/{s}/images", "masks_dir": f"Stroke/{s}/masks"} for s in ("train", "valid",
+                                                                                                  "test")}
+    return make_cfg(tmp_path, extra=augmentor, **subset)
 
 
 AUGMENTOR = """\
@@ -236,7 +202,7 @@ def test_split_manifest_names_the_originals(tmp_path):
 
 def test_npz_masks_stay_npz(tmp_path):
     base = tmp_path / "Stroke" / "train"
-    image, mask = pair(32)
+    image, mask = coded_pair(32)
     save_image(base / "images" / "10001.png", image)
     (base / "masks").mkdir(parents=True)
     np.savez(base / "masks" / "10001.npz", mask=mask)
@@ -248,7 +214,6 @@ def test_npz_masks_stay_npz(tmp_path):
 
 def test_a_failed_augment_takes_back_the_files_it_added(tmp_path, monkeypatch):
     import flexunet.dataset.augment
-    from conftest import leftovers, make_tiny_dataset, snapshot
 
     cfg = dataset_cfg(tmp_path, "[augmentor]\nrotation = False\nshrinks = ()\nhflip = True\nvflip = False\n")
     make_tiny_dataset(tmp_path / "Stroke" / "train", n=3)
@@ -269,7 +234,6 @@ def test_a_failed_augment_takes_back_the_files_it_added(tmp_path, monkeypatch):
 
 
 def test_a_users_file_named_as_an_augmented_copy_is_never_replaced(tmp_path):
-    from conftest import make_tiny_dataset, snapshot
 
     cfg = dataset_cfg(tmp_path, "[augmentor]\nrotation = False\nshrinks = ()\nhflip = True\nvflip = False\n")
     make_tiny_dataset(tmp_path / "Stroke" / "train", n=2)
@@ -292,7 +256,7 @@ def test_index_masks_are_written_back_in_the_format_read(tmp_path, palette):
     from flexunet.dataset.masks import save_mask
 
     base = tmp_path / "Stroke" / "train"
-    image, mask = pair(32)
+    image, mask = coded_pair(32)
     save_image(base / "images" / "10001.png", image)
     save_mask(base / "masks" / "10001.png", mask, RGB_MAP, "index", palette)
     cfg = dataset_cfg(tmp_path, "[augmentor]\nrotation = False\nvflip = False\nshrinks = []\nangles = [90]\n")

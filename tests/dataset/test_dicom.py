@@ -9,43 +9,16 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import JPEGBaseline8Bit
 
+from conftest import write_dicom
 from flexunet.dataset.dicom import read_dicom_hu, read_dicom_meta, three_window_rgb, window
 from flexunet.utils.errors import DataError
 
 CT_SMALL = get_testdata_file("CT_small.dcm")  # 128x128 int16, RescaleSlope 1, RescaleIntercept -1024
-
-
-def write_dicom(path: Path, stored: np.ndarray, *, slope: float | None = 1.0, intercept: float | None = -1024.0,
-                modality: str = "CT", pixels: bool = True, syntax: str = ExplicitVRLittleEndian) -> Path:
-    """A minimal single-frame int16 DICOM; slope/intercept None leaves the tag out."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = syntax
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID, ds.SeriesInstanceUID, ds.InstanceNumber = modality, "P7", "1.2.3.4", 5
-    ds.Rows, ds.Columns = stored.shape
-    ds.PixelSpacing = [0.5, 0.75]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    if slope is not None:
-        ds.RescaleSlope = slope
-    if intercept is not None:
-        ds.RescaleIntercept = intercept
-    if pixels:
-        ds.PixelData = stored.astype("<i2").tobytes()
-    if syntax != ExplicitVRLittleEndian:  # a compressed syntax with bytes no decoder accepts
-        ds.PixelData = encapsulate([b"not a jpeg"])
-        ds["PixelData"].VR, ds["PixelData"].is_undefined_length = "OB", True
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
-    return path
 
 
 # --------------------------------------------------------------------------- window

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import RGB_MAP
 from flexunet.utils.errors import MaskError
 from flexunet.dataset.masks import (flat_palette, image_to_index, index_to_palette_image, index_to_rgb, one_hot,
                             read_mask, rgb_to_index, save_rgb_mask)
 
-RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
 
 
 def _index(h: int = 5, w: int = 7) -> np.ndarray:

@@ -3,47 +3,32 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
+import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import JPEGBaseline8Bit
 
 import flexunet.dataset.prepare as prepare_mod
-from flexunet.config.loader import Config, parse_config
+from conftest import (BLUE, GREEN, RGB_MAP, cli, config_text, disk_full_on, leftovers, make_cfg, make_raw_png,
+                      one_error, run_command, save, snapshot, write_dicom)
+from flexunet.config.loader import Config
 from flexunet.utils.errors import ConfigError, DataError, FlexUNetError, MaskError
 from flexunet.dataset.prepare import prepare_dataset
 
-CONFIG = """
-[model]
-num_classes = 3
-num_layers = 3
-image_width = 64
-image_height = 64
-[dataset]
-class_names = ["background", "ischemic", "hemorrhagic"]
-[mask]
-rgb_map = {(0,0,0):0, (0,255,0):1, (0,0,255):2}
-[prepare]
-raw_dir = "raw"
-output_dir = "master"
-size = 32
-workers = 1
-"""
-GREEN, BLUE = (0, 255, 0), (0, 0, 255)
-PALETTE = {(0, 0, 0), GREEN, BLUE}
+PREPARE = {"raw_dir": "raw", "output_dir": "master", "size": 32, "workers": 1}
+PALETTE = set(RGB_MAP)
 LEAF = ("STROKE-DATASET", "YARISMA-VERI-SETI_2_OTURUM")
 
 
-def make_cfg(tmp_path: Path, *overrides: str) -> Config:
-    return parse_config(CONFIG, base_dir=tmp_path, overrides=overrides)
+def prepare_cfg(tmp_path: Path, *overrides: str) -> Config:
+    return make_cfg(tmp_path, *overrides, dataset={"class_names": ["background", "ischemic", "hemorrhagic"]},
+                    prepare=PREPARE)
 
 
 def leaf(tmp_path: Path) -> Path:
@@ -67,36 +52,12 @@ def make_pair(root: Path, sid: str, value: int, blue: bool = True) -> None:
     save_png(root / "MASKS" / f"{sid}.png", mask)
 
 
-def write_dicom(path: Path, stored: np.ndarray, patient: str = "P7", pixels: bool = True) -> None:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = CTImageStorage, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.PatientID, ds.SeriesInstanceUID = "CT", patient, f"1.2.{len(patient)}"
-    ds.Rows, ds.Columns = stored.shape
-    ds.PixelSpacing = [0.5, 0.75]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-    if pixels:
-        ds.PixelData = stored.astype("<i2").tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
-
-
 def make_raw(tmp_path: Path) -> Path:
     root = leaf(tmp_path)
     make_pair(root, "a", 100)
     make_pair(root, "b", 140)
     make_pair(root, "c", 180, blue=False)
     return root
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -113,7 +74,7 @@ def colours(mask: np.ndarray) -> set[tuple[int, ...]]:
 def test_pairs_pads_resizes_and_writes_manifests(tmp_path: Path) -> None:
     make_raw(tmp_path)
     before = snapshot(tmp_path / "raw")
-    summary = prepare_dataset(make_cfg(tmp_path), progress=False)
+    summary = prepare_dataset(prepare_cfg(tmp_path), progress=False)
     out = tmp_path / "master"
     assert summary["count"] == 3 and summary["output_dir"] == out
     assert sorted(p.name for p in (out / "images").iterdir()) == ["a.png", "b.png", "c.png"]
@@ -143,14 +104,13 @@ def test_pairs_pads_resizes_and_writes_manifests(tmp_path: Path) -> None:
 
 def test_raw_dir_may_be_the_leaf_folder(tmp_path: Path) -> None:
     make_raw(tmp_path)
-    text = CONFIG.replace('raw_dir = "raw"', f'raw_dir = "{leaf(tmp_path)}"')
-    assert prepare_dataset(parse_config(text, base_dir=tmp_path), progress=False)["count"] == 3
+    assert prepare_dataset(prepare_cfg(tmp_path, f"prepare.raw_dir={leaf(tmp_path)}"), progress=False)["count"] == 3
 
 
 def test_raw_dir_without_masks_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "raw" / "PNG").mkdir(parents=True)
     with pytest.raises(ConfigError, match=r"\[prepare\] raw_dir.*no MASKS/ folder"):
-        prepare_dataset(make_cfg(tmp_path), progress=False)
+        prepare_dataset(prepare_cfg(tmp_path), progress=False)
 
 
 def test_unpaired_files_are_warned_and_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -158,7 +118,7 @@ def test_unpaired_files_are_warned_and_skipped(tmp_path: Path, caplog: pytest.Lo
     save_png(root / "PNG" / "lonely.png", np.zeros((40, 50, 3), np.uint8))
     save_png(root / "MASKS" / "orphan.png", np.zeros((40, 50, 3), np.uint8))
     with caplog.at_level(logging.WARNING, logger="flexunet.dataset.prepare"):
-        summary = prepare_dataset(make_cfg(tmp_path), progress=False)
+        summary = prepare_dataset(prepare_cfg(tmp_path), progress=False)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "lonely.png" in warnings[0] and "orphan.png" in warnings[0]
     assert summary["count"] == 3 and summary["skipped_images"] == 1 and summary["skipped_masks"] == 1
@@ -169,7 +129,7 @@ def test_unpaired_files_are_an_error_when_strict(tmp_path: Path) -> None:
     root = make_raw(tmp_path)
     save_png(root / "PNG" / "lonely.png", np.zeros((40, 50, 3), np.uint8))
     with pytest.raises(DataError, match=r"lonely\.png: unpaired.*strict_pairs"):
-        prepare_dataset(make_cfg(tmp_path, "prepare.strict_pairs=True"), progress=False)
+        prepare_dataset(prepare_cfg(tmp_path, "prepare.strict_pairs=True"), progress=False)
     assert not (tmp_path / "master").exists()
 
 
@@ -179,16 +139,16 @@ def test_off_palette_colours_need_tolerance(tmp_path: Path) -> None:
     mask[0, :7] = (0, 250, 0)                                        # 7 near-green pixels
     save_png(root / "MASKS" / "b.png", mask)
     with pytest.raises(MaskError, match=r"b\.png: 1 mask\(s\).*\(0, 250, 0\): 7 px.*tolerance"):
-        prepare_dataset(make_cfg(tmp_path), progress=False)
+        prepare_dataset(prepare_cfg(tmp_path), progress=False)
     assert not (tmp_path / "master").exists()
-    summary = prepare_dataset(make_cfg(tmp_path, "mask.tolerance=10.0"), progress=False)
+    summary = prepare_dataset(prepare_cfg(tmp_path, "mask.tolerance=10.0"), progress=False)
     assert summary["unmapped_pixels"] == 0
     assert colours(read_rgb(tmp_path / "master" / "masks" / "b.png")) <= PALETTE
 
 
 def test_image_area_and_bilinear_resizing(tmp_path: Path) -> None:
     make_raw(tmp_path)
-    prepare_dataset(make_cfg(tmp_path, "prepare.image_resize=bilinear", "prepare.size=16"), progress=False)
+    prepare_dataset(prepare_cfg(tmp_path, "prepare.image_resize=bilinear", "prepare.size=16"), progress=False)
     image = read_rgb(tmp_path / "master" / "images" / "a.png")
     mask = read_rgb(tmp_path / "master" / "masks" / "a.png")
     assert image.shape == (16, 16, 3) and colours(mask) <= PALETTE
@@ -202,7 +162,7 @@ def test_png_source_takes_group_and_spacing_from_dicom_header(tmp_path: Path) ->
     root = make_raw(tmp_path)
     write_dicom(root / "DICOM" / "a.dcm", np.zeros((40, 50)), patient="P1", pixels=False)
     write_dicom(root / "DICOM" / "b.dcm", np.zeros((40, 50)), patient="P1", pixels=False)
-    prepare_dataset(make_cfg(tmp_path), progress=False)
+    prepare_dataset(prepare_cfg(tmp_path), progress=False)
     rows = {r["id"]: r for r in json.loads((tmp_path / "master" / "manifest.json").read_text())["items"]}
     assert rows["a"]["group"] == rows["b"]["group"] == "P1" and rows["a"]["group_kind"] == "patient"
     assert rows["c"]["group"] == "c" and rows["c"]["group_kind"] == "slice"
@@ -225,7 +185,7 @@ def make_dicom_raw(tmp_path: Path) -> np.ndarray:
 
 def test_dicom_source_maps_known_hu_to_grey_levels(tmp_path: Path) -> None:
     make_dicom_raw(tmp_path)
-    summary = prepare_dataset(make_cfg(tmp_path, "prepare.source=dicom"), progress=False)
+    summary = prepare_dataset(prepare_cfg(tmp_path, "prepare.source=dicom"), progress=False)
     assert summary["count"] == 2 and summary["groups"] == 2
     image = read_rgb(tmp_path / "master" / "images" / "s1.png")
     # brain window c40/w80: grey = HU / 80 * 255, clipped
@@ -238,7 +198,7 @@ def test_dicom_source_maps_known_hu_to_grey_levels(tmp_path: Path) -> None:
 
 def test_dicom_source_three_windows(tmp_path: Path) -> None:
     make_dicom_raw(tmp_path)
-    prepare_dataset(make_cfg(tmp_path, "prepare.source=dicom", "prepare.three_windows=True"), progress=False)
+    prepare_dataset(prepare_cfg(tmp_path, "prepare.source=dicom", "prepare.three_windows=True"), progress=False)
     image = read_rgb(tmp_path / "master" / "images" / "s1.png")
     # HU 60: brain 60/80*255 = 191; subdural (60+20)/200*255 = 102; bone (60+800)/2800*255 = 78
     assert image[0, 3].tolist() == [191, 102, 78]
@@ -249,34 +209,34 @@ def test_dicom_source_three_windows(tmp_path: Path) -> None:
 
 def test_existing_output_refused_then_replaced_only_when_complete(tmp_path: Path) -> None:
     root = make_raw(tmp_path)
-    prepare_dataset(make_cfg(tmp_path), progress=False)
+    prepare_dataset(prepare_cfg(tmp_path), progress=False)
     first = snapshot(tmp_path / "master")
     with pytest.raises(FlexUNetError, match=r"master: holds the output of an earlier `flexunet prepare`; pass "
                                             r"--overwrite"):
-        prepare_dataset(make_cfg(tmp_path), progress=False)
+        prepare_dataset(prepare_cfg(tmp_path), progress=False)
     bad = np.zeros((40, 50, 3), np.uint8)
     bad[0, 0] = (200, 10, 10)
     save_png(root / "MASKS" / "c.png", bad)
     with pytest.raises(MaskError):
-        prepare_dataset(make_cfg(tmp_path), overwrite=True, progress=False)
+        prepare_dataset(prepare_cfg(tmp_path), overwrite=True, progress=False)
     assert snapshot(tmp_path / "master") == first                     # old master untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["master", "raw"]  # no temporary leftovers
     make_pair(root, "c", 180, blue=False)
     make_pair(root, "d", 60)
-    assert prepare_dataset(make_cfg(tmp_path), overwrite=True, progress=False)["count"] == 4
+    assert prepare_dataset(prepare_cfg(tmp_path), overwrite=True, progress=False)["count"] == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["master", "raw"]
 
 
 def test_output_inside_raw_is_refused(tmp_path: Path) -> None:
     make_raw(tmp_path)
     with pytest.raises(FlexUNetError, match="is inside the input folder"):
-        prepare_dataset(make_cfg(tmp_path, f"prepare.output_dir={leaf(tmp_path) / 'out'}"), progress=False)
+        prepare_dataset(prepare_cfg(tmp_path, f"prepare.output_dir={leaf(tmp_path) / 'out'}"), progress=False)
 
 
 def test_parallel_matches_serial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for i in range(4):
         make_pair(leaf(tmp_path), f"p{i}", 60 + 40 * i, blue=i % 2 == 0)
-    prepare_dataset(make_cfg(tmp_path), progress=False)
+    prepare_dataset(prepare_cfg(tmp_path), progress=False)
     serial = snapshot(tmp_path / "master")
     pools: list[int] = []
 
@@ -287,7 +247,7 @@ def test_parallel_matches_serial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(prepare_mod, "_MIN_PARALLEL", 2)
     monkeypatch.setattr(prepare_mod, "ProcessPoolExecutor", Pool)
-    prepare_dataset(make_cfg(tmp_path, "prepare.workers=2"), overwrite=True, progress=True)
+    prepare_dataset(prepare_cfg(tmp_path, "prepare.workers=2"), overwrite=True, progress=True)
     assert pools == [2]
     assert snapshot(tmp_path / "master") == serial
 
@@ -295,9 +255,7 @@ def test_parallel_matches_serial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_raw_search_skips_flexunet_outputs(tmp_path: Path) -> None:
     for sid in ("a", "b"):
         make_pair(tmp_path / "data" / "scans", sid, 90)
-    text = CONFIG.replace('raw_dir = "raw"', 'raw_dir = "data"').replace('output_dir = "master"',
-                                                                            'output_dir = "data/master"')
-    cfg = parse_config(text, base_dir=tmp_path)
+    cfg = prepare_cfg(tmp_path, f"prepare.raw_dir={tmp_path / 'data'}", f"prepare.output_dir={tmp_path / 'data/master'}")
     assert prepare_dataset(cfg, progress=False)["raw_root"] == tmp_path / "data" / "scans"
     # the master's own masks/ folder is not a second raw candidate
     assert prepare_dataset(cfg, overwrite=True, progress=False)["count"] == 2
@@ -305,14 +263,14 @@ def test_raw_search_skips_flexunet_outputs(tmp_path: Path) -> None:
 
 def test_class_index_masks_are_prepared_as_class_index_masks(tmp_path: Path) -> None:
     make_raw(tmp_path)
-    colour = prepare_dataset(make_cfg(tmp_path), progress=False)
+    colour = prepare_dataset(prepare_cfg(tmp_path), progress=False)
     for path in (leaf(tmp_path) / "MASKS").iterdir():      # the same masks as palette PNGs of class indices
         rgb = read_rgb(path)
         img = Image.fromarray(((rgb == GREEN).all(-1) * 1 + (rgb == BLUE).all(-1) * 2).astype(np.uint8))
         img.putpalette([0, 0, 0, 255, 0, 0, 255, 255, 0])
         img.save(path)
     before = snapshot(tmp_path / "raw")
-    index = prepare_dataset(make_cfg(tmp_path, "mask.format=index", f"prepare.output_dir={tmp_path / 'master2'}"),
+    index = prepare_dataset(prepare_cfg(tmp_path, "mask.format=index", f"prepare.output_dir={tmp_path / 'master2'}"),
                             progress=False)
     assert index["pixels"] == colour["pixels"] and index["slices_with_class"] == colour["slices_with_class"]
     out = tmp_path / "master2"

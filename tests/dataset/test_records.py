@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flexunet.config.loader import parse_config
+from conftest import make_cfg
 from flexunet.utils.errors import DataError
 from flexunet.dataset.records import (MANIFEST_CSV, MANIFEST_JSON, MANIFEST_VERSION, SPLIT_JSON, find_manifest, find_split,
                               manifest_items, read_manifest, read_split, rgb_map_from_list, rgb_map_list, sha256,
@@ -75,8 +75,7 @@ def test_split_is_found_from_the_config_or_the_layout(tmp_path):
     split = _split_tree(tmp_path / "data")
     images = split / "train" / "images"
     assert find_split(images) == split / SPLIT_JSON                       # the layout: two levels up
-    cfg = parse_config('[model]\nnum_classes = 3\n[mask]\nrgb_map = {(0,0,0):0, (0,255,0):1, (0,0,255):2}\n'
-                       '[split]\noutput_dir = "data"\nname = "Stroke"\n', base_dir=tmp_path)
+    cfg = make_cfg(tmp_path, split={"output_dir": "data", "name": "Stroke"})
     assert find_split(images, cfg) == cfg.split.output_dir / "Stroke" / SPLIT_JSON
     deep = split / "train" / "extra" / "images"                            # not the layout: only the config knows
     deep.mkdir(parents=True)

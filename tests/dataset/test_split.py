@@ -14,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from flexunet.config.loader import Config, parse_config
+from conftest import BLUE, GREEN, RGB_MAP, make_cfg
+from flexunet.config.loader import Config
+from flexunet.dataset.records import rgb_map_list
 from flexunet.utils.errors import ConfigError, DataError, FlexUNetError
 from flexunet.dataset.split import SUBSETS, assign_groups, assign_subsets, choose_mini_test, split_dataset
 
@@ -110,31 +112,12 @@ def test_mini_test_shows_every_class() -> None:
 
 # --------------------------------------------------------------------------- folders
 
-CONFIG = """
-[model]
-num_classes = 3
-num_layers = 3
-image_width = 64
-image_height = 64
-[dataset]
-class_names = ["background", "ischemic", "hemorrhagic"]
-[mask]
-rgb_map = {(0,0,0):0, (0,255,0):1, (0,0,255):2}
-[train]
-seed = 7
-[prepare]
-output_dir = "master"
-[split]
-output_dir = "dataset"
-name = "Stroke"
-ratios = (0.5, 0.25, 0.25)
-mini_test_count = 3
-"""
-COLOURS = {1: (0, 255, 0), 2: (0, 0, 255)}
+SPLIT = {"output_dir": "dataset", "name": "Stroke", "ratios": (0.5, 0.25, 0.25), "mini_test_count": 3}
 
 
-def make_cfg(tmp_path: Path, *overrides: str) -> Config:
-    return parse_config(CONFIG, base_dir=tmp_path, overrides=overrides)
+def split_cfg(tmp_path: Path, *overrides: str) -> Config:
+    return make_cfg(tmp_path, *overrides, dataset={"class_names": ["background", "ischemic", "hemorrhagic"]},
+                    train={"seed": 7}, prepare={"output_dir": "master"}, split=SPLIT)
 
 
 def make_master(tmp_path: Path, n_patients: int = 8, per_patient: int = 3) -> list[dict]:
@@ -149,24 +132,24 @@ def make_master(tmp_path: Path, n_patients: int = 8, per_patient: int = 3) -> li
             classes = [0] + ([1] if (p + s) % 2 else []) + ([2] if (p + s) % 3 == 0 else [])
             mask = np.zeros((8, 8, 3), np.uint8)
             for c in classes[1:]:
-                mask[c, :] = COLOURS[c]
+                mask[c, :] = (GREEN, BLUE)[c - 1]
             Image.fromarray(np.full((8, 8, 3), 10 * p + s, np.uint8)).save(master / "images" / f"{sid}.png")
             Image.fromarray(mask).save(master / "masks" / f"{sid}.png")
             rows.append({"id": sid, "image": f"images/{sid}.png", "mask": f"masks/{sid}.png",
                          "group": f"patient{p}", "group_kind": "patient", "classes": classes})
-    doc = {"version": 1, "rgb_map": [[[0, 0, 0], 0], [[0, 255, 0], 1], [[0, 0, 255], 2]], "items": rows}
+    doc = {"version": 1, "rgb_map": rgb_map_list(RGB_MAP), "items": rows}
     (master / "manifest.json").write_text(json.dumps(doc))
     return rows
 
 
 def test_split_writes_grouped_subsets_split_json_and_mini_test(tmp_path: Path) -> None:
     rows = make_master(tmp_path)
-    summary = split_dataset(make_cfg(tmp_path))
+    summary = split_dataset(split_cfg(tmp_path))
     out = tmp_path / "dataset" / "Stroke"
     assert summary["output_dir"] == out and sum(summary["counts"].values()) == len(rows)
     doc = json.loads((out / "split.json").read_text())
     assert doc["seed"] == 7 and doc["ratios"] == [0.5, 0.25, 0.25] and doc["group_by"] == "patient"
-    assert doc["rgb_map"] == [[[0, 0, 0], 0], [[0, 255, 0], 1], [[0, 0, 255], 2]]
+    assert doc["rgb_map"] == [[[0, 0, 0], 0], [list(GREEN), 1], [list(BLUE), 2]]
     assert doc["class_names"] == ["background", "ischemic", "hemorrhagic"]
     group_of = {r["id"] + ".png": r["group"] for r in rows}
     owner: dict[str, str] = {}
@@ -193,15 +176,15 @@ def test_split_writes_grouped_subsets_split_json_and_mini_test(tmp_path: Path) -
 
 def test_split_is_deterministic_and_refuses_existing_output(tmp_path: Path) -> None:
     make_master(tmp_path)
-    split_dataset(make_cfg(tmp_path))
+    split_dataset(split_cfg(tmp_path))
     out = tmp_path / "dataset" / "Stroke"
     first = json.loads((out / "split.json").read_text())["subsets"]
     with pytest.raises(FlexUNetError, match=r"Stroke: holds the output of an earlier `flexunet split`; pass "
                                             r"--overwrite"):
-        split_dataset(make_cfg(tmp_path))
-    split_dataset(make_cfg(tmp_path), overwrite=True)
+        split_dataset(split_cfg(tmp_path))
+    split_dataset(split_cfg(tmp_path), overwrite=True)
     assert json.loads((out / "split.json").read_text())["subsets"] == first
-    split_dataset(make_cfg(tmp_path, "train.seed=8"), overwrite=True)
+    split_dataset(split_cfg(tmp_path, "train.seed=8"), overwrite=True)
     assert sorted(p.name for p in (tmp_path / "dataset").iterdir()) == ["Stroke"]  # no leftovers
 
 
@@ -209,16 +192,16 @@ def test_master_is_never_modified(tmp_path: Path) -> None:
     make_master(tmp_path)
     master = tmp_path / "master"
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in master.rglob("*") if p.is_file()}
-    split_dataset(make_cfg(tmp_path))
+    split_dataset(split_cfg(tmp_path))
     assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in master.rglob("*") if p.is_file()} == before
 
 
 def test_too_few_patients_is_a_clear_error(tmp_path: Path) -> None:
     make_master(tmp_path, n_patients=2, per_patient=4)
     with pytest.raises(DataError, match=r"2 patient group\(s\) cannot fill 3 .*group_by = \"slice\""):
-        split_dataset(make_cfg(tmp_path))
+        split_dataset(split_cfg(tmp_path))
     assert not (tmp_path / "dataset" / "Stroke").exists()
-    summary = split_dataset(make_cfg(tmp_path, "split.group_by=slice"))
+    summary = split_dataset(split_cfg(tmp_path, "split.group_by=slice"))
     assert all(n > 0 for n in summary["counts"].values())
 
 
@@ -226,28 +209,28 @@ def test_master_without_manifest_groups_by_slice(tmp_path: Path, caplog: pytest.
     make_master(tmp_path, n_patients=2, per_patient=4)
     (tmp_path / "master" / "manifest.json").unlink()
     with caplog.at_level(logging.WARNING, logger="flexunet.dataset.split"):
-        summary = split_dataset(make_cfg(tmp_path))
+        summary = split_dataset(split_cfg(tmp_path))
     assert "no manifest.json" in caplog.text
     assert sum(summary["counts"].values()) == 8 and sum(summary["groups"].values()) == 8
 
 
 def test_rgb_map_must_match_the_master(tmp_path: Path) -> None:
     make_master(tmp_path)
-    cfg = parse_config(CONFIG.replace("(0,0,255):2", "(255,0,0):2"), base_dir=tmp_path)
+    cfg = split_cfg(tmp_path, "mask.rgb_map={(0,0,0):0, (0,255,0):1, (255,0,0):2}")
     with pytest.raises(DataError, match=r"manifest\.json: masks were written with rgb_map"):
         split_dataset(cfg)
 
 
 def test_missing_master_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"\[prepare\] output_dir.*run prepare first"):
-        split_dataset(make_cfg(tmp_path))
+        split_dataset(split_cfg(tmp_path))
 
 
 def test_mask_format_must_match_the_master(tmp_path: Path) -> None:
     make_master(tmp_path)                              # colour masks (manifest without mask_format)
     with pytest.raises(DataError) as err:
-        split_dataset(make_cfg(tmp_path, "mask.format=index"))
+        split_dataset(split_cfg(tmp_path, "mask.format=index"))
     assert "masks were written as rgb masks but the config's [mask] format is index" in str(err.value)
     assert "\n" not in str(err.value) and not (tmp_path / "dataset").exists()
-    summary = split_dataset(make_cfg(tmp_path))
+    summary = split_dataset(split_cfg(tmp_path))
     assert json.loads((summary["output_dir"] / "split.json").read_text())["mask_format"] == "rgb"

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from conftest import BLUE, GREEN, inputs_snapshot
+from flexunet.cli.main import main
 from flexunet.dataset.stats import dataset_stats
 
-GREEN, BLUE, RED = (0, 255, 0), (0, 0, 255), (255, 0, 0)
+RED = (255, 0, 0)
 
 
 def make_dataset(root: Path, counts: dict[str, int], colour: tuple[int, int, int] = GREEN) -> None:

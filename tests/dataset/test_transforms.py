@@ -6,47 +6,15 @@ after any geometric transform the image must still read as its mask.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from flexunet.dataset import transforms as A
-from flexunet.config.loader import parse_config
 
-RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
-
-BASE = """\
-[model]
-image_width = 64
-image_height = 64
-num_classes = 3
-num_layers = 3
-
-[train]
-seed = 137
-{train}
-
-[mask]
-rgb_map = {{(0,0,0):0, (0,255,0):1, (0,0,255):2}}
-
-"""
+from conftest import coded_pair, make_cfg
 
 # the TEKNOFEST generation: hflip, 3 deformations, 3 distortions, 5 cumulative barrel centres
-def make_cfg(tmp_path: Path, extra: str = "", train: str = ""):
-    return parse_config(BASE.format(train=train) + extra, base_dir=tmp_path)
-
-
-def pair(size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W, 3) image = mask * 80 and an (H, W) mask with a class-1 and a class-2 block."""
-    mask = np.zeros((size, size), np.uint8)
-    s = size / 64
-    mask[int(10 * s):int(34 * s), int(8 * s):int(30 * s)] = 1
-    mask[int(36 * s):int(56 * s), int(34 * s):int(58 * s)] = 2
-    return np.repeat((mask * 80)[..., None], 3, axis=-1), mask
-
-
 def rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
 
@@ -71,7 +39,7 @@ GEOMETRIC = {
 
 @pytest.mark.parametrize("name", list(GEOMETRIC))
 def test_geometric_transform_keeps_image_and_mask_aligned(name):
-    image, mask = pair()
+    image, mask = coded_pair()
     out_image, out_mask = GEOMETRIC[name](image, mask)
     assert out_image.shape == image.shape and out_image.dtype == np.uint8
     assert out_mask.shape == mask.shape and out_mask.dtype == mask.dtype
@@ -88,13 +56,13 @@ def test_geometric_transform_keeps_image_and_mask_aligned(name):
 
 @pytest.mark.parametrize("name", ["rotate30", "elastic", "grid", "barrel"])
 def test_geometric_transform_moves_something(name):
-    image, mask = pair()
+    image, mask = coded_pair()
     out_image, out_mask = GEOMETRIC[name](image, mask)
     assert (out_mask != mask).mean() > 0.005
 
 
 def test_flips_and_right_angle_rotation_are_exact_permutations():
-    image, mask = pair()
+    image, mask = coded_pair()
     image = image.copy()
     image[..., 1] = np.arange(64, dtype=np.uint8)[None, :]              # an asymmetric channel
     assert all(np.array_equal(a, b) for a, b in zip(A.hflip(image, mask), (image[:, ::-1], mask[:, ::-1])))
@@ -117,7 +85,7 @@ def test_uncovered_area_takes_image_background_and_mask_zero():
 
 
 def test_grey_image_without_channel_axis():
-    image, mask = pair(32)
+    image, mask = coded_pair(32)
     out_image, out_mask = A.rotate(image[..., 0], mask, 90)
     assert out_image.shape == (32, 32) and np.array_equal(out_image, np.rot90(image[..., 0]))
 
@@ -130,16 +98,16 @@ def test_size_mismatch_is_refused():
 @pytest.mark.parametrize("fn", [lambda i, m, g: A.elastic(i, m, 300, 6, g),
                                 lambda i, m, g: A.grid_distort(i, m, 0.05, 40, 0.5, g)])
 def test_random_transforms_are_reproducible(fn):
-    image, mask = pair()
+    image, mask = coded_pair()
     a, b, c = fn(image, mask, rng(5)), fn(image, mask, rng(5)), fn(image, mask, rng(6))
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert not np.array_equal(a[0], c[0])
 
 
 def test_intensity_transforms_touch_the_image_only():
-    image, mask = pair()
+    image, mask = coded_pair()
     for out_image, out_mask in (A.sharpen(image, mask, 1.0), A.brighten(image, mask, 1.2, 10)):
-        assert out_mask is mask and np.array_equal(out_mask, pair()[1])
+        assert out_mask is mask and np.array_equal(out_mask, coded_pair()[1])
         assert out_image.dtype == np.uint8 and not np.array_equal(out_image, image)
 
 
@@ -161,7 +129,7 @@ def test_sharpen_values():
 
 
 def test_barrel_centres_apply_in_turn():
-    image, mask = pair()
+    image, mask = coded_pair()
     one = A.barrel_distort(image, mask, 0.3, 0.3, [(0.3, 0.3)])
     both = A.barrel_distort(image, mask, 0.3, 0.3, [(0.3, 0.3), (0.7, 0.7)])
     assert np.array_equal(one[1], A.barrel_distort(image, mask, 0.3, 0.3, (0.3, 0.3))[1])
@@ -191,8 +159,8 @@ distortions = [0.03]
 
 
 def test_random_augment_is_reproducible_and_aligned(tmp_path):
-    cfg = make_cfg(tmp_path, ALL_ON.replace("sharpening = True\nbrightening = True\n", ""))
-    image, mask = pair()
+    cfg = make_cfg(tmp_path, extra=ALL_ON.replace("sharpening = True\nbrightening = True\n", ""))
+    image, mask = coded_pair()
     results = [A.random_augment(image, mask, cfg, rng(s)) for s in range(8)]
     again = A.random_augment(image, mask, cfg, rng(0))
     assert np.array_equal(results[0][0], again[0]) and np.array_equal(results[0][1], again[1])
@@ -204,8 +172,8 @@ def test_random_augment_is_reproducible_and_aligned(tmp_path):
 
 
 def test_random_augment_with_every_option_and_off_switches(tmp_path):
-    image, mask = pair()
-    out = A.random_augment(image, mask, make_cfg(tmp_path, ALL_ON), rng(3))
+    image, mask = coded_pair()
+    out = A.random_augment(image, mask, make_cfg(tmp_path, extra=ALL_ON), rng(3))
     assert out[0].dtype == np.uint8 and set(np.unique(out[1])) <= {0, 1, 2}
     intensity_only = """\
 [augmentor]
@@ -217,8 +185,8 @@ sharpening = True
 brightening = True
 """
     for s in range(4):
-        assert np.array_equal(A.random_augment(image, mask, make_cfg(tmp_path, intensity_only), rng(s))[1], mask)
-    off = make_cfg(tmp_path, ALL_ON + "\n[generator]\naugmentation = False\n")
+        assert np.array_equal(A.random_augment(image, mask, make_cfg(tmp_path, extra=intensity_only), rng(s))[1], mask)
+    off = make_cfg(tmp_path, extra=ALL_ON + "\n[generator]\naugmentation = False\n")
     assert A.random_augment(image, mask, off, rng(0))[0] is image
 
 
@@ -241,12 +209,12 @@ def test_vary_intensity_changes_grey_levels_inside_the_body_only():
 
 
 def test_random_augment_draws_the_intensity_change_and_leaves_the_mask(tmp_path):
-    image, mask = pair()
-    cfg = make_cfg(tmp_path, "[augmentor]\nrotation = False\nhflip = False\nvflip = False\nshrinks = []\n"
+    image, mask = coded_pair()
+    cfg = make_cfg(tmp_path, extra="[augmentor]\nrotation = False\nhflip = False\nvflip = False\nshrinks = []\n"
                              "intensity = True\n[intensity]\noffset = 20\nnoise = 0\ngain = 0\n")
     outs = [A.random_augment(image, mask, cfg, rng(s)) for s in range(8)]
     assert all(np.array_equal(m, mask) for _, m in outs)
     changed = [not np.array_equal(o, image) for o, _ in outs]
     assert 0 < sum(changed) < 8                                   # drawn with probability p = 0.5
-    off = make_cfg(tmp_path, "[augmentor]\nrotation = False\nhflip = False\nvflip = False\nshrinks = []\n")
+    off = make_cfg(tmp_path, extra="[augmentor]\nrotation = False\nhflip = False\nvflip = False\nshrinks = []\n")
     assert all(np.array_equal(A.random_augment(image, mask, off, rng(s))[0], image) for s in range(4))

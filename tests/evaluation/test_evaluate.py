@@ -8,7 +8,10 @@ figure - follows from how the test images are painted.
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import keras
@@ -16,49 +19,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flexunet.config.loader import parse_config
+from conftest import (BLUE, GREEN, cli, colour_model, disk_full_on, inputs_snapshot, leftovers, make_cfg,
+                      one_error, pipeline_run_copy, run_command, snapshot)
 from flexunet.utils.errors import FlexUNetError
 from flexunet.evaluation.evaluate import KerasMean, evaluate_model, pixel_spacings, seed_evaluation_text
 from flexunet.model.metrics import hd95
 
-GREEN, BLUE, GREY = (0, 255, 0), (0, 0, 255), (60, 60, 60)
+GREY = (60, 60, 60)
 SIZE = 32
 
-CONFIG = """\
-[model]
-image_width = 32
-image_height = 32
-num_classes = 3
-base_filters = 4
-num_layers = 2
-
-[dataset]
-class_names = ("background", "ischemic", "hemorrhagic")
-
-[train]
-model_dir = "models"
-eval_dir = "eval"
-
-[test]
-images_dir = "data/Stroke/test/images"
-masks_dir = "data/Stroke/test/masks"
-
-[eval]
-batch_size = 2
-
-[mask]
-rgb_map = {(0,0,0):0, (0,255,0):1, (0,0,255):2}
-"""
+CLASSES = ("background", "ischemic", "hemorrhagic")
 
 
-def colour_model() -> keras.Model:
-    """Softmax over logits (12.75, 0.1*G, 0.1*B): green -> 1, blue -> 2, grey or black -> 0."""
-    inputs = keras.Input((None, None, 3))
-    conv = keras.layers.Conv2D(3, 1, name="head")
-    x = conv(inputs)
-    conv.set_weights([np.array([[[[0, 0, 0], [0, 0.1, 0], [0, 0, 0.1]]]], np.float32),
-                      np.array([12.75, 0, 0], np.float32)])
-    return keras.Model(inputs, keras.layers.Activation("softmax")(x))
+def evaluate_cfg(root: Path):
+    return make_cfg(root, dataset={"class_names": CLASSES}, train={"model_dir": "models", "eval_dir": "eval"},
+                    test={"images_dir": "data/Stroke/test/images", "masks_dir": "data/Stroke/test/masks"},
+                    eval={"batch_size": 2})
 
 
 def box(y0: int, y1: int, x0: int, x1: int) -> tuple[slice, slice]:
@@ -93,7 +69,7 @@ def known_case(tmp_path: Path):
     model_dir = tmp_path / "models"
     model_dir.mkdir()
     colour_model().save(model_dir / "best_model.keras")
-    cfg = parse_config(CONFIG, base_dir=tmp_path)
+    cfg = evaluate_cfg(tmp_path)
     return cfg, tmp_path
 
 
@@ -206,7 +182,7 @@ def test_hd95_in_mm_from_the_prepare_manifest(known_case):
 
 
 def test_pixel_spacing_scales_to_the_model_input(tmp_path):
-    cfg = parse_config(CONFIG, base_dir=tmp_path)          # model input 32 x 32
+    cfg = evaluate_cfg(tmp_path)                          # model input 32 x 32
     (tmp_path / "images").mkdir()
     Image.new("RGB", (64, 128)).save(tmp_path / "images" / "x.png")   # 128 rows, 64 columns
     (tmp_path / "manifest.json").write_text(json.dumps({"items": [{"id": "x", "pixel_spacing": [0.4, 0.5]}]}))

@@ -11,30 +11,15 @@ import keras
 import numpy as np
 import pytest
 
-from flexunet.config.loader import parse_config
+from conftest import inputs_snapshot, make_cfg
+from flexunet.cli.main import main
 from flexunet.utils.errors import FlexUNetError
 from flexunet.inference.export import check_same, export_model, sample_inputs
 from flexunet.model.network import build_model
 
-CONFIG = """\
-[model]
-image_width = 32
-image_height = 32
-num_classes = 3
-base_filters = 4
-num_layers = 2
-
-[train]
-model_dir = "models"
-
-[mask]
-rgb_map = {(0,0,0):0, (0,255,0):1, (0,0,255):2}
-"""
-
-
 @pytest.fixture
 def trained(tmp_path: Path):
-    cfg = parse_config(CONFIG, base_dir=tmp_path)
+    cfg = make_cfg(tmp_path, train={"model_dir": "models"})
     keras.utils.set_random_seed(0)
     model = build_model(cfg.model)
     (tmp_path / "models").mkdir()
@@ -137,7 +122,7 @@ def test_sample_inputs_are_deterministic(trained):
 
 
 def test_export_refuses_to_replace_a_folder_that_is_not_an_export(tmp_path):
-    cfg = parse_config(CONFIG, base_dir=tmp_path)
+    cfg = make_cfg(tmp_path, train={"model_dir": "models"})
     mine = tmp_path / "my_models"
     mine.mkdir()
     (mine / "precious.txt").write_text("keep me")

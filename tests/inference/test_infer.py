@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from flexunet.config.loader import parse_config
+from conftest import (RGB_MAP, cli, colour_model, config_text, inputs_snapshot, leftovers, make_cfg, one_error,
+                      run_command, save, write_dicom)
 from flexunet.dataset.dicom import read_dicom_hu, three_window_rgb, window
 from flexunet.utils.errors import ConfigError, DataError
 from flexunet.inference.infer import infer_images
@@ -19,53 +21,18 @@ from flexunet.model.predict import predict_indices, read_input, remove_small_com
 from flexunet.dataset.masks import flat_palette
 from flexunet.model.network import build_model
 
-RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
-CONFIG = """\
-[model]
-image_width = 32
-image_height = 32
-num_classes = 3
-base_filters = 4
-num_layers = 2
-dropout_rate = 0.0
-
-[dataset]
-class_names = ("background", "ischemic", "hemorrhagic")
-
-[train]
-model_dir = "models"
-
-[infer]
-images_dir = "in"
-output_dir = "out"
-batch_size = 2
-
-[tiledinfer]
-images_dir = "big"
-output_dir = "tiled_out"
-split_size = 48
-overlapping = 16
-
-[mask]
-rgb_map = {(0,0,0):0, (0,255,0):1, (0,0,255):2}
-"""
+INFER_SECTIONS = {
+    "dataset": {"class_names": ("background", "ischemic", "hemorrhagic")},
+    "train": {"model_dir": "models"},
+    "infer": {"images_dir": "in", "output_dir": "out", "batch_size": 2},
+    "tiledinfer": {"images_dir": "big", "output_dir": "tiled_out", "split_size": 48, "overlapping": 16},
+}
+CONFIG = config_text(**INFER_SECTIONS)
 
 
-def make_cfg(root: Path, **infer: object):
-    text = CONFIG
-    for key, value in infer.items():
-        text = text.replace("[infer]\n", f"[infer]\n{key} = {value!r}\n")
-    return parse_config(text, base_dir=root)
-
-
-def colour_model() -> keras.Model:
-    """Any size; softmax over logits (12.75, 0.1*G, 0.1*B): green -> class 1, blue -> 2, else 0."""
-    inputs = keras.Input((None, None, 3))
-    conv = keras.layers.Conv2D(3, 1, name="head")
-    x = conv(inputs)
-    conv.set_weights([np.array([[[[0, 0, 0], [0, 0.1, 0], [0, 0, 0.1]]]], np.float32),
-                      np.array([12.75, 0, 0], np.float32)])
-    return keras.Model(inputs, keras.layers.Activation("softmax")(x))
+def infer_cfg(root: Path, extra: str = "", **infer: object):
+    """The infer tests' config in ``root`` with the [infer] keys of ``infer`` added and ``extra`` INI text."""
+    return make_cfg(root, extra=extra, **{**INFER_SECTIONS, "infer": {**INFER_SECTIONS["infer"], **infer}})
 
 
 class CountingModel:
@@ -87,7 +54,7 @@ def grey_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 @pytest.fixture
 def unet_run(tmp_path: Path):
     """A tiny trained-shape FlexUNet saved as the best model, and inputs of several sizes and formats."""
-    cfg = make_cfg(tmp_path)
+    cfg = infer_cfg(tmp_path)
     keras.utils.set_random_seed(0)
     (tmp_path / "models").mkdir()
     build_model(cfg.model).save(tmp_path / "models" / "best_model.keras")
@@ -141,11 +108,11 @@ def test_predicts_in_batches(unet_run):
 def test_dicom_is_read_through_the_configured_window(tmp_path):
     path = Path(get_testdata_file("CT_small.dcm"))
     hu, _ = read_dicom_hu(path)
-    cfg = make_cfg(tmp_path)
+    cfg = infer_cfg(tmp_path)
     np.testing.assert_array_equal(read_input(path, cfg), np.repeat(window(hu, 40, 80)[..., None], 3, -1))
-    wide = parse_config(CONFIG + "\n[prepare]\nwindow_center = 400\nwindow_width = 2000\n", base_dir=tmp_path)
+    wide = infer_cfg(tmp_path, "[prepare]\nwindow_center = 400\nwindow_width = 2000\n")
     np.testing.assert_array_equal(read_input(path, wide)[..., 0], window(hu, 400, 2000))
-    three = parse_config(CONFIG + "\n[prepare]\nthree_windows = True\n", base_dir=tmp_path)
+    three = infer_cfg(tmp_path, "[prepare]\nthree_windows = True\n")
     np.testing.assert_array_equal(read_input(path, three), three_window_rgb(hu))
 
 
@@ -160,7 +127,7 @@ def test_outputs_are_written_whole_and_names_cannot_collide(unet_run):
 
 
 def test_empty_or_missing_folder_is_a_clear_error(tmp_path):
-    cfg = make_cfg(tmp_path)
+    cfg = infer_cfg(tmp_path)
     with pytest.raises(ConfigError, match=r"\[infer\] images_dir"):
         infer_images(cfg, model=colour_model(), progress=False)
     (tmp_path / "in").mkdir()
@@ -180,7 +147,7 @@ def painted(h: int, w: int, boxes: dict) -> np.ndarray:
 
 
 def test_overlays_and_class_index_masks_when_asked(tmp_path):
-    cfg = make_cfg(tmp_path, overlays=True, class_index_masks=True, overlay_alpha=0.5)
+    cfg = infer_cfg(tmp_path, overlays=True, class_index_masks=True, overlay_alpha=0.5)
     (tmp_path / "in").mkdir()
     Image.fromarray(painted(64, 96, {(0, 255, 0): (40, 56, 60, 80)})).save(tmp_path / "in" / "x.png")
     summary = infer_images(cfg, model=colour_model(), progress=False)
@@ -201,7 +168,7 @@ def test_overlays_and_class_index_masks_when_asked(tmp_path):
 
 
 def test_no_overlays_unless_asked(tmp_path):
-    cfg = make_cfg(tmp_path)
+    cfg = infer_cfg(tmp_path)
     (tmp_path / "in").mkdir()
     Image.fromarray(painted(32, 32, {})).save(tmp_path / "in" / "x.png")
     infer_images(cfg, model=colour_model(), progress=False)
@@ -217,7 +184,7 @@ def test_small_components_are_removed(tmp_path):
     assert removed == 2 and out[0:2, 0:2].max() == 0 and out[0, 9] == 0 and (out[5:9, 5:9] == 1).all()
     assert remove_small_components(index, 0)[0] is index
     # end to end: a 2x2 speck goes, an 8x8 lesion stays
-    cfg = make_cfg(tmp_path, min_component_size=10)
+    cfg = infer_cfg(tmp_path, min_component_size=10)
     (tmp_path / "in").mkdir()
     Image.fromarray(painted(32, 32, {(0, 255, 0): (2, 4, 2, 4), (0, 0, 255): (16, 24, 16, 24)})).save(
         tmp_path / "in" / "x.png")
@@ -231,7 +198,7 @@ def test_small_components_are_removed(tmp_path):
 
 
 def test_tiled_inference_of_large_images(tmp_path):
-    cfg = make_cfg(tmp_path)          # model input 32; tiles of 48 resized to 32 and back
+    cfg = infer_cfg(tmp_path)          # model input 32; tiles of 48 resized to 32 and back
     (tmp_path / "models").mkdir()
     keras.utils.set_random_seed(0)
     build_model(cfg.model).save(tmp_path / "models" / "best_model.keras")
@@ -250,7 +217,7 @@ def test_tiled_inference_of_large_images(tmp_path):
 
 
 def test_tiled_colour_model_finds_lesions_across_tile_borders(tmp_path):
-    cfg = make_cfg(tmp_path)
+    cfg = infer_cfg(tmp_path)
     (tmp_path / "big").mkdir()
     image = painted(90, 120, {(0, 255, 0): (30, 60, 35, 85), (0, 0, 255): (70, 80, 5, 115)})
     Image.fromarray(image).save(tmp_path / "big" / "x.png")
@@ -263,7 +230,7 @@ def test_tiled_colour_model_finds_lesions_across_tile_borders(tmp_path):
 
 
 def test_overlap_must_be_smaller_than_the_tile(tmp_path):
-    cfg = parse_config(CONFIG.replace("overlapping = 16", "overlapping = 48"), base_dir=tmp_path)
+    cfg = make_cfg(tmp_path, **{**INFER_SECTIONS, "tiledinfer": {**INFER_SECTIONS["tiledinfer"], "overlapping": 48}})
     (tmp_path / "big").mkdir()
     with pytest.raises(ConfigError, match=r"\[tiledinfer\] overlapping"):
         infer_images(cfg, model=colour_model(), tiled=True, progress=False)
@@ -286,7 +253,7 @@ def test_volumes_csv_from_dicom_series(tmp_path):
     from flexunet.dataset.dicom import read_dicom_meta
 
     folder = synth_dicoms(tmp_path)
-    cfg = make_cfg(tmp_path)
+    cfg = infer_cfg(tmp_path)
     summary = infer_images(cfg, model=colour_model(), progress=False)
     rows = list(csv.DictReader(open(tmp_path / "out" / "volumes.csv")))
     assert list(rows[0]) == ["patient", "series", "class", "slices", "ml", "method"]
@@ -312,15 +279,15 @@ def test_uneven_series_is_refused_before_anything_is_written(tmp_path, caplog):
     mine[1].unlink()                                 # a missing slice: one step of 10 mm among 5 mm
     # asked for explicitly: refused, nothing written
     with pytest.raises(DataError, match="not evenly spaced"):
-        infer_images(make_cfg(tmp_path, volumes=True), model=colour_model(), progress=False)
+        infer_images(infer_cfg(tmp_path, volumes=True), model=colour_model(), progress=False)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.png"))
     # the default: the masks are written, the volumes are not, and one warning says why
     with caplog.at_level("WARNING", logger="flexunet.inference.infer"):
-        summary = infer_images(make_cfg(tmp_path), model=colour_model(), progress=False)
+        summary = infer_images(infer_cfg(tmp_path), model=colour_model(), progress=False)
     assert summary["images"] == len(list(folder.glob("*.dcm")))
     assert not (tmp_path / "out" / "volumes.csv").exists()
     assert [r.message for r in caplog.records if "no volumes.csv" in r.message and "not evenly spaced" in r.message]
-    infer_images(make_cfg(tmp_path, volumes=False), model=colour_model(), progress=False)
+    infer_images(infer_cfg(tmp_path, volumes=False), model=colour_model(), progress=False)
     assert not (tmp_path / "out" / "volumes.csv").exists()
 
 
@@ -330,7 +297,7 @@ def test_uncertainty_maps_and_ranking(tmp_path):
     (tmp_path / "in").mkdir()
     for i, grey in enumerate((10, 126, 200)):        # 126: class 0 and 1 nearly tied -> most uncertain
         Image.fromarray(np.full((40, 48, 3), grey, np.uint8)).save(tmp_path / "in" / f"s{i}.png")
-    infer_images(make_cfg(tmp_path, uncertainty=True), model=colour_model(), progress=False)
+    infer_images(infer_cfg(tmp_path, uncertainty=True), model=colour_model(), progress=False)
     for i in range(3):
         values = np.load(tmp_path / "out" / "uncertainty" / f"s{i}.npy")
         assert values.shape == (40, 48) and values.dtype == np.float32

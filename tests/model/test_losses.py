@@ -9,22 +9,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from flexunet.config.loader import parse_config
+from conftest import make_cfg
 from flexunet.model.losses import EPS, make_loss
 
-CONFIG = """\
-[model]
-image_width = 32
-image_height = 32
-num_classes = 3
-loss = "{loss}"
-focal_gamma = 2.0
-tversky_alpha = 0.3
-tversky_beta = 0.7
+LOSS_KEYS = {"focal_gamma": 2.0, "tversky_alpha": 0.3, "tversky_beta": 0.7}
 
-[mask]
-rgb_map = {{(0,0,0):0, (0,255,0):1, (0,0,255):2}}
-"""
+
+def loss_cfg(name: str, **model):
+    return make_cfg(model={"loss": name, **LOSS_KEYS, **model})
+
 
 # one image of 2x2 pixels (pixel order: row by row); the softmax of log(P) is P itself
 P = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.5, 0.25, 0.25]], np.float32)
@@ -32,7 +25,7 @@ TRUE = [0, 1, 2, 0]
 
 
 def _loss(name: str):
-    return make_loss(parse_config(CONFIG.format(loss=name)))
+    return make_loss(loss_cfg(name))
 
 
 def _inputs():
@@ -130,7 +123,7 @@ WEIGHTED["ce_dice"] = WEIGHTED["categorical_crossentropy"] + WEIGHTED["dice"]
 
 @pytest.mark.parametrize("name", sorted(WEIGHTED))
 def test_weighted_loss_values_by_hand(name):
-    cfg = parse_config(CONFIG.format(loss=name).replace("[mask]", f"class_weights = {W}\n\n[mask]"))
+    cfg = loss_cfg(name, class_weights=W)
     assert cfg.model.class_weights == W
     y_true, y_pred = _inputs()
     assert float(np.mean(make_loss(cfg)(y_true, y_pred))) == pytest.approx(WEIGHTED[name], rel=1e-5)

@@ -10,29 +10,15 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from conftest import RGB_MAP, config_text, make_cfg
 from flexunet.config.loader import parse_config
 from flexunet.preprocessing.pipeline import decode_image
 from flexunet.model.network import build_model
 from flexunet.model.predict import (blend, model_input, overlay_image, network_input, pad_batch, predict_indices,
                               predict_probs, predict_tiled, ramp, read_input, resize_indices, tile_starts)
 
-CONFIG = """\
-[model]
-image_width = 32
-image_height = 32
-num_classes = 3
-base_filters = 4
-num_layers = 2
-dropout_rate = 0.0
-
-[mask]
-rgb_map = {(0,0,0):0, (0,255,0):1, (0,0,255):2}
-"""
+CONFIG = config_text()
 BGR = '\n[image]\ncolor_order = "BGR"\n'
-
-
-def make_cfg(root: Path):
-    return parse_config(CONFIG, base_dir=root)
 
 
 # --------------------------------------------------------------------------- the input, as training fed it
@@ -226,8 +212,7 @@ def test_overlay_image_legend_only_with_class_names():
     rgb = np.full((64, 64, 3), 100, np.uint8)
     index = np.zeros((64, 64), np.uint8)
     index[40:, 40:] = 1
-    rgb_map = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
-    plain = np.asarray(overlay_image(rgb, index, rgb_map, (), 0.5))
+    plain = np.asarray(overlay_image(rgb, index, RGB_MAP, (), 0.5))
     np.testing.assert_array_equal(plain, blend(rgb, index, np.array([[0, 0, 0], [0, 255, 0], [0, 0, 255]]), 0.5))
-    legend = np.asarray(overlay_image(rgb, index, rgb_map, ("bg", "one", "two"), 0.5))
+    legend = np.asarray(overlay_image(rgb, index, RGB_MAP, ("bg", "one", "two"), 0.5))
     assert (legend[:4, :4] != plain[:4, :4]).any() and (legend[40:, 40:] == plain[40:, 40:]).all()

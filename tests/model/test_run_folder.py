@@ -11,22 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TRAIN_CONFIG, make_tiny_dataset
+from conftest import (BLUE, GREEN, TRAIN_CONFIG, ini_value, make_train_project, one_error, one_process_error,
+                      run_process, snapshot, train_config_text)
 from flexunet.cli.main import main
 from flexunet.config.loader import load_config, parse_config
 from flexunet.utils.errors import FlexUNetError
 
-RGB_MAP = "{(0,0,0):0, (0,255,0):1, (0,0,255):2}"
-SWAPPED_MAP = "{(0,0,0):0, (0,0,255):1, (0,255,0):2}"
+SWAPPED_MAP = ini_value({(0, 0, 0): 0, BLUE: 1, GREEN: 2})    # the run's green and blue, swapped
 
 
 def _project(root: Path) -> Path:
-    make_tiny_dataset(root / "data" / "train", n=8, seed=1)
-    make_tiny_dataset(root / "data" / "valid", n=4, seed=2)
-    make_tiny_dataset(root / "data" / "test", n=4, seed=3)
-    path = root / "train_eval_infer.config"
-    path.write_text(TRAIN_CONFIG.replace("epochs = 3", "epochs = 2"))
-    return path
+    return make_train_project(root, train_config_text(train={"epochs": 2}))
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import RGB_MAP
 from flexunet.config.loader import load_config
 from flexunet.utils.errors import DataError
 
@@ -115,7 +116,7 @@ def _index_masks(colour_dir, out_dir, mode: str) -> None:
 
     out_dir.mkdir(parents=True)
     for path in sorted(colour_dir.glob("*.png")):
-        img = Image.fromarray(read_mask(path, {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}).index)
+        img = Image.fromarray(read_mask(path, RGB_MAP).index)
         if mode == "P":
             img.putpalette([0, 0, 0, 255, 0, 0, 255, 255, 0])
         img.save(out_dir / path.name)

@@ -7,12 +7,18 @@ One module fixture trains a 32x32 model for 2 epochs on the conftest dataset (8 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import TRAIN_CONFIG, make_tiny_dataset
+from PIL import Image
+
+from conftest import TRAIN_CONFIG, cli, make_train_project, run_command, snapshot
 
 from flexunet.config.loader import load_config
 from flexunet.utils.errors import FlexUNetError
@@ -76,10 +82,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from flexunet.training.train import train
 
     root = tmp_path_factory.mktemp("report_run")
-    for subset, n, seed in (("train", 8, 1), ("valid", 4, 2), ("test", 4, 3)):
-        make_tiny_dataset(root / "data" / subset, n=n, seed=seed)
-    path = root / "train_eval_infer.config"
-    path.write_text(TRAIN_CONFIG)
+    path = make_train_project(root)
     overrides = ["train.epochs=2", "train.epoch_change_infer=True"]
     cfg = load_config(path, overrides)
     train(cfg, progress=False)

@@ -18,6 +18,7 @@ from PIL import Image
 from pydicom.uid import ExplicitVRLittleEndian
 from scipy import ndimage
 
+from conftest import snapshot
 from flexunet.utils.errors import DataError, FlexUNetError
 from flexunet.dataset.masks import read_mask
 from flexunet.synthetic.synth import (CLASS_NAMES, DATASET_DIR, FIRST_ID, STROKE_RGB_MAP, SUBDIRS, dataset_root,
@@ -263,8 +264,6 @@ def test_refuses_a_dataset_folder_with_files_unless_overwrite(tmp_path: Path,
 
 
 def test_a_raw_folder_synth_did_not_write_is_never_replaced(tmp_path: Path) -> None:
-    from conftest import snapshot
-
     users = dataset_root(tmp_path) / "PNG"
     users.mkdir(parents=True)
     (users / f"{FIRST_ID}.png").write_bytes(b"a real slice")             # the user's data, synth's names
@@ -278,7 +277,6 @@ def test_a_raw_folder_synth_did_not_write_is_never_replaced(tmp_path: Path) -> N
 def test_never_inside_a_split_dataset_or_a_run_folder(tmp_path: Path) -> None:
     """synth has no config, but the records tell: it wrote its raw layout into the test images of a
     split dataset, and into a training run's folder."""
-    from conftest import snapshot
     from flexunet.utils.outputs import claim_output_dir
 
     claim_output_dir(tmp_path / "dataset", "split", ["train", "test", "split.json"])

@@ -213,7 +213,6 @@ def _record(cfg):
 def test_resume_on_changed_training_data_is_refused_and_changes_nothing(train_project):
     import shutil
 
-    from conftest import snapshot
     from PIL import Image
 
     from flexunet.training.train import train

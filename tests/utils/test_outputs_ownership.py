@@ -31,72 +31,23 @@ from pathlib import Path
 
 import pytest
 
+from conftest import config_text
 from flexunet.cli.main import main
 from flexunet.utils.outputs import OWNER_FILE, folder_owners
 
-CONFIG = """\
-[model]
-image_width = 32
-image_height = 32
-num_classes = 3
-base_filters = 4
-num_layers = 2
-base_kernels = (3,3)
-dropout_rate = 0.0
-learning_rate = 0.01
-loss = "ce_dice"
-
-[dataset]
-class_names = ["background", "ischemic", "hemorrhagic"]
-
-[train]
-epochs = 1
-batch_size = 4
-model_dir = "./models"
-eval_dir = "./eval"
-images_dir = "./dataset/D/train/images"
-masks_dir = "./dataset/D/train/masks"
-seed = 7
-jit_compile = False
-tensorboard = False
-
-[valid]
-images_dir = "./dataset/D/valid/images"
-masks_dir = "./dataset/D/valid/masks"
-
-[test]
-images_dir = "./dataset/D/test/images"
-masks_dir = "./dataset/D/test/masks"
-
-[infer]
-images_dir = "./dataset/D/mini_test/images"
-output_dir = "./out"
-
-[report]
-output_dir = "./report"
-gallery_per_rank = 1
-
-[mask]
-rgb_map = {(0,0,0):0, (0,255,0):1, (0,0,255):2}
-
-[augmentor]
-rotation = False
-shrinks = []
-hflip = True
-vflip = False
-
-[prepare]
-raw_dir = "./raw"
-output_dir = "./master"
-size = 32
-workers = 1
-
-[split]
-output_dir = "./dataset"
-name = "D"
-ratios = (0.6, 0.2, 0.2)
-mini_test_count = 2
-"""
+CONFIG = config_text(
+    model={"base_kernels": (3, 3), "learning_rate": 0.01, "loss": "ce_dice"},
+    dataset={"class_names": ["background", "ischemic", "hemorrhagic"]},
+    train={"epochs": 1, "batch_size": 4, "model_dir": "./models", "eval_dir": "./eval",
+           "images_dir": "./dataset/D/train/images", "masks_dir": "./dataset/D/train/masks", "seed": 7,
+           "jit_compile": False, "tensorboard": False},
+    valid={"images_dir": "./dataset/D/valid/images", "masks_dir": "./dataset/D/valid/masks"},
+    test={"images_dir": "./dataset/D/test/images", "masks_dir": "./dataset/D/test/masks"},
+    infer={"images_dir": "./dataset/D/mini_test/images", "output_dir": "./out"},
+    report={"output_dir": "./report", "gallery_per_rank": 1},
+    augmentor={"rotation": False, "shrinks": [], "hflip": True, "vflip": False},
+    prepare={"raw_dir": "./raw", "output_dir": "./master", "size": 32, "workers": 1},
+    split={"output_dir": "./dataset", "name": "D", "ratios": (0.6, 0.2, 0.2), "mini_test_count": 2})
 
 CONFIG_NAME = "train_eval_infer.config"
 
