@@ -8,7 +8,9 @@ pytest's default import mode puts this folder on ``sys.path``, so every test fil
 
 What many files need lives here, once: the three test colours (:data:`RGB_MAP`), config text
 (:func:`config_text`, :func:`make_cfg`), the conftest dataset (:func:`make_tiny_dataset`), DICOM slices
-(:func:`write_dicom`) and in-process CLI runs (:func:`cli`, :func:`one_error`).
+(:func:`write_dicom`), in-process CLI runs (:func:`cli`, :func:`one_error`), and the projects that cost a
+training run, each made once per session (:func:`pipeline`, :func:`synth_run`, :func:`tiny_run`); the tests
+that change a project get a private copy (:func:`synth_project`, :func:`tiny_project`).
 """
 
 from __future__ import annotations
@@ -367,7 +369,7 @@ def one_process_error(result: subprocess.CompletedProcess, rc: int = 2) -> str:
     return lines[0]
 
 
-# --------------------------------------------------------------------------- projects
+# --------------------------------------------------------------------------- projects trained once per session
 
 
 def pipeline_config_text(data: str = "./dataset/Stroke", run: str = ".", **changes: Mapping[str, Any]) -> str:
@@ -416,6 +418,51 @@ def save(path: Path, array, mode: str | None = None) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory):
+    """raw -> prepare -> split -> augment -> train (1 epoch) -> evaluate -> infer, through the CLI,
+    hashing every command's inputs before and after it.  Raw holds a grey, an RGBA (half
+    transparent) and a 16-bit slice besides RGB ones.  Read it, never change it."""
+    import numpy as np
+    from PIL import Image
+
+    from flexunet.cli.main import main
+
+    root = tmp_path_factory.mktemp("pipeline")
+    raw = root / "raw"
+    make_raw_png(raw, n=12)
+    png = raw / "PNG"
+    grey = np.asarray(Image.open(png / "1000.png"))[..., 0]
+    save(png / "1000.png", grey, "L")                                  # grayscale
+    rgb = np.asarray(Image.open(png / "1001.png").convert("RGB"))
+    save(png / "1001.png", np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)]), "RGBA")
+    save(png / "1002.png", np.asarray(Image.open(png / "1002.png"))[..., 0].astype(np.uint16) * 100)
+    config = write_pipeline_config(root)
+    dataset = root / "dataset" / "Stroke"
+    record: dict = {"root": root, "config": config, "dataset": dataset, "rc": {}, "same": {}}
+    config_hash = snapshot(root)[config.name]
+    raw_before = snapshot(raw)
+
+    def run(name: str, inputs: Path, *extra: str) -> None:
+        before = snapshot(inputs)
+        record["rc"][name] = main(["-q", name, str(config), *extra])
+        record["same"][name] = (before, snapshot(inputs))
+
+    with restored_logging():
+        run("prepare", raw)
+        run("split", root / "master")
+        train_dir = dataset / "train"
+        before_augment = snapshot(train_dir)
+        run("augment", dataset)
+        record["augment"] = (before_augment, snapshot(train_dir))
+        run("train", dataset)
+        run("evaluate", dataset)
+        run("infer", dataset)
+    record["raw"] = (raw_before, snapshot(raw))
+    record["config_same"] = snapshot(root)[config.name] == config_hash
+    return record
+
+
 def pipeline_run_copy(pipeline, tmp_path: Path) -> Path:
     """A config for a new run folder in tmp_path on the pipeline's split data, with its 1-epoch run copied."""
     shutil.copytree(pipeline["root"] / "models", tmp_path / "models")
@@ -436,6 +483,31 @@ SYNTH_CONFIG = config_text(
     split={"output_dir": "./dataset", "name": "D", "ratios": (0.6, 0.2, 0.2), "mini_test_count": 2})
 
 
+@pytest.fixture(scope="session")
+def synth_run(tmp_path_factory) -> Path:
+    """A project trained once through the CLI on synthetic slices: raw/ (synth, 30 slices of 64 px), master/
+    (32 px), dataset/D/, models/ (1 epoch, every [train] default else); returns its folder.  Never change it:
+    :func:`synth_project` gives a copy."""
+    from flexunet.cli.main import main
+
+    root = tmp_path_factory.mktemp("synth_run")
+    config = root / "train_eval_infer.config"
+    config.write_text(SYNTH_CONFIG)
+    with restored_logging():
+        assert main(["-q", "synth", str(root / "raw"), "--count", "30", "--size", "64"]) == 0
+        for command in ("prepare", "split", "train"):
+            assert main(["-q", command, str(config)]) == 0, command
+    return root
+
+
+@pytest.fixture
+def synth_project(synth_run, tmp_path) -> Path:
+    """A private copy of :func:`synth_run` (the test may change it); returns its config."""
+    root = tmp_path / "p"
+    shutil.copytree(synth_run, root, symlinks=True)
+    return root / "train_eval_infer.config"
+
+
 def inputs_snapshot(config: Path) -> dict[str, dict[str, str]]:
     """:func:`snapshot` of every input folder of a :func:`synth_project`: raw/, master/, dataset/, models/."""
     root = config.parent
@@ -443,3 +515,47 @@ def inputs_snapshot(config: Path) -> dict[str, dict[str, str]]:
 
 
 TINY_RUN_CONFIG = train_config_text(train={"epochs": 1, "deterministic": False})
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The conftest project (:func:`make_train_project`) trained for 1 epoch and evaluated through the CLI:
+    models/, eval/ and evaluation.csv beside the config; returns its folder.  Never change it:
+    :func:`tiny_project` gives a copy."""
+    from flexunet.cli.main import main
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    config = make_train_project(root, TINY_RUN_CONFIG)
+    with restored_logging():
+        assert main(["-q", "train", str(config)]) == 0
+        assert main(["-q", "evaluate", str(config)]) == 0
+    return root
+
+
+@pytest.fixture
+def tiny_project(tiny_run, tmp_path) -> Path:
+    """A private copy of :func:`tiny_run`; returns its config."""
+    shutil.copytree(tiny_run, tmp_path / "p")
+    return tmp_path / "p" / "train_eval_infer.config"
+
+
+@pytest.fixture
+def infer_project(tmp_path):
+    """A tiny untrained model saved as the best model and a folder in/ of two good 40x24 images; returns
+    (config, folder)."""
+    import keras
+    import numpy as np
+
+    from flexunet.config.loader import load_config
+    from flexunet.model.network import build_model
+
+    config = tmp_path / "i.config"
+    config.write_text(config_text(train={"model_dir": "models"}, infer={"images_dir": "in", "output_dir": "out"}))
+    cfg = load_config(config)
+    keras.utils.set_random_seed(0)
+    (tmp_path / "models").mkdir()
+    build_model(cfg.model).save(tmp_path / "models" / "best_model.keras")
+    grey = np.random.default_rng(0).integers(40, 90, (24, 40), dtype=np.uint8)
+    save(tmp_path / "in" / "a.png", np.dstack([grey] * 3))
+    save(tmp_path / "in" / "b.png", np.dstack([grey] * 3))
+    return config, tmp_path

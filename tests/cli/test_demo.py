@@ -126,3 +126,33 @@ def test_demo_config_is_valid_at_every_offered_size(tmp_path):
         assert (cfg.model.image_width, cfg.prepare.size, cfg.train.epochs) == (size, size, 3)
     with pytest.raises(FlexUNetError, match="--size 100: expected a multiple of 16"):
         run_demo(tmp_path / "x", size=100, progress=False, echo=lambda s: None)
+
+
+def test_a_demo_refusal_says_what_the_demo_user_can_do(tmp_path, capsys, monkeypatch):
+    """A foreign file in the demo's eval folder: evaluate's real refusal, reworded (the other stages stubbed)."""
+    import flexunet.dataset.augment
+    import flexunet.dataset.prepare
+    import flexunet.dataset.split
+    import flexunet.evaluation.evaluate
+    import flexunet.synthetic.synth
+    import flexunet.training.train
+
+    out = tmp_path / "demo"
+    (out / "eval").mkdir(parents=True)
+    (out / ".flexunet-demo").write_text("created by flexunet demo\n")
+    (out / "eval" / "notes.txt").write_text("mine\n")
+    for module, name in ((flexunet.synthetic.synth, "synthesize"), (flexunet.dataset.prepare, "prepare_dataset"),
+                         (flexunet.dataset.split, "split_dataset"), (flexunet.dataset.augment, "augment_dataset"),
+                         (flexunet.training.train, "train")):
+        monkeypatch.setattr(module, name, lambda *a, **k: None)
+    monkeypatch.setattr(flexunet.evaluation.evaluate, "evaluate_model",  # its first check of eval_dir, as it is
+                        lambda cfg, **k: flexunet.evaluation.evaluate.check_outputs(cfg, cfg.train.eval_dir, False))
+    code, lines, err = cli(capsys, "demo", "--out", str(out), "--size", "32")
+    assert code == 2 and "Traceback" not in err and len(lines) == 1, err
+    line = lines[0]
+    assert line.startswith(f"flexunet demo: error: [eval] eval_dir = {out / 'eval'}: holds 1 entry `flexunet "
+                           f"evaluate` did not write (notes.txt); "), line
+    assert "pass --overwrite" not in line
+    assert line.endswith(f"flexunet demo writes only beside its own files and has no --overwrite: move the files "
+                         f"it did not write out of {out}, or run the demo with another --out")
+    assert (out / "eval" / "notes.txt").read_text() == "mine\n"

@@ -1,4 +1,4 @@
-"""The command line: help, user errors as one line and exit 2, inspect."""
+"""flexunet.cli.main: help, user errors as one line and exit 2, config errors and missing folders named."""
 
 from __future__ import annotations
 
@@ -52,39 +52,6 @@ def test_user_error_is_one_line_exit_2_no_traceback(write_config, tiny_config_te
 def test_missing_config_file(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "none.config")]) == 2
     assert "config file not found" in capsys.readouterr().err
-
-
-def test_inspect_prints_the_summary_and_writes_nothing(write_config, tiny_config_text, tmp_path, capsys):
-    path = write_config(tiny_config_text)
-    assert main(["inspect", str(path), "--set", f"train.model_dir={tmp_path / 'm'}",
-                 "--set", "model.base_filters=8"]) == 0
-    out = capsys.readouterr().out
-    assert "Parameters:" in out and "Forward GFLOPs per image:" in out and "enc0_conv1" in out
-    assert not (tmp_path / "m").exists()  # a model_dir made here would be refused by train as a previous run
-
-
-def test_inspect_writes_nothing_into_any_model_dir(write_config, tiny_config_text, tmp_path, capsys):
-    """summary.txt went into any model_dir: it replaced a user's summary.txt, landed among input images,
-    and in a new model_dir it made `flexunet train` refuse the folder (a summary.txt it did not write)."""
-    from conftest import snapshot
-
-    path = write_config(tiny_config_text)
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "summary.txt").write_text("the user's summary")
-    before = snapshot(tmp_path)
-    for model_dir in (mine, tmp_path / "new", tmp_path):
-        assert main(["inspect", str(path), "--set", f"train.model_dir={model_dir}"]) == 0
-        captured = capsys.readouterr()
-        assert "Parameters:" in captured.out
-    assert snapshot(tmp_path) == before and not (tmp_path / "new").exists()
-
-
-def test_inspect_stroke_config_reports_the_original_figures(stroke_config_path, tmp_path):
-    result = run_cli("inspect", str(stroke_config_path), "--no-save")
-    assert result.returncode == 0, result.stderr
-    assert "Parameters: 124,996,883" in result.stdout
-    assert "Forward GFLOPs per image: 115.68" in result.stdout
 
 
 def test_strict_turns_unknown_keys_into_errors(write_config, tiny_config_text, tmp_path, capsys):

@@ -334,3 +334,151 @@ def test_ignored_values_are_warned_about_once_each(write_config, tiny_config_tex
     assert [r.getMessage() for r in caplog.records] == [
         "--set [augmentor] intensity = True: online augmentation only ([model] generator = True); "
         "`flexunet augment` writes no intensity variants"]
+
+
+# --------------------------------------------------------------------------- the seed's range is numpy's
+
+
+def test_a_seed_beyond_numpys_range_is_refused_before_anything_is_made(tmp_path):
+    config = tmp_path / "train_eval_infer.config"
+    config.write_text(TINY_RUN_CONFIG)
+    line = one_process_error(run_process("train", str(config), "--set", "train.seed=4294967296", cwd=tmp_path))
+    assert line == ("flexunet train: error: --set [train] seed = 4294967296: expected an integer in "
+                    "[0, 4294967295]")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train_eval_infer.config"]   # no model_dir
+
+
+def test_the_seed_range_ends_where_numpys_does():
+    import numpy as np
+
+    assert parse_config(TINY_RUN_CONFIG.replace("seed = 7", f"seed = {2**32 - 1}")).train.seed == 2**32 - 1
+    np.random.seed(2**32 - 1)  # the largest seed the config accepts is one numpy takes
+    for bad in (2**32, -1):
+        with pytest.raises(ConfigError, match=r"\[train\] seed = .*: expected an integer in \[0, 4294967295\]"):
+            parse_config(TINY_RUN_CONFIG.replace("seed = 7", f"seed = {bad}"))
+
+
+# --------------------------------------------------------------------------- class names
+
+
+@pytest.mark.parametrize("names,why", [
+    ('["background", "lesion", "lesion"]', "'lesion' appears twice"),
+    ('["background", "lesion", "Lesion"]', "'lesion' and 'Lesion' differ only in case"),
+    ('["Background", "background", "lesion"]', "'Background' and 'background' differ only in case"),
+    ('["background", "core lesion", "core-lesion"]', "'core lesion' and 'core-lesion' would both be logged as "
+                                                     "dice_core_lesion"),
+])
+def test_class_names_must_differ(tmp_path, capsys, names, why):
+    config = tmp_path / "train_eval_infer.config"
+    config.write_text(TINY_RUN_CONFIG.replace('class_names = ["background", "bright", "dark"]', f"class_names = {names}"))
+    line = one_error(capsys, "train", str(config))
+    assert line == (f"flexunet train: error: {config}:{line_of(TINY_RUN_CONFIG, 'class_names')} [dataset] "
+                    f"class_names = {names}: expected a different name for each class (case and punctuation "
+                    f"aside); {why}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train_eval_infer.config"]
+
+
+def test_distinct_class_names_keep_their_metric_names():
+    cfg = parse_config(TINY_RUN_CONFIG.replace('"bright", "dark"', '"Core Lesion", "penumbra-2"'))
+    assert class_metric_names(cfg.class_names)[:2] == ["dice_core_lesion", "dice_penumbra_2"]
+
+
+# --------------------------------------------------------------------------- properties (hypothesis)
+# any text, and any --set override, either parses or raises ConfigError (never another exception, never
+# anything run).
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+BASE = Path(tempfile.gettempdir())
+VALID = config_text()
+
+
+def parses_or_config_error(text: str, overrides: tuple[str, ...] = ()) -> None:
+    """Anything but a ConfigError fails the test; a ConfigError must be one non-empty line."""
+    try:
+        parse_config(text, source="prop.config", base_dir=BASE, overrides=overrides)
+    except ConfigError as exc:
+        message = str(exc)
+        assert message.startswith(("prop.config", "--set")) and "\n" not in message, message
+
+
+# --------------------------------------------------------------------------- config parser
+
+
+@SETTINGS
+@given(st.text())
+def test_any_text_parses_or_raises_config_error(text):
+    parses_or_config_error(text)
+
+
+VALUE_CHARS = st.sampled_from(list("()[]{},:'\"=;#0123456789.-+eE_ aAbBxXjJ\\\n\t") + ["True", "None", "lambda",
+                                                                                    "__import__", "**", "9" * 40])
+VALUES = st.one_of(
+    st.lists(VALUE_CHARS, max_size=12).map("".join),
+    st.integers().map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.recursive(st.one_of(st.integers(-300, 300), st.booleans(), st.none(), st.text(max_size=5)),
+                 lambda inner: st.one_of(st.lists(inner, max_size=4), st.tuples(inner, inner),
+                                         st.dictionaries(st.tuples(st.integers(-1, 300), st.integers(-1, 300),
+                                                                   st.integers(-1, 300)), inner, max_size=4)),
+                 max_leaves=10).map(repr),
+)
+SECTIONS = st.sampled_from(["model", "mask", "train", "infer", "prepare", "split", "augmentor", "deformation",
+                            "tiledinfer", "nosuch", "MODEL", ""])
+KEYS = st.sampled_from(["num_classes", "rgb_map", "image_width", "num_layers", "epochs", "learning_rate",
+                        "base_kernels", "dilation", "tolerance", "model_dir", "ratios", "class_weights",
+                        "angles", "alpah", "centers", "overlapping", "epohcs", "x", ""])
+
+
+@st.composite
+def ini_texts(draw) -> str:
+    """INI-shaped text: the valid base with random sections, keys and values spliced in."""
+    lines = VALID.splitlines()
+    for _ in range(draw(st.integers(0, 6))):
+        kind = draw(st.integers(0, 3))
+        if kind == 0:
+            line = f"[{draw(SECTIONS)}]"
+        elif kind == 1:
+            line = f"{draw(KEYS)} {draw(st.sampled_from(['=', ':', ' = ']))} {draw(VALUES)}"
+        elif kind == 2:
+            line = f"   {draw(VALUES)}"  # a continuation line
+        else:
+            line = draw(st.text(max_size=20))
+        lines.insert(draw(st.integers(0, len(lines))), line)
+    return "\n".join(lines)
+
+
+@SETTINGS
+@given(ini_texts())
+def test_ini_shaped_text_parses_or_raises_config_error(text):
+    parses_or_config_error(text)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(SECTIONS, KEYS, VALUES).map(lambda t: f"{t[0]}.{t[1]}={t[2]}")
+                | st.text(max_size=30), max_size=3))
+def test_any_set_override_parses_or_raises_config_error(overrides):
+    parses_or_config_error(VALID, tuple(overrides))
+
+
+def with_value(section: str, key: str, value: str) -> str:
+    """VALID with ``[section] key = value`` (replacing the key where VALID has it)."""
+    lines = [ln for ln in VALID.splitlines() if not ln.startswith(f"{key} =")]
+    if f"[{section}]" not in lines:
+        lines.append(f"[{section}]")
+    lines.insert(lines.index(f"[{section}]") + 1, f"{key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["__import__('os').system('touch {m}')", "open('{m}', 'w')", "exec(\"open('{m}','w')\")",
+                        "(lambda: open('{m}', 'w'))()", "[open('{m}', 'w') for _ in 'x']",
+                        "{{**open('{m}','w')}}", "f'{{open(\"{m}\", \"w\")}}'"]),
+       st.sampled_from([("train", "model_dir"), ("model", "num_classes"), ("mask", "rgb_map"),
+                        ("prepare", "raw_dir"), ("nosuch", "key")]))
+def test_code_in_any_value_is_never_run(template, where):
+    with tempfile.TemporaryDirectory() as tmp:
+        marker = os.path.join(tmp, "PWNED")
+        value = template.format(m=marker)
+        parses_or_config_error(with_value(*where, value))
+        parses_or_config_error(VALID, (f"{where[0]}.{where[1]}={value}",))
+        assert not os.path.exists(marker)

@@ -268,3 +268,15 @@ def test_index_masks_are_written_back_in_the_format_read(tmp_path, palette):
         np.testing.assert_array_equal(np.asarray(img), mask[:, ::-1])
         assert (img.getpalette()[:9] if palette else None) == palette
     np.testing.assert_array_equal(read_mask(out, RGB_MAP, mask_format="index").index, mask[:, ::-1])
+
+
+def test_augment_only_adds_files_beside_the_train_originals(pipeline):
+    """Through the CLI, in conftest's pipeline (hflip): the originals byte for byte, valid/test/split.json untouched."""
+    before, after = pipeline["augment"]
+    assert pipeline["rc"]["augment"] == 0
+    assert {k: after[k] for k in before} == before                     # originals byte for byte
+    added = sorted(set(after) - set(before))
+    assert added and all(Path(k).name.startswith("hflipped_") or Path(k).name == OWNER_FILE for k in added)
+    whole_before, whole_after = pipeline["same"]["augment"]             # valid, test, split.json untouched
+    assert {k: v for k, v in whole_after.items() if not k.startswith("train/")} == \
+        {k: v for k, v in whole_before.items() if not k.startswith("train/")}

@@ -197,3 +197,82 @@ def test_default_colours_are_distinct_for_many_classes():
     assert list(default_rgb_map(3)) == [(0, 0, 0), (0, 255, 0), (0, 0, 255)]
     many = default_rgb_map(300)
     assert len(many) == 300 and sorted(many.values()) == list(range(300))
+
+
+# --------------------------------------------------------------------------- properties (hypothesis)
+# any palette of unique colours round-trips class indices through RGB arrays, RGB PNGs and palette PNGs;
+# colours disturbed by less than the tolerance still decode to their class
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def palettes_and_indices(draw) -> tuple[dict, np.ndarray]:
+    n = draw(st.integers(2, 12))
+    colours = draw(st.lists(st.tuples(*[st.integers(0, 255)] * 3), min_size=n, max_size=n, unique=True))
+    order = draw(st.permutations(range(n)))
+    rgb_map = {colour: index for colour, index in zip(colours, order)}
+    h, w = draw(st.integers(1, 12)), draw(st.integers(1, 12))
+    seed = draw(st.integers(0, 2**32 - 1))
+    index = np.random.default_rng(seed).integers(0, n, (h, w)).astype(np.uint8)
+    return rgb_map, index
+
+
+@SETTINGS
+@given(palettes_and_indices())
+def test_index_rgb_index_round_trips_for_any_palette(case):
+    rgb_map, index = case
+    rgb = index_to_rgb(index, rgb_map)
+    assert rgb.shape == index.shape + (3,) and rgb.dtype == np.uint8
+    decoded = rgb_to_index(rgb, rgb_map)
+    np.testing.assert_array_equal(decoded.index, index)
+    assert decoded.unmapped == {}
+
+
+@SETTINGS
+@given(palettes_and_indices())
+def test_png_files_round_trip_for_any_palette(case):
+    rgb_map, index = case
+    with tempfile.TemporaryDirectory() as tmp:
+        rgb_path, pal_path = Path(tmp) / "rgb.png", Path(tmp) / "pal.png"
+        Image.fromarray(index_to_rgb(index, rgb_map)).save(rgb_path)
+        index_to_palette_image(index, rgb_map).save(pal_path)
+        np.testing.assert_array_equal(read_mask(rgb_path, rgb_map).index, index)
+        np.testing.assert_array_equal(read_mask(pal_path, rgb_map).index, index)
+        with Image.open(pal_path) as img:                      # pixel value = class index, as written
+            np.testing.assert_array_equal(np.asarray(img), index)
+
+
+@SETTINGS
+@given(palettes_and_indices(), st.integers(0, 2**32 - 1))
+def test_colours_within_tolerance_decode_to_their_class(case, seed):
+    rgb_map, index = case
+    colours = np.array(list(rgb_map))
+    gaps = np.sqrt(((colours[:, None, :].astype(float) - colours[None, :, :]) ** 2).sum(-1))
+    gap = gaps[~np.eye(len(colours), dtype=bool)].min()
+    radius = np.floor((gap - 1) / 2 / np.sqrt(3))                       # per-channel step, < gap/2 in distance
+    rgb = index_to_rgb(index, rgb_map).astype(int)
+    noise = np.random.default_rng(seed).integers(-radius, radius + 1, rgb.shape) if radius > 0 else 0
+    noisy = np.clip(rgb + noise, 0, 255)
+    tolerance = float(np.sqrt(3) * radius) + 1e-6                       # the largest disturbance, and a hair
+    decoded = rgb_to_index(noisy.astype(np.uint8), rgb_map, tolerance=tolerance)
+    np.testing.assert_array_equal(decoded.index, index)
+
+
+@SETTINGS
+@given(palettes_and_indices())
+def test_foreign_colours_are_counted_exactly(case):
+    rgb_map, index = case
+    foreign = next(c for c in ((255, 0, 255), (1, 2, 3), (254, 253, 252), (7, 77, 177)) if c not in rgb_map)
+    rgb = index_to_rgb(index, rgb_map)
+    rgb[0, 0] = foreign
+    decoded = rgb_to_index(rgb, rgb_map, map_unmapped=True)
+    assert decoded.unmapped == {foreign: 1}
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    try:
+        image_to_index(Image.open(buf), rgb_map)
+    except Exception as exc:   # MaskError only, naming the colour and its count
+        assert type(exc).__name__ == "MaskError" and f"{foreign}: 1 px" in str(exc)
+    else:
+        raise AssertionError("a foreign colour was accepted without tolerance or map_unmapped")

@@ -283,3 +283,189 @@ def test_class_index_masks_are_prepared_as_class_index_masks(tmp_path: Path) -> 
             + (read_rgb(tmp_path / "master" / "masks" / f"{sid}.png") == BLUE).all(-1) * 2
         np.testing.assert_array_equal(values, expected)
     assert snapshot(tmp_path / "raw") == before
+
+
+# --------------------------------------------------------------------------- through the command line
+# every refusal is one ``flexunet prepare: ...`` line, exit 2, no traceback, and no master folder left
+
+
+@pytest.fixture
+def raw_project(tmp_path):
+    """tmp_path/raw/{PNG,MASKS} with four 32x32 slices and a prepare config; returns (config, raw)."""
+    make_raw_png(tmp_path / "raw")
+    config = tmp_path / "p.config"
+    config.write_text(config_text(prepare=PREPARE))
+    return config, tmp_path / "raw"
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:120])
+
+
+def _text(path: Path) -> None:
+    path.write_text("this is a text file, not a PNG\n")
+
+
+@pytest.mark.parametrize("damage,expected", [
+    (_truncate, r"1001\.png: cannot be decoded \(.*truncated.*re-export it"),
+    (_text, r"1001\.png: not an image PIL can read"),
+])
+def test_prepare_refuses_a_damaged_slice(raw_project, capsys, damage, expected):
+    config, raw = raw_project
+    damage(raw / "PNG" / "1001.png")
+    before = snapshot(raw)
+    line = one_error(capsys, "prepare", str(config))
+    assert re.search(expected, line), line
+    assert not (config.parent / "master").exists() and not leftovers(config.parent)
+    assert snapshot(raw) == before
+
+
+def test_prepare_empty_folders(raw_project, capsys):
+    config, raw = raw_project
+    for p in list((raw / "PNG").iterdir()) + list((raw / "MASKS").iterdir()):
+        p.unlink()
+    line = one_error(capsys, "prepare", str(config))
+    assert "no slice has a mask of the same name in MASKS/" in line
+    assert not (config.parent / "master").exists()
+
+
+def test_prepare_image_and_mask_of_different_sizes(raw_project, capsys):
+    config, raw = raw_project
+    save(raw / "MASKS" / "1002.png", np.zeros((20, 32, 3), np.uint8))
+    line = one_error(capsys, "prepare", str(config))
+    assert "MASKS/1002.png: mask is 32x20 but 1002.png is 32x32 (WxH); expected the same size" in line
+    assert not (config.parent / "master").exists()
+
+
+def test_prepare_refuses_jpeg_masks_with_the_reason(raw_project, capsys):
+    config, raw = raw_project
+    mask = raw / "MASKS" / "1003.png"
+    Image.open(mask).convert("RGB").save(mask.with_suffix(".jpg"))
+    mask.unlink()
+    line = one_error(capsys, "prepare", str(config))
+    assert "1003.jpg: JPEG mask refused (1 in" in line and "lossy compression" in line and "as PNG" in line
+    assert not (config.parent / "master").exists()
+
+
+def test_prepare_off_palette_colours_are_counted_and_need_tolerance(raw_project, capsys):
+    config, raw = raw_project
+    mask = np.asarray(Image.open(raw / "MASKS" / "1000.png")).copy()
+    mask[0, :5] = (0, 250, 0)                       # 5 near-green pixels
+    mask[1, :3] = (255, 0, 0)                       # 3 red pixels: no class at all
+    save(raw / "MASKS" / "1000.png", mask)
+    line = one_error(capsys, "prepare", str(config))
+    assert "(0, 250, 0): 5 px" in line and "(255, 0, 0): 3 px" in line and "tolerance" in line
+    assert not (config.parent / "master").exists()
+    line = one_error(capsys, "prepare", str(config), "--set", "mask.tolerance=6.0")
+    assert "(255, 0, 0): 3 px" in line and "(0, 250, 0)" not in line         # near-green now maps
+    rc, _, err = cli(capsys, "prepare", str(config), "--set", "mask.map_unmapped=True")
+    assert rc == 0 and "mapped off-palette colours to the nearest class in 1 mask(s)" in err
+
+
+def test_grey_rgba_and_16_bit_slices_are_converted_by_prepare(pipeline):
+    """conftest's pipeline: its raw slice 1000 is grey, 1001 RGBA (alpha 128) and 1002 16-bit."""
+    root = pipeline["root"]
+    assert pipeline["rc"]["prepare"] == 0
+    images = root / "master" / "images"
+    raw = root / "raw" / "PNG"
+    for name in ("1000.png", "1001.png", "1002.png"):
+        assert Image.open(images / name).mode == "RGB"
+    grey = np.asarray(Image.open(raw / "1000.png"))
+    np.testing.assert_array_equal(np.asarray(Image.open(images / "1000.png"))[..., 1], grey)
+    rgba = np.asarray(Image.open(raw / "1001.png")).astype(np.float64)
+    composited = np.asarray(Image.open(images / "1001.png")).astype(np.float64)
+    # alpha 128 over black: value * 128/255 (within a grey level)
+    np.testing.assert_allclose(composited, rgba[..., :3] * 128 / 255, atol=1.0)
+    wide = np.asarray(Image.open(raw / "1002.png")).astype(np.float64)
+    stretched = np.asarray(Image.open(images / "1002.png"))[..., 0]
+    assert stretched.min() == 0 and stretched.max() == 255                # min..max -> 0..255
+    np.testing.assert_allclose(stretched, (wide - wide.min()) * 255 / (wide.max() - wide.min()), atol=0.5)
+
+
+@pytest.fixture
+def dicom_project(tmp_path):
+    """raw/DICOM/{d1,d2}.dcm (HU 40 everywhere) with their masks and a DICOM-source config; (config, raw)."""
+    raw = tmp_path / "raw"
+    hu = np.full((32, 32), 40)
+    for sid in ("d1", "d2"):
+        write_dicom(raw / "DICOM" / f"{sid}.dcm", hu + 1024)
+        mask = np.zeros((32, 32, 3), np.uint8)
+        mask[8:16, 8:16] = GREEN
+        save(raw / "MASKS" / f"{sid}.png", mask)
+    config = tmp_path / "d.config"
+    config.write_text(config_text(prepare={**PREPARE, "source": "dicom"}))
+    return config, raw
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    ({"pixels": False}, r"d2\.dcm: no pixel data \(a header-only DICOM\); expected an image slice"),
+    ({"syntax": JPEGBaseline8Bit}, r"d2\.dcm: pixel data cannot be decoded \(transfer syntax JPEG Baseline"
+                                   r".*install the matching pydicom decoder plugin.*gdcmconv --raw\)"),
+])
+def test_prepare_refuses_an_undecodable_dicom(dicom_project, capsys, kwargs, expected):
+    config, raw = dicom_project
+    write_dicom(raw / "DICOM" / "d2.dcm", np.zeros((32, 32)), **kwargs)
+    line = one_error(capsys, "prepare", str(config))
+    assert re.search(expected, line), line
+    assert not (config.parent / "master").exists() and not leftovers(config.parent)
+
+
+def test_prepare_dicom_missing_rescale_and_non_ct_warn_and_continue(dicom_project, capsys):
+    config, raw = dicom_project
+    write_dicom(raw / "DICOM" / "d1.dcm", np.full((32, 32), 40), slope=None, intercept=None)   # stored = HU
+    write_dicom(raw / "DICOM" / "d2.dcm", np.full((32, 32), 40 + 1024), modality="MR")
+    rc, lines, err = cli(capsys, "prepare", str(config))
+    assert rc == 0 and not lines, err
+    assert ("1 DICOM file(s) lack RescaleSlope/RescaleIntercept; used the defaults slope 1, intercept 0 "
+            "(stored values taken as HU)") in err and "d1.dcm" in err
+    assert "d2.dcm: Modality is MR, not CT; HU windows assume CT values" in err
+    for sid in ("d1", "d2"):   # HU 40 = the brain window's centre: grey 128 either way
+        assert np.asarray(Image.open(config.parent / "master" / "images" / f"{sid}.png"))[0, 0, 0] == 128
+
+
+def test_disk_full_during_prepare_keeps_the_previous_master(raw_project, capsys, monkeypatch):
+    config, raw = raw_project
+    assert cli(capsys, "prepare", str(config))[0] == 0
+    master = config.parent / "master"
+    before = snapshot(master)
+    masks = []
+    disk_full_on(monkeypatch, lambda p: p.parent.name == "masks" and (masks.append(p) or len(masks) == 3))
+    line = one_error(capsys, "prepare", str(config), "--overwrite", rc=1)
+    assert line.endswith("No space left on device; previous results were left as they were")
+    assert snapshot(master) == before and not leftovers(config.parent)
+
+
+def test_prepare_never_replaces_a_folder_it_did_not_create(raw_project, capsys):
+    config, _ = raw_project
+    mine = config.parent / "master"
+    mine.mkdir()
+    (mine / "my_notes.txt").write_text("keep me")
+    line = one_error(capsys, "prepare", str(config))
+    assert "master: holds 1 entry `flexunet prepare` did not write (my_notes.txt); it builds this folder whole" in line
+    assert one_error(capsys, "prepare", str(config), "--overwrite") == line   # the rule holds with --overwrite too
+    assert (mine / "my_notes.txt").read_text() == "keep me"
+
+
+HOSTILE = "up\\..\\..\\escaped"   # a legal file name on Linux; read as a Windows path it climbs out
+
+
+def test_prepare_keeps_hostile_names_inside_the_output_folder(tmp_path, capsys):
+    raw = tmp_path / "p" / "raw"
+    make_raw_png(raw, n=2)
+    for sub in ("PNG", "MASKS"):
+        (raw / sub / "1000.png").rename(raw / sub / f"{HOSTILE}.png")
+    (tmp_path / "p" / "p.config").write_text(config_text(prepare=PREPARE))
+    assert cli(capsys, "prepare", str(tmp_path / "p" / "p.config"))[0] == 0
+    master = tmp_path / "p" / "master"
+    assert sorted(p.name for p in (master / "images").iterdir()) == ["1001.png", "escaped.png"]
+    assert sorted(p.name for p in tmp_path.joinpath("p").iterdir()) == ["master", "p.config", "raw"]
+
+
+def test_two_images_of_one_stem_are_refused_by_prepare(synth_project, capsys):
+    raw = next((synth_project.parent / "raw").rglob("PNG"))
+    first = sorted(raw.glob("*.png"))[0]
+    Image.open(first).save(raw / f"{first.stem}.bmp")
+    assert run_command(synth_project, "prepare", "--set", f"prepare.output_dir={synth_project.parent / 'master2'}") == 2
+    err = capsys.readouterr().err
+    assert f"{first.stem}.bmp" in err and f"{first.stem}.png" in err
+    assert not (synth_project.parent / "master2").exists()

@@ -86,3 +86,16 @@ def test_stats_count_class_index_masks_as_split_json_says(tmp_path: Path) -> Non
     (root / "split.json").write_text(json.dumps(split))
     wrong = dataset_stats(root, tmp_path / "out", overwrite=True)
     assert wrong["subsets"]["train"]["pixels"]["lesion"] == 0 and wrong["subsets"]["train"]["unmapped_pixels"] == 10
+
+
+def test_stats_refuses_a_subset_folder_and_a_users_folder(synth_project, capsys):
+    dataset = synth_project.parent / "dataset" / "D"
+    before = inputs_snapshot(synth_project)
+    assert main(["-q", "stats", str(dataset), "--out", str(dataset / "train" / "images")]) == 2
+    assert "input folder" in capsys.readouterr().err
+    user = synth_project.parent / "charts"
+    user.mkdir()
+    (user / "class_statistics.png").write_bytes(b"the user's chart")
+    assert main(["-q", "stats", str(dataset), "--out", str(user)]) == 2
+    assert (user / "class_statistics.png").read_bytes() == b"the user's chart"
+    assert inputs_snapshot(synth_project) == before

@@ -223,3 +223,82 @@ def test_volumes_calibration_and_uncertainty_in_the_report(known_case):
     assert -1 <= report["uncertainty"]["spearman_score_vs_dice"] <= 1
     assert (root / "eval" / "reliability.png").stat().st_size > 0
     assert (root / "eval" / "bland_altman.png").stat().st_size > 0
+
+
+# --------------------------------------------------------------------------- through the command line: never half
+
+
+def test_evaluate_refuses_an_eval_dir_inside_the_run_folder(synth_project, capsys):
+    before = inputs_snapshot(synth_project)
+    code = run_command(synth_project, "evaluate", "--set", f"eval.eval_dir='{synth_project.parent / 'models' / 'ev'}'")
+    err = capsys.readouterr().err
+    assert code == 2 and "[eval] eval_dir" in err and "is inside the input folder" in err
+    assert inputs_snapshot(synth_project) == before
+
+
+def test_two_images_of_one_stem_are_refused_by_evaluate_naming_both(synth_project, capsys):
+    images = synth_project.parent / "dataset/D/test/images"
+    first = sorted(images.glob("*.png"))[0]
+    Image.open(first).save(images / f"{first.stem}.bmp")
+    before = inputs_snapshot(synth_project)
+    assert run_command(synth_project, "evaluate") == 2
+    err = capsys.readouterr().err
+    assert f"{first.stem}.bmp" in err and f"{first.stem}.png" in err and "one image per name" in err
+    assert inputs_snapshot(synth_project) == before
+
+
+def test_a_crash_during_evaluate_keeps_the_previous_report(tmp_path, capsys, pipeline, monkeypatch):
+    config = pipeline_run_copy(pipeline, tmp_path)
+    report = (tmp_path / "eval" / "evaluation.json").read_text()
+    disk_full_on(monkeypatch, lambda p: p.name == "evaluation.json")
+    line = one_error(capsys, "evaluate", str(config), rc=1)
+    assert "evaluation.json" in line and "No space left on device" in line
+    assert (tmp_path / "eval" / "evaluation.json").read_text() == report and not leftovers(tmp_path)
+
+
+def _mark_previous(root: Path) -> dict[str, str]:
+    """Put recognisable previous results in place (a rerun would otherwise write the same bytes)."""
+    (root / "evaluation.csv").write_text("previous\n")
+    (root / "eval" / "per_image.csv").write_text("previous\n")
+    return _results(root)
+
+
+def _results(root: Path) -> dict[str, str]:
+    return {**snapshot(root / "eval"), "evaluation.csv": snapshot(root)["evaluation.csv"]}
+
+
+def test_evaluate_on_an_unwritable_eval_dir_keeps_evaluation_csv(tiny_project, capsys, monkeypatch):
+    root = tiny_project.parent
+    before = _mark_previous(root)
+    real = tempfile.mkstemp
+    eval_dir = root / "eval"
+
+    def no_write_access(*args, **kwargs):  # the tests run as root, where chmod cannot take write access away
+        if Path(kwargs.get("dir", "")) == eval_dir:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(eval_dir / "x.tmp"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_write_access)
+    line = one_error(capsys, "evaluate", str(tiny_project), rc=1)
+    assert line == (f"flexunet evaluate: error: {eval_dir / 'evaluation.json'}: Permission denied; previous results "
+                    f"were left as they were")
+    assert _results(root) == before and not leftovers(root)
+
+
+@pytest.mark.parametrize("full", ["evaluation.csv", "evaluation.json", "bland_altman.png"])
+def test_a_full_disk_during_evaluate_leaves_every_previous_result(tiny_project, capsys, monkeypatch, full):
+    root = tiny_project.parent
+    before = _mark_previous(root)
+    hit = disk_full_on(monkeypatch, lambda p: p.name == full)
+    line = one_error(capsys, "evaluate", str(tiny_project), rc=1)
+    assert hit and line.endswith(f"{hit[0]}: No space left on device; previous results were left as they were")
+    assert _results(root) == before and not leftovers(root)
+
+
+def test_evaluate_then_replaces_both_together(tiny_project, capsys):
+    root = tiny_project.parent
+    before = _mark_previous(root)
+    assert cli(capsys, "evaluate", str(tiny_project))[0] == 0
+    now = _results(root)
+    assert now["evaluation.csv"] != before["evaluation.csv"] and now["per_image.csv"] != before["per_image.csv"]
+    assert (root / "evaluation.csv").read_text().startswith("ce_dice,")

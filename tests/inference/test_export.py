@@ -131,3 +131,11 @@ def test_export_refuses_to_replace_a_folder_that_is_not_an_export(tmp_path):
                                                 r"\(precious.txt\); it builds this folder whole"):
             export_model(cfg, "savedmodel", out=mine, model=object(), overwrite=overwrite)
     assert (mine / "precious.txt").read_text() == "keep me"
+
+
+def test_export_never_replaces_the_trained_model(synth_project, capsys):
+    """Through the CLI on conftest's synth_project: --out onto the run's own best model is refused."""
+    before = inputs_snapshot(synth_project)
+    code = main(["-q", "export", str(synth_project), "--out", str(synth_project.parent / "models" / "best_model.keras")])
+    assert code == 2 and "the run folder" in capsys.readouterr().err
+    assert inputs_snapshot(synth_project) == before

@@ -418,3 +418,130 @@ def test_predict_is_traced_once_when_the_last_batch_is_short(unet_run):
     assert model.traces == 1
     predict_probs(model, np.zeros((1, 32, 32, 3), np.float32))       # unpadded, a second shape: traced again
     assert model.traces == 2
+
+
+# --------------------------------------------------------------------------- through the command line
+# conftest's infer_project: an untrained tiny model as the best model, and in/ with two good images
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:120])
+
+
+def _text(path: Path) -> None:
+    path.write_text("this is a text file, not a PNG\n")
+
+
+@pytest.mark.parametrize("damage,expected", [
+    (_truncate, r"1001\.png: cannot be decoded \(.*truncated.*re-export it"),
+    (_text, r"1001\.png: not an image PIL can read"),
+])
+def test_infer_names_a_damaged_image(infer_project, capsys, damage, expected):
+    config, root = infer_project
+    (root / "in" / "b.png").rename(root / "in" / "1001.png")
+    damage(root / "in" / "1001.png")
+    line = one_error(capsys, "infer", str(config))
+    assert re.search(expected, line), line
+    assert not leftovers(root)
+
+
+def test_infer_names_a_dicom_without_pixel_data(infer_project, capsys):
+    config, root = infer_project
+    write_dicom(root / "in" / "c.dcm", np.zeros((8, 8)), pixels=False)
+    line = one_error(capsys, "infer", str(config))
+    assert "c.dcm: no pixel data (a header-only DICOM); expected an image slice" in line
+
+
+def test_infer_accepts_grey_rgba_and_16_bit_images(infer_project, capsys):
+    config, root = infer_project
+    grey = np.asarray(Image.open(root / "in" / "a.png"))[..., 0]
+    save(root / "in" / "g.png", grey, "L")
+    save(root / "in" / "r.png", np.dstack([grey, grey, grey, np.full_like(grey, 200)]), "RGBA")
+    save(root / "in" / "w.png", grey.astype(np.uint16) * 300)
+    rc, _, err = cli(capsys, "infer", str(config))
+    assert rc == 0, err
+    for stem in ("g", "r", "w"):
+        out = Image.open(root / "out" / f"{stem}.png")
+        assert out.mode == "P" and out.size == (40, 24)
+
+
+def test_infer_writes_into_an_existing_folder_without_deleting(infer_project, capsys):
+    config, root = infer_project
+    (root / "out").mkdir()
+    (root / "out" / "my_notes.txt").write_text("keep me")
+    assert cli(capsys, "infer", str(config))[0] == 2                  # not infer's folder: --overwrite needed
+    assert sorted(p.name for p in (root / "out").iterdir()) == ["my_notes.txt"]
+    assert cli(capsys, "infer", str(config), "--overwrite")[0] == 0
+    assert (root / "out" / "my_notes.txt").read_text() == "keep me" and (root / "out" / "a.png").is_file()
+
+
+HOSTILE = "up\\..\\..\\escaped"   # a legal file name on Linux; read as a Windows path it climbs out
+
+
+def test_infer_keeps_hostile_names_inside_the_output_folder(infer_project, capsys):
+    config, root = infer_project
+    (root / "in" / "a.png").rename(root / "in" / f"{HOSTILE}.png")
+    victim = root / "out" / "b.png"
+    outside = root / "outside.png"
+    outside.write_bytes(b"not yours")
+    victim.parent.mkdir()
+    victim.symlink_to(outside)                                          # an output name that is a link
+    assert cli(capsys, "infer", str(config), "--overwrite")[0] == 2     # b.png is not infer's: never replaced
+    assert victim.is_symlink() and outside.read_bytes() == b"not yours"
+    victim.unlink()
+    assert cli(capsys, "infer", str(config), "--overwrite")[0] == 0
+    assert sorted(p.name for p in (root / "out").iterdir()) == [".flexunet-owner.json", "b.png", "escaped.png"]
+    assert outside.read_bytes() == b"not yours"
+
+
+# conftest's synth_project: a trained run on synthetic slices
+
+
+def test_infer_into_its_images_folder_is_refused_and_changes_nothing(synth_project, capsys):
+    before = inputs_snapshot(synth_project)
+    images = synth_project.parent / "dataset/D/test/images"
+    code = run_command(synth_project, "infer", "--set", f"infer.images_dir='{images}'",
+                       "--set", f"infer.output_dir='{images}'")
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "[infer] output_dir" in err and "is the input folder" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert inputs_snapshot(synth_project) == before
+
+
+def test_infer_into_the_test_masks_is_refused_even_with_overwrite(synth_project, capsys):
+    before = inputs_snapshot(synth_project)
+    masks = synth_project.parent / "dataset/D/test/masks"
+    code = run_command(synth_project, "infer", "--overwrite", "--set", f"infer.output_dir='{masks}'")
+    err = capsys.readouterr().err
+    assert code == 2 and str(masks) in err and "input folder" in err
+    assert inputs_snapshot(synth_project) == before
+
+
+def test_infer_keeps_a_users_files_and_reruns_into_its_own_folder(synth_project, capsys):
+    out = synth_project.parent / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert run_command(synth_project, "infer", "--set", f"infer.output_dir='{out}'") == 2
+    assert "did not write (notes.txt)" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert run_command(synth_project, "infer", "--overwrite", "--set", f"infer.output_dir='{out}'") == 0
+    assert (out / "notes.txt").read_text() == "mine"
+    assert len(list(out.glob("*.png"))) == 2
+    fresh = synth_project.parent / "fresh"
+    assert run_command(synth_project, "infer", "--set", f"infer.output_dir='{fresh}'") == 0
+    assert run_command(synth_project, "infer", "--set", f"infer.output_dir='{fresh}'") == 0   # its own: no flag
+
+
+def test_tiled_stride_one_and_oversized_min_component_are_warned(synth_project, capsys):
+    root = synth_project.parent
+    code = run_command(synth_project, "infer", "--tiled",
+                       "--set", f"tiledinfer.images_dir='{root / 'dataset/D/mini_test/images'}'",
+                       "--set", f"tiledinfer.output_dir='{root / 'tiled'}'", "--set", "tiledinfer.split_size=16",
+                       "--set", "tiledinfer.overlapping=15", "--set", "infer.min_component_size=5000")
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "a stride of 1 px, 289 tiles per 32x32 image (9 with overlapping = 4)" in err
+    assert "min_component_size = 5000 is more than the 32x32 = 1024 pixels" in err
+    masks = [np.asarray(Image.open(p)) for p in sorted((root / "tiled").glob("*.png"))]
+    assert masks and not any(m.any() for m in masks)

@@ -292,3 +292,69 @@ def test_metadata_records_the_split_hash(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "split.json").write_text('{"seed": 7}')
     assert metadata(cfg, "best_model.keras")["split_sha256"] == hashlib.sha256(b'{"seed": 7}').hexdigest()
+
+
+# --------------------------------------------------------------------------- damaged files: one line each
+# conftest's tiny_project: a copy of a run trained for one epoch and evaluated
+
+
+def _truncate(path: Path) -> None:
+    """Cut a file in half, as a disk filling up or a copy cut short would."""
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+@pytest.mark.parametrize("command", ["evaluate", "infer"])
+def test_a_truncated_model_meta_is_one_line_for_evaluate_and_infer(tiny_project, capsys, command):
+    root = tiny_project.parent
+    meta = root / "models" / "model_meta.json"
+    _truncate(meta)
+    before = snapshot(root)
+    line = one_error(capsys, command, str(tiny_project), "--overwrite")
+    assert line.startswith(f"flexunet {command}: error: {meta}: damaged, not valid JSON ("), line
+    assert "expected the model_meta.json 'flexunet train' writes" in line
+    assert snapshot(root) == before and not (root / "out").exists()
+
+
+def test_a_truncated_model_meta_is_one_line_for_inspect_in_a_real_process(tiny_project):
+    meta = tiny_project.parent / "models" / "model_meta.json"
+    _truncate(meta)
+    for target in (meta.parent, meta):
+        line = one_process_error(run_process("inspect", str(target), cwd=tiny_project.parent))
+        assert line.startswith(f"flexunet inspect: error: {meta}: damaged, not valid JSON ("), line
+
+
+@pytest.mark.parametrize("change,problem", [
+    ({"classes": "lesion"}, "'classes' is a string, expected an array"),
+    ({"input": [32, 32]}, "'input' is an array, expected an object"),
+    ({"best_model": 3}, "'best_model' is a number, expected a string"),
+    ({"classes": [{"index": "1", "name": "x"}]}, "'classes.0.index' is a string, expected an integer"),
+])
+def test_model_meta_of_the_wrong_types_is_one_line(tiny_project, capsys, tmp_path, change, problem):
+    meta_path = tiny_project.parent / "models" / "model_meta.json"
+    meta = {**json.loads(meta_path.read_text()), **change}
+    meta_path.write_text(json.dumps(meta))
+    before = snapshot(tiny_project.parent)
+    expected = f"{meta_path}: damaged model metadata ({problem}); expected the model_meta.json"
+    assert expected in one_error(capsys, "evaluate", str(tiny_project), "--overwrite")
+    assert expected in one_error(capsys, "inspect", str(meta_path.parent))
+    loose = tmp_path / "some.json"  # any JSON file given to inspect
+    loose.write_text(json.dumps(meta))
+    assert f"{loose}: damaged model metadata ({problem})" in one_error(capsys, "inspect", str(loose))
+    assert snapshot(tiny_project.parent) == before
+
+
+def test_a_model_file_holding_code_is_refused_not_run(infer_project, capsys):
+    import keras
+
+    config, root = infer_project
+    marker = root / "PWNED"
+    inputs = keras.Input((32, 32, 3))
+    payload = eval(f"lambda x: (open({str(marker)!r}, 'w').close(), x)[1]")   # no closure: serialisable
+    outputs = keras.layers.Lambda(payload)(inputs)
+    model_path = root / "models" / "best_model.keras"
+    keras.Model(inputs, outputs).save(model_path)
+    marker.unlink(missing_ok=True)                  # saving traced the lambda once
+    line = one_error(capsys, "infer", str(config))
+    assert "best_model.keras: cannot be loaded as a FlexUNet model" in line and "Lambda" in line
+    assert not marker.exists() and not (root / "out").exists()

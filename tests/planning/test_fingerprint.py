@@ -257,3 +257,10 @@ def test_a_class_index_no_mask_holds_is_said(tmp_path: Path) -> None:
     assert fp["mask_format"]["format"] == "index" and len(fp["classes"]) == 3
     assert fp["mask_format"]["evidence"].endswith("; no mask holds value 1")
     assert fp["pixel_share"]["class_1"] == 0.0 and fp["lesions"]["class_1"] == {"components": 0}
+
+
+def test_plan_classes_must_differ_too() -> None:
+    from flexunet.planning.fingerprint import class_names_for
+
+    with pytest.raises(FlexUNetError, match="'lesion' and 'Lesion' differ only in case"):
+        class_names_for([(0, 0, 0), (0, 255, 0), (0, 0, 255)], ["lesion", "Lesion"])

@@ -337,3 +337,100 @@ def test_report_in_a_browser_through_the_cli(run, tmp_path):
         print(f"report viewer screenshot: {shot}")
     finally:
         driver.quit()
+
+
+# --------------------------------------------------------------------------- the report's folder, through the CLI
+# conftest's synth_project: a copy of a trained run on synthetic slices
+
+
+def test_report_keeps_a_users_figures_folder(synth_project, capsys):
+    assert run_command(synth_project, "evaluate") == 0
+    user = synth_project.parent / "u"
+    (user / "figures").mkdir(parents=True)
+    (user / "figures" / "poster.png").write_bytes(b"keep me")
+    assert run_command(synth_project, "report", "--set", f"report.output_dir='{user}'") == 2
+    assert "not written by it (figures); it never replaces a file it did not write" in capsys.readouterr().err
+    assert run_command(synth_project, "report", "--overwrite", "--set", f"report.output_dir='{user}'") == 2
+    err = capsys.readouterr().err
+    assert "(figures); it never replaces a file it did not write, with or without --overwrite" in err
+    assert len(err.strip().splitlines()) == 1
+    assert (user / "figures" / "poster.png").read_bytes() == b"keep me"
+    assert sorted(p.name for p in user.rglob("*")) == ["figures", "poster.png"]
+
+
+def test_report_into_the_project_folder_is_refused(synth_project, capsys, monkeypatch):
+    assert run_command(synth_project, "evaluate") == 0
+    synth_project.write_text(synth_project.read_text().replace('output_dir = "./report"', 'output_dir = "."'))
+    monkeypatch.chdir(synth_project.parent)
+    before = snapshot(synth_project.parent)
+    code = run_command(synth_project, "report", "--overwrite")
+    err = capsys.readouterr().err
+    assert code == 2 and "[report] output_dir" in err and "contains the input folder" in err
+    assert snapshot(synth_project.parent) == before
+
+
+def test_report_replaces_only_its_own_figures(synth_project):
+    assert run_command(synth_project, "evaluate") == 0
+    assert run_command(synth_project, "report") == 0
+    out = synth_project.parent / "report"
+    (out / "mine.txt").write_text("mine")
+    assert run_command(synth_project, "report", "--overwrite") == 0   # rerun: its own figures replaced, mine kept
+    assert (out / "mine.txt").read_text() == "mine" and (out / "report.html").is_file()
+
+
+def test_report_shows_the_images_of_the_evaluation_it_reports(synth_project, caplog):
+    root = synth_project.parent
+    other = root / "other"
+    shutil.copytree(root / "dataset/D/test", other)
+    # the same names as the test set, other pictures: each slice and its mask turned upside down
+    for sub in ("images", "masks"):
+        for path in (other / sub).glob("*.png"):
+            Image.open(path).transpose(Image.FLIP_TOP_BOTTOM).save(path)
+    assert run_command(synth_project, "evaluate", "--set", f"test.images_dir='{other / 'images'}'",
+                       "--set", f"test.masks_dir='{other / 'masks'}'") == 0
+    with caplog.at_level(logging.WARNING, logger="flexunet.report"):
+        result = build_report(load_config(synth_project), progress=False)
+    assert f"the evaluation scored {other / 'images'}, not [test] images_dir" in caplog.text
+    assert "differs from per_image.csv" not in caplog.text
+    cases = [c for rank in result["gallery"].values() for c in rank]
+    assert cases
+    for case in cases:
+        for name, value in case["predicted_dice"].items():
+            expected = case["dice"][name]
+            assert (np.isnan(value) and np.isnan(expected)) or abs(value - expected) <= 1e-4
+
+
+# --------------------------------------------------------------------------- a report after a new model
+# conftest's tiny_project: a copy of a run trained for one epoch and evaluated
+
+
+def _report_page(root: Path) -> str:
+    return (root / "report" / "report.html").read_text()
+
+
+def test_report_warns_when_the_evaluation_is_an_earlier_models(tiny_project, capsys):
+    from flexunet.model.run_folder import model_sha256
+
+    root = tiny_project.parent
+    off = ("--set", "report.gallery_per_rank=0")
+    code, lines, err = cli(capsys, "report", str(tiny_project), *off)
+    assert code == 0 and "earlier model" not in err, err
+    assert 'class="warning"' not in _report_page(root)
+    recorded = json.loads((root / "eval" / "evaluation.json").read_text())["model_sha256"]
+    assert recorded == model_sha256(root / "models" / "best_model.keras")
+
+    assert cli(capsys, "train", str(tiny_project), "--overwrite", "--set", "train.seed=8")[0] == 0  # a new model
+    code, lines, err = cli(capsys, "report", str(tiny_project), *off)
+    warning = (f"these figures were computed for an earlier model: {root / 'models' / 'best_model.keras'} has "
+               f"changed since evaluation.json was written; run flexunet evaluate again")
+    assert code == 0 and f"warning: report: {warning}" in err.splitlines(), err
+    page = _report_page(root)
+    assert page.count(f"<strong>Warning:</strong> {warning}") == 2      # atop the page and atop the evaluation
+    assert page.index('id="stale-model"') < page.index('id="per-class"')
+
+    evaluation = root / "eval" / "evaluation.json"                      # an evaluation.json without the hash
+    evaluation.write_text(json.dumps({k: v for k, v in json.loads(evaluation.read_text()).items()
+                                      if k != "model_sha256"}))
+    code, lines, err = cli(capsys, "report", str(tiny_project), *off)
+    assert code == 0 and "evaluation.json does not record which model it evaluated" in err, err
+    assert "does not record which model it evaluated" in _report_page(root)

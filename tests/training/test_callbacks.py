@@ -5,12 +5,13 @@ from __future__ import annotations
 import errno
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import disk_full_on, leftovers, snapshot
+from conftest import disk_full_on, leftovers, one_error, pipeline_run_copy, snapshot
 from flexunet.training.callbacks import _finite_state, initial_state
 from flexunet.config.loader import parse_config
 
@@ -80,3 +81,72 @@ def test_state_json_nulls_read_back_as_the_non_finite_numbers_they_were(tmp_path
     assert back["history"]["loss"][0] == 0.5 and math.isnan(back["history"]["loss"][1])
     kept = _finite_state({**written, "best": 0.25}, cfg)
     assert kept["best"] == 0.25
+
+
+# --------------------------------------------------------------------------- through train --resume
+
+
+def test_disk_full_while_saving_the_checkpoint(tmp_path, capsys, pipeline, monkeypatch):
+    config = pipeline_run_copy(pipeline, tmp_path)
+    checkpoint = snapshot(tmp_path / "models" / "last_checkpoint")
+    hit = disk_full_on(monkeypatch, lambda p: p.name == "state.json")
+    line = one_error(capsys, "train", str(config), "--resume", "--set", "train.epochs=2", rc=1)
+    assert hit and line == (f"flexunet train: error: {hit[0]}: No space left on device; previous results "
+                            f"were left as they were")
+    assert snapshot(tmp_path / "models" / "last_checkpoint") == checkpoint
+    assert json.loads((tmp_path / "models" / "last_checkpoint" / "state.json").read_text())["epoch"] == 1
+    assert not leftovers(tmp_path)
+    json.loads((tmp_path / "eval" / "history.json").read_text())          # whole, whichever epoch
+
+
+def test_resume_with_a_changed_optimizer_is_one_line(tmp_path, capsys, pipeline):
+    config = pipeline_run_copy(pipeline, tmp_path)
+    before = snapshot(tmp_path / "models")
+    line = one_error(capsys, "train", str(config), "--resume", "--set", "train.epochs=2",
+                     "--set", "model.optimizer='sgd'")
+    assert re.search(r"last_checkpoint: optimizer state has \d+ variables, the configured optimizer \d+; "
+                     r"expected the config the run was started with", line), line
+    assert line.endswith("or start again with --overwrite"), line
+    assert snapshot(tmp_path / "models") == before
+
+
+def _truncate(path: Path) -> None:
+    """Cut a file in half, as a disk filling up or a copy cut short would."""
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+@pytest.mark.parametrize("name,damage,problem", [
+    ("state.json", "truncate", "damaged (not valid JSON: "),
+    ("state.json", {"epoch": "1", "history": {}}, "damaged ('epoch' is '1', expected an integer >= 0)"),
+    ("state.json", {"epoch": 1, "history": {"loss": "low"}}, "damaged ('history' is {\"loss\": \"low\"}, "
+                                                             "expected an object of lists of numbers)"),
+    ("optimizer.npz", "truncate", "damaged (not a readable .npz archive: "),
+    ("rng.npz", "truncate", "damaged (not a readable .npz archive: "),
+])
+def test_a_damaged_checkpoint_file_is_one_line_for_train_resume(tiny_project, capsys, name, damage, problem):
+    root = tiny_project.parent
+    path = root / "models" / "last_checkpoint" / name
+    if damage == "truncate":
+        _truncate(path)
+    else:
+        path.write_text(json.dumps(damage))
+    before = snapshot(root)
+    line = one_error(capsys, "train", str(tiny_project), "--resume", "--set", "train.epochs=2")
+    assert line.startswith(f"flexunet train: error: {path}: {problem}"), line
+    assert line.endswith("restore the file, or start a new run with --overwrite (evaluate and infer can still "
+                         "use the best model as it is)")
+    assert snapshot(root) == before and not leftovers(root)
+
+
+def test_state_json_checks_keep_a_plain_state(tmp_path):
+    from flexunet.training.callbacks import read_state
+    from flexunet.utils.errors import FlexUNetError
+
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"epoch": 2, "best": None, "best_epoch": 1, "history": {"loss": [0.5, None]},
+                                "stopped_by": None, "lr_factor": 0.5}))
+    assert read_state(path)["epoch"] == 2
+    path.write_text("[]")
+    with pytest.raises(FlexUNetError, match=r"state.json: damaged \(not a JSON object\)"):
+        read_state(path)

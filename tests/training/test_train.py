@@ -1,16 +1,26 @@
-"""Training: callbacks, resume, determinism, refusal (the pipeline: test_data.py; metrics: test_losses.py)."""
+"""flexunet.training.train: learning, resume, determinism, refusals, a run that fails or is stopped.
+
+(The input pipeline: preprocessing/test_pipeline.py; losses and metrics: model/test_losses.py.)
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from conftest import snapshot
+from conftest import (TRAIN_SECTIONS, cli, config_text, inputs_snapshot, leftovers, make_train_project, one_error,
+                      pipeline_run_copy, run_command, snapshot, tensorboard_scalars, write_pipeline_config)
 from flexunet.config.loader import load_config
 from flexunet.utils.errors import FlexUNetError
 from flexunet.utils.outputs import OWNER_FILE, claim_output_dir
@@ -305,3 +315,150 @@ def test_a_class_no_training_or_validation_mask_holds_is_a_warning_naming_it(tra
         assert warn_absent_classes(unnamed, np.array([[5, 1, 1, 1]]), 1) == []
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith("class 3 (value 3) is in none of the 1 training and 1 validation masks")
+
+
+def test_two_images_of_one_stem_are_refused_by_train(synth_project, capsys):
+    images = synth_project.parent / "dataset/D/train/images"
+    first = sorted(images.glob("*.png"))[0]
+    Image.open(first).save(images / f"{first.stem}.jpg")
+    assert run_command(synth_project, "train", "--overwrite", "--set",
+                       f"train.model_dir={synth_project.parent / 'models2'}") == 2
+    err = capsys.readouterr().err
+    assert f"{first.stem}.jpg" in err and f"{first.stem}.png" in err
+    assert not (synth_project.parent / "models2").exists()
+
+
+def test_resume_after_a_resplit_is_refused_and_a_continued_run_keeps_the_leak_check(synth_project, capsys):
+    """Issue 24, case 6: train --resume after split --overwrite with another seed."""
+    root = synth_project.parent
+    assert run_command(synth_project, "split", "--overwrite", "--set", "train.seed=8") == 0
+    before = inputs_snapshot(synth_project)
+    capsys.readouterr()
+    assert run_command(synth_project, "train", "--resume", "--set", "train.epochs=2") == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"flexunet train: error: {root / 'models'}: the training data changed since the "
+                               f"run trained on it (") and "--overwrite" in lines[0]
+    assert " train images added, " in lines[0] and "--allow-data-change" in lines[0]
+    assert inputs_snapshot(synth_project) == before   # the data and the run as they were
+    assert run_command(synth_project, "train", "--allow-data-change") == 2
+    assert "--allow-data-change: only with --resume" in capsys.readouterr().err
+
+    assert run_command(synth_project, "train", "--resume", "--allow-data-change", "--set", "train.epochs=2") == 0
+    assert "the training data changed after epoch 1" in capsys.readouterr().err
+    assert run_command(synth_project, "evaluate") == 2   # the first split's images now in test are still caught
+    err = capsys.readouterr().err
+    assert "test image(s) are images the model trained" in err and "until epoch 1)" in err
+
+
+# --------------------------------------------------------------------------- a run that fails or is stopped
+# on conftest's pipeline: its split data, and its one-epoch run copied where the run continues
+
+
+def test_nan_loss_stops_with_the_epoch_and_a_hint(tmp_path, capsys, pipeline):
+    config = write_pipeline_config(tmp_path, data=str(pipeline["dataset"]))
+    line = one_error(capsys, "train", str(config), "--set", "model.optimizer='sgd'",
+                     "--set", "model.learning_rate=1e30")
+    assert line.startswith("flexunet train: error: loss became NaN at epoch 1, batch ")
+    assert "no epoch had completed, so no checkpoint was saved" in line
+    assert "lower [model] learning_rate (now 1e+30) or set [model] clipvalue" in line
+    assert not (tmp_path / "models" / "last_checkpoint").exists()      # no NaN weights to resume from
+    assert not (tmp_path / "models" / "best_model.keras").exists()
+
+
+def test_nan_in_a_later_epoch_keeps_the_earlier_ones(tmp_path, capsys, pipeline, monkeypatch):
+    import flexunet.model.losses
+
+    config = pipeline_run_copy(pipeline, tmp_path)
+    kept = snapshot(tmp_path / "models")
+    history = (tmp_path / "eval" / "history.json").read_text()
+    real = flexunet.model.losses.make_loss
+
+    def nan_loss(cfg):
+        loss = real(cfg)
+        return lambda y_true, y_pred: loss(y_true, y_pred) * float("nan")
+
+    monkeypatch.setattr(flexunet.model.losses, "make_loss", nan_loss)
+    line = one_error(capsys, "train", str(config), "--resume", "--set", "train.epochs=2")
+    assert line.startswith("flexunet train: error: loss became NaN at epoch 2, batch 1; epochs 1..1 are "
+                           f"saved in {tmp_path / 'models'};")
+    assert "start again with --overwrite (--resume would continue with the saved learning rate)" in line
+    now = snapshot(tmp_path / "models")
+    assert {k: now[k] for k in kept if k != "train_eval_infer.config"} == \
+        {k: v for k, v in kept.items() if k != "train_eval_infer.config"}   # checkpoint, best model as they were
+    assert (tmp_path / "eval" / "history.json").read_text() == history
+
+
+def _spawn_training(tmp_path: Path, pipeline, epochs: int) -> tuple[subprocess.Popen, Path]:
+    """`flexunet train` in a real process, with epochs long enough (about a second) to land a signal inside one."""
+    config = write_pipeline_config(tmp_path, data=str(pipeline["dataset"]))
+    args = [sys.executable, "-m", "flexunet", "-q", "train", str(config), "--set", f"train.epochs={epochs}",
+            "--set", "train.batch_size=2", "--set", "train.steps_per_epoch=60"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # Ctrl-C as a terminal sends it: to a process whose SIGINT is not ignored. A suite started as a background
+    # job of a non-interactive shell (`cmd &`) inherits SIGINT ignored, and so would this child.
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    return proc, config
+
+
+def _wait_for_epoch(proc: subprocess.Popen, state: Path, epoch: int, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if json.loads(state.read_text())["epoch"] >= epoch:
+                return
+        if proc.poll() is not None:
+            pytest.fail(f"training ended before epoch {epoch}: {proc.communicate()[1][-2000:]}")
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail(f"no checkpoint of epoch {epoch} within {timeout} s")
+
+
+def test_kill_9_mid_epoch_then_resume_loses_nothing(tmp_path, capsys, pipeline):
+    proc, config = _spawn_training(tmp_path, pipeline, epochs=2)
+    state = tmp_path / "models" / "last_checkpoint" / "state.json"
+    try:
+        _wait_for_epoch(proc, state, 1)
+        time.sleep(0.2)                                                 # into epoch 2
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    saved = json.loads(state.read_text())
+    assert saved["epoch"] == 1                                          # killed before epoch 2 ended
+    rc, lines, err = cli(capsys, "train", str(config), "--resume", "--set", "train.epochs=2",
+                         "--set", "train.batch_size=2", "--set", "train.steps_per_epoch=60")
+    assert rc == 0 and not lines, err
+    history = json.loads((tmp_path / "eval" / "history.json").read_text())
+    assert history["epochs"] == [1, 2]
+    for key, values in saved["history"].items():                       # epoch 1 exactly as it was
+        assert history[key][0] == values[0]
+    assert json.loads(state.read_text())["epoch"] == 2
+    assert not leftovers(tmp_path / "models")
+
+
+def test_ctrl_c_exits_cleanly_with_the_checkpoint_intact(tmp_path, pipeline):
+    # many epochs: however fast an epoch is on this machine, the signal lands inside one
+    proc, _ = _spawn_training(tmp_path, pipeline, epochs=500)
+    state = tmp_path / "models" / "last_checkpoint" / "state.json"
+    try:
+        _wait_for_epoch(proc, state, 1)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("flexunet ")]
+    saved = json.loads(state.read_text())["epoch"]
+    assert saved >= 1
+    assert lines == [f"flexunet train: interrupted during epoch {saved + 1}; epochs 1..{saved} are saved in "
+                     f"{tmp_path / 'models'}; continue with: flexunet train CONFIG --resume"], err
+    checkpoint = tmp_path / "models" / "last_checkpoint"
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["model.weights.h5", "model_meta.json", "optimizer.npz",
+                                                            "rng.npz", "state.json"]
+    assert (tmp_path / "models" / "best_model.keras").is_file() and not leftovers(tmp_path)

@@ -1,4 +1,5 @@
-"""tf.distribute across processes: two local workers over loopback train one model and agree.
+"""flexunet.training.train across processes: two local workers over loopback train one model and agree;
+a malformed TF_CONFIG is one line before any work.
 
 Each worker is a separate Python process with its own TF_CONFIG (two free ports on
 127.0.0.1), running ``flexunet.training.train.train`` with ``[train] strategy = "multiworker"`` on
@@ -21,6 +22,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import TINY_RUN_CONFIG, one_error
 from flexunet.config.loader import load_config
 
 WORKER = textwrap.dedent("""
@@ -112,3 +114,35 @@ def test_two_workers_over_loopback_agree_with_each_other_and_with_one_device(tra
     assert len((cfg.train.eval_dir / "train_losses.csv").read_text().splitlines()) == 3
     hidden = sorted(p.name for p in cfg.train.model_dir.iterdir() if p.name.startswith("."))
     assert hidden == [".flexunet-owner.json"]                           # train's record, no worker leftovers
+
+
+# --------------------------------------------------------------------------- TF_CONFIG, read before any work
+
+
+@pytest.mark.parametrize("value,why", [
+    ('{"cluster": ', "not valid JSON"),
+    ("[1]", "an array, not an object"),
+    ('{"cluster": {"worker": "host:1"}}', '"cluster" is not an object of task type -> list'),
+    ('{"task": {"type": "worker", "index": "0"}}', '"task" "index" is not an integer >= 0'),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}', "names no address"),
+])
+def test_a_malformed_tf_config_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, value, why):
+    config = tmp_path / "train_eval_infer.config"
+    config.write_text(TINY_RUN_CONFIG)
+    monkeypatch.setenv("TF_CONFIG", value)
+    line = one_error(capsys, "train", str(config), "--set", "train.strategy='multiworker'")
+    assert line.startswith('flexunet train: error: TF_CONFIG environment variable (read for [train] strategy = '
+                           '"multiworker"): '), line
+    assert why in line and line.endswith('"task": {"type": "worker", "index": 0}}'), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train_eval_infer.config"]
+
+
+def test_a_well_formed_tf_config_still_names_the_chief(monkeypatch):
+    from flexunet.training.train import is_chief, tf_config
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert tf_config() == {} and is_chief()
+    cluster = {"worker": ["a:1", "b:1"]}
+    for index, chief in ((0, True), (1, False)):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        assert is_chief() is chief

@@ -6,10 +6,13 @@ import json
 import math
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flexunet.utils.errors import DataError
 from flexunet.utils.io import (atomic_write, json_text, safe_output_path, swap_dir, write_json,
@@ -117,3 +120,14 @@ def test_safe_output_path_stays_in_the_output_folder(tmp_path, name, expected):
 def test_safe_output_path_refuses_names_without_a_file(tmp_path, name):
     with pytest.raises(DataError, match="not a usable file name"):
         safe_output_path(tmp_path, name)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=40))
+def test_any_input_name_stays_inside_the_output_folder(name):
+    out = Path(tempfile.gettempdir()) / "flexunet-out"
+    try:
+        path = safe_output_path(out, name)
+    except DataError:
+        return
+    assert path.parent == out and path.name not in ("", ".", "..") and "/" not in path.name
