@@ -96,6 +96,40 @@ def test_synthetic_rescale(tmp_path: Path) -> None:
                     "slice_position": None, "slice_thickness": None}
 
 
+def test_hu_of_the_synthetic_dicoms_are_stored_times_slope_plus_intercept(tmp_path: Path) -> None:
+    """The synthetic set's DICOMs read back as the float32 rescale did before pydicom's apply_modality_lut
+    took it over, value for value (and as the HU synth drew: the PNG is their brain window)."""
+    from flexunet.synthetic.synth import dataset_root, synthesize
+
+    synthesize(tmp_path, 4, 5, size=48, progress=False)
+    paths = sorted((dataset_root(tmp_path) / "DICOM").glob("*.dcm"))
+    assert len(paths) == 4
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        before = ds.pixel_array.astype(np.float32) * np.float32(ds.RescaleSlope) + np.float32(ds.RescaleIntercept)
+        hu, meta = read_dicom_hu(path)
+        assert hu.dtype == np.float32 and np.array_equal(hu, before)
+        assert meta["rescale"] == (1.0, -1024.0) and hu.min() < -900 and hu.max() > 1000   # air and bone
+        png = np.asarray(Image.open(path.parent.parent / "PNG" / f"{path.stem}.png"))[..., 0]
+        assert np.abs(window(hu, 40, 80).astype(int) - png).max() <= 1
+
+
+def test_a_modality_lut_gives_the_hu_and_no_rescale_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A Modality LUT Sequence maps stored values through its table (the rescale tags do not apply)."""
+    path = write_dicom(tmp_path / "lut.dcm", np.array([[0, 1], [2, 7]]), slope=None, intercept=None)
+    ds = pydicom.dcmread(path)
+    item = Dataset()
+    item.LUTDescriptor = [4, 0, 16]                                      # 4 entries from stored value 0
+    item.LUTData = [10, 20, 30, 1000]
+    item["LUTData"].VR = "US"
+    ds.ModalityLUTSequence = [item]
+    ds.save_as(path)
+    with caplog.at_level(logging.WARNING, logger="flexunet.dataset.dicom"):
+        hu, meta = read_dicom_hu(path)
+    assert hu.tolist() == [[10, 20], [30, 1000]] and hu.dtype == np.float32   # past the table: its last entry
+    assert meta["rescale"] is None and "RescaleSlope" not in caplog.text
+
+
 def test_missing_rescale_uses_defaults_with_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = write_dicom(tmp_path / "norescale.dcm", np.array([[40, -5]]), slope=None, intercept=None)
     with caplog.at_level(logging.WARNING, logger="flexunet.dataset.dicom"):

@@ -1,10 +1,10 @@
 """DICOM CT slices: Hounsfield units, header facts, and display windows.
 
-:func:`read_dicom_hu` turns a CT slice into Hounsfield units
-(``HU = stored value * RescaleSlope + RescaleIntercept``) and the header facts the
-pipeline needs (patient, series, pixel spacing).  :func:`window` maps HU to 0..255
-grey levels linearly between ``center - width/2`` and ``center + width/2``;
-:func:`three_window_rgb` stacks the brain, subdural and bone windows as R, G and B.
+:func:`read_dicom_hu` turns a CT slice into Hounsfield units with pydicom's
+``apply_modality_lut`` (``HU = stored value * RescaleSlope + RescaleIntercept``, or the file's
+Modality LUT where it has one) and the header facts the pipeline needs (patient, series, pixel
+spacing).  :func:`window` maps HU to 0..255 grey levels linearly between ``center - width/2``
+and ``center + width/2``; :func:`three_window_rgb` stacks the brain, subdural and bone windows as R, G and B.
 :func:`dicom_bytes` writes a CT slice file (the synthetic dataset's) from HU and a :class:`CTSlice`.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom.pixels import apply_modality_lut
 
 from flexunet.utils.errors import DataError
 
@@ -160,9 +161,13 @@ def read_dicom(path: str | os.PathLike) -> DicomSlice:
     if meta["modality"] != "CT":
         warnings.append(f"{path}: Modality is {meta['modality'] or 'missing'}, not CT; HU windows "
                         f"assume CT values")
-    slope, intercept = _rescale(ds, path, warnings)
-    hu = (pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)).astype(np.float32)
-    meta["rescale"] = (slope, intercept)
+    if ds.get("ModalityLUTSequence"):      # a table maps stored values to HU; the rescale tags do not apply
+        meta["rescale"] = None
+    else:
+        slope, intercept = _rescale(ds, path, warnings)
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept     # the defaults, where the tags are missing
+        meta["rescale"] = (slope, intercept)
+    hu = np.asarray(apply_modality_lut(pixels, ds), np.float32)
     return DicomSlice(hu, meta, warnings)
 
 
@@ -172,7 +177,8 @@ def read_dicom_hu(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
     ``hu`` is float32 (H, W) Hounsfield units; ``meta`` holds ``patient_id``,
     ``series_uid``, ``pixel_spacing`` ((row, col) mm or None), ``modality``,
     ``instance_number``, ``slice_position`` (mm along the slice normal or None),
-    ``slice_thickness`` (mm or None) and ``rescale`` ((slope, intercept) used).
+    ``slice_thickness`` (mm or None) and ``rescale`` ((slope, intercept) used, or None where the
+    file's Modality LUT gave the HU).
     """
     sl = read_dicom(path)
     for message in sl.warnings:
