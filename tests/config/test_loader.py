@@ -385,23 +385,27 @@ def test_distinct_class_names_keep_their_metric_names():
 
 # --------------------------------------------------------------------------- properties (hypothesis)
 # any text, and any --set override, either parses or raises ConfigError (never another exception, never
-# anything run).
+# anything run); what parses is a whole config: dumped and read again it is the same config.
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 BASE = Path(tempfile.gettempdir())
 VALID = config_text()
 
 
-def parses_or_config_error(text: str, overrides: tuple[str, ...] = ()) -> None:
-    """Anything but a ConfigError fails the test; a ConfigError must be one non-empty line."""
+def parses_or_config_error(text: str, overrides: tuple[str, ...] = ()):
+    """The config ``text`` (with ``overrides``) parses to a whole config, or raises a ConfigError of one line;
+    anything else fails the test.  A parsed config is checked: its classes are num_classes colours, and
+    dumped (dump_config) and read again it is the same config.  Returns the config, or None."""
     try:
-        parse_config(text, source="prop.config", base_dir=BASE, overrides=overrides)
+        cfg = parse_config(text, source="prop.config", base_dir=BASE, overrides=overrides)
     except ConfigError as exc:
         message = str(exc)
         assert message.startswith(("prop.config", "--set")) and "\n" not in message, message
-
-
-# --------------------------------------------------------------------------- config parser
+        return None
+    assert sorted(cfg.mask.rgb_map.values()) == list(range(cfg.model.num_classes))
+    assert len(cfg.class_names) == cfg.model.num_classes
+    assert parse_config(dump_config(cfg), source="dumped", base_dir=BASE) == cfg
+    return cfg
 
 
 @SETTINGS
@@ -461,12 +465,14 @@ def test_any_set_override_parses_or_raises_config_error(overrides):
 
 
 def with_value(section: str, key: str, value: str) -> str:
-    """VALID with ``[section] key = value`` (replacing the key where VALID has it)."""
-    lines = [ln for ln in VALID.splitlines() if not ln.startswith(f"{key} =")]
+    """VALID with ``[section] key = value`` (in place of the key where VALID's [section] has it)."""
+    lines = VALID.splitlines()
     if f"[{section}]" not in lines:
         lines.append(f"[{section}]")
-    lines.insert(lines.index(f"[{section}]") + 1, f"{key} = {value}")
-    return "\n".join(lines) + "\n"
+    start = lines.index(f"[{section}]") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("[")), len(lines))
+    body = [ln for ln in lines[start:end] if not ln.startswith(f"{key} =")]
+    return "\n".join(lines[:start] + [f"{key} = {value}"] + body + lines[end:]) + "\n"
 
 
 @settings(max_examples=60, deadline=None)

@@ -89,11 +89,16 @@ def test_png_is_grey_rgb_and_overlay_blends_mask(dataset: tuple[Path, dict]) -> 
 def test_masks_hold_only_palette_colours(dataset: tuple[Path, dict]) -> None:
     out, _ = dataset
     palette = {tuple(c) for c in STROKE_RGB_MAP}
-    for path in sorted((dataset_root(out) / "MASKS").iterdir()):
+    paths = sorted((dataset_root(out) / "MASKS").iterdir())
+    assert len(paths) == COUNT
+    seen: set[tuple[int, ...]] = set()
+    for path in paths:
         img = Image.open(path)
         assert img.mode == "RGB"
-        colours = {tuple(c) for c in np.unique(np.asarray(img).reshape(-1, 3), axis=0)}
+        colours = {tuple(int(v) for v in c) for c in np.unique(np.asarray(img).reshape(-1, 3), axis=0)}
         assert colours <= palette, f"{path.name}: {colours - palette}"
+        seen |= colours
+    assert seen == palette                                # background and both lesion colours are drawn
 
 
 # --------------------------------------------------------------------------- determinism
@@ -239,11 +244,14 @@ def test_hemorrhage_wins_where_lesions_overlap() -> None:
 
 
 def test_lesions_are_not_specks_at_256() -> None:
+    pieces_seen = {1: 0, 2: 0}
     for i, (patient, j) in enumerate(plan_slices(SEED, 8)):
         _, label = render_slice(patient, j, 256, np.random.default_rng([SEED, 1, i]))
         for k in (1, 2):
             pieces, n = ndimage.label(label == k, np.ones((3, 3)))
             assert n == 0 or np.bincount(pieces.ravel())[1:].min() >= 4
+            pieces_seen[k] += n
+    assert pieces_seen[1] > 0 and pieces_seen[2] > 0, pieces_seen   # both kinds drawn: there were pieces to check
 
 
 # --------------------------------------------------------------------------- refusals

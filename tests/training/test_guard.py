@@ -24,19 +24,21 @@ def _model(lr: float = 0.01):
 # ----------------------------------------------------------------------------- schedule
 
 
-@pytest.mark.parametrize("schedule, expected", [
+@pytest.mark.parametrize("schedule, expected, decays", [
     # 10 epochs, 2 of warm-up at 1/3 and 2/3 of 0.01, then 8 epochs with progress p = 0, 1/8, ..., 7/8
-    ("constant", [0.01 / 3, 0.02 / 3] + [0.01] * 8),
-    ("poly", [0.01 / 3, 0.02 / 3] + [0.01 * (1 - k / 8) ** 0.9 for k in range(8)]),
-    ("cosine", [0.01 / 3, 0.02 / 3] + [0.01 * 0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(8)]),
+    ("constant", [0.01 / 3, 0.02 / 3] + [0.01] * 8, False),
+    ("poly", [0.01 / 3, 0.02 / 3] + [0.01 * (1 - k / 8) ** 0.9 for k in range(8)], True),
+    ("cosine", [0.01 / 3, 0.02 / 3] + [0.01 * 0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(8)], True),
 ])
-def test_schedule_values(train_project, schedule, expected):
+def test_schedule_values(train_project, schedule, expected, decays):
     from flexunet.training.callbacks import scheduled_lr
 
     cfg = load_config(train_project, ["train.epochs=10", "train.warmup_epochs=2", f"train.lr_schedule={schedule}",
                                       "model.learning_rate=0.01"])
-    assert [scheduled_lr(cfg, e) for e in range(10)] == pytest.approx(expected)
-    assert expected[-1] < 0.002 or schedule == "constant"  # decays to under a fifth by the last epoch
+    rates = [scheduled_lr(cfg, e) for e in range(10)]
+    assert rates == pytest.approx(expected)
+    assert max(rates) == pytest.approx(0.01) and rates.index(max(rates)) == 2   # the full rate right after warm-up
+    assert (rates[-1] < 0.01 / 5) is decays   # a decaying schedule is under a fifth of it by the last epoch
 
 
 def test_schedule_is_set_each_epoch_scaled_by_the_reducer_and_exact_on_resume(train_project):

@@ -56,7 +56,9 @@ def test_tiny_model_learns(train_project):
                                       "model.learning_rate=0.02", "train.epoch_change_infer=True"])
     summary = train(cfg, progress=False)
     hist = _history(cfg)
-    assert hist["val_mean_dice"][-1] > 0.9 or max(hist["val_mean_dice"]) > 0.9
+    # learned, and still learned at the end: both classes found (one class alone plateaus near 0.48)
+    assert max(hist["val_mean_dice"]) > 0.9 and hist["val_mean_dice"][-1] > 0.85, hist["val_mean_dice"]
+    assert hist["loss"][-1] < 0.2 * hist["loss"][0], hist["loss"]
     assert summary["epochs"] == 30
     assert summary["timing"]["train_steps"] > 0 and min(summary["timing"].values()) >= 0
     assert (cfg.train.model_dir / "best_model.keras").is_file()

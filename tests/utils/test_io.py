@@ -1,4 +1,4 @@
-"""io.py: atomic writes."""
+"""flexunet.utils.io: atomic writes, the JSON policy, folders swapped in whole, output names from inputs."""
 
 from __future__ import annotations
 
@@ -31,15 +31,18 @@ def test_atomic_write_gives_the_mode_a_plain_open_would(tmp_path):
     assert written.read_text() == "<html></html>"
 
 
-def test_atomic_write_leaves_the_old_file_when_the_writer_fails(tmp_path):
-    target = tmp_path / "a.txt"
-    target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_write(target, "w") as fh:
-            fh.write("new, half")
-            raise RuntimeError("disk full")
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+@pytest.mark.parametrize("mode,old,half", [("w", "previous\n", "half of the new"), ("wb", b"\x89PNG old", b"\x89PN")])
+def test_atomic_write_leaves_the_previous_file_or_none_when_the_writer_fails(tmp_path, mode, old, half):
+    target = tmp_path / "results.csv"
+    target.write_bytes(old.encode() if isinstance(old, str) else old)
+    fresh = tmp_path / "new.csv"
+    for path in (target, fresh):
+        with pytest.raises(RuntimeError, match="crash mid-write"):
+            with atomic_write(path, mode) as fh:
+                fh.write(half)
+                raise RuntimeError("crash mid-write")
+    assert target.read_bytes() == (old.encode() if isinstance(old, str) else old)   # the previous file, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]                  # no new file, no temporary
 
 
 # --------------------------------------------------------------------------- the JSON policy
@@ -88,16 +91,6 @@ def test_swap_dir_puts_the_old_folder_back_when_the_new_cannot_go_in(tmp_path, m
     with pytest.raises(OSError, match="disk full"):
         swap_dir(_tree(tmp_path / ".new", "new.txt"), target)
     assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
-
-
-def test_atomic_write_leaves_the_previous_file_when_it_fails(tmp_path):
-    target = tmp_path / "results.csv"
-    target.write_text("previous\n")
-    with pytest.raises(RuntimeError):
-        with atomic_write(target, "w") as fh:
-            fh.write("half of the new")
-            raise RuntimeError("crash mid-write")
-    assert target.read_text() == "previous\n" and [p.name for p in tmp_path.iterdir()] == ["results.csv"]
 
 
 # --------------------------------------------------------------------------- names from inputs
