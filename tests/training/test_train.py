@@ -72,6 +72,38 @@ def test_tiny_model_learns(train_project):
         "Epoch_30_1000.png", "Epoch_30_1001.png", "Epoch_30_1002.png", "Epoch_30_1003.png", "Epoch_30_montage.png"]
 
 
+def test_training_with_the_defaults_as_shipped_learns_and_says_its_auto_choices(tmp_path, caplog):
+    """[train] deterministic, jit_compile and tensorboard left at their defaults (False, "auto", True) and
+    mixed_precision = "auto" (its opt-in; the default is float32): the run measures (or finds cached) the
+    faster setting, says it and records it in the run's config, writes TensorBoard logs, and learns.
+    64 training images of 32 px, batch 2: 32 steps per epoch, 3 epochs."""
+    import logging
+
+    from flexunet.config.loader import parse_config
+    from flexunet.training.train import train
+
+    sections = {name: dict(keys) for name, keys in TRAIN_SECTIONS.items()}
+    for key in ("deterministic", "tensorboard"):
+        del sections["train"][key]
+    sections["train"].update(epochs=3, batch_size=2, mixed_precision="auto")
+    cfg = load_config(make_train_project(tmp_path, config_text(**sections), train_images=64))
+    t = cfg.train
+    assert (t.deterministic, t.jit_compile, t.mixed_precision, t.tensorboard) == (False, "auto", "auto", True)
+    with caplog.at_level(logging.INFO, logger="flexunet.training.autotune"):
+        summary = train(cfg, progress=False)
+    assert summary["epochs"] == 3
+    said = [r.getMessage() for r in caplog.records if r.name == "flexunet.training.autotune"]
+    assert len(said) == 1 and said[0].startswith("auto: XLA "), said
+    run = parse_config((t.model_dir / "train_eval_infer.config").read_text(), base_dir=tmp_path).train
+    assert run.jit_compile in (True, False) and run.mixed_precision in (None, "float16", "bfloat16")
+    assert f"-> {'on' if run.jit_compile else 'off'}" in said[0] or "nothing to measure" in said[0]
+    logs = tensorboard_scalars(t.model_dir / "logs" / "train"), tensorboard_scalars(t.model_dir / "logs" / "validation")
+    assert len(logs[0]["epoch_loss"]) == len(logs[1]["epoch_loss"]) == 3 and "epoch_mean_dice" in logs[1]
+    hist = _history(cfg)
+    assert hist["loss"][-1] < 0.5 * hist["loss"][0] and hist["val_loss"][-1] < hist["val_loss"][0]
+    assert hist["val_dice_bright"][-1] > 0.5 and hist["val_dice_dark"][-1] > 0.5, hist
+
+
 def test_stop_and_resume_equals_uninterrupted_and_runs_are_deterministic(train_project, tmp_path):
     from flexunet.training.train import train
 
