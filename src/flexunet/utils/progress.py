@@ -12,8 +12,10 @@ T = TypeVar("T")
 class Progress:
     """``for x in Progress(items, "prepare"): ...`` draws ``prepare  42/100 [=====>   ] 3.1 it/s``.
 
-    On a terminal the bar redraws in place; elsewhere (CI, logs) it prints a line at
-    every 10% so logs stay short.  ``enabled=False`` silences it.
+    On a terminal the bar redraws in place after every item and ends with a newline; elsewhere
+    (CI, logs) it prints a line each time another fifth of the items is done (at 20%, 40%, ...,
+    100%: at most five lines, the last at the end) so logs stay short, and nothing when the
+    total is unknown.  ``enabled=False`` silences it.
     """
 
     def __init__(self, items: Iterable[T], label: str, total: int | None = None,
@@ -26,7 +28,7 @@ class Progress:
         self.count = 0
         self.start = time.perf_counter()
         self._tty = sys.stderr.isatty()
-        self._last_decile = -1
+        self._last_fifth = 0
 
     @property
     def elapsed(self) -> float:
@@ -51,9 +53,9 @@ class Progress:
             sys.stderr.write("\r" + self._line())
             sys.stderr.flush()
         elif self.total:
-            decile = (10 * self.count) // self.total
-            if decile != self._last_decile and (decile % 2 == 0 or self.count == self.total):
-                self._last_decile = decile
+            fifth = min(5, (5 * self.count) // self.total)
+            if fifth > self._last_fifth:
+                self._last_fifth = fifth
                 sys.stderr.write(self._line() + "\n")
 
     def close(self) -> None:
