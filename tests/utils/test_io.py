@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -15,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flexunet.utils.errors import DataError
-from flexunet.utils.io import (atomic_write, json_text, safe_output_path, swap_dir, write_json,
+from flexunet.utils.io import (atomic_write, csv_text, json_text, safe_output_path, swap_dir, write_json,
                          write_text)
 
 
@@ -58,6 +60,19 @@ def test_write_json_writes_no_bare_nan_or_infinity(tmp_path):
     assert back == {"nan": None, "inf": None, "neg": None, "np": None, "ok": 0.5, "arr": [1.0, None],
                     "nested": [{"x": [None, 2]}], "path": "a/b"}
     assert json_text({"v": float("nan")}) == '{"v": null}'
+
+
+# --------------------------------------------------------------------------- the CSV form
+
+
+def test_csv_text_is_a_header_and_rows_the_csv_module_reads_back():
+    rows = [["a.png", 1, 0.5], ["b, c.png", 2, ""], ['say "hi"\nthere', 3, "x"]]
+    text = csv_text(("image", "class", "dice"), rows)
+    assert text.startswith("image,class,dice\na.png,1,0.5\n") and "\r" not in text and text.endswith("\n")
+    assert '"b, c.png",2,\n' in text                                 # quoted where a comma would split it
+    back = list(csv.reader(io.StringIO(text)))
+    assert back == [["image", "class", "dice"], *[[str(v) for v in row] for row in rows]]
+    assert csv_text(["only"], []) == "only\n"
 
 
 # --------------------------------------------------------------------------- folders swapped in whole

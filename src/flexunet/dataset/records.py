@@ -15,9 +15,7 @@ unreadable record as absent; readers a stage depends on raise a one-line DataErr
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io as _io
 import json
 import logging
 from pathlib import Path
@@ -26,7 +24,7 @@ from typing import Any, Mapping, Sequence
 from flexunet.config.inputs import configured_split_dir  # noqa: F401  (the split dataset's location)
 from flexunet.config.loader import Config
 from flexunet.utils.errors import DataError
-from flexunet.utils.io import write_json, write_text
+from flexunet.utils.io import csv_text, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +63,13 @@ def write_manifest(folder: Path, rows: list[dict[str, Any]], header: dict[str, A
                    class_names: Sequence[str]) -> None:
     """``manifest.json`` (``header`` + ``items``) and ``manifest.csv`` (a row per slice) in ``folder``."""
     write_json(folder / MANIFEST_JSON, {**header, "items": rows})
-    buf = _io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["id", "image", "mask", "source_image", "source_mask", "group", "group_kind",
-                     "patient_id", "series_uid", "classes"]
-                    + [f"pixels_{name}" for name in class_names]
-                    + ["spacing_row_mm", "spacing_col_mm", "original_height", "original_width"])
-    for r in rows:
-        spacing = r["pixel_spacing"] or ["", ""]
-        writer.writerow([r["id"], r["image"], r["mask"], r["source_image"], r["source_mask"], r["group"],
-                         r["group_kind"], r["patient_id"] or "", r["series_uid"] or "",
-                         ";".join(class_names[c] for c in r["classes"])]
-                        + r["pixels"] + list(spacing) + r["original_size"])
-    write_text(folder / MANIFEST_CSV, buf.getvalue())
+    header_row = (["id", "image", "mask", "source_image", "source_mask", "group", "group_kind", "patient_id",
+                   "series_uid", "classes"] + [f"pixels_{name}" for name in class_names]
+                  + ["spacing_row_mm", "spacing_col_mm", "original_height", "original_width"])
+    write_text(folder / MANIFEST_CSV, csv_text(header_row, (
+        [r["id"], r["image"], r["mask"], r["source_image"], r["source_mask"], r["group"], r["group_kind"],
+         r["patient_id"] or "", r["series_uid"] or "", ";".join(class_names[c] for c in r["classes"])]
+        + r["pixels"] + list(r["pixel_spacing"] or ["", ""]) + r["original_size"] for r in rows)))
 
 
 def read_manifest(path: Path) -> tuple[dict[str, Any], str]:

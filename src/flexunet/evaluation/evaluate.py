@@ -27,8 +27,6 @@ that ``flexunet prepare`` writes (found beside ``[test] images_dir``, or through
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import logging
 import math
 from pathlib import Path
@@ -38,7 +36,7 @@ import numpy as np
 
 from flexunet.config.loader import Config
 from flexunet.utils.errors import DataError
-from flexunet.utils.io import StagedFiles, staged_files
+from flexunet.utils.io import StagedFiles, csv_text, staged_files
 from flexunet.model.metrics import COUNTS, LESION_COUNTS, SCORES, MetricAccumulator
 from flexunet.config.inputs import input_folders
 from flexunet.utils.outputs import check_output_dir, check_output_file, claim_output_dir, claim_output_file
@@ -275,14 +273,10 @@ def _log_summary(summary: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- files
 
 
-def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    buf = _io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow(["" if isinstance(v, float) and math.isnan(v) else
-                         (f"{v:.6f}" if isinstance(v, float) else v) for v in row])
-    return buf.getvalue()
+def _cells(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Floats with 6 decimals, NaN as an empty cell."""
+    return [["" if isinstance(v, float) and math.isnan(v) else (f"{v:.6f}" if isinstance(v, float) else v)
+             for v in row] for row in rows]
 
 
 def _write_report(eval_dir: Path, acc: MetricAccumulator, report: dict[str, Any], staged: StagedFiles) -> list[Path]:
@@ -294,10 +288,10 @@ def _write_report(eval_dir: Path, acc: MetricAccumulator, report: dict[str, Any]
     columns = ["image", "class_index", "class", "ref_pixels", "pred_pixels", *COUNTS, *SCORES, "hd95_px",
                "hd95_mm", *LESION_COUNTS]
     rows = acc.per_image_rows()
-    staged.write_text(paths[1], _csv_text(columns, [[r[c] for c in columns] for r in rows]))
+    staged.write_text(paths[1], csv_text(columns, _cells([[r[c] for c in columns] for r in rows])))
     names = list(acc.class_names)
-    staged.write_text(paths[2], _csv_text(["reference \\ prediction", *names],
-                                          [[n, *map(int, row)] for n, row in zip(names, acc.confusion)]))
+    staged.write_text(paths[2], csv_text(["reference \\ prediction", *names],
+                                         [[n, *map(int, row)] for n, row in zip(names, acc.confusion)]))
     staged.write_bytes(paths[3], confusion_png(acc.confusion, names))
     from flexunet.evaluation.review import bland_altman_png, reliability_png
 

@@ -46,7 +46,7 @@ from PIL import Image
 
 from flexunet.config.loader import Config
 from flexunet.utils.errors import DataError
-from flexunet.utils.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, list_files,
+from flexunet.utils.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, csv_text, list_files,
                          safe_output_path, save_image, write_bytes, write_text)
 from flexunet.dataset.masks import index_to_palette_image
 from flexunet.config.inputs import input_folders
@@ -135,16 +135,6 @@ def volume_rows(geometry: dict[str, SliceGeometry], masks: dict[str, np.ndarray]
         rows += series_volumes(series, [masks[by_name[s.name]] for s in series], class_names,
                                hemorrhage_classes(class_names))
     return rows
-
-
-def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    import csv
-
-    buf = _io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
 
 
 def _warn_tiles(cfg: Config, shape: tuple[int, ...]) -> None:
@@ -342,13 +332,13 @@ def _write_tables(cfg: Config, stage: Path, out_dir: Path, geometry: dict[str, S
     """``volumes.csv`` and ``uncertain_slices.csv`` into ``stage`` (bound for ``out_dir``)."""
     if geometry:
         rows = volume_rows(geometry, masks, cfg.class_names)
-        write_text(stage / VOLUMES_FILE, _csv(VOLUME_COLUMNS, [[r[c] for c in VOLUME_COLUMNS] for r in rows]))
+        write_text(stage / VOLUMES_FILE, csv_text(VOLUME_COLUMNS, [[r[c] for c in VOLUME_COLUMNS] for r in rows]))
         summary["volumes"] = rows
         log.info("volumes of %d series -> %s", len({(r["patient"], r["series"]) for r in rows}),
                  out_dir / VOLUMES_FILE)
     if cfg.infer.uncertainty:
         ranked = sorted(summary["uncertainty"], key=lambda r: (-r["score"], r["name"]))
-        write_text(stage / UNCERTAIN_FILE, _csv(("rank", "name", "score", "foreground_pixels", "map"),
+        write_text(stage / UNCERTAIN_FILE, csv_text(("rank", "name", "score", "foreground_pixels", "map"),
                                                 [[i + 1, r["name"], round(r["score"], 6), r["foreground_pixels"],
                                                   r["map"]] for i, r in enumerate(ranked)]))
 

@@ -8,6 +8,7 @@ never half of one.
 from __future__ import annotations
 
 import contextlib
+import csv
 import io as _io
 import json
 import math
@@ -15,7 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -73,6 +74,16 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """``obj`` as JSON (indent 2) by :func:`json_text`: NaN and infinities written as null."""
     write_text(path, json_text(obj, indent=2) + "\n")
+
+
+def csv_text(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
+    """The one CSV form of our tables: a header row, then ``rows``, through the csv module (it quotes a
+    cell holding a comma, quote or line break), '\\n' line ends."""
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def json_text(obj: Any, indent: int | None = None) -> str:
