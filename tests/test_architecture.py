@@ -76,3 +76,28 @@ def test_no_module_imports_itself_in_a_circle_at_import_time():
         if node not in state:
             visit(node, [node])
     assert circles == []
+
+
+# the command line as a whole: what no one module of flexunet.cli shows
+CLI_LEVEL = ("test_shipped_configs.py", "test_whole_pipeline.py")
+
+
+def test_the_tests_mirror_the_house():
+    """tests/<subpackage>/test_<module>.py (or test_<module>_<aspect>.py) for src/flexunet/<subpackage>/<module>.py.
+    No __init__.py: pytest imports each test file by its name, so the names stay unique."""
+    tests = Path(__file__).parent
+    astray, names = [], {}
+    for path in sorted(tests.rglob("test_*.py")):
+        rel = path.relative_to(tests)
+        names.setdefault(path.name, []).append(str(rel))
+        if len(rel.parts) == 1:
+            astray += [] if path.name == "test_architecture.py" else [str(rel)]
+            continue
+        modules = {p.stem for p in (SRC / rel.parts[0]).glob("*.py")} if rel.parts[0] in LAYERS else set()
+        stem = path.stem.removeprefix("test_")
+        if not any(stem == m or stem.startswith(f"{m}_") for m in modules) and not (
+                rel.parts[0] == "cli" and path.name in CLI_LEVEL):
+            astray.append(str(rel))
+    assert astray == []
+    assert {name: where for name, where in names.items() if len(where) > 1} == {}
+    assert sorted(str(p.relative_to(tests)) for p in tests.rglob("__init__.py")) == []
