@@ -1,6 +1,6 @@
 """Regenerate the README's config reference from flexunet.config.loader.reference().
 
-Run from the repository root: ``python scripts/sync_readme.py`` (tests/test_config.py checks it).
+Run from the repository root: ``python scripts/sync_readme.py`` (tests/config/test_loader.py checks it).
 """
 
 from __future__ import annotations
