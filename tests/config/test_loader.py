@@ -475,6 +475,16 @@ def with_value(section: str, key: str, value: str) -> str:
     return "\n".join(lines[:start] + [f"{key} = {value}"] + body + lines[end:]) + "\n"
 
 
+@SETTINGS
+@given(st.sampled_from(["model", "train", "infer", "prepare", "split", "augmentor", "deformation", "tiledinfer"]),
+       KEYS.filter(bool), VALUES.filter(lambda v: "\n" not in v and v.strip() == v and v and v[0] not in ";#"))
+def test_a_set_override_is_the_value_written_in_the_file(section, key, value):
+    """--set section.key=value gives the config that ``key = value`` written into [section] gives, or both fail."""
+    by_set = parses_or_config_error(VALID, (f"{section}.{key}={value}",))
+    in_file = parses_or_config_error(with_value(section, key, value))
+    assert by_set == in_file
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.sampled_from(["__import__('os').system('touch {m}')", "open('{m}', 'w')", "exec(\"open('{m}','w')\")",
                         "(lambda: open('{m}', 'w'))()", "[open('{m}', 'w') for _ in 'x']",
@@ -488,3 +498,5 @@ def test_code_in_any_value_is_never_run(template, where):
         parses_or_config_error(with_value(*where, value))
         parses_or_config_error(VALID, (f"{where[0]}.{where[1]}={value}",))
         assert not os.path.exists(marker)
+
+

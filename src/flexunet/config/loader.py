@@ -350,9 +350,11 @@ def logged_names(cfg: Config) -> list[str]:
 
 def _validate(cfg: Config) -> None:
     m = cfg.model
-    levels = 2 ** (m.num_layers - 1)
     for key in ("image_height", "image_width"):
-        if getattr(m, key) % levels:
+        size = getattr(m, key)
+        # 2**(num_layers-1) past the size divides nothing: said without computing it (num_layers may be huge)
+        if m.num_layers - 1 >= size.bit_length() or size % 2 ** (m.num_layers - 1):
+            levels = 2 ** (m.num_layers - 1) if m.num_layers <= 64 else f"2**{m.num_layers - 1}"
             raise cfg.error("model", key, f"a multiple of 2**(num_layers-1) = {levels} "
                                           f"for num_layers = {m.num_layers}")
     k = m.base_kernels
