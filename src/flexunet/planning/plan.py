@@ -130,8 +130,8 @@ def class_weights_for(shares: list[float]) -> tuple[float, ...]:
     """Loss weights from pixel shares (background first): 1 for background, and for each foreground class
     ``2 * sqrt(commonest foreground share / its share)`` capped at 4 (1 for a class with no pixel).
 
-    On the synthetic 'subtle' variant at 128 px (shares 1.03% / 0.23%: weights 2 and 4) this raised the
-    test Dice from 0.825 / 0.786 to 0.852 / 0.835 against unweighted (benchmarks/README.md)."""
+    The square root lifts a rare class without letting a class of a few pixels dominate the loss;
+    e.g. shares of 1.03% and 0.23% give weights 2 and 4."""
     fg = [x for x in shares[1:] if x > 0]
     top = max(fg) if fg else 0.0
     out = [1.0]
@@ -185,9 +185,10 @@ def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, 
                                         f"usable and a step short on a CPU"),
         "epochs": (epochs, f"{minutes:g} min / {epoch_min:.2f} min per epoch ({train_n} train + {valid_n} valid "
                            f"slices at the probed speed), at most {EPOCH_CAP}"),
-        "warmup_epochs": (warmup, "a short linear warm-up keeps Adam's first steps from saturating the softmax"),
-        "patience": (patience, "early stopping after half the run without a lower validation loss: "
-                               "tiny lesions can take a third of it to appear at all"),
+        "warmup_epochs": (warmup, f"a short linear warm-up for a run of {epochs} epochs keeps Adam's first steps "
+                                  f"from saturating the softmax"),
+        "patience": (patience, f"early stopping after half of the {epochs} epochs (at least 8) without a lower "
+                               f"validation loss: small lesions can take a third of a run to appear at all"),
         "channels": (1 if grey else 3, "every image has R = G = B: one grey channel" if grey
                      else "the images hold colour"),
         "oversample": (oversample, f"the rarest class ({rarest}) is in {rare_share:.0%} of the train slices; "
@@ -218,10 +219,10 @@ shrinks  = (0.9,)
 shears   = ()
 hflip    = True
 vflip    = False
-; no random contrast / brightness / noise per image: on synthetic sets whose train and test
-; slices come from one scanner it cost 0.00-0.10 test Dice (benchmarks/README.md); set it True
-; when the images to segment come from other scanners or windows than the training images
-; ([intensity] gain, offset and noise then default to 0.1, 8 and 2: README's config reference)
+; no random contrast / brightness / noise per image: it hides the absolute grey levels, which
+; tell tissues apart when the images to segment come from the scanners and window of the
+; training images; set it True when they come from other scanners or windows
+; ([intensity] gain, offset and noise then default to 0.1, 8 and 2: docs/config.md)
 intensity = False
 """
 AUGMENT_SHARE_LIMIT = 0.25       # online augmentation is planned when it costs less than this share of a step
@@ -264,6 +265,7 @@ def config_text(fp: dict, c: dict[str, Any], out: Path, dataset: Path, minutes: 
                         for n, v in fp["lesions"].items() if v.get("components"))
     size, size_why = c["size"]
     n = fp["slices"]
+    valid_lesions = fp["subsets"].get("valid", {}).get("slices_with_foreground", 0)
     lines = f"""; train_eval_infer.config written by `flexunet plan` on {time.strftime('%Y-%m-%d')}
 ; dataset: {fp['dataset']}
 ; {n['train']} train / {n['valid']} valid / {n['test']} test slices
@@ -281,8 +283,8 @@ image_height   = {size}
 ; {c['channels'][1]}
 image_channels = {c['channels'][0]}
 input_normalize = True
-; BatchNorm after every convolution: without it a net of this depth saturates its softmax on rare
-; lesions and stops learning (issue 13)
+; BatchNorm after every convolution: without it a net of this depth saturates its softmax on
+; lesions of {c['lesion_share']:.2%} of the pixels and stops learning
 normalization  = True
 num_classes    = {len(names)}
 ; {c['base_filters'][1]}
@@ -313,8 +315,8 @@ batch_size     = {c['batch_size'][0]}
 ; {c['patience'][1]}
 patience       = {c['patience'][0]}
 ; the validation loss (class-weighted CE + Dice) picks the best model: it falls smoothly, while the
-; validation Dice of a few lesion slices jumps from epoch to epoch and picked early, unsteady models
-; (subtle ischemia, data seed 7: test Dice 0.35 picked by Dice, 0.65 by the loss; benchmarks/README.md)
+; validation Dice, from the {valid_lesions} of {n['valid']} validation slices holding a lesion, jumps
+; from epoch to epoch and would pick early, unsteady models
 monitor        = "val_loss"
 model_dir      = "./models"
 eval_dir       = "./eval"
@@ -336,7 +338,7 @@ on_collapse    = "stop"
 collapse_patience = 3
 ; {c['cache'][1]}
 cache          = {c['cache'][0]}
-; epoch-change inference and TensorBoard cost time on a small budget
+; epoch-change inference and TensorBoard cost time a {minutes:g}-min budget needs for training
 epoch_change_infer = False
 tensorboard    = False
 seed           = 137

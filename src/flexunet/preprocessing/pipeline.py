@@ -212,9 +212,9 @@ def make_dataset(cfg: Config, pairs: list[tuple[Path, Path]], training: bool, ba
     ds = tf.data.Dataset.range(first, last).flat_map(one_epoch)
     options = tf.data.Options()
     options.deterministic = True
-    # No autotune thread: destroying the iterator at the end of fit waits for that thread's timed sleep,
-    # which grows to ~60 s (gdb: ~IteratorResource -> ~LogicalThreadWrapper; 27 s idle after the last
-    # epoch of a 16-epoch run with it, 0.8 s without, at equal step time). AUTOTUNE then means the
+    # No autotune thread: destroying the iterator at the end of fit waits for that thread's timed sleep
+    # (~IteratorResource -> ~LogicalThreadWrapper), which grows to about a minute, so a run would idle
+    # that long after its last epoch; the step time is the same without it. AUTOTUNE then means the
     # default parallelism (the cores) and prefetch's own buffer heuristic.
     options.autotune.enabled = False
     return ds.with_options(options).prefetch(AUTOTUNE)
