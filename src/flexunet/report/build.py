@@ -31,9 +31,9 @@ so a test can check that the page shows what the evaluation computed.  Figures a
 in a temporary folder that replaces ``figures/`` whole, and the HTML is written
 atomically, so a rerun replaces the previous report.
 
-This module assembles the page; ``report_data`` reads its inputs, ``report_html`` holds the
-HTML pieces, ``report_plots`` the curves, ``report_sections`` the sections read from files
-and ``report_gallery`` those that predict again (gallery, slice viewer, uncertain slices).
+This module assembles the page; ``report.data`` reads its inputs, ``report.html`` holds the
+HTML pieces, ``report.plots`` the curves, ``report.sections`` the sections read from files
+and ``report.gallery`` those that predict again (gallery, slice viewer, uncertain slices).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ REPORT_FILE = "report.html"
 
 def _check_output(cfg: Config, out: Path, eval_dir: Path, folders: tuple[Path, Path] | None,
                   overwrite: bool) -> None:
-    """The report writes report.html and figures/ only into a folder of its own (see README: report)."""
+    """The report writes report.html and figures/ only into a folder of its own (docs/safety.md: the ownership rule)."""
     shown = folders or (cfg.test.images_dir, cfg.test.masks_dir)
     inputs = [("[eval] eval_dir", eval_dir), ("[train] model_dir", cfg.train.model_dir), *shown,
               *input_folders(cfg)]
