@@ -51,7 +51,7 @@ from flexunet.utils.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, list_fil
 from flexunet.dataset.masks import index_to_palette_image
 from flexunet.config.inputs import input_folders
 from flexunet.utils.outputs import check_output_dir, claim_output_dir
-from flexunet.model.predict import (model_batch, network_input, overlay_image, predict_probs, predict_tiled, read_input,
+from flexunet.model.predict import (model_batch, overlay_image, predict_probs, predict_tiled, read_input,
                               remove_small_components, resize_indices, tile_starts)
 from flexunet.utils.progress import Progress
 from flexunet.inference.uncertainty import entropy_map, heatmap, slice_score
@@ -255,7 +255,7 @@ def _predict(cfg: Config, model: Any, originals: list[np.ndarray], batch: np.nda
     if batch is not None:
         return list(predict_probs(model, batch, flips, pad_to=size))
     t = cfg.tiledinfer
-    return [predict_tiled(model, network_input(o, cfg), cfg, t.split_size, t.overlapping, size, flips)
+    return [predict_tiled(model, o, cfg, t.split_size, t.overlapping, size, flips)
             for o in originals]
 
 

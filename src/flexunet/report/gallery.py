@@ -84,10 +84,10 @@ def _predict_pairs(b: Build, pairs: Sequence[tuple[Path, Path]]
                    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(image as shown, ground truth, softmax) per pair, at the model's input size, as evaluation sees them;
     predicted in batches of [eval] batch_size (the gallery and the viewer both read the slices this way)."""
-    import tensorflow as tf
     from PIL import Image
 
-    from flexunet.preprocessing.pipeline import decode_mask
+    from flexunet.dataset.masks import read_config_mask
+    from flexunet.preprocessing.images import model_mask
     from flexunet.model.predict import model_batch, predict_probs, read_input
 
     cfg = b.cfg
@@ -99,7 +99,7 @@ def _predict_pairs(b: Build, pairs: Sequence[tuple[Path, Path]]
         probs = predict_probs(b.model, model_batch(originals, cfg))
         for (_, mask), rgb, prob in zip(chunk, originals, probs):
             shown = np.asarray(Image.fromarray(rgb[..., :3]).resize((w, h), Image.BILINEAR))
-            yield shown, decode_mask(tf.constant(str(mask)), cfg).numpy(), prob
+            yield shown, model_mask(read_config_mask(mask, cfg).index, cfg).numpy(), prob
 
 
 def _predict_cases(b: Build, pairs: Sequence[tuple[Path, Path]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
