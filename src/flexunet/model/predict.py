@@ -21,12 +21,14 @@ from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from scipy import ndimage
 
 from flexunet.config.loader import Config
-from flexunet.utils.io import DICOM_SUFFIXES, read_image
 from flexunet.dataset.masks import palette_colours
 from flexunet.model.metrics import EIGHT
+from flexunet.utils.io import DICOM_SUFFIXES, read_image
+from flexunet.utils.lazy import LazyModule
+
+ndimage = LazyModule("scipy.ndimage")  # imported on first use: see flexunet.utils.lazy
 
 # --------------------------------------------------------------------------- the input
 

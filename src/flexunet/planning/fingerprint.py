@@ -26,12 +26,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from flexunet.config.loader import class_name_clash
+from flexunet.dataset.masks import default_rgb_map, palette_colours
 from flexunet.utils.errors import DataError, FlexUNetError
 from flexunet.utils.io import open_image, pair_by_name, to_rgb_array
-from flexunet.dataset.masks import default_rgb_map, palette_colours
+from flexunet.utils.lazy import LazyModule
+
+ndimage = LazyModule("scipy.ndimage")  # imported on first use: see flexunet.utils.lazy
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from flexunet.synthetic.lesions import DEFAULT_OPTIONS, SynthOptions, draw_lookalikes
+from flexunet.utils.lazy import LazyModule
+
+ndimage = LazyModule("scipy.ndimage")  # imported on first use: see flexunet.utils.lazy
 
 RESCALE_INTERCEPT = -1024
 HU_MAX = 3071                       # stored values 0..4095 (12 bits)
