@@ -20,15 +20,17 @@ Images stay 0..255 float32: the model's first layer rescales them when
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from flexunet.config.loader import Config
+from flexunet.dataset.masks import palette_colours, read_mask
+from flexunet.dataset.transforms import random_augment
 from flexunet.utils.errors import ConfigError, DataError
-from flexunet.utils.io import pair_by_name
-from flexunet.dataset.masks import palette_colours
+from flexunet.utils.io import open_image, pair_by_name
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +100,6 @@ def decode_image(path: tf.Tensor, cfg: Config) -> tf.Tensor:
 def _read_index_mask(path: tf.Tensor, cfg: Config) -> tf.Tensor:
     """A class-index mask file -> uint8 (H, W) at its own size, read as ``read_mask`` reads it: TensorFlow's
     PNG decoder turns a palette PNG into its colours, and the pixel values are the classes here."""
-    from flexunet.dataset.masks import read_mask
-
     def read(p: bytes | np.ndarray) -> np.ndarray:
         p = p.item() if isinstance(p, np.ndarray) else p     # eager calls pass a 0-d array
         name = p.decode("utf-8") if isinstance(p, bytes) else str(p)
@@ -129,8 +129,6 @@ def decode_mask(path: tf.Tensor, cfg: Config) -> tf.Tensor:
 
 
 def _augment_fn(cfg: Config):
-    from flexunet.dataset.transforms import random_augment
-
     def apply(image: np.ndarray, index: np.ndarray, seed: np.ndarray):
         rng = np.random.default_rng([int(s) for s in seed])
         img, msk = random_augment(np.clip(image, 0, 255).astype(np.uint8), index, cfg, rng)
@@ -295,8 +293,6 @@ def check_image(path: Path) -> tuple[int, int]:
     them differently (value/256, alpha dropped) from ``prepare`` and ``infer``
     (min..max stretch, composited on black).
     """
-    from flexunet.utils.io import open_image
-
     if path.suffix.lower() not in PIPELINE_SUFFIXES:
         raise DataError(f"{path}: {path.suffix} images cannot be read by the training pipeline (PNG, JPEG, "
                         f"BMP or GIF only); convert them to PNG, or run them through `flexunet prepare`")
@@ -323,10 +319,6 @@ def check_masks(cfg: Config, pairs: list[tuple[Path, Path]], workers: int = 0) -
     tf.data would fail deep inside ``fit`` on a truncated file and maps foreign colours
     to the nearest class silently, so both are caught here, once, with the file named.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from flexunet.dataset.masks import read_mask
-
     num_classes = cfg.model.num_classes
 
     def check(pair: tuple[Path, Path]) -> np.ndarray:
