@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from flexunet.config.loader import Config
+from flexunet.dataset.dicom import read_dicom_hu, three_window_rgb, window
 from flexunet.dataset.masks import palette_colours
 from flexunet.model.metrics import EIGHT
 from flexunet.utils.io import DICOM_SUFFIXES, read_image
@@ -36,8 +37,6 @@ ndimage = LazyModule("scipy.ndimage")  # imported on first use: see flexunet.uti
 def read_input(path: Path, cfg: Config) -> np.ndarray:
     """An input file as uint8 (H, W, 3) RGB; DICOM through the [prepare] window(s)."""
     if path.suffix.lower() in DICOM_SUFFIXES:
-        from flexunet.dataset.dicom import read_dicom_hu, three_window_rgb, window
-
         hu, _ = read_dicom_hu(path)
         if cfg.prepare.three_windows:
             return three_window_rgb(hu)
