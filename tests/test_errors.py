@@ -388,7 +388,7 @@ def test_report_warns_when_the_evaluation_is_an_earlier_models(project, capsys):
     assert code == 0 and "earlier model" not in err, err
     assert 'class="warning"' not in _report_page(root)
     recorded = json.loads((root / "eval" / "evaluation.json").read_text())["model_sha256"]
-    from flexunet.model.run_folder import model_sha256
+    from flexunet.model.trained import model_sha256
 
     assert recorded == model_sha256(root / "models" / "best_model.keras")
 

@@ -151,7 +151,8 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
     from flexunet.preprocessing.pipeline import check_masks, make_dataset, subset_pairs
     from flexunet.model.losses import dice_coef_multiclass, make_loss
     from flexunet.dataset.leak_record import check_test_images
-    from flexunet.model.run_folder import best_model_path, load_trained, model_sha256
+    from flexunet.model.run_folder import best_model_path
+    from flexunet.model.trained import load_trained, model_sha256
 
     pairs = subset_pairs(cfg, "test")
     eval_dir = Path(cfg.eval.eval_dir or cfg.train.eval_dir)

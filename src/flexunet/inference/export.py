@@ -151,7 +151,7 @@ def export_model(cfg: Config, fmt: str, out: Path | None = None, model: Any = No
     if fmt == "onnx":
         _onnx_modules()  # fail before loading the model
     if model is None:
-        from flexunet.model.run_folder import load_trained
+        from flexunet.model.trained import load_trained
 
         model = load_trained(cfg)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -201,7 +201,7 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
     if cfg.infer.volumes and not geometry:
         log.info("no volumes.csv: the inputs are not DICOM, so they carry no slice geometry")
     if model is None:
-        from flexunet.model.run_folder import load_trained
+        from flexunet.model.trained import load_trained
 
         model = load_trained(cfg)
     summary: dict[str, Any] = {"images": 0, "output_dir": out_dir, "tiled": tiled, "files": [],

@@ -84,7 +84,7 @@ def build_report(cfg: Config, progress: bool = True, overwrite: bool = False,
     """
     from flexunet.dataset.leak_record import check_test_images
     from flexunet.utils.io import list_files
-    from flexunet.model.run_folder import load_trained
+    from flexunet.model.trained import load_trained
 
     eval_dir = eval_dir_of(cfg)
     evaluation = load_evaluation(eval_dir)

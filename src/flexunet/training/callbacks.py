@@ -322,7 +322,7 @@ def _rng_variables(model: keras.Model) -> list:
 def load_checkpoint(model: keras.Model, model_dir: Path, cfg: Config | None = None) -> dict:
     """Restore weights and optimizer state; return the saved run state (with ``cfg``, the nulls JSON
     holds for non-finite numbers read back: no best yet -> +-inf as :func:`initial_state`, history -> NaN)."""
-    from flexunet.model.run_folder import check_weights
+    from flexunet.model.trained import check_weights
 
     folder = model_dir / CHECKPOINT
     for name in ("model.weights.h5", "optimizer.npz", "rng.npz"):
