@@ -368,7 +368,7 @@ def test_distinct_class_names_keep_their_metric_names():
 
 
 def test_plan_classes_must_differ_too():
-    from flexunet.planning.fingerprint import class_names_for
+    from flexunet.planning.colours import class_names_for
 
     with pytest.raises(FlexUNetError, match="'lesion' and 'Lesion' differ only in case"):
         class_names_for([(0, 0, 0), (0, 255, 0), (0, 0, 255)], ["lesion", "Lesion"])
