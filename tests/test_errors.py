@@ -134,7 +134,7 @@ def test_a_malformed_tf_config_is_one_line_before_any_work(tmp_path, capsys, mon
 
 
 def test_a_well_formed_tf_config_still_names_the_chief(monkeypatch):
-    from flexunet.training.train import is_chief, tf_config
+    from flexunet.training.distribute import is_chief, tf_config
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert tf_config() == {} and is_chief()
@@ -217,7 +217,7 @@ def test_a_damaged_checkpoint_file_is_one_line_for_train_resume(project, capsys,
 
 
 def test_state_json_checks_keep_a_plain_state(tmp_path):
-    from flexunet.training.callbacks import read_state
+    from flexunet.training.checkpoint import read_state
 
     path = tmp_path / "state.json"
     path.write_text(json.dumps({"epoch": 2, "best": None, "best_epoch": 1, "history": {"loss": [0.5, None]},
