@@ -125,7 +125,7 @@ def test_tensorflow_chatter_is_hidden_by_default_and_shown_with_verbose(write_co
 
 
 def test_every_command_of_the_parser_has_a_handler():
-    from flexunet.cli.main import HANDLERS
+    from flexunet.cli.commands import HANDLERS
 
     assert [name for name, *_ in COMMANDS] == list(HANDLERS)
 
