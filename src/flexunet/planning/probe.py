@@ -16,9 +16,31 @@ from flexunet.dataset.transforms import random_augment
 
 log = logging.getLogger(__name__)
 
+AUGMENTATION = """[generator]
+augmentation = True
+
+[augmentor]
+; online: horizontal flips (left/right is arbitrary in an axial slice) and small rotations;
+; no vertical flips (anatomy has a front and a back)
+rotation = True
+angles   = (-10, -5, 5, 10)
+shrinks  = (0.9,)
+shears   = ()
+hflip    = True
+vflip    = False
+; no random contrast / brightness / noise per image: on synthetic sets whose train and test
+; slices come from one scanner it cost 0.00-0.10 test Dice (benchmarks/README.md); set it True
+; when the images to segment come from other scanners or windows than the training images
+; ([intensity] gain, offset and noise then default to 0.1, 8 and 2: README's config reference)
+intensity = False
+"""
+AUGMENT_SHARE_LIMIT = 0.25       # online augmentation is planned when it costs less than this share of a step
+
 
 @dataclass(frozen=True)
 class Candidate:
+    """A network ``plan`` may choose, probed for its speed: first-level filters, levels, batch size."""
+
     base_filters: int
     levels: int
     batch_size: int
@@ -56,29 +78,6 @@ def _probe_config(c: Candidate, size: int, channels: int, num_classes: int) -> s
             f"base_kernels = (3,3)\nnormalization = True\ndropout_rate = 0.0\nloss = \"ce_dice\"\n"
             f"clipvalue = None\nlearning_rate = 0.001\n[train]\nbatch_size = {c.batch_size}\n"
             f"[mask]\nrgb_map = {{{', '.join(f'({i},{i},{i}):{i}' for i in range(num_classes))}}}\n")
-
-
-AUGMENTATION = """[generator]
-augmentation = True
-
-[augmentor]
-; online: horizontal flips (left/right is arbitrary in an axial slice) and small rotations;
-; no vertical flips (anatomy has a front and a back)
-rotation = True
-angles   = (-10, -5, 5, 10)
-shrinks  = (0.9,)
-shears   = ()
-hflip    = True
-vflip    = False
-; no random contrast / brightness / noise per image: on synthetic sets whose train and test
-; slices come from one scanner it cost 0.00-0.10 test Dice (benchmarks/README.md); set it True
-; when the images to segment come from other scanners or windows than the training images
-; ([intensity] gain, offset and noise then default to 0.1, 8 and 2: README's config reference)
-intensity = False
-"""
-
-
-AUGMENT_SHARE_LIMIT = 0.25       # online augmentation is planned when it costs less than this share of a step
 
 
 def augment_seconds(size: int, channels: int, repeats: int = 20) -> float:
