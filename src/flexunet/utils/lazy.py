@@ -1,9 +1,10 @@
 """Third-party modules too slow to import at start-up, imported where first used.
 
-``flexunet --help`` and the data commands load every stage module, so a module whose import
+Every command loads every stage module (``flexunet.cli.commands``), so a module whose import
 takes a large share of a second (scipy.ndimage: about 0.4 s) is bound at the module top as a
-:class:`LazyModule` and imported on its first attribute access.  TensorFlow and Keras stay
-behind the function-level imports of their own boundary (flexunet.cli.main quiets them first).
+:class:`LazyModule` and imported on its first attribute access: ``flexunet split`` never pays
+for it.  TensorFlow and Keras stay behind the function-level imports of their own boundary
+(flexunet.cli.main quiets them first).
 """
 
 from __future__ import annotations
