@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import flexunet
@@ -135,3 +137,11 @@ def test_imports_inside_functions_are_only_the_tensorflow_boundary():
             if not top and module not in tensorflow and (name, module) != CLI_BOUNDARY:
                 lazy.append(f"{path.relative_to(SRC)}:{line} imports {module} inside a function")
     assert lazy == []
+
+
+def test_the_stage_modules_load_without_tensorflow_or_scipy_ndimage():
+    """Every command loads cli.commands, so every stage module: TensorFlow, Keras and scipy.ndimage wait."""
+    code = "import sys, flexunet.cli.commands\nprint(sorted({'tensorflow', 'keras', 'scipy.ndimage'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
