@@ -134,7 +134,7 @@ def test_a_malformed_tf_config_is_one_line_before_any_work(tmp_path, capsys, mon
 
 
 def test_a_well_formed_tf_config_still_names_the_chief(monkeypatch):
-    from flexunet.training.train import is_chief, tf_config
+    from flexunet.training.distribute import is_chief, tf_config
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert tf_config() == {} and is_chief()
@@ -217,7 +217,7 @@ def test_a_damaged_checkpoint_file_is_one_line_for_train_resume(project, capsys,
 
 
 def test_state_json_checks_keep_a_plain_state(tmp_path):
-    from flexunet.training.callbacks import read_state
+    from flexunet.training.checkpoint import read_state
 
     path = tmp_path / "state.json"
     path.write_text(json.dumps({"epoch": 2, "best": None, "best_epoch": 1, "history": {"loss": [0.5, None]},
@@ -368,7 +368,7 @@ def test_distinct_class_names_keep_their_metric_names():
 
 
 def test_plan_classes_must_differ_too():
-    from flexunet.planning.fingerprint import class_names_for
+    from flexunet.planning.colours import class_names_for
 
     with pytest.raises(FlexUNetError, match="'lesion' and 'Lesion' differ only in case"):
         class_names_for([(0, 0, 0), (0, 255, 0), (0, 0, 255)], ["lesion", "Lesion"])
@@ -388,7 +388,7 @@ def test_report_warns_when_the_evaluation_is_an_earlier_models(project, capsys):
     assert code == 0 and "earlier model" not in err, err
     assert 'class="warning"' not in _report_page(root)
     recorded = json.loads((root / "eval" / "evaluation.json").read_text())["model_sha256"]
-    from flexunet.model.run_folder import model_sha256
+    from flexunet.model.trained import model_sha256
 
     assert recorded == model_sha256(root / "models" / "best_model.keras")
 

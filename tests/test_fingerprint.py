@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from flexunet.utils.errors import DataError, FlexUNetError
-from flexunet.planning.fingerprint import colour_name, fingerprint_dataset
+from flexunet.planning.colours import colour_name
+from flexunet.planning.fingerprint import fingerprint_dataset
 
 S = 32
 GREEN, RED = (0, 255, 0), (255, 0, 0)

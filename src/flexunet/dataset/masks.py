@@ -25,6 +25,7 @@ from PIL import Image
 from flexunet.config.colours import CLASS_COLOURS, default_rgb_map  # noqa: F401
 from flexunet.config.loader import Config
 from flexunet.utils.errors import MaskError
+from flexunet.utils.io import open_image, save_image
 
 RgbMap = Mapping[tuple[int, int, int], int]
 
@@ -199,8 +200,6 @@ def read_mask(path: str | os.PathLike, rgb_map: RgbMap, tolerance: float = 0.0,
     ``mask_format`` is ``[mask] format`` ("rgb" or "index"); with "index" the classes are
     0..max(rgb_map.values()) and ``tolerance`` and ``map_unmapped`` do not apply.
     """
-    from flexunet.utils.io import open_image
-
     path = Path(path)
     if path.suffix.lower() in (".jpg", ".jpeg"):
         raise MaskError(f"{path}: JPEG mask refused — lossy compression invents colours at class "
@@ -237,23 +236,17 @@ def _read_npz(path: Path, rgb_map: RgbMap) -> Decoded:
 
 def save_rgb_mask(path: str | os.PathLike, index: np.ndarray, rgb_map: RgbMap) -> None:
     """Write class indices as a colour (RGB) PNG, atomically."""
-    from flexunet.utils.io import save_image
-
     save_image(path, index_to_rgb(index, rgb_map))
 
 
 def save_palette_mask(path: str | os.PathLike, index: np.ndarray, rgb_map: RgbMap) -> None:
     """Write class indices as a palette PNG (as the original's inferencer), atomically."""
-    from flexunet.utils.io import save_image
-
     save_image(path, index_to_palette_image(index, rgb_map))
 
 
 def save_index_mask(path: str | os.PathLike, index: np.ndarray, palette: list[int] | None = None) -> None:
     """Write class indices as a class-index PNG, atomically: grey (8-bit, 16-bit past 255 classes), or
     palette with ``palette`` (a palette mask's own, so it is written back as it was read)."""
-    from flexunet.utils.io import save_image
-
     index = np.asarray(index)
     if palette is not None:
         img = Image.fromarray(index.astype(np.uint8), mode="P")

@@ -30,6 +30,7 @@ write) leaves ``output_dir`` as it was.
 from __future__ import annotations
 
 import contextlib
+import csv
 import io as _io
 import logging
 import os
@@ -44,19 +45,21 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from flexunet.config.loader import Config
-from flexunet.utils.errors import DataError
-from flexunet.utils.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, list_files,
-                         safe_output_path, save_image, write_bytes, write_text)
-from flexunet.dataset.masks import index_to_palette_image
 from flexunet.config.inputs import input_folders
-from flexunet.utils.outputs import check_output_dir, claim_output_dir
-from flexunet.model.predict import (model_batch, overlay_image, predict_probs, predict_tiled, read_input,
-                              remove_small_components, resize_indices, tile_starts)
-from flexunet.utils.progress import Progress
+from flexunet.config.loader import Config
+from flexunet.dataset.dicom import read_dicom
+from flexunet.dataset.masks import index_to_palette_image
 from flexunet.inference.uncertainty import entropy_map, heatmap, slice_score
-from flexunet.inference.volumes import (VOLUME_COLUMNS, SliceGeometry, check_pixel_spacing, geometry_from_meta, group_series,
-                              hemorrhage_classes, series_volumes, slice_spacing)
+from flexunet.inference.volumes import (VOLUME_COLUMNS, SliceGeometry, check_pixel_spacing, geometry_from_meta,
+                                        group_series, hemorrhage_classes, series_volumes, slice_spacing)
+from flexunet.model.predict import (model_batch, overlay_image, predict_probs, predict_tiled, read_input,
+                                    remove_small_components, resize_indices, tile_starts)
+from flexunet.model.trained import load_trained
+from flexunet.utils.errors import DataError
+from flexunet.utils.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, list_files, safe_output_path, save_image,
+                               write_bytes, write_text)
+from flexunet.utils.outputs import check_output_dir, claim_output_dir
+from flexunet.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +105,6 @@ def _wants_volumes(cfg: Config, files: Sequence[Path]) -> bool:
 def volume_geometry(files: Sequence[Path]) -> dict[str, SliceGeometry]:
     """The geometry of every DICOM input by stem, each series checked (one line refusing when a volume
     would be a guess); PNG inputs, which carry no geometry, are left out."""
-    from flexunet.dataset.dicom import read_dicom
-
     # decoded whole (not just the header), so an unreadable slice is named for what it is first
     geometry = {p.stem: geometry_from_meta(p.name, read_dicom(p).meta) for p in files
                 if p.suffix.lower() in DICOM_SUFFIXES}
@@ -138,8 +139,6 @@ def volume_rows(geometry: dict[str, SliceGeometry], masks: dict[str, np.ndarray]
 
 
 def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    import csv
-
     buf = _io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -201,8 +200,6 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
     if cfg.infer.volumes and not geometry:
         log.info("no volumes.csv: the inputs are not DICOM, so they carry no slice geometry")
     if model is None:
-        from flexunet.model.run_folder import load_trained
-
         model = load_trained(cfg)
     summary: dict[str, Any] = {"images": 0, "output_dir": out_dir, "tiled": tiled, "files": [],
                                "overlays": [], "class_index": [], "removed_components": 0, "blank": 0,

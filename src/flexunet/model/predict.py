@@ -22,12 +22,15 @@ from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from scipy import ndimage
 
 from flexunet.config.loader import Config
-from flexunet.utils.io import DICOM_SUFFIXES, read_image
+from flexunet.dataset.dicom import read_dicom_hu, three_window_rgb, window
 from flexunet.dataset.masks import palette_colours
 from flexunet.model.metrics import EIGHT
+from flexunet.utils.io import DICOM_SUFFIXES, read_image
+from flexunet.utils.lazy import LazyModule
+
+ndimage = LazyModule("scipy.ndimage")  # imported on first use: see flexunet.utils.lazy
 
 # --------------------------------------------------------------------------- the input
 
@@ -35,8 +38,6 @@ from flexunet.model.metrics import EIGHT
 def read_input(path: Path, cfg: Config) -> np.ndarray:
     """An input file as uint8 (H, W, 3) RGB; DICOM through the [prepare] window(s)."""
     if path.suffix.lower() in DICOM_SUFFIXES:
-        from flexunet.dataset.dicom import read_dicom_hu, three_window_rgb, window
-
         hu, _ = read_dicom_hu(path)
         if cfg.prepare.three_windows:
             return three_window_rgb(hu)

@@ -21,15 +21,18 @@ Images stay 0..255 float32: the model's first layer rescales them when
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from flexunet.config.loader import Config
-from flexunet.utils.errors import ConfigError, DataError
-from flexunet.utils.io import pair_by_name
+from flexunet.dataset.masks import read_config_mask
+from flexunet.dataset.transforms import random_augment
 from flexunet.preprocessing.images import model_image, model_mask, read_index, read_rgb
+from flexunet.utils.errors import ConfigError, DataError
+from flexunet.utils.io import open_image, pair_by_name
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,6 @@ def decode_mask(path: tf.Tensor, cfg: Config) -> tf.Tensor:
 
 
 def _augment_fn(cfg: Config):
-    from flexunet.dataset.transforms import random_augment
 
     def apply(image: np.ndarray, index: np.ndarray, seed: np.ndarray):
         rng = np.random.default_rng([int(s) for s in seed])
@@ -231,7 +233,6 @@ def check_image(path: Path) -> tuple[int, int]:
     accepts; 16-bit images and transparent pixels are refused: training takes the 8-bit,
     opaque slices ``flexunet prepare`` writes.
     """
-    from flexunet.utils.io import open_image
 
     if path.suffix.lower() not in PIPELINE_SUFFIXES:
         raise DataError(f"{path}: {path.suffix} images cannot be read by the training pipeline (PNG, JPEG, "
@@ -259,9 +260,7 @@ def check_masks(cfg: Config, pairs: list[tuple[Path, Path]], workers: int = 0) -
     tf.data would fail deep inside ``fit`` on a truncated file or a foreign colour, so both
     are caught here, once, with the file named.
     """
-    from concurrent.futures import ThreadPoolExecutor
 
-    from flexunet.dataset.masks import read_config_mask
 
     num_classes = cfg.model.num_classes
 
