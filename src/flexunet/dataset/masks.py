@@ -239,11 +239,6 @@ def save_rgb_mask(path: str | os.PathLike, index: np.ndarray, rgb_map: RgbMap) -
     save_image(path, index_to_rgb(index, rgb_map))
 
 
-def save_palette_mask(path: str | os.PathLike, index: np.ndarray, rgb_map: RgbMap) -> None:
-    """Write class indices as a palette PNG (as the original's inferencer), atomically."""
-    save_image(path, index_to_palette_image(index, rgb_map))
-
-
 def save_index_mask(path: str | os.PathLike, index: np.ndarray, palette: list[int] | None = None) -> None:
     """Write class indices as a class-index PNG, atomically: grey (8-bit, 16-bit past 255 classes), or
     palette with ``palette`` (a palette mask's own, so it is written back as it was read)."""

@@ -35,9 +35,6 @@ from flexunet.utils.plots import new_figure, png_bytes
 
 log = logging.getLogger(__name__)
 
-REVIEW_FILES = ("reliability.png", "bland_altman.png")
-
-
 def manifest_geometry(manifest: Path | None, spacings: dict[str, tuple[float, float]]) -> dict[str, SliceGeometry]:
     """Per test image name with a pixel spacing (at the model's size): its geometry from the manifest."""
     if manifest is None or not spacings:

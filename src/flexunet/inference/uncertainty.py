@@ -5,12 +5,12 @@
 - :func:`slice_score`: one number per slice for ranking slices to review: the mean entropy
   over the pixels predicted foreground or whose entropy exceeds 0.5 (so a confident
   background slice scores 0 and a doubtful lesion scores high); 0 when there are none;
-- :func:`reliability_bins` / :func:`expected_calibration_error`: the calibration of one
-  class's probability, one-vs-rest over pixels, in equal-width confidence bins:
+- :class:`Calibration` (with :func:`reliability_counts` and :func:`ece_from_counts`): the calibration of
+  each class's probability, one-vs-rest over pixels, in equal-width confidence bins:
   ``ECE = sum_b (n_b / N) * |accuracy_b - confidence_b|``;
 - :func:`spearman`: rank correlation (average ranks for ties), NaN when undefined.
 
-Pure numpy; imports nothing of ours.
+Only numpy and scipy; imports nothing of ours.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
+from scipy import stats
 
 BINS = 10
 
@@ -29,11 +30,6 @@ def entropy_map(probs: np.ndarray) -> np.ndarray:
     p = p / p.sum(-1, keepdims=True)
     k = p.shape[-1]
     return np.clip(-(p * np.log(p)).sum(-1) / math.log(k), 0.0, 1.0).astype(np.float32)
-
-
-def variance_map(flips: Sequence[np.ndarray]) -> np.ndarray:
-    """(H, W) float32 variance across TTA flips of the softmax, summed over classes (already unflipped)."""
-    return np.asarray(np.stack(flips).var(axis=0).sum(-1), np.float32)
 
 
 def slice_score(entropy: np.ndarray, prediction: np.ndarray, threshold: float = 0.5) -> float:
@@ -99,29 +95,12 @@ def ece_from_counts(count: np.ndarray, correct: np.ndarray, confidence: np.ndarr
     return float((count[seen] / total * gap).sum())
 
 
-def expected_calibration_error(prob: np.ndarray, positive: np.ndarray, bins: int = BINS) -> float:
-    """ECE of one class's probabilities against where the class truly is."""
-    return ece_from_counts(*reliability_counts(prob, positive, bins))
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), np.float64)
-    ranks[order] = np.arange(len(x), dtype=np.float64)
-    for value in np.unique(x):                         # ties share their average rank
-        tie = x == value
-        ranks[tie] = ranks[tie].mean()
-    return ranks
-
-
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman rank correlation of paired values (NaN pairs dropped); NaN with < 3 pairs or no spread."""
+    """Spearman rank correlation of paired values (NaN pairs dropped; ties share their average rank);
+    NaN with < 3 pairs or no spread."""
     a, b = np.asarray(x, np.float64), np.asarray(y, np.float64)
     keep = np.isfinite(a) & np.isfinite(b)
     a, b = a[keep], b[keep]
-    if len(a) < 3:
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
-    ra, rb = _ranks(a), _ranks(b)
-    if ra.std() == 0 or rb.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
+    return float(stats.spearmanr(a, b).statistic)

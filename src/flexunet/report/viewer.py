@@ -42,9 +42,8 @@ from PIL import Image
 
 from flexunet.dataset.records import find_manifest, manifest_items
 from flexunet.report.html import esc
-from flexunet.utils.io import write_bytes, write_text
+from flexunet.utils.io import write_bytes
 
-VIEWER_DIR = "viewer"
 CHUNK = 64   # slices per viewer when nothing better groups them
 OKABE_ITO_CLASSES = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#CC79A7", "#999999")
 FALSE_POSITIVE = "#D55E00"   # vermillion
@@ -252,17 +251,3 @@ def viewer_page_parts(groups_html: Sequence[str], class_names: Sequence[str], ex
     return (f"<style>{_asset('viewer.css')}</style>{legend_html(class_names, extra)}"
             f'{"".join(groups_html)}{_json_block(palette, "fv-palette")}<script>{_asset("viewer.js")}</script>')
 
-
-def write_viewer_page(path: Path, groups: Mapping[str, Sequence[ViewerSlice]], class_names: Sequence[str],
-                      notes: Mapping[str, str] | None = None, title: str = "FlexUNet slices") -> Path:
-    """A standalone page of viewers (``path``, images in ``<path stem>_files/``): for tests and quick looks."""
-    path = Path(path)
-    files = f"{path.stem}_files"
-    parts = [viewer_group_html(i, name, slices, class_names, path.parent / files / f"g{i}", f"{files}/g{i}",
-                               (notes or {}).get(name))
-             for i, (name, slices) in enumerate(groups.items())]
-    extra = next((k for s in groups.values() for x in s for k in x.layers), None)
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title></head>'
-            f"<body><h1>{esc(title)}</h1>{viewer_page_parts(parts, class_names, extra)}</body></html>\n")
-    write_text(path, page)
-    return path

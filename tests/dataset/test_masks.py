@@ -8,7 +8,7 @@ from PIL import Image
 
 from flexunet.utils.errors import MaskError
 from flexunet.dataset.masks import (flat_palette, image_to_index, index_to_palette_image, index_to_rgb, one_hot,
-                            read_mask, rgb_to_index, save_palette_mask, save_rgb_mask)
+                            read_mask, rgb_to_index, save_rgb_mask)
 
 RGB_MAP = {(0, 0, 0): 0, (0, 255, 0): 1, (0, 0, 255): 2}
 
@@ -31,7 +31,7 @@ def test_index_rgb_round_trip():
 def test_palette_png_holds_class_index_and_rgb_map_palette(tmp_path):
     idx = _index()
     path = tmp_path / "m.png"
-    save_palette_mask(path, idx, RGB_MAP)
+    index_to_palette_image(idx, RGB_MAP).save(path)          # as infer writes its masks
     with Image.open(path) as img:
         assert img.mode == "P"
         np.testing.assert_array_equal(np.asarray(img), idx)

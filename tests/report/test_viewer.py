@@ -21,9 +21,21 @@ import pytest
 
 from flexunet.model.metrics import image_scores
 from flexunet.report.viewer import (FALSE_NEGATIVE, FALSE_POSITIVE, ViewerSlice, group_slices, label_png,
-                             write_viewer_page)
+                                    viewer_group_html, viewer_page_parts)
 
 CLASSES = ("background", "bright", "dark")
+
+
+def write_viewer_page(path: Path, groups: dict[str, list[ViewerSlice]], notes: dict[str, str] | None = None) -> Path:
+    """A page of viewers built as the report's viewer section is (images in ``<path stem>_files/g<i>/``)."""
+    files = f"{path.stem}_files"
+    parts = [viewer_group_html(i, name, slices, CLASSES, path.parent / files / f"g{i}", f"{files}/g{i}",
+                               (notes or {}).get(name))
+             for i, (name, slices) in enumerate(groups.items())]
+    extra = next((k for s in groups.values() for x in s for k in x.layers), None)
+    path.write_text(f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>slices</title></head>'
+                    f"<body>{viewer_page_parts(parts, CLASSES, extra)}</body></html>\n", encoding="utf-8")
+    return path
 
 
 def _slices(n: int = 6, size: int = 32, seed: int = 0) -> list[ViewerSlice]:
@@ -101,7 +113,7 @@ class Controls(HTMLParser):
 
 
 def test_page_controls_are_labelled_and_nothing_is_fetched(tmp_path):
-    page = write_viewer_page(tmp_path / "viewer.html", {"p1": _slices(3)}, CLASSES)
+    page = write_viewer_page(tmp_path / "viewer.html", {"p1": _slices(3)})
     text = page.read_text()
     parsed = Controls(text)
     kinds = [(i.get("type"), i.get("class")) for i in parsed.inputs]
@@ -195,7 +207,7 @@ def test_browser_scrolls_toggles_and_draws(browser, tmp_path):
     from selenium.webdriver.common.keys import Keys
 
     slices = _slices(6)
-    page = write_viewer_page(tmp_path / "viewer.html", {"p1": slices}, CLASSES)
+    page = write_viewer_page(tmp_path / "viewer.html", {"p1": slices})
     browser.get(page.as_uri())
     viewer = browser.find_element(By.CSS_SELECTOR, "div.fv-viewer")
     wait_drawn(browser, viewer, 1)
@@ -266,7 +278,7 @@ def test_browser_shows_the_uncertainty_layer_when_given(browser, tmp_path):
     base = _slices(2)
     ramp = np.tile(np.linspace(0, 1, 32), (32, 1))
     slices = [ViewerSlice(s.name, s.image, s.truth, s.pred, s.dice, {"uncertainty": ramp}) for s in base]
-    page = write_viewer_page(tmp_path / "viewer.html", {"p1": slices}, CLASSES, notes={"p1": "volume bright 12 ml"})
+    page = write_viewer_page(tmp_path / "viewer.html", {"p1": slices}, notes={"p1": "volume bright 12 ml"})
     browser.get(page.as_uri())
     viewer = browser.find_element(By.CSS_SELECTOR, "div.fv-viewer")
     wait_drawn(browser, viewer, 1)

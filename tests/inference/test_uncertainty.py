@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from flexunet.inference.uncertainty import (Calibration, entropy_map, expected_calibration_error, heatmap, reliability_counts,
-                                  slice_score, spearman, variance_map)
+from flexunet.inference.uncertainty import (Calibration, ece_from_counts, entropy_map, heatmap, reliability_counts,
+                                           slice_score, spearman)
 
 
 def test_entropy_is_zero_when_certain_and_one_when_uniform() -> None:
@@ -21,13 +21,6 @@ def test_entropy_is_zero_when_certain_and_one_when_uniform() -> None:
     # two classes at 0.5 / 0.5 of three: log(2) / log(3)
     half = np.array([[[0.5, 0.5, 0.0]]])
     assert entropy_map(half)[0, 0] == pytest.approx(math.log(2) / math.log(3), rel=1e-5)
-
-
-def test_variance_across_flips() -> None:
-    a = np.array([[[1.0, 0.0]]])
-    b = np.array([[[0.0, 1.0]]])
-    assert variance_map([a, b])[0, 0] == pytest.approx(0.25 + 0.25)
-    assert variance_map([a, a])[0, 0] == 0.0
 
 
 def test_slice_score_over_foreground_or_doubtful_pixels() -> None:
@@ -47,10 +40,10 @@ def test_ece_on_a_constructed_case() -> None:
     # four pixels at p = 0.25, one positive: calibrated (gap 0); two at 0.95, one positive: gap 0.45
     prob = np.array([0.25, 0.25, 0.25, 0.25, 0.95, 0.95])
     positive = np.array([1, 0, 0, 0, 1, 0], bool)
-    assert expected_calibration_error(prob, positive) == pytest.approx(2 / 6 * 0.45)
-    count, correct, _ = reliability_counts(prob, positive)
+    count, correct, confidence = reliability_counts(prob, positive)
     assert count[2] == 4 and count[9] == 2 and correct[2] == 1 and correct[9] == 1
-    assert math.isnan(expected_calibration_error(np.array([]), np.array([], bool)))
+    assert ece_from_counts(count, correct, confidence) == pytest.approx(2 / 6 * 0.45)
+    assert math.isnan(ece_from_counts(*reliability_counts(np.array([]), np.array([], bool))))
 
 
 def test_calibration_accumulates_per_class() -> None:
@@ -72,3 +65,7 @@ def test_spearman_ranks() -> None:
     assert math.isnan(spearman([1, 2], [1, 2])) and math.isnan(spearman([1, 1, 1], [1, 2, 3]))
     # ties share their average rank: x ranks (0.5, 0.5, 2), y ranks (0, 1, 2)
     assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(np.corrcoef([0.5, 0.5, 2], [0, 1, 2])[0, 1])
+    # ties on both sides, by hand: x ranks (3.5, 1, 3.5, 2), y ranks (1.5, 1.5, 3, 4); an infinite pair is dropped
+    assert spearman([3, 1, 3, 2, math.inf], [1, 1, 2, 3, 0]) == pytest.approx(
+        np.corrcoef([3.5, 1, 3.5, 2], [1.5, 1.5, 3, 4])[0, 1])
+    assert math.isnan(spearman([1, 2, float("nan"), 4], [5, 6, 7, float("nan")]))   # two pairs left
