@@ -32,7 +32,8 @@ def test_help_for_every_command(capsys):
 
 def test_help_does_not_import_tensorflow():
     code = ("import sys\nfrom flexunet.cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'\n")
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'TF imported'\n"
+            "assert 'flexunet.cli.commands' not in sys.modules, 'the stage modules loaded'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
@@ -95,7 +96,7 @@ def test_tensorflow_chatter_is_hidden_by_default_and_shown_with_verbose(write_co
 
 
 def test_every_command_of_the_parser_has_a_handler():
-    from flexunet.cli.main import HANDLERS
+    from flexunet.cli.commands import HANDLERS
 
     assert [name for name, *_ in COMMANDS] == list(HANDLERS)
 

@@ -88,12 +88,12 @@ def test_infer_writes_palette_masks_at_each_input_size(unet_run):
 
 def test_mask_is_the_argmax_resized_back_nearest(unet_run):
     cfg, root, _ = unet_run
-    from flexunet.preprocessing.pipeline import to_model_input
+    from flexunet.model.predict import model_input
 
     infer_images(cfg, progress=False)
     model = keras.models.load_model(root / "models" / "best_model.keras", compile=False)
     original = np.asarray(Image.open(root / "in" / "a.png").convert("RGB"))
-    index = predict_indices(model, to_model_input(original, cfg)[None])[0]
+    index = predict_indices(model, model_input(original, cfg)[None])[0]
     expected = np.asarray(Image.fromarray(index).resize((50, 40), Image.NEAREST))
     np.testing.assert_array_equal(np.asarray(Image.open(root / "out" / "a.png")), expected)
 
@@ -342,10 +342,10 @@ def test_overlapped_outputs_are_the_bytes_of_a_sequential_run(unet_run, monkeypa
         "a.png", "b.png", "c.png", "d.png", "e.png"]
     assert overlapped["uncertainty"] == sequential["uncertainty"]
     # and the short batch's padding changed nothing: the last image's mask is its prediction alone
-    from flexunet.preprocessing.pipeline import to_model_input
+    from flexunet.model.predict import model_input
 
     original = read_input(root / "in" / "e.dcm", cfg)
-    alone = resize_indices(predict_indices(model, to_model_input(original, cfg)[None], flip_tta=True)[0],
+    alone = resize_indices(predict_indices(model, model_input(original, cfg)[None], flip_tta=True)[0],
                            original.shape)
     np.testing.assert_array_equal(np.asarray(Image.open(root / "out" / "e.png")), alone)
 

@@ -14,7 +14,7 @@ from conftest import RGB_MAP, config_text, make_cfg
 from flexunet.config.loader import parse_config
 from flexunet.preprocessing.pipeline import decode_image
 from flexunet.model.network import build_model
-from flexunet.model.predict import (blend, model_input, overlay_image, network_input, pad_batch, predict_indices,
+from flexunet.model.predict import (blend, model_input, overlay_image, pad_batch, predict_indices,
                               predict_probs, predict_tiled, ramp, read_input, resize_indices, tile_starts)
 
 CONFIG = config_text()
@@ -24,44 +24,48 @@ BGR = '\n[image]\ncolor_order = "BGR"\n'
 # --------------------------------------------------------------------------- the input, as training fed it
 
 
-def _save(path: Path, mode: str, h: int = 40, w: int = 52) -> Path:
-    """A random ``mode`` PNG of h x w (not the model size, so both paths resize)."""
+def _inputs(folder: Path, h: int, w: int) -> list[tuple[Path, Path]]:
+    """(image, all-background mask) pairs of h x w: PNGs in the modes a slice comes in (RGB, grey, palette,
+    opaque RGBA), a JPEG and a palette BMP (TensorFlow's own decoders read those two differently from PIL)."""
     rng = np.random.default_rng(3)
-    if mode == "L":
-        Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8), "L").save(path)
-    elif mode == "RGBA":  # opaque: the pipeline refuses transparent pixels (data.check_image)
-        rgba = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
-        rgba[..., 3] = 255
-        Image.fromarray(rgba, "RGBA").save(path)
-    else:
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB").save(path)
-    return path
+    yy, xx = np.mgrid[:h, :w]
+    smooth = np.stack([(yy * 5) % 256, (xx * 7) % 256, ((yy + xx) * 3) % 256], -1).astype(np.uint8)
+    noise = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+    rgba = np.dstack([np.asarray(noise), np.full((h, w), 255, np.uint8)])     # opaque: check_image refuses alpha
+    images = {"rgb.png": noise, "grey.png": noise.convert("L"), "rgba.png": Image.fromarray(rgba, "RGBA"),
+              "palette.png": noise.convert("P", palette=Image.ADAPTIVE), "smooth.jpg": Image.fromarray(smooth),
+              "palette.bmp": Image.fromarray(smooth).convert("P", palette=Image.ADAPTIVE)}
+    (folder / "images").mkdir()
+    (folder / "masks").mkdir()
+    pairs = []
+    for name, img in images.items():
+        img.save(folder / "images" / name)
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(folder / "masks" / f"{name}.png")
+        pairs.append((folder / "images" / name, folder / "masks" / f"{name}.png"))
+    return pairs
 
 
-def _both(tmp_path: Path, mode: str, channels: int, extra: str) -> tuple[np.ndarray, np.ndarray]:
-    """(training decoder's array, prediction loader's array) of one ``mode`` PNG."""
-    text = CONFIG.replace("num_classes = 3", f"num_classes = 3\nimage_channels = {channels}") + extra
+@pytest.mark.parametrize("size", [(32, 32), (40, 52)])          # the model size; another (resized on the way)
+@pytest.mark.parametrize("channels,order", [(3, "RGB"), (3, "BGR"), (1, "RGB"), (1, "BGR"), (4, "BGR")])
+def test_prediction_feeds_the_model_exactly_what_training_fed_it(tmp_path, size, channels, order):
+    """The same files through the tf.data pipeline and through prediction's loader: bit-identical arrays."""
+    from flexunet.model.predict import model_batch
+    from flexunet.preprocessing.pipeline import check_image, make_dataset
+
+    text = CONFIG.replace("num_classes = 3", f"num_classes = 3\nimage_channels = {channels}") + (
+        BGR if order == "BGR" else "")
     cfg = parse_config(text, base_dir=tmp_path)
-    path = _save(tmp_path / f"x_{mode}_{channels}.png", mode)
-    trained = decode_image(tf.constant(str(path)), cfg).numpy()
-    predicted = model_input(read_input(path, cfg), cfg)
-    assert predicted.shape == trained.shape == (32, 32, channels) and predicted.dtype == np.float32
-    return trained, predicted
-
-
-@pytest.mark.parametrize("mode,extra", [("RGB", ""), ("RGB", BGR), ("L", ""), ("RGBA", ""), ("RGBA", BGR)])
-def test_prediction_loader_feeds_what_the_training_decoder_feeds(tmp_path, mode, extra):
-    trained, predicted = _both(tmp_path, mode, 3, extra)
+    pairs = _inputs(tmp_path, *size)
+    assert all(check_image(image) == size[::-1] for image, _ in pairs)    # all taken by training
+    trained = np.concatenate([x.numpy() for x, _ in make_dataset(cfg, pairs, training=False, batch_size=4)])
+    predicted = model_batch([read_input(image, cfg) for image, _ in pairs], cfg)
+    assert predicted.shape == trained.shape == (len(pairs), 32, 32, channels) and predicted.dtype == np.float32
     np.testing.assert_array_equal(predicted, trained)
-
-
-@pytest.mark.parametrize("mode,channels,extra", [("RGB", 1, ""), ("RGB", 1, BGR), ("L", 1, ""), ("RGBA", 1, ""),
-                                                  ("RGB", 4, ""), ("L", 4, BGR), ("RGBA", 4, "")])
-def test_grey_and_alpha_inputs_match_the_decoder_to_float_rounding(tmp_path, mode, channels, extra):
-    """image_channels = 1 or 4: the decoder resizes, then averages (or adds alpha); the loader averages (adds
-    alpha), then resizes; both linear, so they agree to float rounding (alpha: 255 vs 254.99997)."""
-    trained, predicted = _both(tmp_path, mode, channels, extra)
-    np.testing.assert_allclose(predicted, trained, atol=1e-3)
+    np.testing.assert_array_equal(decode_image(tf.constant(str(pairs[0][0])), cfg).numpy(), predicted[0])
+    if channels == 4:
+        assert (trained[..., 3] == 255).all()                              # alpha stays exactly 255
+    if size != (32, 32):                                                   # resized: not whole numbers any more
+        assert not np.array_equal(trained, np.rint(trained))
 
 
 # --------------------------------------------------------------------------- prediction
@@ -156,15 +160,16 @@ def test_tiled_unet_stays_within_tolerance_of_untiled(tmp_path):
     assert diff.max() < 0.05 and diff.mean() < 0.005
 
 
-def test_network_input_follows_color_order_and_channels(tmp_path):
+def test_model_input_follows_color_order_and_channels(tmp_path):
     rgb = np.array([[[10, 20, 30]]], np.uint8)
-    assert network_input(rgb, parse_config(CONFIG, base_dir=tmp_path)).tolist() == [[[10, 20, 30]]]
+    assert model_input(rgb, parse_config(CONFIG, base_dir=tmp_path), resize=False).tolist() == [[[10, 20, 30]]]
     bgr = parse_config(CONFIG + '\n[image]\ncolor_order = "BGR"\n', base_dir=tmp_path)
-    assert network_input(rgb, bgr).tolist() == [[[30, 20, 10]]]
+    assert model_input(rgb, bgr, resize=False).tolist() == [[[30, 20, 10]]]
     grey = parse_config(CONFIG.replace("num_classes = 3", "num_classes = 3\nimage_channels = 1"), base_dir=tmp_path)
-    assert network_input(rgb, grey).tolist() == [[[20.0]]]
+    assert model_input(rgb, grey, resize=False).tolist() == [[[20.0]]]
     rgba = parse_config(CONFIG.replace("num_classes = 3", "num_classes = 3\nimage_channels = 4"), base_dir=tmp_path)
-    assert network_input(rgb, rgba).tolist() == [[[10, 20, 30, 255]]]
+    assert model_input(rgb, rgba, resize=False).tolist() == [[[10, 20, 30, 255]]]
+    assert model_input(rgb, rgba).shape == (32, 32, 4) and model_input(rgb, rgba).dtype == np.float32
 
 
 # --------------------------------------------------------------------------- back to the image's size

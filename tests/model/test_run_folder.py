@@ -129,7 +129,7 @@ def _tiny_cfg(**model: object):
 ])
 def test_a_weights_file_that_does_not_fit_is_refused_naming_the_layer(tmp_path, saved, built, layer):
     from flexunet.model.network import build_model
-    from flexunet.model.run_folder import check_weights
+    from flexunet.model.trained import check_weights
 
     path = tmp_path / "best_model.weights.h5"
     build_model(_tiny_cfg(**saved).model).save_weights(path)
@@ -140,7 +140,7 @@ def test_a_weights_file_that_does_not_fit_is_refused_naming_the_layer(tmp_path, 
 
 def test_load_trained_refuses_a_replaced_weights_file(bn_run, tmp_path):
     from flexunet.model.network import build_model
-    from flexunet.model.run_folder import load_trained
+    from flexunet.model.trained import load_trained
 
     run_dir = tmp_path / "run"
     shutil.copytree(bn_run.parent / "models", run_dir)
@@ -155,7 +155,7 @@ def test_load_trained_refuses_a_replaced_weights_file(bn_run, tmp_path):
 
 
 def test_switching_save_weights_only_on_resume_loads_the_newest_best(tmp_path):
-    from flexunet.model.run_folder import load_trained
+    from flexunet.model.trained import load_trained
     from flexunet.model.run_folder import best_model_path, read_meta
 
     cfg = _project(tmp_path)
@@ -266,7 +266,7 @@ def test_resume_refuses_a_checkpoint_that_does_not_fit_the_run_config(bn_run, tm
 
 def test_a_keras_file_that_does_not_fit_the_run_is_refused(filters_run, tmp_path):
     from flexunet.model.network import build_model
-    from flexunet.model.run_folder import load_trained
+    from flexunet.model.trained import load_trained
 
     run_dir = tmp_path / "run"
     shutil.copytree(filters_run.parent / "models", run_dir)

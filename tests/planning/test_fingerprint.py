@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from flexunet.utils.errors import DataError, FlexUNetError
-from flexunet.planning.fingerprint import colour_name, fingerprint_dataset
+from flexunet.planning.colours import colour_name
+from flexunet.planning.fingerprint import fingerprint_dataset
 
 S = 32
 GREEN, RED = (0, 255, 0), (255, 0, 0)
@@ -260,7 +261,7 @@ def test_a_class_index_no_mask_holds_is_said(tmp_path: Path) -> None:
 
 
 def test_plan_classes_must_differ_too() -> None:
-    from flexunet.planning.fingerprint import class_names_for
+    from flexunet.planning.colours import class_names_for
 
     with pytest.raises(FlexUNetError, match="'lesion' and 'Lesion' differ only in case"):
         class_names_for([(0, 0, 0), (0, 255, 0), (0, 0, 255)], ["lesion", "Lesion"])

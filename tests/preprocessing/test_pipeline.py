@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import RGB_MAP
 from flexunet.config.loader import load_config
@@ -162,3 +163,49 @@ def test_an_index_mask_value_past_num_classes_is_one_line_from_train(train_proje
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(bad) in err[0] and "pixel value 5 is not a class index (2 px out of range)" in err[0]
     assert not (train_project.parent / "models").exists()
+
+
+def _off_colour_masks(masks_dir, far: bool) -> None:
+    """Repaint the masks with colours near the class colours (at most 9.9 away), and with ``far`` a colour
+    between green and blue (nearest green; about 180 from every class colour) in a corner of each."""
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    near = {(0, 0, 0): [(4, 4, 4), (0, 7, 0)], (0, 255, 0): [(5, 247, 3), (0, 250, 8)], (0, 0, 255): [(6, 0, 248)]}
+    for path in sorted(masks_dir.glob("*.png")):
+        rgb = np.asarray(Image.open(path).convert("RGB")).copy()
+        for colour, nearby in near.items():
+            hit = (rgb == colour).all(-1) & (rng.random(rgb.shape[:2]) < 0.5)
+            rgb[hit] = np.array(nearby)[rng.integers(0, len(nearby), int(hit.sum()))]
+        if far:
+            rgb[:2, :3] = (0, 128, 127)
+        Image.fromarray(rgb).save(path)
+
+
+@pytest.mark.parametrize("settings,far", [(["mask.tolerance=10"], False), (["mask.map_unmapped=True"], True)])
+def test_pipeline_masks_are_the_classes_read_mask_gives(train_project, settings, far):
+    """Off-colour masks (within [mask] tolerance, or farther with map_unmapped): every pixel of the pipeline's
+    masks is read_mask's class; the masks are decoded one way for training and for every other stage."""
+    from flexunet.dataset.masks import read_mask
+    from flexunet.preprocessing.pipeline import make_dataset, subset_pairs
+
+    cfg = load_config(train_project, settings)
+    pairs = subset_pairs(cfg, "train")
+    _off_colour_masks(cfg.train.masks_dir, far)
+    m = cfg.mask
+    expected = np.stack([read_mask(mask, m.rgb_map, m.tolerance, m.map_unmapped).index for _, mask in pairs])
+    got = np.concatenate([y.numpy() for _, y in make_dataset(cfg, pairs, training=False)]).argmax(-1)
+    np.testing.assert_array_equal(got, expected)
+    assert (expected > 0).any()
+    if far:
+        assert (got[:, :2, :3] == 1).all()                  # mapped to the nearest class colour, green
+
+
+def test_pipeline_refuses_a_mask_colour_beyond_tolerance_as_read_mask_does(train_project):
+    from flexunet.preprocessing.pipeline import make_dataset, subset_pairs
+
+    cfg = load_config(train_project, ["mask.tolerance=10"])
+    pairs = subset_pairs(cfg, "train")
+    _off_colour_masks(cfg.train.masks_dir, far=True)
+    with pytest.raises(tf.errors.OpError, match=rf"{pairs[0][1].name}: 6 pixel\(s\) in 1 colour\(s\) not in rgb_map"):
+        next(iter(make_dataset(cfg, pairs, training=False)))

@@ -414,7 +414,7 @@ def _report_page(root: Path) -> str:
 
 
 def test_report_warns_when_the_evaluation_is_an_earlier_models(tiny_project, capsys):
-    from flexunet.model.run_folder import model_sha256
+    from flexunet.model.trained import model_sha256
 
     root = tiny_project.parent
     off = ("--set", "report.gallery_per_rank=0")

@@ -1,4 +1,4 @@
-"""flexunet.training.callbacks: checkpoints whole or absent, recovered after a cut-short swap, resumed state."""
+"""flexunet.training.checkpoint: checkpoints whole or absent, recovered after a cut-short swap, resumed state."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from conftest import disk_full_on, leftovers, one_error, pipeline_run_copy, snapshot
-from flexunet.training.callbacks import _finite_state, initial_state
+from flexunet.training.checkpoint import _finite_state, initial_state
 from flexunet.config.loader import parse_config
 
 def test_model_and_checkpoint_saves_are_whole_or_absent(tmp_path, monkeypatch):
     import keras
 
-    from flexunet.training.callbacks import load_checkpoint, save_checkpoint, save_model
+    from flexunet.training.checkpoint import load_checkpoint, save_checkpoint, save_model
 
     inputs = keras.Input((8, 8, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(3, 1, activation="softmax")(inputs))
@@ -44,7 +44,7 @@ def test_model_and_checkpoint_saves_are_whole_or_absent(tmp_path, monkeypatch):
 
 
 def test_a_checkpoint_swap_cut_short_is_recovered_on_resume(tmp_path):
-    from flexunet.training.callbacks import recover_checkpoint
+    from flexunet.training.checkpoint import recover_checkpoint
 
     def checkpoint(name: str, epoch: int | None) -> Path:
         folder = tmp_path / name
@@ -140,7 +140,7 @@ def test_a_damaged_checkpoint_file_is_one_line_for_train_resume(tiny_project, ca
 
 
 def test_state_json_checks_keep_a_plain_state(tmp_path):
-    from flexunet.training.callbacks import read_state
+    from flexunet.training.checkpoint import read_state
     from flexunet.utils.errors import FlexUNetError
 
     path = tmp_path / "state.json"

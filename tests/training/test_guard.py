@@ -42,7 +42,8 @@ def test_schedule_values(train_project, schedule, expected, decays):
 
 
 def test_schedule_is_set_each_epoch_scaled_by_the_reducer_and_exact_on_resume(train_project):
-    from flexunet.training.callbacks import RunController, current_lr, initial_state, scheduled_lr
+    from flexunet.training.callbacks import RunController, current_lr, scheduled_lr
+    from flexunet.training.checkpoint import initial_state
 
     cfg = load_config(train_project, ["train.epochs=6", "train.lr_schedule=poly", "train.learning_rate_reducer=True",
                                       "train.reducer_patience=1", "train.reducer_factor=0.5", "train.patience=0",
@@ -66,7 +67,8 @@ def test_schedule_is_set_each_epoch_scaled_by_the_reducer_and_exact_on_resume(tr
 
 
 def test_constant_schedule_leaves_the_rate_alone(train_project):
-    from flexunet.training.callbacks import RunController, current_lr, initial_state
+    from flexunet.training.callbacks import RunController, current_lr
+    from flexunet.training.checkpoint import initial_state
 
     cfg = load_config(train_project)
     model = _model(lr=0.004)
@@ -106,7 +108,8 @@ def test_guard_fires_on_a_flat_run_that_predicts_almost_nothing():
 
 
 def test_one_class_collapsed_while_another_learns_only_warns(train_project):
-    from flexunet.training.callbacks import RunController, initial_state
+    from flexunet.training.callbacks import RunController
+    from flexunet.training.checkpoint import initial_state
 
     cfg = load_config(train_project, ["train.on_collapse=stop", "train.collapse_patience=3"])
     ctl = RunController(cfg, initial_state(cfg), cfg.train.model_dir / "best_model.keras",

@@ -31,7 +31,8 @@ def _history(cfg):
 
 
 def test_reducer_waits_reducer_patience_epochs(train_project):
-    from flexunet.training.callbacks import RunController, current_lr, initial_state
+    from flexunet.training.callbacks import RunController, current_lr
+    from flexunet.training.checkpoint import initial_state
     from flexunet.model.network import compile_model, configure_runtime
 
     cfg = load_config(train_project, ["train.learning_rate_reducer=True", "train.reducer_patience=3",

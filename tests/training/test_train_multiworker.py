@@ -138,7 +138,7 @@ def test_a_malformed_tf_config_is_one_line_before_any_work(tmp_path, capsys, mon
 
 
 def test_a_well_formed_tf_config_still_names_the_chief(monkeypatch):
-    from flexunet.training.train import is_chief, tf_config
+    from flexunet.training.distribute import is_chief, tf_config
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert tf_config() == {} and is_chief()

@@ -18,7 +18,14 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
+from flexunet.config.loader import load_config
+from flexunet.dataset.masks import index_to_palette_image
+from flexunet.inference.infer import infer_images
+from flexunet.model.predict import model_input, read_input, resize_indices
 from flexunet.utils.errors import FlexUNetError
+from flexunet.utils.io import list_files, save_image
 
 RESULT_TAG = "BENCH-RESULT "
 PEAK_SHAPE = (8, 128, 128, 256)      # conv input; the kernel is 3x3xCxC
@@ -114,10 +121,8 @@ def _measure_training(spec: dict) -> dict:
     """
     import tensorflow as tf
 
-    from flexunet.config.loader import load_config
+    from flexunet.model.network import compile_model, configure_runtime, forward_flops
     from flexunet.preprocessing.pipeline import make_dataset, subset_pairs
-    from flexunet.model.network import forward_flops
-    from flexunet.model.network import compile_model, configure_runtime
 
     cfg = load_config(spec["config"], spec["overrides"])
     configure_runtime(cfg)
@@ -178,9 +183,6 @@ def _measure_training(spec: dict) -> dict:
 
 def _measure_inference(cfg: Any, model: Any, images_dir: Path, out_dir: Path, repeats: int) -> dict:
     """infer_images (streaming, batched) against a per-image model.predict loop; one warm-up pass each."""
-    from flexunet.inference.infer import infer_images
-    from flexunet.utils.io import list_files
-
     files = list_files(images_dir)
     cfg = cfg.replace("infer", images_dir=images_dir, output_dir=out_dir / "streaming", overlays=False,
                       class_index_masks=False, flip_tta=False)
@@ -207,12 +209,6 @@ def _measure_inference(cfg: Any, model: Any, images_dir: Path, out_dir: Path, re
 
 def predict_loop(cfg: Any, model: Any, files: Sequence[Path], out_dir: Path) -> None:
     """The baseline: per image, read, resize, ``model.predict`` one image, write the palette mask."""
-    import numpy as np
-
-    from flexunet.utils.io import save_image
-    from flexunet.dataset.masks import index_to_palette_image
-    from flexunet.model.predict import model_input, read_input, resize_indices
-
     for path in files:
         original = read_input(path, cfg)
         x = model_input(original, cfg)[None]

@@ -39,7 +39,14 @@ from typing import Any, Callable, Sequence
 
 from flexunet.bench.measure import PEAK_SHAPE, median, run_child
 from flexunet.bench.table import format_table
+from flexunet.config.loader import load_config
+from flexunet.dataset.prepare import prepare_dataset
+from flexunet.dataset.split import split_dataset
+from flexunet.synthetic.demo_config import demo_config_text
+from flexunet.synthetic.synth import synthesize
 from flexunet.utils.errors import FlexUNetError
+from flexunet.utils.io import list_files, write_json, write_text
+from flexunet.utils.machine import describe
 
 ENV_KNOBS = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPU_ALLOCATOR_USE_BFC", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
              "OMP_NUM_THREADS")   # read by TensorFlow at import: recorded with the figures
@@ -115,9 +122,6 @@ def _base_config(name: str, folder: Path) -> Path:
     if name == "stroke":
         return _stroke_config_path()
     if name == "demo":
-        from flexunet.synthetic.demo_config import demo_config_text
-        from flexunet.utils.io import write_text
-
         path = folder / "demo.config"
         write_text(path, demo_config_text())
         return path
@@ -146,11 +150,6 @@ def _data_overrides(root: Path, size: int) -> list[str]:
 def _make_data(cfg_path: Path, overrides: list[str], root: Path, count: int, seed: int,
                progress: bool) -> None:
     """synth -> prepare -> split into ``root`` (skipped when a finished set of the same recipe is there)."""
-    from flexunet.config.loader import load_config
-    from flexunet.dataset.prepare import prepare_dataset
-    from flexunet.dataset.split import split_dataset
-    from flexunet.synthetic.synth import synthesize
-
     marker = root / "bench-data.json"
     recipe = {"count": count, "seed": seed, "size": root.name}
     if marker.is_file() and json.loads(marker.read_text()) == recipe:
@@ -166,9 +165,6 @@ def _make_data(cfg_path: Path, overrides: list[str], root: Path, count: int, see
 
 def _infer_folder(cfg_path: Path, overrides: list[str], dest: Path, count: int) -> Path:
     """``count`` test images copied to ``dest`` (infer_images predicts a whole folder)."""
-    from flexunet.config.loader import load_config
-    from flexunet.utils.io import list_files
-
     cfg = load_config(cfg_path, overrides)
     files = list_files(cfg.require_dir("test", "images_dir"))
     files += list_files(cfg.require_dir("train", "images_dir"))
@@ -238,8 +234,6 @@ def run_bench(configs: Sequence[str] = ("stroke", "demo"), out: str | os.PathLik
     echo("")
     echo(format_table(report))
     if out is not None:
-        from flexunet.utils.io import write_json
-
         write_json(Path(out), report)
         echo(f"figures written to {out}")
     return report
@@ -265,8 +259,6 @@ def memory_variant(variants: Sequence[Variant], jit_compile: bool) -> Variant:
 def _bench_config(entry: str, work: Path, quick: bool, steps: int | None, repeats: int | None,
                   images: int | None, infer_images: int | None, variants: list[Variant], memory: bool,
                   sets: list[str], peak: dict, seed: int, progress: bool, echo: Callable[[str], None]) -> dict:
-    from flexunet.config.loader import load_config
-
     name = _config_name(entry)
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
@@ -346,8 +338,6 @@ def _loadavg() -> list[float] | None:
 def _machine(gpus: list[str]) -> dict:
     import keras
     import tensorflow as tf
-
-    from flexunet.utils.machine import describe
 
     return {"cpus": os.cpu_count(), "label": describe(), "platform": platform.platform(), "processor": platform.processor(),
             "python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,

@@ -9,14 +9,18 @@ folder that is not a FlexUNet demo folder is never touched.
 from __future__ import annotations
 
 import logging
-import re
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
+from flexunet.config.loader import load_config
+from flexunet.dataset import augment, prepare, split
+from flexunet.evaluation import evaluate
+from flexunet.inference import infer
+from flexunet.report import build
+from flexunet.synthetic import synth
 from flexunet.synthetic.demo_config import demo_config_text
-from flexunet.config.loader import Config, load_config
+from flexunet.training import train
 from flexunet.utils.errors import FlexUNetError
 from flexunet.utils.io import write_text
 from flexunet.utils.outputs import check_not_inside_others
@@ -65,32 +69,23 @@ def run_demo(out: Path, size: int = 256, epochs: int | None = None, count: int =
         echo(f"      {name} done in {timings[name]:.1f} s")
         return result
 
-    from flexunet.dataset.augment import augment_dataset
-    from flexunet.dataset.prepare import prepare_dataset
-    from flexunet.dataset.split import split_dataset
-    from flexunet.synthetic.synth import synthesize
-
+    # each stage is looked up on its module when it runs (a stage replaced there is the one run)
     stage("synth", f"{count} synthetic CT slices at {size} px -> {out / 'raw'}",
-          lambda: synthesize(out / "raw", count=count, seed=seed, size=size, overwrite=True, progress=progress))
+          lambda: synth.synthesize(out / "raw", count=count, seed=seed, size=size, overwrite=True,
+                                   progress=progress))
     stage("prepare", "pair PNG/ and MASKS/, pad, resize, check colours",
-          lambda: prepare_dataset(cfg, overwrite=True, progress=progress))
+          lambda: prepare.prepare_dataset(cfg, overwrite=True, progress=progress))
     stage("split", "group by patient into train / valid / test",
-          lambda: split_dataset(cfg, overwrite=True))
+          lambda: split.split_dataset(cfg, overwrite=True))
     stage("augment", "offline flips of the train subset",
-          lambda: augment_dataset(cfg, overwrite=True, progress=progress))
-
-    from flexunet.evaluation.evaluate import evaluate_model
-    from flexunet.inference.infer import infer_images
-    from flexunet.report.build import build_report
-    from flexunet.training.train import train
-
+          lambda: augment.augment_dataset(cfg, overwrite=True, progress=progress))
     stage("train", f"{cfg.train.epochs} epochs of a {cfg.model.num_layers}-level FlexUNet",
-          lambda: train(cfg, overwrite=True, progress=progress))
+          lambda: train.train(cfg, overwrite=True, progress=progress))
     evaluation = stage("evaluate", "test subset: per-class Dice, IoU, HD95, lesion detection",
-                       lambda: evaluate_model(cfg, progress=progress))
+                       lambda: evaluate.evaluate_model(cfg, progress=progress))
     stage("infer", f"palette masks and overlays for {cfg.infer.images_dir.relative_to(out)}/",
-          lambda: infer_images(cfg, progress=progress))
-    report = stage("report", "HTML report", lambda: build_report(cfg, progress=progress))
+          lambda: infer.infer_images(cfg, progress=progress))
+    report = stage("report", "HTML report", lambda: build.build_report(cfg, progress=progress))
     total = time.perf_counter() - start
     classes = _class_figures(evaluation)
     echo("")

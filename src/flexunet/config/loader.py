@@ -13,29 +13,29 @@ Every value is checked against the kind its key expects, and a bad one raises a
 what was expected.  Unknown keys and sections are warnings with a "did you mean".
 Relative paths resolve against the config file's folder (``--set`` paths against the
 current directory, as any command-line path).  The kinds live in ``config_values``, the
-settings classes in ``settings``; this module reads, checks across keys and writes back.
+settings classes in ``settings``, the INI text is split into raw values in ``ini``; this
+module builds the settings, checks across keys and writes back.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from flexunet.config.colours import default_rgb_map
+from flexunet.config.ini import Raw, did_you_mean, read_ini, section_keys, split_override
+from flexunet.config.settings import (REQUIRED, SECTIONS, AugmentorSettings, BarrDistortionSettings,  # noqa: F401
+                                      BrighteningSettings, DatasetSettings, DeformationSettings, DistortionSettings,
+                                      EvalSettings, GeneratorSettings, ImageSettings, InferSettings, IntensitySettings,
+                                      MaskSettings, ModelSettings, PincDistortionSettings, PrepareSettings,
+                                      ReportSettings, SharpeningSettings, SplitSettings, SubsetSettings,
+                                      TiledInferSettings, TrainSettings)
 from flexunet.config.values import Expected, format_value, literal
 from flexunet.utils.errors import ConfigError
-from flexunet.config.settings import (REQUIRED, SECTIONS, AugmentorSettings, BarrDistortionSettings,  # noqa: F401
-                               BrighteningSettings, DatasetSettings, DeformationSettings, DistortionSettings,
-                               EvalSettings, GeneratorSettings, ImageSettings, InferSettings, IntensitySettings,
-                               MaskSettings, ModelSettings, PincDistortionSettings, PrepareSettings, ReportSettings,
-                               SharpeningSettings, SplitSettings, SubsetSettings, TiledInferSettings,
-                               TrainSettings)
 
 log = logging.getLogger(__name__)
 
@@ -134,100 +134,21 @@ class Config:
 # --------------------------------------------------------------------------- reading
 
 
-@dataclass(frozen=True)
-class _Raw:
-    text: str
-    line: int | None
-    source: str
-    base: Path
-
-
-_DELIM = re.compile(r"[=:]")
-
-
-def _read_ini(text: str, source: str, base: Path) -> tuple[dict[str, dict[str, _Raw]], dict[str, int]]:
-    """Split INI text into sections of raw values, keeping line numbers."""
-    sections: dict[str, dict[str, _Raw]] = {}
-    section_lines: dict[str, int] = {}
-    current: str | None = None
-    key: str | None = None
-    key_line = 0
-    chunks: list[str] = []
-
-    def flush() -> None:
-        nonlocal key
-        if key is not None and current is not None:
-            sections[current][key] = _Raw("\n".join(chunks).strip(), key_line, source, base)
-        key = None
-
-    for lineno, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if not stripped:
-            flush()
-            continue
-        if stripped[0] in ";#":
-            continue
-        if line[0].isspace() and key is not None:
-            chunks.append(stripped)  # continuation of a multi-line value
-            continue
-        flush()
-        if stripped.startswith("["):
-            if not stripped.endswith("]") or len(stripped) < 3:
-                raise ConfigError(f"{source}:{lineno}: expected a section header like [model], got {stripped!r}")
-            current = stripped[1:-1].strip().lower()
-            if current in sections:
-                raise ConfigError(f"{source}:{lineno} [{current}]: section appears twice "
-                                  f"(first at line {section_lines[current]}); expected each section once")
-            sections[current] = {}
-            section_lines[current] = lineno
-            continue
-        match = _DELIM.search(stripped)
-        if match is None or not stripped[:match.start()].strip():
-            raise ConfigError(f"{source}:{lineno}: expected 'key = value', a [section] header "
-                              f"or a ; comment, got {stripped!r}")
-        if current is None:
-            raise ConfigError(f"{source}:{lineno}: '{stripped}' comes before any [section]; "
-                              f"expected a section header such as [model] first")
-        key = stripped[:match.start()].strip().lower()
-        if key in sections[current]:
-            raise ConfigError(f"{source}:{lineno} [{current}] {key}: key appears twice "
-                              f"(first at line {sections[current][key].line}); expected each key once")
-        key_line = lineno
-        chunks = [stripped[match.end():].strip()]
-    flush()
-    return sections, section_lines
-
-
-def _section_keys(cls: type) -> dict[str, str]:
-    """Accepted key -> field name, aliases included."""
-    keys: dict[str, str] = {}
-    for f in dataclasses.fields(cls):
-        keys[f.name] = f.name
-        for alias in f.metadata.get("aliases", ()):
-            keys[alias] = f.name
-    return keys
-
-
-def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
-def _build(raw: dict[str, dict[str, _Raw]], source: str, base: Path) -> tuple[dict[str, Any], dict, list[str]]:
+def _build(raw: dict[str, dict[str, Raw]], source: str, base: Path) -> tuple[dict[str, Any], dict, list[str]]:
     warnings: list[str] = []
     origins: dict[tuple[str, str], Origin] = {}
     built: dict[str, Any] = {}
     for name in raw:
         if name not in SECTIONS:
-            warnings.append(f"{source}: unknown section [{name}] ignored{_did_you_mean(name, SECTIONS)}")
+            warnings.append(f"{source}: unknown section [{name}] ignored{did_you_mean(name, SECTIONS)}")
     for name, cls in SECTIONS.items():
-        accepted = _section_keys(cls)
+        accepted = section_keys(cls)
         kinds = {f.name: f.metadata["kind"] for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
         for key, item in raw.get(name, {}).items():
             if key not in accepted:
-                others = [s for s, c in SECTIONS.items() if key in _section_keys(c)]
-                hint = "" if others else _did_you_mean(key, accepted)
+                others = [s for s, c in SECTIONS.items() if key in section_keys(c)]
+                hint = "" if others else did_you_mean(key, accepted)
                 if not hint:
                     hint = f"; '{key}' belongs in [{others[0]}]" if others else ""
                 loc = f"{item.source}:{item.line}" if item.line is not None else item.source
@@ -251,10 +172,10 @@ def parse_config(text: str, source: str = "<config>", base_dir: Path | None = No
                  overrides: Iterable[str] = (), path: Path | None = None) -> Config:
     """Parse config text (and ``section.key=value`` overrides) into a validated Config."""
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    raw, _ = _read_ini(text, source, base)
+    raw, _ = read_ini(text, source, base)
     for item in overrides:
-        section, key, value = _split_override(item)
-        raw.setdefault(section, {})[key] = _Raw(value, None, "--set", Path.cwd())
+        section, key, value = split_override(item)
+        raw.setdefault(section, {})[key] = Raw(value, None, "--set", Path.cwd())
     built, origins, warnings = _build(raw, source, base)
     cfg = Config(path=path, origins=origins, warnings=tuple(warnings), source=source, **built)
     for section, key in REQUIRED:
@@ -286,20 +207,6 @@ def _resolve_mask_format(cfg: Config) -> Config:
     if rgb_map is None:
         rgb_map = default_rgb_map(cfg.model.num_classes)
     return dataclasses.replace(cfg, mask=dataclasses.replace(m, format=fmt, rgb_map=rgb_map))
-
-
-def _split_override(item: str) -> tuple[str, str, str]:
-    name, sep, value = item.partition("=")
-    section, dot, key = name.strip().partition(".")
-    if not sep or not dot or not section or not key:
-        shown = " ".join(item.splitlines())
-        raise ConfigError(f"--set {shown}: expected section.key=value, e.g. --set train.epochs=3")
-    section, key, value = section.strip().lower(), key.strip().lower(), value.strip()
-    try:
-        literal(value)
-    except Expected:
-        value = repr(value)  # a bare word or path on the command line is a string
-    return section, key, value
 
 
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> Config:
@@ -426,7 +333,7 @@ def _validate_metric_names(cfg: Config) -> None:
 def _names_expected(name: str, known: list[str]) -> str:
     base = name.removeprefix("val_")
     longer = [k for k in known if k.startswith(name)]
-    hint = f"; did you mean {longer[0]!r}?" if name and longer else _did_you_mean(name, known)
+    hint = f"; did you mean {longer[0]!r}?" if name and longer else did_you_mean(name, known)
     if base in EXTRA_METRICS and base not in known:
         hint = f" (it is logged only when [model] metrics lists {base!r})"
     return f"names among {', '.join(known)}; {name!r} is not one{hint}"

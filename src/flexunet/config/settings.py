@@ -1,5 +1,5 @@
 """The settings classes: one frozen dataclass per config section, each key with its default,
-kind and one-line doc (the README's config reference is generated from these)."""
+kind and one-line doc (docs/config.md, the config reference, is generated from these)."""
 
 from __future__ import annotations
 

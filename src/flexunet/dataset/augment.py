@@ -26,7 +26,7 @@ import numpy as np
 from flexunet.config.loader import Config
 from flexunet.utils.errors import DataError, FlexUNetError
 from flexunet.utils.io import pair_by_name, read_image, save_image, write_bytes
-from flexunet.dataset.masks import read_mask, save_mask
+from flexunet.dataset.masks import read_config_mask, save_mask
 from flexunet.utils.outputs import claim_output_dir, overlap, owner_of
 from flexunet.utils.progress import Progress
 from flexunet.dataset.records import find_split, split_subset_stems
@@ -171,7 +171,7 @@ def _augment_pair(cfg: Config, todo: list[Variant], img_path: Path, mask_path: P
 
     Files that did not exist before are added to ``created`` before they are written."""
     image = read_image(img_path, channels=3)
-    decoded = read_mask(mask_path, cfg.mask.rgb_map, cfg.mask.tolerance, cfg.mask.map_unmapped, cfg.mask.format)
+    decoded = read_config_mask(mask_path, cfg)
     mask = decoded.index
     if image.shape[:2] != mask.shape:
         raise DataError(f"{img_path}: image is {image.shape[1]}x{image.shape[0]} but its mask "

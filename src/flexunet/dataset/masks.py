@@ -23,7 +23,9 @@ import numpy as np
 from PIL import Image
 
 from flexunet.config.colours import CLASS_COLOURS, default_rgb_map  # noqa: F401
+from flexunet.config.loader import Config
 from flexunet.utils.errors import MaskError
+from flexunet.utils.io import open_image, save_image
 
 RgbMap = Mapping[tuple[int, int, int], int]
 
@@ -83,9 +85,21 @@ def rgb_to_index(rgb: np.ndarray, rgb_map: RgbMap, tolerance: float = 0.0,
         raise MaskError(f"{source}: expected an RGB mask, got an array of shape {rgb.shape}")
     rgb = rgb[..., :3].astype(np.int64)
     packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-    uniq, inverse, counts = np.unique(packed.ravel(), return_inverse=True, return_counts=True)
-    colours = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=1)
     palette = palette_colours(rgb_map).astype(np.int64)
+    keys = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
+    # class colours exactly (fast: no sort of every pixel); the lowest class wins a shared colour, as argmin
+    index = np.zeros(packed.shape, np.uint8)
+    exact = np.zeros(packed.shape, bool)
+    for k in range(len(keys) - 1, -1, -1):
+        hit = packed == keys[k]
+        index[hit] = k
+        exact |= hit
+    unmapped: dict[tuple[int, int, int], int] = {}
+    if exact.all():
+        return Decoded(index, unmapped)
+    other = ~exact
+    uniq, inverse, counts = np.unique(packed[other], return_inverse=True, return_counts=True)
+    colours = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=1)
     dist = np.sqrt(((colours[:, None, :] - palette[None, :, :]) ** 2).sum(-1))
     nearest = dist.argmin(1)
     far = dist[np.arange(len(uniq)), nearest] > tolerance
@@ -94,7 +108,7 @@ def rgb_to_index(rgb: np.ndarray, rgb_map: RgbMap, tolerance: float = 0.0,
         raise MaskError(f"{source}: {sum(unmapped.values())} pixel(s) in {len(unmapped)} colour(s) not in "
                         f"rgb_map ({describe_unmapped(unmapped)}); fix the mask, or set [mask] tolerance "
                         f"or map_unmapped = True to map them to the nearest class")
-    index = nearest[inverse].reshape(packed.shape).astype(np.uint8)
+    index[other] = nearest[inverse.ravel()].astype(np.uint8)
     return Decoded(index, unmapped)
 
 
@@ -186,8 +200,6 @@ def read_mask(path: str | os.PathLike, rgb_map: RgbMap, tolerance: float = 0.0,
     ``mask_format`` is ``[mask] format`` ("rgb" or "index"); with "index" the classes are
     0..max(rgb_map.values()) and ``tolerance`` and ``map_unmapped`` do not apply.
     """
-    from flexunet.utils.io import open_image
-
     path = Path(path)
     if path.suffix.lower() in (".jpg", ".jpeg"):
         raise MaskError(f"{path}: JPEG mask refused — lossy compression invents colours at class "
@@ -199,6 +211,13 @@ def read_mask(path: str | os.PathLike, rgb_map: RgbMap, tolerance: float = 0.0,
     if mask_format != "rgb":
         raise ValueError(f"mask_format {mask_format!r}: expected one of {MASK_FORMATS}")
     return image_to_index(open_image(path), rgb_map, tolerance, map_unmapped, source=str(path))
+
+
+def read_config_mask(path: str | os.PathLike, cfg: Config) -> Decoded:
+    """A mask file decoded as ``[mask]`` says (rgb_map, tolerance, map_unmapped, format): the one decode
+    of a mask for training, validation, evaluation, the report, split and augment."""
+    m = cfg.mask
+    return read_mask(path, m.rgb_map, m.tolerance, m.map_unmapped, m.format)
 
 
 def _read_npz(path: Path, rgb_map: RgbMap) -> Decoded:
@@ -217,16 +236,12 @@ def _read_npz(path: Path, rgb_map: RgbMap) -> Decoded:
 
 def save_rgb_mask(path: str | os.PathLike, index: np.ndarray, rgb_map: RgbMap) -> None:
     """Write class indices as a colour (RGB) PNG, atomically."""
-    from flexunet.utils.io import save_image
-
     save_image(path, index_to_rgb(index, rgb_map))
 
 
 def save_index_mask(path: str | os.PathLike, index: np.ndarray, palette: list[int] | None = None) -> None:
     """Write class indices as a class-index PNG, atomically: grey (8-bit, 16-bit past 255 classes), or
     palette with ``palette`` (a palette mask's own, so it is written back as it was read)."""
-    from flexunet.utils.io import save_image
-
     index = np.asarray(index)
     if palette is not None:
         img = Image.fromarray(index.astype(np.uint8), mode="P")

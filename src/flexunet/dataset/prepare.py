@@ -3,7 +3,8 @@
 ``prepare_dataset`` reads ``[prepare] raw_dir`` (the folder holding ``PNG/ MASKS/
 DICOM/`` or any parent of it), pairs each slice with ``MASKS/<id>.png`` by name, pads
 it to a square (image background from the image border, mask background class 0),
-resizes it to ``size`` (images by area or bilinear, masks by nearest only) and writes
+resizes it to ``size`` (images by area or bilinear, masks by nearest only; one slice:
+:mod:`flexunet.dataset.prepare_slice`) and writes
 
     <output_dir>/images/<id>.png     RGB slice
     <output_dir>/masks/<id>.png      colour mask, every pixel an rgb_map colour (grey class-index
@@ -23,23 +24,18 @@ import os
 import sys
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
-import numpy as np
-from PIL import Image
-
-from flexunet.config.loader import Config
-from flexunet.dataset.dicom import read_dicom, read_dicom_meta, three_window_rgb, window
-from flexunet.utils.errors import DataError, FlexUNetError, MaskError
-from flexunet.utils.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, list_files, read_image,
-                         safe_output_path, save_image)
-from flexunet.dataset.masks import describe_unmapped, read_mask, save_mask
 from flexunet.config.inputs import inputs_outside
+from flexunet.config.loader import Config
+from flexunet.dataset.masks import describe_unmapped
+from flexunet.dataset.prepare_slice import SliceJob, process_slice
+from flexunet.dataset.records import MANIFEST_VERSION, RECORD_NAMES, rgb_map_list, write_manifest
+from flexunet.utils.errors import DataError, FlexUNetError, MaskError
+from flexunet.utils.io import DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, list_files
 from flexunet.utils.outputs import atomic_output_dir
 from flexunet.utils.progress import Progress
-from flexunet.dataset.records import MANIFEST_VERSION, RECORD_NAMES, rgb_map_list, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -94,141 +90,6 @@ def _listing(names: list[str]) -> str:
     return shown + (f", ... ({len(names) - _LIST_LIMIT} more)" if len(names) > _LIST_LIMIT else "")
 
 
-# --------------------------------------------------------------------------- one slice
-
-
-@dataclass(frozen=True)
-class _Job:
-    """Everything a worker needs for one slice (picklable)."""
-
-    id: str
-    image: Path                   # PNG/<id>.png or DICOM/<id>.dcm
-    mask: Path
-    header: Path | None           # DICOM/<id>.dcm to read the group from (png source)
-    source: str
-    size: int
-    image_resize: str
-    window_center: float
-    window_width: float
-    three_windows: bool
-    rgb_map: Mapping[tuple[int, int, int], int]
-    tolerance: float
-    out_dir: Path
-    mask_format: str = "rgb"
-
-
-def border_background(image: np.ndarray) -> np.ndarray:
-    """Per-channel median of the one-pixel border of an (H, W, C) image (uint8)."""
-    border = np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]], axis=0)
-    return np.median(border, axis=0).round().astype(np.uint8)
-
-
-def pad_to_square(array: np.ndarray, fill: np.ndarray | int) -> np.ndarray:
-    """Centre ``array`` (H, W[, C]) in a square of side max(H, W) filled with ``fill``."""
-    h, w = array.shape[:2]
-    side = max(h, w)
-    if h == w:
-        return array
-    out = np.empty((side, side) + array.shape[2:], array.dtype)
-    out[...] = fill
-    top, left = (side - h) // 2, (side - w) // 2
-    out[top:top + h, left:left + w] = array
-    return out
-
-
-def resize_image(image: np.ndarray, size: int, method: str) -> np.ndarray:
-    """Square (S, S, 3) uint8 -> (size, size, 3): "area" (box average; bilinear when
-    enlarging) or "bilinear"."""
-    if image.shape[0] == size:
-        return image
-    shrink = image.shape[0] > size
-    resample = Image.Resampling.BOX if method == "area" and shrink else Image.Resampling.BILINEAR
-    return np.asarray(Image.fromarray(image).resize((size, size), resample), np.uint8)
-
-
-def resize_mask(index: np.ndarray, size: int) -> np.ndarray:
-    """Square (S, S) class indices -> (size, size) by nearest neighbour only."""
-    if index.shape[0] == size:
-        return index
-    img = Image.fromarray(index.astype(np.uint8))
-    return np.asarray(img.resize((size, size), Image.Resampling.NEAREST), np.uint8)
-
-
-def _load_image(job: _Job, notes: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
-    if job.source == "dicom":
-        sl = read_dicom(job.image)
-        notes.extend(sl.warnings)
-        if job.three_windows:
-            rgb = three_window_rgb(sl.hu)
-        else:
-            rgb = np.repeat(window(sl.hu, job.window_center, job.window_width)[..., None], 3, axis=-1)
-        return rgb, sl.meta
-    meta: dict[str, Any] = {}
-    if job.header is not None:
-        try:
-            meta = read_dicom_meta(job.header)
-        except FlexUNetError as exc:
-            notes.append(f"{exc}; grouping {job.id} by its slice id")
-    return read_image(job.image, 3), meta
-
-
-def _group(job: _Job, meta: Mapping[str, Any]) -> tuple[str, str]:
-    if meta.get("patient_id"):
-        return str(meta["patient_id"]), "patient"
-    if meta.get("series_uid"):
-        return str(meta["series_uid"]), "series"
-    return job.id, "slice"
-
-
-def process_slice(job: _Job) -> dict[str, Any]:
-    """Read, check, pad, resize and write one slice; return its manifest row.
-
-    The row carries ``_notes`` (warnings to log) and ``_unmapped`` (colour -> pixels).
-    """
-    notes: list[str] = []
-    image, meta = _load_image(job, notes)
-    decoded = read_mask(job.mask, job.rgb_map, job.tolerance, map_unmapped=True, mask_format=job.mask_format)
-    if image.shape[:2] != decoded.index.shape:
-        raise DataError(f"{job.mask}: mask is {decoded.index.shape[1]}x{decoded.index.shape[0]} but "
-                        f"{job.image.name} is {image.shape[1]}x{image.shape[0]} (WxH); expected the same size")
-    h, w = decoded.index.shape
-    side = max(h, w)
-    image = resize_image(pad_to_square(image, border_background(image)), job.size, job.image_resize)
-    index = resize_mask(pad_to_square(decoded.index, 0), job.size)
-    image_out = safe_output_path(job.out_dir / "images", f"{job.id}.png")
-    mask_out = safe_output_path(job.out_dir / "masks", f"{job.id}.png")
-    save_image(image_out, image)
-    save_mask(mask_out, index, job.rgb_map, job.mask_format)
-    num_classes = max(job.rgb_map.values()) + 1
-    pixels = np.bincount(index.ravel(), minlength=num_classes)[:num_classes]
-    spacing = meta.get("pixel_spacing")
-    if spacing is not None:
-        scale = side / job.size
-        spacing = (round(spacing[0] * scale, 6), round(spacing[1] * scale, 6))
-    group, group_kind = _group(job, meta)
-    return {
-        "id": job.id,
-        "image": f"images/{image_out.name}",
-        "mask": f"masks/{mask_out.name}",
-        "source_image": str(job.image),
-        "source_mask": str(job.mask),
-        "group": group,
-        "group_kind": group_kind,
-        "patient_id": meta.get("patient_id"),
-        "series_uid": meta.get("series_uid"),
-        "instance_number": meta.get("instance_number"),
-        "slice_position": meta.get("slice_position"),
-        "slice_thickness": meta.get("slice_thickness"),
-        "classes": [int(c) for c in np.flatnonzero(pixels)],
-        "pixels": [int(n) for n in pixels],
-        "pixel_spacing": list(spacing) if spacing is not None else None,
-        "original_size": [h, w],
-        "unmapped_pixels": decoded.unmapped_pixels,
-        "_notes": notes,
-        "_unmapped": decoded.unmapped,
-    }
-
-
 # --------------------------------------------------------------------------- running
 
 
@@ -236,7 +97,7 @@ def _workers(requested: int) -> int:
     return requested if requested > 0 else (os.cpu_count() or 1)
 
 
-def _run(jobs: list[_Job], workers: int, progress: bool) -> list[dict[str, Any]]:
+def _run(jobs: list[SliceJob], workers: int, progress: bool) -> list[dict[str, Any]]:
     bar = Progress(jobs, "prepare", total=len(jobs), enabled=progress, unit="slice")
     if workers <= 1 or len(jobs) < _MIN_PARALLEL:
         return list(map(process_slice, bar))
@@ -356,7 +217,7 @@ def prepare_dataset(cfg: Config, overwrite: bool = False, progress: bool = True)
     with atomic_output_dir(out_dir, "prepare", overwrite, "[prepare] output_dir", inputs) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
-        jobs = [_Job(sid, image, mask, header, p.source, p.size, p.image_resize, p.window_center,
+        jobs = [SliceJob(sid, image, mask, header, p.source, p.size, p.image_resize, p.window_center,
                      p.window_width, p.three_windows, dict(cfg.mask.rgb_map), cfg.mask.tolerance, tmp,
                      cfg.mask.format)
                 for sid, image, mask, header in pairs]

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 from flexunet.config.loader import Config
 from flexunet.utils.errors import ConfigError, DataError
 from flexunet.utils.io import pair_by_name
-from flexunet.dataset.masks import read_mask
+from flexunet.dataset.masks import read_config_mask
 from flexunet.config.inputs import inputs_outside
 from flexunet.utils.outputs import atomic_output_dir
 from flexunet.dataset.records import MANIFEST_JSON, read_manifest, rgb_map_list, write_split
@@ -181,7 +181,7 @@ def load_master(master: Path, cfg: Config) -> tuple[list[dict[str, Any]], str | 
     n = cfg.model.num_classes
     rows = []
     for image, mask in pair_by_name(images, masks):
-        index = read_mask(mask, cfg.mask.rgb_map, cfg.mask.tolerance, cfg.mask.map_unmapped, cfg.mask.format).index
+        index = read_config_mask(mask, cfg).index
         counts = [int((index == c).sum()) for c in range(n)]
         rows.append({"id": image.stem, "image": f"images/{image.name}", "mask": f"masks/{mask.name}",
                      "group": image.stem, "group_kind": "slice",

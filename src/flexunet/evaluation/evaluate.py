@@ -33,13 +33,20 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image
 
+from flexunet.config.inputs import input_folders
 from flexunet.config.loader import Config
+from flexunet.dataset.leak_record import check_test_images
+from flexunet.dataset.records import find_manifest, manifest_items
+from flexunet.evaluation.review import Review, bland_altman_png, manifest_geometry, reliability_png
+from flexunet.model.metrics import COUNTS, LESION_COUNTS, SCORES, MetricAccumulator
+from flexunet.model.run_folder import best_model_path
+from flexunet.model.trained import load_trained, model_sha256
 from flexunet.utils.errors import DataError
 from flexunet.utils.io import StagedFiles, csv_text, staged_files
-from flexunet.model.metrics import COUNTS, LESION_COUNTS, SCORES, MetricAccumulator
-from flexunet.config.inputs import input_folders
 from flexunet.utils.outputs import check_output_dir, check_output_file, claim_output_dir, claim_output_file
+from flexunet.utils.plots import new_figure, png_bytes
 from flexunet.utils.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -94,7 +101,6 @@ def pixel_spacings(cfg: Config, images: Sequence[Path]) -> tuple[dict[str, tuple
     """
     if not images:
         return {}, None
-    from flexunet.dataset.records import find_manifest, manifest_items
 
     manifest = find_manifest(Path(images[0]).parent, cfg)
     items = manifest_items(manifest, "HD95 in pixels only")
@@ -105,8 +111,6 @@ def pixel_spacings(cfg: Config, images: Sequence[Path]) -> tuple[dict[str, tuple
     except (KeyError, TypeError, AttributeError) as exc:
         log.warning("%s: unreadable (%s); HD95 in pixels only", manifest, exc)
         return {}, None
-    from PIL import Image
-
     m = cfg.model
     out: dict[str, tuple[float, float]] = {}
     for path in images:
@@ -146,10 +150,8 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
     per-image means, whole-set dice, lesion F1, FP-slice rate), ``num_images``,
     ``evaluation_csv``, ``eval_dir``, ``files`` and ``report`` (evaluation.json's content).
     """
-    from flexunet.preprocessing.pipeline import check_masks, make_dataset, subset_pairs
     from flexunet.model.losses import dice_coef_multiclass, make_loss
-    from flexunet.dataset.leak_record import check_test_images
-    from flexunet.model.run_folder import best_model_path, load_trained, model_sha256
+    from flexunet.preprocessing.pipeline import check_masks, make_dataset, subset_pairs
 
     pairs = subset_pairs(cfg, "test")
     eval_dir = Path(cfg.eval.eval_dir or cfg.train.eval_dir)
@@ -164,7 +166,6 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
         model_hash = model_sha256(model_path)  # report compares it with the best model of its day
         model = load_trained(cfg)
     spacings, manifest = pixel_spacings(cfg, [p for p, _ in pairs])
-    from flexunet.evaluation.review import Review, manifest_geometry
 
     review = Review(cfg.class_names, manifest_geometry(manifest, spacings))
     loss_fn = make_loss(cfg)
@@ -293,7 +294,6 @@ def _write_report(eval_dir: Path, acc: MetricAccumulator, report: dict[str, Any]
     staged.write_text(paths[2], csv_text(["reference \\ prediction", *names],
                                          [[n, *map(int, row)] for n, row in zip(names, acc.confusion)]))
     staged.write_bytes(paths[3], confusion_png(acc.confusion, names))
-    from flexunet.evaluation.review import bland_altman_png, reliability_png
 
     paths += [eval_dir / "reliability.png", eval_dir / "bland_altman.png"]
     staged.write_bytes(paths[4], reliability_png(report["calibration"]))
@@ -303,8 +303,6 @@ def _write_report(eval_dir: Path, acc: MetricAccumulator, report: dict[str, Any]
 
 def confusion_png(confusion: np.ndarray, names: Sequence[str]) -> bytes:
     """A confusion-matrix chart (rows normalised to the reference pixels; counts printed) as PNG bytes."""
-    from flexunet.utils.plots import new_figure, png_bytes
-
     confusion = np.asarray(confusion, np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         fraction = np.nan_to_num(confusion / confusion.sum(1, keepdims=True))

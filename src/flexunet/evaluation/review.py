@@ -28,9 +28,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from flexunet.utils.errors import DataError
 from flexunet.inference.uncertainty import Calibration, entropy_map, slice_score, spearman
 from flexunet.inference.volumes import SliceGeometry, agreement, counts_volumes, group_series
+from flexunet.utils.errors import DataError
+from flexunet.utils.plots import new_figure, png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,6 @@ class Review:
 
 def reliability_png(calibration: dict[str, Any]) -> bytes:
     """Reliability diagram: fraction of the class against mean probability per bin, one line per class."""
-    from flexunet.utils.plots import new_figure, png_bytes
-
     fig = new_figure(5.0, 4.6)
     ax = fig.add_subplot(1, 1, 1)
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
@@ -159,8 +158,6 @@ def reliability_png(calibration: dict[str, Any]) -> bytes:
 
 def bland_altman_png(volumes: dict[str, Any]) -> bytes:
     """Bland-Altman plot: predicted - reference mL against their mean, per class, with bias and limits."""
-    from flexunet.utils.plots import new_figure, png_bytes
-
     names = list(volumes["agreement"])
     fig = new_figure(4.6 * max(1, len(names)), 4.2)
     for i, name in enumerate(names or ["(no volumes)"], start=1):

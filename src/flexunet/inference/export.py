@@ -23,11 +23,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from flexunet.config.inputs import input_folders
 from flexunet.config.loader import Config
+from flexunet.model.trained import load_trained
 from flexunet.utils.errors import FlexUNetError
 from flexunet.utils.io import remove_path, swap_dir
-from flexunet.config.inputs import input_folders
-from flexunet.utils.outputs import OWNER_FILE, check_output_file, check_whole_dir, claim_output_dir, claim_output_file, is_run_folder, overlap
+from flexunet.utils.outputs import (OWNER_FILE, check_output_file, check_whole_dir, claim_output_dir, claim_output_file,
+                                    is_run_folder, overlap)
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +153,6 @@ def export_model(cfg: Config, fmt: str, out: Path | None = None, model: Any = No
     if fmt == "onnx":
         _onnx_modules()  # fail before loading the model
     if model is None:
-        from flexunet.model.run_folder import load_trained
-
         model = load_trained(cfg)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")

@@ -44,19 +44,21 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from flexunet.config.loader import Config
-from flexunet.utils.errors import DataError
-from flexunet.utils.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, csv_text, list_files,
-                         safe_output_path, save_image, write_bytes, write_text)
-from flexunet.dataset.masks import index_to_palette_image
 from flexunet.config.inputs import input_folders
-from flexunet.utils.outputs import check_output_dir, claim_output_dir
-from flexunet.model.predict import (model_batch, network_input, overlay_image, predict_probs, predict_tiled, read_input,
-                              remove_small_components, resize_indices, tile_starts)
-from flexunet.utils.progress import Progress
+from flexunet.config.loader import Config
+from flexunet.dataset.dicom import read_dicom
+from flexunet.dataset.masks import index_to_palette_image
 from flexunet.inference.uncertainty import entropy_map, heatmap, slice_score
-from flexunet.inference.volumes import (VOLUME_COLUMNS, SliceGeometry, check_pixel_spacing, geometry_from_meta, group_series,
-                              hemorrhage_classes, series_volumes, slice_spacing)
+from flexunet.inference.volumes import (VOLUME_COLUMNS, SliceGeometry, check_pixel_spacing, geometry_from_meta,
+                                        group_series, hemorrhage_classes, series_volumes, slice_spacing)
+from flexunet.model.predict import (model_batch, overlay_image, predict_probs, predict_tiled, read_input,
+                                    remove_small_components, resize_indices, tile_starts)
+from flexunet.model.trained import load_trained
+from flexunet.utils.errors import DataError
+from flexunet.utils.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, csv_text, list_files, safe_output_path,
+                               save_image, write_bytes, write_text)
+from flexunet.utils.outputs import check_output_dir, claim_output_dir
+from flexunet.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +104,6 @@ def _wants_volumes(cfg: Config, files: Sequence[Path]) -> bool:
 def volume_geometry(files: Sequence[Path]) -> dict[str, SliceGeometry]:
     """The geometry of every DICOM input by stem, each series checked (one line refusing when a volume
     would be a guess); PNG inputs, which carry no geometry, are left out."""
-    from flexunet.dataset.dicom import read_dicom
-
     # decoded whole (not just the header), so an unreadable slice is named for what it is first
     geometry = {p.stem: geometry_from_meta(p.name, read_dicom(p).meta) for p in files
                 if p.suffix.lower() in DICOM_SUFFIXES}
@@ -191,8 +191,6 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
     if cfg.infer.volumes and not geometry:
         log.info("no volumes.csv: the inputs are not DICOM, so they carry no slice geometry")
     if model is None:
-        from flexunet.model.run_folder import load_trained
-
         model = load_trained(cfg)
     summary: dict[str, Any] = {"images": 0, "output_dir": out_dir, "tiled": tiled, "files": [],
                                "overlays": [], "class_index": [], "removed_components": 0, "blank": 0,
@@ -245,7 +243,7 @@ def _predict(cfg: Config, model: Any, originals: list[np.ndarray], batch: np.nda
     if batch is not None:
         return list(predict_probs(model, batch, flips, pad_to=size))
     t = cfg.tiledinfer
-    return [predict_tiled(model, network_input(o, cfg), cfg, t.split_size, t.overlapping, size, flips)
+    return [predict_tiled(model, o, cfg, t.split_size, t.overlapping, size, flips)
             for o in originals]
 
 
@@ -339,8 +337,8 @@ def _write_tables(cfg: Config, stage: Path, out_dir: Path, geometry: dict[str, S
     if cfg.infer.uncertainty:
         ranked = sorted(summary["uncertainty"], key=lambda r: (-r["score"], r["name"]))
         write_text(stage / UNCERTAIN_FILE, csv_text(("rank", "name", "score", "foreground_pixels", "map"),
-                                                [[i + 1, r["name"], round(r["score"], 6), r["foreground_pixels"],
-                                                  r["map"]] for i, r in enumerate(ranked)]))
+                                                    [[i + 1, r["name"], round(r["score"], 6), r["foreground_pixels"],
+                                                      r["map"]] for i, r in enumerate(ranked)]))
 
 
 class _Outputs:

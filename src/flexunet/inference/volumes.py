@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from flexunet.utils.errors import DataError
+from flexunet.utils.lazy import LazyModule
+
+ndimage = LazyModule("scipy.ndimage")  # imported on first use: see flexunet.utils.lazy
 
 SPACING_TOLERANCE = 0.01          # relative: steps may differ by 1% (rounding of positions in headers)
 VOLUME_COLUMNS = ("patient", "series", "class", "slices", "ml", "method")

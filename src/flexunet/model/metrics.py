@@ -38,7 +38,10 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import ndimage
+
+from flexunet.utils.lazy import LazyModule
+
+ndimage = LazyModule("scipy.ndimage")  # imported on first use: see flexunet.utils.lazy
 
 EMPTY_RULE = ("Dice/IoU of a class absent from both reference and prediction is NaN: excluded from "
               "means and counted as 'n_empty'; absent from the reference but predicted scores 0. "
@@ -90,8 +93,8 @@ def safe(fn, *counts):
 SCORES = ("dice", "iou", "precision", "recall")
 COUNTS = ("tp", "fp", "fn", "tn")
 LESION_COUNTS = ("ref_lesions", "detected", "pred_components", "pred_matched")
-_FOUR = ndimage.generate_binary_structure(2, 1)   # boundary: a 4-neighbour outside the mask
-EIGHT = ndimage.generate_binary_structure(2, 2)  # lesions: 8-connected components
+_FOUR = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)   # boundary: a 4-neighbour outside the mask
+EIGHT = np.ones((3, 3), bool)                                # lesions: 8-connected components
 
 
 def class_counts(reference: np.ndarray, prediction: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:

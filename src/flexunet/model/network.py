@@ -58,9 +58,7 @@ def _conv(level: Level, m: ModelSettings, name: str) -> layers.Layer:
 
 # BatchNorm's moving statistics follow the batches with momentum 0.9 (PyTorch's default, nnU-Net's), not
 # Keras' 0.99: a CPU run of a few hundred steps otherwise validates with statistics that lag the
-# weights by ~100 steps. Subtle synthetic set, planned config with the prior output bias: validation
-# hemorrhagic Dice fell from 0.59 to 0.30 at epoch 6 and swung until epoch 16 with 0.99; with 0.9 it
-# stayed >= 0.88 from epoch 5 (test ischemic Dice 0.817 vs 0.785, hemorrhagic 0.881 vs 0.884).
+# weights by ~100 steps, and its validation Dice swings from epoch to epoch.
 BN_MOMENTUM = 0.9
 
 

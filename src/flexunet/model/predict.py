@@ -4,8 +4,9 @@ The one place prediction is written; ``flexunet infer``, the epoch-change callba
 report and the benchmark all call it, so they feed the network exactly as training did:
 
 1. :func:`read_input`: a file as uint8 RGB (DICOM through the ``[prepare]`` window(s));
-2. :func:`network_input` / :func:`model_input`: ``[image] color_order``, ``[model] image_channels``
-   and (``model_input``) the bilinear resize to the model size, float32 0..255;
+2. :func:`model_input`: ``[image] color_order``, ``[model] image_channels`` and the bilinear
+   resize to the model size, float32 0..255, by the very function the training pipeline
+   uses (:func:`flexunet.preprocessing.images.model_image`);
 3. :func:`predict_probs` / :func:`predict_indices` (optionally averaged over flips), or
    :func:`predict_tiled` for images of any size;
 4. :func:`resize_indices`: class indices back to the image's size (nearest);
@@ -21,12 +22,15 @@ from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from scipy import ndimage
 
 from flexunet.config.loader import Config
-from flexunet.utils.io import DICOM_SUFFIXES, read_image
+from flexunet.dataset.dicom import read_dicom_hu, three_window_rgb, window
 from flexunet.dataset.masks import palette_colours
 from flexunet.model.metrics import EIGHT
+from flexunet.utils.io import DICOM_SUFFIXES, read_image
+from flexunet.utils.lazy import LazyModule
+
+ndimage = LazyModule("scipy.ndimage")  # imported on first use: see flexunet.utils.lazy
 
 # --------------------------------------------------------------------------- the input
 
@@ -34,8 +38,6 @@ from flexunet.model.metrics import EIGHT
 def read_input(path: Path, cfg: Config) -> np.ndarray:
     """An input file as uint8 (H, W, 3) RGB; DICOM through the [prepare] window(s)."""
     if path.suffix.lower() in DICOM_SUFFIXES:
-        from flexunet.dataset.dicom import read_dicom_hu, three_window_rgb, window
-
         hu, _ = read_dicom_hu(path)
         if cfg.prepare.three_windows:
             return three_window_rgb(hu)
@@ -43,19 +45,12 @@ def read_input(path: Path, cfg: Config) -> np.ndarray:
     return read_image(path, 3)
 
 
-def network_input(rgb: np.ndarray, cfg: Config) -> np.ndarray:
-    """An RGB image as training fed it: [image] color_order, then [model] image_channels (any size)."""
-    from flexunet.preprocessing.pipeline import adapt_channels
+def model_input(rgb: np.ndarray, cfg: Config, resize: bool = True) -> np.ndarray:
+    """A uint8 RGB image as the network takes it, bit for bit as training fed it: float32
+    (image_height, image_width, channels), 0..255 (``resize=False``: at the image's own size)."""
+    from flexunet.preprocessing.images import model_image
 
-    image = rgb[..., ::-1] if cfg.image.color_order == "BGR" else rgb
-    return adapt_channels(image, cfg.model.image_channels)
-
-
-def model_input(rgb: np.ndarray, cfg: Config) -> np.ndarray:
-    """An RGB image as the network takes it: float32 (image_height, image_width, channels), 0..255."""
-    from flexunet.preprocessing.pipeline import to_model_input
-
-    return to_model_input(network_input(rgb, cfg), cfg)
+    return model_image(rgb, cfg, resize).numpy()
 
 
 def model_batch(originals: Sequence[np.ndarray], cfg: Config) -> np.ndarray:
@@ -154,14 +149,12 @@ def predict_tiled(model: Any, image: np.ndarray, cfg: Config, tile: int, overlap
                   batch_size: int, flip_tta: bool = False) -> np.ndarray:
     """Softmax (H, W, K) of one image of any size, tile by tile, overlaps blended with linear ramps.
 
-    ``image`` is a :func:`network_input`.  Each tile (``tile`` square, smaller at a short side)
-    is resized to the model input when the model has a fixed input size, predicted, resized
-    back and weighted by the product of two :func:`ramp` windows; the weighted sum is divided
-    by the summed weights.
+    ``image`` is uint8 RGB (a :func:`read_input`).  Each tile (``tile`` square, smaller at a
+    short side) goes through :func:`model_input` (resized to the model input when the model
+    has a fixed input size), is predicted, resized back and weighted by the product of two
+    :func:`ramp` windows; the weighted sum is divided by the summed weights.
     """
     import tensorflow as tf
-
-    from flexunet.preprocessing.pipeline import adapt_channels, to_model_input
 
     h, w = image.shape[:2]
     th, tw = min(tile, h), min(tile, w)
@@ -173,11 +166,7 @@ def predict_tiled(model: Any, image: np.ndarray, cfg: Config, tile: int, overlap
     weights = np.zeros((h, w, 1), np.float32)
     for first in range(0, len(boxes), batch_size):
         chunk = boxes[first:first + batch_size]
-        crops = [image[y:y + th, x:x + tw] for y, x in chunk]
-        if fixed:
-            batch = np.stack([to_model_input(c, cfg) for c in crops])
-        else:
-            batch = np.stack([adapt_channels(c, cfg.model.image_channels).astype(np.float32) for c in crops])
+        batch = np.stack([model_input(image[y:y + th, x:x + tw], cfg, resize=fixed) for y, x in chunk])
         probs = predict_probs(model, batch, flip_tta, pad_to=batch_size)
         if probs.shape[1:3] != (th, tw):
             probs = tf.image.resize(probs, (th, tw), method="bilinear").numpy()

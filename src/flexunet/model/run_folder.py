@@ -1,4 +1,5 @@
-"""The run folder (``[train] model_dir``): its files, its metadata, and the trained model in it.
+"""The run folder (``[train] model_dir``): its files and its metadata (the trained model in it:
+:mod:`flexunet.model.trained`).
 
 A run folder is the truth about the network it holds:
 
@@ -9,7 +10,7 @@ A run folder is the truth about the network it holds:
 2. ``model_meta.json`` (beside the best model and inside ``last_checkpoint/``, and embedded
    in the best model file) records those keys, the class names and colours, versions, the
    split's hash and which best-model file is current: the one the run wrote last;
-3. :func:`load_trained` builds the network from the run's keys and loads the weights
+3. :func:`flexunet.model.trained.load_trained` builds the network from the run's keys and loads the weights
    strictly: every layer gets its weights, every stored weight is used, shapes match.
 
 A run folder written before the metadata existed still loads: the newest best-model file
@@ -19,16 +20,17 @@ wins, and the weights are checked the same way.
 from __future__ import annotations
 
 import dataclasses
-import io as _io
 import json
 import logging
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from flexunet.config.loader import Config
+from flexunet import __version__
+from flexunet.config.loader import Config, _validate, load_config
+from flexunet.dataset.records import find_split, sha256
 from flexunet.utils.errors import ConfigError, FlexUNetError
-from flexunet.utils.io import json_text
+from flexunet.utils.io import json_text, write_json
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,6 @@ def best_model_name(cfg: Config) -> str:
 
 def saved_config(model_dir: str | Path) -> Config | None:
     """The resolved config a run saved in ``model_dir`` (None when there is none)."""
-    from flexunet.config.loader import load_config
-
     path = Path(model_dir) / SAVED_CONFIG
     if not path.is_file():
         return None
@@ -97,8 +97,6 @@ def differences(cfg: Config, run: Config, keys=RUN_KEYS) -> list[tuple[str, str,
 
 def merge(cfg: Config, values: Mapping[tuple[str, str], Any]) -> Config:
     """``cfg`` with ``{(section, key): value}`` replaced (several sections at once), validated."""
-    from flexunet.config.loader import _validate
-
     by_section: dict[str, dict[str, Any]] = {}
     for (section, key), value in values.items():
         by_section.setdefault(section, {})[key] = value
@@ -139,8 +137,6 @@ def apply_run(cfg: Config, strict: bool = False, extra_keys: tuple[tuple[str, st
 
 def split_hash(cfg: Config) -> str | None:
     """SHA-256 of the split.json the training subset belongs to (:func:`records.find_split`), else None."""
-    from flexunet.dataset.records import find_split, sha256
-
     path = find_split(cfg.train.images_dir, cfg)
     return sha256(path) if path is not None else None
 
@@ -149,8 +145,6 @@ def metadata(cfg: Config, best_name: str, state: Mapping[str, Any] | None = None
     """The record a best model and a checkpoint carry: enough to run the model without guessing."""
     import keras
     import tensorflow as tf
-
-    from flexunet import __version__
 
     m = cfg.model
     colours = {index: list(rgb) for rgb, index in cfg.mask.rgb_map.items()}
@@ -345,8 +339,6 @@ def describe_meta(meta: Mapping[str, Any], source: str) -> str:
 
 
 def write_meta(model_dir: Path, meta: Mapping[str, Any]) -> None:
-    from flexunet.utils.io import write_json
-
     write_json(Path(model_dir) / META, dict(meta))
 
 
@@ -374,127 +366,6 @@ def best_model_path(model_dir: str | Path) -> Path:
     return max(found, key=lambda p: p.stat().st_mtime_ns)
 
 
-def model_sha256(path: str | Path) -> str:
-    """SHA-256 of a model file (read in chunks): evaluation.json records the one evaluated, so ``report``
-    can tell when the run folder's best model has changed since."""
-    import hashlib
-
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def _h5_signature(f) -> dict[str, list[tuple[int, ...]]]:
-    """``{layer name: [weight shapes]}`` of a Keras 3 weights file (h5py File)."""
-    out: dict[str, list[tuple[int, ...]]] = {}
-    layers = f.get("layers")
-    if layers is None:
-        return out
-    for key in layers:
-        group = layers[key]
-        vars_ = group.get("vars")
-        name = str(vars_.attrs.get("name", key)) if vars_ is not None else key
-        shapes = [tuple(vars_[i].shape) for i in sorted(vars_, key=int)] if vars_ is not None else []
-        out[name] = shapes
-    return out
-
-
-def file_signature(path: Path) -> dict[str, list[tuple[int, ...]]]:
-    """Layer names and weight shapes stored in a .weights.h5 or .keras file."""
-    import h5py
-
-    try:
-        if path.name.endswith(".keras"):
-            with zipfile.ZipFile(path) as zf:
-                data = _io.BytesIO(zf.read("model.weights.h5"))
-            with h5py.File(data, "r") as f:
-                return _h5_signature(f)
-        with h5py.File(path, "r") as f:
-            return _h5_signature(f)
-    except (OSError, KeyError, zipfile.BadZipFile) as exc:
-        raise FlexUNetError(f"{path}: cannot be read as a Keras model or weights file "
-                            f"({' '.join(str(exc).split())[:200]}); expected a file written by "
-                            f"'flexunet train'") from None
-
-
-def model_signature(model) -> dict[str, list[tuple[int, ...]]]:
-    return {layer.name: [tuple(int(d) for d in w.shape) for w in layer.weights] for layer in model.layers}
-
-
-def check_weights(path: Path, model, saved: Path | None = None) -> None:
-    """Refuse, naming the layer, a weights file that does not fit ``model`` exactly."""
-    stored, built = file_signature(path), model_signature(model)
-    hint = f"; the run's config is {saved}" if saved is not None else ""
-    for name, shapes in built.items():
-        if name not in stored:
-            raise FlexUNetError(f"{path}: layer '{name}' of the network has no weights in the file; expected a "
-                                f"file trained with the same [model] settings{hint}")
-        if [tuple(s) for s in stored[name]] != shapes:
-            raise FlexUNetError(f"{path}: layer '{name}' holds weights of shapes {stored[name]}, the network "
-                                f"expects {shapes}; expected a file trained with the same [model] "
-                                f"settings{hint}")
-    extra = [n for n in stored if n not in built]
-    if extra:
-        raise FlexUNetError(f"{path}: layer '{extra[0]}' in the file is not in the network"
-                            f"{f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''}; expected a file "
-                            f"trained with the same [model] settings{hint}")
-
-
-_LAYER_KEYS = ("filters", "kernel_size", "dilation_rate", "activation", "rate", "scale", "strides")
-
-
-def check_keras_config(path: Path, model) -> None:
-    """Refuse a .keras file whose stored layer settings differ from the built network's."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            stored = json.loads(zf.read("config.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return  # the weights check has already read this archive; nothing more to compare
-    layers = {entry.get("config", {}).get("name"): entry.get("config", {})
-              for entry in stored.get("config", {}).get("layers", [])}
-    for layer in model.layers:
-        have = layers.get(layer.name)
-        if have is None:
-            continue
-        want = layer.get_config()
-        for key in _LAYER_KEYS:
-            if key in want and key in have and _norm(want[key]) != _norm(have[key]):
-                raise FlexUNetError(f"{path}: layer '{layer.name}' was saved with {key} = {have[key]!r}, the "
-                                    f"network has {want[key]!r}; expected a file trained with the same "
-                                    f"[model] settings")
-
-
-def _norm(value: Any) -> Any:
-    return list(value) if isinstance(value, (list, tuple)) else value
-
-
-def load_trained(cfg: Config):
-    """The trained best model of ``[train] model_dir``, built from the run's own [model] keys (not compiled).
-
-    A ``.keras`` file without the run's saved config beside it is its own truth: it is loaded
-    as it was saved (safe mode: a file holding Python code is refused, never run).
-    """
-    from flexunet.model.network import build_model
-
-    model_dir = Path(cfg.train.model_dir)
-    path = best_model_path(model_dir)
-    run = saved_config(model_dir)
-    if run is None and path.name.endswith(".keras"):
-        return _load_keras_file(path)
-    settings = run.model if run is not None else cfg.model
-    model = build_model(settings, seed=cfg.train.seed)
-    saved = model_dir / SAVED_CONFIG if run is not None else None
-    check_weights(path, model, saved)
-    if path.name.endswith(".keras"):
-        check_keras_config(path, model)
-    try:
-        model.load_weights(path)
-    except (ValueError, TypeError, OSError, KeyError) as exc:
-        reason = " ".join(str(exc).split())[:300]
-        raise FlexUNetError(f"{path}: cannot be loaded as a FlexUNet model ({reason}); expected the best "
-                            f"model written by 'flexunet train'") from None
-    return model
-
-
 def inspect_target(target: Path) -> str:
     """``flexunet inspect MODEL_FILE_OR_RUN_DIR``: the metadata as text (an error when there is none)."""
     if not target.exists():
@@ -507,14 +378,3 @@ def inspect_target(target: Path) -> str:
                             f"or a run folder written by 'flexunet train' (a run trained before the metadata "
                             f"existed has only its {SAVED_CONFIG})")
     return describe_meta(meta, str(target))
-
-
-def _load_keras_file(path: Path):
-    import keras
-
-    try:  # safe_mode: a file holding Python code (a Lambda layer) is refused, never run
-        return keras.models.load_model(path, compile=False, safe_mode=True)
-    except (ValueError, TypeError, OSError, KeyError) as exc:
-        reason = " ".join(str(exc).split())[:300]
-        raise FlexUNetError(f"{path}: cannot be loaded as a FlexUNet model ({reason}); expected the "
-                            f"best_model.keras written by 'flexunet train'") from None

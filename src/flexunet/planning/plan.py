@@ -8,7 +8,7 @@ As nnU-Net does, the configuration is derived from the data and the machine:
    a few stray colours merged with a warning each, colours that cannot be placed refused),
    per-class pixel share, lesion component sizes, slices with and without each class, the
    size of every subset;
-2. probe (``probe_speed``, ``augment_seconds``): a few timed training steps of 1-3 candidate
+2. probe (:mod:`flexunet.planning.probe`): a few timed training steps of 1-3 candidate
    networks on this machine, and the online augmentation's cost, a few seconds in all;
 3. choose (``choose``): input size, levels and filters, BatchNorm, CE + Dice, Adam and
    its warm-up + decay schedule, batch size, online augmentation, foreground oversampling,
@@ -28,14 +28,12 @@ import math
 import os
 import textwrap
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
-
-from flexunet.utils.errors import DataError, FlexUNetError
 from flexunet.planning.fingerprint import MERGED_SHOWN, SUBSETS, fingerprint_dataset
+from flexunet.planning.probe import AUGMENT_SHARE_LIMIT, AUGMENTATION, Candidate, augment_seconds, probe_speed
+from flexunet.utils.errors import DataError, FlexUNetError
 from flexunet.utils.io import write_json, write_text
 from flexunet.utils.outputs import check_output_file, claim_output_dir
 
@@ -43,51 +41,6 @@ log = logging.getLogger(__name__)
 
 EPOCH_CAP = 30                   # the schedule is planned for at most this many epochs
 GOOD_EPOCHS = 20                 # failing a net that fits EPOCH_CAP epochs, the largest that fits this many
-
-
-# --------------------------------------------------------------------------- the machine
-
-
-@dataclass(frozen=True)
-class Candidate:
-    base_filters: int
-    levels: int
-    batch_size: int
-
-
-def probe_speed(candidates: Sequence[Candidate], size: int, channels: int, num_classes: int,
-                steps: int = 3) -> dict[Candidate, float]:
-    """Seconds per training step of each candidate on this machine (BatchNorm, CE + Dice, Adam)."""
-    import keras
-
-    from flexunet.config.loader import parse_config
-    from flexunet.model.network import compile_model
-
-    out = {}
-    rng = np.random.default_rng(0)
-    for cand in candidates:
-        cfg = parse_config(_probe_config(cand, size, channels, num_classes), "<plan probe>")
-        keras.utils.set_random_seed(0)
-        model = compile_model(cfg)
-        x = rng.uniform(0, 255, (cand.batch_size, size, size, channels)).astype(np.float32)
-        y = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, (cand.batch_size, size, size))]
-        model.train_on_batch(x, y)                       # build and trace: not timed
-        start = time.perf_counter()
-        for _ in range(steps):
-            model.train_on_batch(x, y)
-        out[cand] = (time.perf_counter() - start) / steps
-        keras.backend.clear_session()
-        log.info("plan: probe %d filters x %d levels, batch %d: %.3f s per step", cand.base_filters, cand.levels,
-                 cand.batch_size, out[cand])
-    return out
-
-
-def _probe_config(c: Candidate, size: int, channels: int, num_classes: int) -> str:
-    return (f"[model]\nimage_width = {size}\nimage_height = {size}\nimage_channels = {channels}\n"
-            f"num_classes = {num_classes}\nbase_filters = {c.base_filters}\nnum_layers = {c.levels}\n"
-            f"base_kernels = (3,3)\nnormalization = True\ndropout_rate = 0.0\nloss = \"ce_dice\"\n"
-            f"clipvalue = None\nlearning_rate = 0.001\n[train]\nbatch_size = {c.batch_size}\n"
-            f"[mask]\nrgb_map = {{{', '.join(f'({i},{i},{i}):{i}' for i in range(num_classes))}}}\n")
 
 
 # --------------------------------------------------------------------------- the choices
@@ -130,8 +83,8 @@ def class_weights_for(shares: list[float]) -> tuple[float, ...]:
     """Loss weights from pixel shares (background first): 1 for background, and for each foreground class
     ``2 * sqrt(commonest foreground share / its share)`` capped at 4 (1 for a class with no pixel).
 
-    On the synthetic 'subtle' variant at 128 px (shares 1.03% / 0.23%: weights 2 and 4) this raised the
-    test Dice from 0.825 / 0.786 to 0.852 / 0.835 against unweighted (benchmarks/README.md)."""
+    The square root lifts a rare class without letting a class of a few pixels dominate the loss;
+    e.g. shares of 1.03% and 0.23% give weights 2 and 4."""
     fg = [x for x in shares[1:] if x > 0]
     top = max(fg) if fg else 0.0
     out = [1.0]
@@ -185,9 +138,10 @@ def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, 
                                         f"usable and a step short on a CPU"),
         "epochs": (epochs, f"{minutes:g} min / {epoch_min:.2f} min per epoch ({train_n} train + {valid_n} valid "
                            f"slices at the probed speed), at most {EPOCH_CAP}"),
-        "warmup_epochs": (warmup, "a short linear warm-up keeps Adam's first steps from saturating the softmax"),
-        "patience": (patience, "early stopping after half the run without a lower validation loss: "
-                               "tiny lesions can take a third of it to appear at all"),
+        "warmup_epochs": (warmup, f"a short linear warm-up for a run of {epochs} epochs keeps Adam's first steps "
+                                  f"from saturating the softmax"),
+        "patience": (patience, f"early stopping after half of the {epochs} epochs (at least 8) without a lower "
+                               f"validation loss: small lesions can take a third of a run to appear at all"),
         "channels": (1 if grey else 3, "every image has R = G = B: one grey channel" if grey
                      else "the images hold colour"),
         "oversample": (oversample, f"the rarest class ({rarest}) is in {rare_share:.0%} of the train slices; "
@@ -203,44 +157,6 @@ def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, 
         "generator_s": augment_s,
     }
 
-
-# --------------------------------------------------------------------------- online augmentation
-
-AUGMENTATION = """[generator]
-augmentation = True
-
-[augmentor]
-; online: horizontal flips (left/right is arbitrary in an axial slice) and small rotations;
-; no vertical flips (anatomy has a front and a back)
-rotation = True
-angles   = (-10, -5, 5, 10)
-shrinks  = (0.9,)
-shears   = ()
-hflip    = True
-vflip    = False
-; no random contrast / brightness / noise per image: on synthetic sets whose train and test
-; slices come from one scanner it cost 0.00-0.10 test Dice (benchmarks/README.md); set it True
-; when the images to segment come from other scanners or windows than the training images
-; ([intensity] gain, offset and noise then default to 0.1, 8 and 2: README's config reference)
-intensity = False
-"""
-AUGMENT_SHARE_LIMIT = 0.25       # online augmentation is planned when it costs less than this share of a step
-
-
-def augment_seconds(size: int, channels: int, repeats: int = 20) -> float:
-    """Seconds per image of the planned online augmentation (``random_augment``) on this machine."""
-    from flexunet.dataset.transforms import random_augment
-    from flexunet.config.loader import parse_config
-
-    cfg = parse_config("[model]\nnum_classes = 2\n[mask]\nrgb_map = {(0,0,0):0, (1,1,1):1}\n" + AUGMENTATION,
-                       "<plan augmentation>")
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (size, size, channels)).astype(np.uint8)
-    mask = (rng.random((size, size)) < 0.05).astype(np.uint8)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        random_augment(image, mask, cfg, rng)
-    return (time.perf_counter() - start) / repeats
 
 
 # --------------------------------------------------------------------------- the config
@@ -264,6 +180,7 @@ def config_text(fp: dict, c: dict[str, Any], out: Path, dataset: Path, minutes: 
                         for n, v in fp["lesions"].items() if v.get("components"))
     size, size_why = c["size"]
     n = fp["slices"]
+    valid_lesions = fp["subsets"].get("valid", {}).get("slices_with_foreground", 0)
     lines = f"""; train_eval_infer.config written by `flexunet plan` on {time.strftime('%Y-%m-%d')}
 ; dataset: {fp['dataset']}
 ; {n['train']} train / {n['valid']} valid / {n['test']} test slices
@@ -281,8 +198,8 @@ image_height   = {size}
 ; {c['channels'][1]}
 image_channels = {c['channels'][0]}
 input_normalize = True
-; BatchNorm after every convolution: without it a net of this depth saturates its softmax on rare
-; lesions and stops learning (issue 13)
+; BatchNorm after every convolution: without it a net of this depth saturates its softmax on
+; lesions of {c['lesion_share']:.2%} of the pixels and stops learning
 normalization  = True
 num_classes    = {len(names)}
 ; {c['base_filters'][1]}
@@ -313,8 +230,8 @@ batch_size     = {c['batch_size'][0]}
 ; {c['patience'][1]}
 patience       = {c['patience'][0]}
 ; the validation loss (class-weighted CE + Dice) picks the best model: it falls smoothly, while the
-; validation Dice of a few lesion slices jumps from epoch to epoch and picked early, unsteady models
-; (subtle ischemia, data seed 7: test Dice 0.35 picked by Dice, 0.65 by the loss; benchmarks/README.md)
+; validation Dice, from the {valid_lesions} of {n['valid']} validation slices holding a lesion, jumps
+; from epoch to epoch and would pick early, unsteady models
 monitor        = "val_loss"
 model_dir      = "./models"
 eval_dir       = "./eval"
@@ -336,7 +253,7 @@ on_collapse    = "stop"
 collapse_patience = 3
 ; {c['cache'][1]}
 cache          = {c['cache'][0]}
-; epoch-change inference and TensorBoard cost time on a small budget
+; epoch-change inference and TensorBoard cost time a {minutes:g}-min budget needs for training
 epoch_change_infer = False
 tensorboard    = False
 seed           = 137
@@ -435,4 +352,3 @@ def plan_dataset(dataset: Path, out: Path | None = None, minutes: float = 10.0, 
              len(fp["classes"]), ", ".join(choices["names"]), chosen_size, choices["base_filters"][0],
              choices["levels"][0], choices["epochs"][0], f"{minutes:g} min", out, fp_path.name)
     return {"config": out, "fingerprint": fp_path, "choices": choices, "fingerprint_data": fp}
-

@@ -5,10 +5,11 @@
    so a run resumed at epoch k sees exactly the order an uninterrupted run would (with
    ``foreground_oversampling``, :func:`epoch_order` fills part of each batch with
    foreground slices, just as reproducibly);
-3. files are decoded in parallel (PNG/JPEG/BMP/GIF natively), resized to the model input
-   (images bilinear, masks nearest), and masks map to class indices by nearest rgb_map
-   colour (a vectorised lookup), or, with ``[mask] format = "index"``, are read as the
-   class indices they hold (by ``flexunet.dataset.masks.read_mask``, palette PNGs included), then one-hot;
+3. files are decoded in parallel, each by the one road into the model that prediction
+   takes too (:mod:`flexunet.preprocessing.images`): an image read by PIL, then
+   ``[image] color_order``, ``[model] image_channels`` and the bilinear resize to the model
+   input; a mask decoded as ``[mask]`` says (rgb_map within ``tolerance``, ``map_unmapped``,
+   or ``format = "index"``), resized nearest, then one-hot;
 4. optional online augmentation (``generator = True``), seeded by (seed, epoch, index);
 5. batch and prefetch.  Memory stays flat: only a few batches are ever decoded at once
    (unless ``cache = True`` keeps the decoded training set in memory).
@@ -20,15 +21,18 @@ Images stay 0..255 float32: the model's first layer rescales them when
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from flexunet.config.loader import Config
+from flexunet.dataset.masks import read_config_mask
+from flexunet.dataset.transforms import random_augment
+from flexunet.preprocessing.images import model_image, model_mask, read_index, read_rgb
 from flexunet.utils.errors import ConfigError, DataError
-from flexunet.utils.io import pair_by_name
-from flexunet.dataset.masks import palette_colours
+from flexunet.utils.io import open_image, pair_by_name
 
 log = logging.getLogger(__name__)
 
@@ -49,87 +53,22 @@ def subset_pairs(cfg: Config, subset: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def adapt_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """(H, W, c) -> (H, W, channels) as the pipeline does: grey = channel mean, alpha = 255."""
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.shape[-1] == channels:
-        return image
-    if channels == 1:
-        return image[..., :3].mean(-1, keepdims=True, dtype=np.float32)
-    if image.shape[-1] == 1:
-        return np.repeat(image, channels, -1)
-    if channels == 4 and image.shape[-1] == 3:
-        return np.concatenate([image, np.full(image.shape[:2] + (1,), 255, image.dtype)], -1)
-    return image[..., :channels]
-
-
-def to_model_input(image: np.ndarray, cfg: Config) -> np.ndarray:
-    """uint8 (H, W, C) at any size -> float32 (image_height, image_width, channels), 0..255."""
-    m = cfg.model
-    image = adapt_channels(image, m.image_channels)
-    resized = tf.image.resize(tf.cast(image, tf.float32), (m.image_height, m.image_width),
-                              method="bilinear", antialias=True)
-    return np.clip(resized.numpy(), 0.0, 255.0)
-
-
-def _palette(cfg: Config) -> tf.Tensor:
-    return tf.constant(palette_colours(cfg.mask.rgb_map), tf.int32)
-
-
 def decode_image(path: tf.Tensor, cfg: Config) -> tf.Tensor:
-    """File -> float32 (H, W, C) at the model size, 0..255."""
+    """Image file -> float32 (image_height, image_width, image_channels), 0..255, exactly as prediction
+    feeds it (:func:`flexunet.preprocessing.images.model_image` of the file read by PIL)."""
     m = cfg.model
-    raw = tf.io.read_file(path)
-    image = tf.io.decode_image(raw, channels=3, expand_animations=False, dtype=tf.uint8)
-    if cfg.image.color_order == "BGR":
-        image = image[..., ::-1]
-    image = tf.image.resize(tf.cast(image, tf.float32), (m.image_height, m.image_width), method="bilinear",
-                            antialias=True)
-    if m.image_channels == 1:
-        image = tf.reduce_mean(image, -1, keepdims=True)
-    elif m.image_channels == 4:
-        image = tf.concat([image, tf.fill(tf.shape(image[..., :1]), 255.0)], -1)
+    image = model_image(read_rgb(path), cfg)
     image.set_shape((m.image_height, m.image_width, m.image_channels))
-    return tf.clip_by_value(image, 0.0, 255.0)
-
-
-def _read_index_mask(path: tf.Tensor, cfg: Config) -> tf.Tensor:
-    """A class-index mask file -> uint8 (H, W) at its own size, read as ``read_mask`` reads it: TensorFlow's
-    PNG decoder turns a palette PNG into its colours, and the pixel values are the classes here."""
-    from flexunet.dataset.masks import read_mask
-
-    def read(p: bytes | np.ndarray) -> np.ndarray:
-        p = p.item() if isinstance(p, np.ndarray) else p     # eager calls pass a 0-d array
-        name = p.decode("utf-8") if isinstance(p, bytes) else str(p)
-        return read_mask(name, cfg.mask.rgb_map, mask_format="index").index
-
-    index = tf.numpy_function(read, [path], tf.uint8, stateful=False)
-    index.set_shape((None, None))
-    return index
+    return image
 
 
 def decode_mask(path: tf.Tensor, cfg: Config) -> tf.Tensor:
-    """Mask file -> uint8 class indices (H, W) at the model size (nearest colour, or the class-index values
-    with ``[mask] format = "index"``; nearest resize)."""
-    m = cfg.model
-    if cfg.mask.format == "index":
-        index = tf.image.resize(_read_index_mask(path, cfg)[..., None], (m.image_height, m.image_width),
-                                method="nearest")[..., 0]
-        index.set_shape((m.image_height, m.image_width))
-        return index
-    rgb = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8)
-    rgb = tf.image.resize(rgb, (m.image_height, m.image_width), method="nearest")
-    diff = tf.cast(rgb, tf.int32)[:, :, None, :] - _palette(cfg)[None, None, :, :]
-    index = tf.argmin(tf.reduce_sum(diff * diff, -1), axis=-1, output_type=tf.int32)
-    index = tf.cast(index, tf.uint8)
-    index.set_shape((m.image_height, m.image_width))
-    return index
+    """Mask file -> uint8 class indices (image_height, image_width): decoded as ``[mask]`` says
+    (:func:`flexunet.dataset.masks.read_config_mask`), then resized nearest."""
+    return model_mask(read_index(path, cfg), cfg)
 
 
 def _augment_fn(cfg: Config):
-    from flexunet.dataset.transforms import random_augment
 
     def apply(image: np.ndarray, index: np.ndarray, seed: np.ndarray):
         rng = np.random.default_rng([int(s) for s in seed])
@@ -212,9 +151,9 @@ def make_dataset(cfg: Config, pairs: list[tuple[Path, Path]], training: bool, ba
     ds = tf.data.Dataset.range(first, last).flat_map(one_epoch)
     options = tf.data.Options()
     options.deterministic = True
-    # No autotune thread: destroying the iterator at the end of fit waits for that thread's timed sleep,
-    # which grows to ~60 s (gdb: ~IteratorResource -> ~LogicalThreadWrapper; 27 s idle after the last
-    # epoch of a 16-epoch run with it, 0.8 s without, at equal step time). AUTOTUNE then means the
+    # No autotune thread: destroying the iterator at the end of fit waits for that thread's timed sleep
+    # (~IteratorResource -> ~LogicalThreadWrapper), which grows to about a minute, so a run would idle
+    # that long after its last epoch; the step time is the same without it. AUTOTUNE then means the
     # default parallelism (the cores) and prefetch's own buffer heuristic.
     options.autotune.enabled = False
     return ds.with_options(options).prefetch(AUTOTUNE)
@@ -283,19 +222,17 @@ def steps_per_epoch(cfg: Config, num_pairs: int, batch_size: int | None = None) 
     return -(-num_pairs // batch_size)
 
 
-# what tf.io.decode_image reads; anything else would fail deep inside tf.data
+# the formats the training pipeline accepts (anything else goes through `flexunet prepare` first)
 PIPELINE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 def check_image(path: Path) -> tuple[int, int]:
-    """(width, height) of an image the pipeline can read as prepare and infer do; else a DataError.
+    """(width, height) of an image the training pipeline takes; else a DataError.
 
-    The file must decode whole (not truncated, really an image) in a format tf.data
-    reads; 16-bit images and transparent pixels are refused because tf.data would read
-    them differently (value/256, alpha dropped) from ``prepare`` and ``infer``
-    (min..max stretch, composited on black).
+    The file must decode whole (not truncated, really an image) in a format the pipeline
+    accepts; 16-bit images and transparent pixels are refused: training takes the 8-bit,
+    opaque slices ``flexunet prepare`` writes.
     """
-    from flexunet.utils.io import open_image
 
     if path.suffix.lower() not in PIPELINE_SUFFIXES:
         raise DataError(f"{path}: {path.suffix} images cannot be read by the training pipeline (PNG, JPEG, "
@@ -308,9 +245,9 @@ def check_image(path: Path) -> tuple[int, int]:
     if "A" in img.getbands() or (img.mode == "P" and "transparency" in img.info):
         alpha = img.convert("RGBA").getchannel("A")
         if alpha.getextrema()[0] < 255:
-            raise DataError(f"{path}: has transparent pixels; the training pipeline ignores alpha while "
-                            f"prepare and infer composite it on black — save the image without "
-                            f"transparency, or run it through `flexunet prepare`")
+            raise DataError(f"{path}: has transparent pixels; the training pipeline takes opaque images "
+                            f"only — save the image without transparency, or run it through "
+                            f"`flexunet prepare`")
     return img.size
 
 
@@ -320,19 +257,16 @@ def check_masks(cfg: Config, pairs: list[tuple[Path, Path]], workers: int = 0) -
     format = "index").  Returns each mask's pixels per class, int64
     (len(pairs), num_classes), from the same read (oversampling and the collapse guard use it).
 
-    tf.data would fail deep inside ``fit`` on a truncated file and maps foreign colours
-    to the nearest class silently, so both are caught here, once, with the file named.
+    tf.data would fail deep inside ``fit`` on a truncated file or a foreign colour, so both
+    are caught here, once, with the file named.
     """
-    from concurrent.futures import ThreadPoolExecutor
 
-    from flexunet.dataset.masks import read_mask
 
     num_classes = cfg.model.num_classes
 
     def check(pair: tuple[Path, Path]) -> np.ndarray:
         width, height = check_image(pair[0])
-        index = read_mask(pair[1], cfg.mask.rgb_map, cfg.mask.tolerance, cfg.mask.map_unmapped,
-                          cfg.mask.format).index
+        index = read_config_mask(pair[1], cfg).index
         if index.shape != (height, width):
             raise DataError(f"{pair[1]}: mask is {index.shape[1]}x{index.shape[0]} but {pair[0].name} is "
                             f"{width}x{height} (WxH); expected an image and its mask of the same size")

@@ -31,9 +31,9 @@ so a test can check that the page shows what the evaluation computed.  Figures a
 in a temporary folder that replaces ``figures/`` whole, and the HTML is written
 atomically, so a rerun replaces the previous report.
 
-This module assembles the page; ``report_data`` reads its inputs, ``report_html`` holds the
-HTML pieces, ``report_plots`` the curves, ``report_sections`` the sections read from files
-and ``report_gallery`` those that predict again (gallery, slice viewer, uncertain slices).
+This module assembles the page; ``report.data`` reads its inputs, ``report.html`` holds the
+HTML pieces, ``report.plots`` the curves, ``report.sections`` the sections read from files
+and ``report.gallery`` those that predict again (gallery, slice viewer, uncertain slices).
 """
 
 from __future__ import annotations
@@ -44,17 +44,19 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from flexunet.config.loader import Config
-from flexunet.utils.io import swap_dir, write_text
 from flexunet.config.inputs import input_folders
-from flexunet.utils.outputs import check_output_dir, claim_output_dir
-from flexunet.utils.progress import Progress
+from flexunet.config.loader import Config
+from flexunet.dataset.leak_record import check_test_images
+from flexunet.model.trained import load_trained
 from flexunet.report.data import (ReportError, eval_dir_of, evaluated_folders, load_evaluation,  # noqa: F401
                                   model_mismatch, read_per_image)
 from flexunet.report.gallery import gallery_section, uncertain_html, viewer_hooks, viewer_section
 from flexunet.report.html import CSS, FIGURES, Build, esc
-from flexunet.report.sections import (curves_section, dataset_section, epochs_section, evaluation_section,
-                                      header_html, review_section)
+from flexunet.report.sections import (curves_section, dataset_section, epochs_section, evaluation_section, header_html,
+                                      review_section)
+from flexunet.utils.io import list_files, swap_dir, write_text
+from flexunet.utils.outputs import check_output_dir, claim_output_dir
+from flexunet.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ REPORT_FILE = "report.html"
 
 def _check_output(cfg: Config, out: Path, eval_dir: Path, folders: tuple[Path, Path] | None,
                   overwrite: bool) -> None:
-    """The report writes report.html and figures/ only into a folder of its own (see README: report)."""
+    """The report writes report.html and figures/ only into a folder of its own (docs/safety.md: the ownership rule)."""
     shown = folders or (cfg.test.images_dir, cfg.test.masks_dir)
     inputs = [("[eval] eval_dir", eval_dir), ("[train] model_dir", cfg.train.model_dir), *shown,
               *input_folders(cfg)]
@@ -82,10 +84,6 @@ def build_report(cfg: Config, progress: bool = True, overwrite: bool = False,
     each viewer, or None), ``notes`` (what was skipped and why) and ``stale`` (why evaluation.json's
     figures may not be the current best model's, or None when it records that model's SHA-256).
     """
-    from flexunet.dataset.leak_record import check_test_images
-    from flexunet.utils.io import list_files
-    from flexunet.model.run_folder import load_trained
-
     eval_dir = eval_dir_of(cfg)
     evaluation = load_evaluation(eval_dir)
     per_image = read_per_image(eval_dir / "per_image.csv")

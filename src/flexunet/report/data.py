@@ -18,6 +18,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from flexunet.config.loader import Config
+from flexunet.model.run_folder import best_model_path
+from flexunet.model.trained import model_sha256
 from flexunet.utils.errors import FlexUNetError
 
 log = logging.getLogger("flexunet.report.build")
@@ -54,8 +56,6 @@ def load_evaluation(eval_dir: Path) -> dict[str, Any]:
 def model_mismatch(cfg: Config, evaluation: Mapping[str, Any]) -> str | None:
     """A sentence when evaluation.json's figures are not known to be those of the run folder's current
     best model (its ``model_sha256`` differs from the file's, or is not recorded); None when they are."""
-    from flexunet.model.run_folder import best_model_path, model_sha256
-
     current = best_model_path(cfg.train.model_dir)
     recorded = evaluation.get("model_sha256")
     if not isinstance(recorded, str) or not recorded:

@@ -11,12 +11,19 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
+from PIL import Image
 
 from flexunet.config.loader import Config
-from flexunet.utils.errors import FlexUNetError
-from flexunet.utils.progress import Progress
+from flexunet.dataset.masks import index_to_rgb, read_config_mask
+from flexunet.inference.uncertainty import entropy_map, heatmap
+from flexunet.model.metrics import image_scores
+from flexunet.model.predict import model_batch, model_input, overlay_image, predict_probs, read_input
 from flexunet.report.data import RANKS, image_means, rank_images
 from flexunet.report.html import FIGURES, Build, esc, figure_html, fmt, note
+from flexunet.report.viewer import ViewerSlice, group_slices, viewer_group_html, viewer_page_parts
+from flexunet.utils.errors import FlexUNetError
+from flexunet.utils.io import pair_by_name, save_image
+from flexunet.utils.progress import Progress
 
 log = logging.getLogger("flexunet.report.build")
 
@@ -71,7 +78,6 @@ def gallery_section(b: Build, per_image: Sequence[Mapping[str, Any]]) -> str:
 def evaluated_pairs(cfg: Config, folders: tuple[Path, Path] | None) -> dict[str, tuple[Path, Path]]:
     """The pairs of the folders the evaluation scored (``folders``), else of [test]."""
     from flexunet.preprocessing.pipeline import subset_pairs
-    from flexunet.utils.io import pair_by_name
 
     if folders is None:
         pairs = subset_pairs(cfg, "test")
@@ -84,11 +90,7 @@ def _predict_pairs(b: Build, pairs: Sequence[tuple[Path, Path]]
                    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(image as shown, ground truth, softmax) per pair, at the model's input size, as evaluation sees them;
     predicted in batches of [eval] batch_size (the gallery and the viewer both read the slices this way)."""
-    import tensorflow as tf
-    from PIL import Image
-
-    from flexunet.preprocessing.pipeline import decode_mask
-    from flexunet.model.predict import model_batch, predict_probs, read_input
+    from flexunet.preprocessing.images import model_mask  # TensorFlow: loaded on first use
 
     cfg = b.cfg
     h, w = cfg.model.image_height, cfg.model.image_width
@@ -99,7 +101,7 @@ def _predict_pairs(b: Build, pairs: Sequence[tuple[Path, Path]]
         probs = predict_probs(b.model, model_batch(originals, cfg))
         for (_, mask), rgb, prob in zip(chunk, originals, probs):
             shown = np.asarray(Image.fromarray(rgb[..., :3]).resize((w, h), Image.BILINEAR))
-            yield shown, decode_mask(tf.constant(str(mask)), cfg).numpy(), prob
+            yield shown, model_mask(read_config_mask(mask, cfg).index, cfg).numpy(), prob
 
 
 def _predict_cases(b: Build, pairs: Sequence[tuple[Path, Path]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -109,9 +111,6 @@ def _predict_cases(b: Build, pairs: Sequence[tuple[Path, Path]]) -> list[tuple[n
 
 def _case(b: Build, rank: str, i: int, name: str, mean: float, truth: np.ndarray, pred: np.ndarray,
           panels: Sequence[Any], csv_dice: Mapping[str, float]) -> str:
-    from flexunet.utils.io import save_image
-    from flexunet.model.metrics import image_scores
-
     cfg = b.cfg
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).stem)
     base = b.tmp / "gallery" / f"{rank}_{i}_{stem}"
@@ -140,9 +139,6 @@ def _case(b: Build, rank: str, i: int, name: str, mean: float, truth: np.ndarray
 
 def _panels(cfg: Config, shown: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> list[Any]:
     """Image, ground truth, prediction and overlay pictures, enlarged by a whole factor up to MIN_PANEL."""
-    from flexunet.dataset.masks import index_to_rgb
-    from flexunet.model.predict import overlay_image
-
     factor = max(1, math.ceil(MIN_PANEL / min(truth.shape)))
 
     def big(a: np.ndarray) -> np.ndarray:
@@ -156,8 +152,6 @@ def _panels(cfg: Config, shown: np.ndarray, truth: np.ndarray, pred: np.ndarray)
 
 def viewer_section(b: Build) -> str:
     """One viewer per patient (else series, else run of names) over every evaluated slice."""
-    from flexunet.report.viewer import group_slices, viewer_group_html, viewer_page_parts
-
     cfg = b.cfg
     try:
         pairs = evaluated_pairs(cfg, b.test_folders)
@@ -185,8 +179,6 @@ def viewer_section(b: Build) -> str:
 
 def viewer_hooks(b: Build) -> None:
     """The viewer's extra layer (the softmax's normalised entropy) and each patient's volumes as its note."""
-    from flexunet.inference.uncertainty import entropy_map
-
     b.viewer_layers.setdefault("uncertainty", entropy_map)
     rows = ((b.evaluation.get("volumes") or {}).get("per_patient")) or []
     notes: dict[str, list[str]] = {}
@@ -199,9 +191,6 @@ def viewer_hooks(b: Build) -> None:
 
 def _viewer_slices(b: Build, pairs: Sequence[tuple[Path, Path]]) -> list[Any]:
     """The viewer's slices of ``pairs``: image, truth, prediction, per-class Dice and the extra layers."""
-    from flexunet.model.metrics import image_scores
-    from flexunet.report.viewer import ViewerSlice
-
     cfg = b.cfg
     out = []
     for (image, _), (shown, truth, prob) in zip(pairs, _predict_pairs(b, pairs)):
@@ -232,12 +221,6 @@ def uncertain_html(b: Build, uncertainty: Mapping[str, Any], shown: int = 4) -> 
 
 def _uncertainty_strip(b: Build, image: Path, i: int) -> str:
     """The slice beside its normalised-entropy heatmap, at the model's size."""
-    from PIL import Image
-
-    from flexunet.utils.io import save_image
-    from flexunet.model.predict import model_input, predict_probs, read_input
-    from flexunet.inference.uncertainty import entropy_map, heatmap
-
     cfg = b.cfg
     rgb = read_input(image, cfg)
     probs = predict_probs(b.model, model_input(rgb, cfg)[None])[0]

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from flexunet.config.loader import Config
+from flexunet.config.loader import Config, metric_suffix
+from flexunet.dataset.masks import palette_colours
 from flexunet.utils.plots import new_figure, save_figure
 
 
 def _class_colours(cfg: Config) -> list[tuple[float, float, float]]:
-    from flexunet.dataset.masks import palette_colours
-
     colours = palette_colours(cfg.mask.rgb_map) / 255.0
     return [tuple(c) if 0.15 < c.sum() < 2.7 else (0.4, 0.4, 0.4) for c in colours]
 
@@ -38,8 +37,6 @@ def plot_loss(hist: Mapping[str, Any], loss_name: str, best_epoch: int | None, p
 
 
 def plot_dice(hist: Mapping[str, Any], cfg: Config, best_epoch: int | None, path: Path) -> Path:
-    from flexunet.model.losses import metric_suffix
-
     fig = new_figure(6.5, 4)
     ax = fig.add_subplot()
     epochs = hist["epochs"]

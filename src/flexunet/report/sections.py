@@ -7,10 +7,12 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from flexunet.utils.errors import DataError
+from flexunet.dataset.stats import dataset_stats
+from flexunet.model.run_folder import best_model_path
 from flexunet.report.data import dataset_dir_of, epoch_montages, read_json
 from flexunet.report.html import Build, esc, figure_html, fmt, has, html_table, lookup, note, value_cell, warning
 from flexunet.report.plots import plot_dice, plot_learning_rate, plot_loss
+from flexunet.utils.errors import DataError
 
 
 POOLED_EXPLANATION = (
@@ -26,8 +28,6 @@ def _mtime(path: Path | None) -> str:
 
 
 def header_html(b: Build) -> str:
-    from flexunet.model.run_folder import best_model_path
-
     cfg, m, ev = b.cfg, b.cfg.model, b.evaluation
     model_path = best_model_path(cfg.train.model_dir)
     names = ", ".join(cfg.class_names)
@@ -57,8 +57,6 @@ def header_html(b: Build) -> str:
 
 
 def dataset_section(b: Build) -> str:
-    from flexunet.dataset.stats import dataset_stats
-
     folder, how = dataset_dir_of(b.cfg)
     if folder is None:
         return b.note(f"Dataset statistics skipped: {how}.")

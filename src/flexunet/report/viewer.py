@@ -38,7 +38,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+from PIL import Image
 
+from flexunet.dataset.records import find_manifest, manifest_items
+from flexunet.report.html import esc
 from flexunet.utils.io import write_bytes
 
 CHUNK = 64   # slices per viewer when nothing better groups them
@@ -69,8 +72,6 @@ def _natural(name: str) -> list[Any]:
 
 def _manifest_groups(images_dir: Path) -> dict[str, tuple[str, str, float]]:
     """File name -> (group, kind, order) from the manifest of the split above ``images_dir``, if any."""
-    from flexunet.dataset.records import find_manifest, manifest_items
-
     items = manifest_items(find_manifest(Path(images_dir).resolve()), "slices grouped by name")
     if items is None:
         return {}
@@ -118,8 +119,6 @@ def group_slices(names: Iterable[str], images_dir: Path | None = None,
 
 
 def _png(array: np.ndarray) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG", optimize=True)
     return buf.getvalue()
@@ -157,12 +156,6 @@ def class_colours(n_foreground: int) -> list[str]:
 # --------------------------------------------------------------------------- html
 
 
-def _esc(value: Any) -> str:
-    import html
-
-    return html.escape(str(value), quote=True)
-
-
 def _json_block(doc: Any, cls: str) -> str:
     text = json.dumps(doc, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
     return f'<script type="application/json" class="{cls}">{text}</script>'
@@ -191,19 +184,19 @@ def viewer_group_html(index: int, title: str, slices: Sequence[ViewerSlice], cla
     h, w = np.asarray(slices[0].truth).shape
     classes = "".join(
         f'<label><input type="checkbox" class="fv-class" data-class="{k}" checked> '
-        f'<span class="fv-swatch" style="background:{c}"></span>{_esc(n)}</label>'
+        f'<span class="fv-swatch" style="background:{c}"></span>{esc(n)}</label>'
         for k, (n, c) in enumerate(zip(foreground, class_colours(len(foreground))), start=1))
-    dice_rows = "".join(f'<tr><th scope="row">{_esc(n)}</th><td class="num fv-dice" data-class="{_esc(n)}" '
+    dice_rows = "".join(f'<tr><th scope="row">{esc(n)}</th><td class="num fv-dice" data-class="{esc(n)}" '
                         f'data-value="null">n/a</td></tr>' for n in foreground)
-    extra_toggle = (f'<label><input type="checkbox" class="fv-layer" data-layer="extra"> {_esc(extra)}</label>'
+    extra_toggle = (f'<label><input type="checkbox" class="fv-layer" data-layer="extra"> {esc(extra)}</label>'
                     if extra else "")
-    note_html = f'<p class="fv-note">{_esc(note)}</p>' if note else ""
+    note_html = f'<p class="fv-note">{esc(note)}</p>' if note else ""
     return f"""
-<div class="fv-viewer" role="group" id="{vid}" data-group="{_esc(title)}" data-count="{len(slices)}"
- data-width="{w}" data-height="{h}" aria-label="slices of {_esc(title)}">
-<h3>{_esc(title)} <small>({len(slices)} slice{'s' if len(slices) != 1 else ''})</small></h3>
+<div class="fv-viewer" role="group" id="{vid}" data-group="{esc(title)}" data-count="{len(slices)}"
+ data-width="{w}" data-height="{h}" aria-label="slices of {esc(title)}">
+<h3>{esc(title)} <small>({len(slices)} slice{'s' if len(slices) != 1 else ''})</small></h3>
 <div class="fv-body">
-<div class="fv-stage" tabindex="0" role="img" aria-label="slice view of {_esc(title)}: arrow keys, Page Up/Down,
+<div class="fv-stage" tabindex="0" role="img" aria-label="slice view of {esc(title)}: arrow keys, Page Up/Down,
  Home/End or the mouse wheel change the slice">
 <img class="fv-image" alt="" width="{w}" height="{h}"><canvas class="fv-overlay" width="{w}" height="{h}"></canvas>
 </div>
@@ -246,7 +239,7 @@ def legend_html(class_names: Sequence[str], extra: str | None = None) -> str:
               (FALSE_NEGATIVE, "false negative (in the ground truth, not predicted)")]
     if extra:
         items.append((UNCERTAINTY, f"{extra} (brighter: higher)"))
-    spans = "".join(f'<li><span class="fv-swatch" style="background:{c}"></span>{_esc(t)}</li>' for c, t in items)
+    spans = "".join(f'<li><span class="fv-swatch" style="background:{c}"></span>{esc(t)}</li>' for c, t in items)
     return f'<ul class="fv-legend" aria-label="viewer colours">{spans}</ul>'
 
 

@@ -26,15 +26,15 @@ from typing import Any
 import numpy as np
 
 from flexunet.dataset.dicom import CTSlice, dicom_bytes, window
+from flexunet.dataset.masks import STROKE_CLASS_NAMES, STROKE_RGB_MAP, palette_colours, save_rgb_mask
+from flexunet.model.predict import blend
+from flexunet.synthetic.lesions import DEFAULT_OPTIONS, SynthOptions
+from flexunet.synthetic.phantom import RESCALE_INTERCEPT, SLICE_THICKNESS_MM, Patient, plan_slices
+from flexunet.synthetic.render import render_slice
 from flexunet.utils.errors import DataError
 from flexunet.utils.io import save_image, write_bytes, write_json
-from flexunet.dataset.masks import STROKE_CLASS_NAMES, STROKE_RGB_MAP, palette_colours, save_rgb_mask
 from flexunet.utils.outputs import check_not_inside_others, claim_output_file, owner_of
-from flexunet.synthetic.phantom import (RESCALE_INTERCEPT, SLICE_THICKNESS_MM, Patient, plan_slices,
-                              render_slice)
-from flexunet.model.predict import blend
 from flexunet.utils.progress import Progress
-from flexunet.synthetic.lesions import DEFAULT_OPTIONS, SynthOptions
 
 log = logging.getLogger(__name__)
 

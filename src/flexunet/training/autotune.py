@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from flexunet.config.loader import Config
+from flexunet.utils.io import write_json
 from flexunet.utils.machine import Machine, detect, machine_key
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,6 @@ def _read_cache(path: Path) -> dict[str, Any]:
 
 
 def _store(path: Path, key: str, entry: dict[str, Any]) -> None:
-    from flexunet.utils.io import write_json
-
     entries = _read_cache(path)
     entries[key] = entry
     try:

@@ -11,19 +11,25 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
-import os
 import shutil
 import sys
+import tempfile
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from flexunet.config.inputs import input_folders
 from flexunet.config.loader import Config, dump_config
+from flexunet.dataset.leak_record import RECORD_FILE, compare_data, write_record
+from flexunet.model.run_folder import apply_run, best_model_name
+from flexunet.training import autotune
+from flexunet.training.checkpoint import initial_state, load_checkpoint, recover_checkpoint
+from flexunet.training.distribute import is_chief, make_strategy, worker_config
 from flexunet.utils.errors import FlexUNetError, Interrupted, TrainingStopped
 from flexunet.utils.io import list_files, remove_path, write_text
-from flexunet.config.inputs import input_folders
 from flexunet.utils.outputs import check_output_dir, claim_output_dir, folder_owners
 
 log = logging.getLogger(__name__)
@@ -32,12 +38,6 @@ RUN_FILES = ("best_model.keras", "best_model.weights.h5", "last_checkpoint", "tr
              "logs", "summary.txt", "data_record.json", "model_meta.json")
 # what training writes to [train] eval_dir (callbacks.write_curves); recorded as train's in its marker
 CURVE_FILES = ("train_losses.csv", "train_metrics.csv", "history.json", "train_losses.png", "train_metrics.png")
-
-
-def best_model_name(cfg: Config) -> str:
-    from flexunet.model.run_folder import best_model_name as name
-
-    return name(cfg)
 
 
 def _epoch_change_names(cfg: Config, samples: list[Path]) -> list[str]:
@@ -76,8 +76,6 @@ def previous_run(model_dir: Path) -> list[str]:
 def _prepare_model_dir(cfg: Config, resume: bool, overwrite: bool) -> None:
     model_dir = cfg.train.model_dir
     if resume:
-        from flexunet.training.callbacks import recover_checkpoint
-
         if model_dir.is_dir():
             recover_checkpoint(model_dir)
         if not previous_run(model_dir) or not (model_dir / "last_checkpoint" / "state.json").is_file():
@@ -98,44 +96,6 @@ def _prepare_model_dir(cfg: Config, resume: bool, overwrite: bool) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
 
 
-def make_strategy(name: str):
-    """tf.distribute strategy: default (one device), mirrored (all local GPUs, else all logical CPUs), multiworker."""
-    import tensorflow as tf
-
-    if name == "mirrored":
-        gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
-        return tf.distribute.MirroredStrategy(devices=devices)
-    if name == "multiworker":
-        return _multi_worker_strategy()
-    return tf.distribute.get_strategy()
-
-
-def _multi_worker_strategy():
-    """MultiWorkerMirroredStrategy (cluster from TF_CONFIG) with the ``reduce`` Keras 3's ``fit`` expects.
-
-    Keras 3 reduces a whole (x, y) batch in one call, which the plain strategy refuses
-    ("Attempt to convert a value (PerReplica...)", keras-team/keras#20585), and reduces
-    scalar logs "along axis 0", which has no axis 0: reduce a nest value by value, and a
-    scalar across workers only.
-    """
-    import tensorflow as tf
-
-    class MultiWorkerStrategy(tf.distribute.MultiWorkerMirroredStrategy):
-        def reduce(self, reduce_op, value, axis):
-            parent = super()
-
-            def one(v):
-                if v is None:
-                    return v
-                scalar = self.experimental_local_results(v)[0].shape.rank == 0
-                return parent.reduce(reduce_op, v, None if scalar else axis)
-
-            return tf.nest.map_structure(one, value)
-
-    return MultiWorkerStrategy()
-
-
 def _infer_samples(cfg: Config) -> list[Path]:
     folder = cfg.infer.images_dir
     if not cfg.train.epoch_change_infer:
@@ -145,77 +105,6 @@ def _infer_samples(cfg: Config) -> list[Path]:
                     folder)
         return []
     return list_files(folder, (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"))[:cfg.train.num_infer_images]
-
-
-TF_CONFIG_EXPECTED = ('a JSON object such as {"cluster": {"worker": ["host1:port", "host2:port"]}, '
-                      '"task": {"type": "worker", "index": 0}}')
-
-
-def tf_config() -> dict:
-    """The ``TF_CONFIG`` environment variable, checked: ``{}`` when unset or empty, else a dict whose
-    "cluster" maps task types to lists of "host:port" strings and whose "task" has a "type" string and
-    an integer "index"; a FlexUNetError naming TF_CONFIG and what was expected when it is not."""
-    import json
-
-    text = os.environ.get("TF_CONFIG") or ""
-    if not text.strip():
-        return {}
-
-    def bad(why: str) -> FlexUNetError:
-        return FlexUNetError(f"TF_CONFIG environment variable (read for [train] strategy = \"multiworker\"): "
-                             f"{why}; expected {TF_CONFIG_EXPECTED}")
-
-    try:
-        spec = json.loads(text)
-    except ValueError as exc:
-        raise bad(f"not valid JSON ({getattr(exc, 'msg', exc)} at character {getattr(exc, 'pos', '?')})") from None
-    if not isinstance(spec, dict):
-        shown = {list: "an array", str: "a string", bool: "true/false", type(None): "null"}.get(type(spec), "a number")
-        raise bad(f"{shown}, not an object")
-    cluster = spec.get("cluster", {})
-    if not isinstance(cluster, dict) or not all(
-            isinstance(hosts, list) and all(isinstance(h, str) for h in hosts) for hosts in cluster.values()):
-        raise bad('"cluster" is not an object of task type -> list of "host:port" strings')
-    task = spec.get("task", {})
-    if not isinstance(task, dict):
-        raise bad('"task" is not an object')
-    if "type" in task and not isinstance(task["type"], str):
-        raise bad('"task" "type" is not a string')
-    index = task.get("index", 0)
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        raise bad('"task" "index" is not an integer >= 0')
-    kind = task.get("type")
-    if cluster and kind is not None and index >= len(cluster.get(kind, [])):
-        raise bad(f'"task" {{"type": "{kind}", "index": {index}}} names no address of "cluster" '
-                  f'({len(cluster.get(kind, []))} "{kind}" address(es))')
-    return spec
-
-
-def is_chief() -> bool:
-    """Whether this process writes the run's files: TF_CONFIG's "chief", else worker 0, else (no TF_CONFIG) yes."""
-    spec = tf_config()
-    task = spec.get("task") or {}
-    kind = task.get("type")
-    if kind is None or kind == "chief":
-        return True
-    return kind == "worker" and int(task.get("index", 0)) == 0 and not spec.get("cluster", {}).get("chief")
-
-
-def _worker_config(cfg: Config, scratch: Path, resume: bool) -> Config:
-    """A non-chief worker's config: the same run, its files in ``scratch`` (the chief writes the real ones)."""
-    t = cfg.train
-    if resume:  # continue from the chief's checkpoint, which this worker must see
-        source = t.model_dir / "last_checkpoint"
-        if not (source / "state.json").is_file():
-            raise FlexUNetError(f"{t.model_dir}: no last_checkpoint/ visible to this worker; --resume with "
-                                f"several workers needs [train] model_dir on a filesystem they all share")
-        shutil.copytree(source, scratch / "models" / "last_checkpoint")
-        from flexunet.dataset.leak_record import RECORD_FILE
-
-        if (t.model_dir / RECORD_FILE).is_file():  # the data check compares with the chief's record
-            shutil.copy(t.model_dir / RECORD_FILE, scratch / "models" / RECORD_FILE)
-    return cfg.replace("train", model_dir=scratch / "models", eval_dir=scratch / "eval",
-                       epoch_change_infer_dir=scratch / "epoch_change_infer")
 
 
 def train(cfg: Config, resume: bool = False, overwrite: bool = False, progress: bool = True,
@@ -233,14 +122,10 @@ def train(cfg: Config, resume: bool = False, overwrite: bool = False, progress: 
     if allow_data_change and not resume:
         raise FlexUNetError("--allow-data-change: only with --resume (a new run records the data it trains on)")
     if resume:  # every worker alike; the checkpoint restores the learning rate, so the config's is ignored
-        from flexunet.model.run_folder import apply_run
-
         cfg = apply_run(cfg, strict, extra_keys=(("model", "learning_rate"),))
     if cfg.train.strategy == "multiworker" and not is_chief():  # is_chief: TF_CONFIG checked before any work
-        import tempfile
-
         with tempfile.TemporaryDirectory(prefix="flexunet-worker-") as scratch:
-            return _train(_worker_config(cfg, Path(scratch), resume), resume, overwrite, progress,
+            return _train(worker_config(cfg, Path(scratch), resume), resume, overwrite, progress,
                           allow_data_change)
     return _train(cfg, resume, overwrite, progress, allow_data_change)
 
@@ -251,8 +136,6 @@ def require_tensorboard(cfg: Config) -> None:
     TensorFlow >= 2.21 does not install it, and without it ``tf.summary`` fails only at the
     end of the first epoch (TBNotInstalledError).
     """
-    import importlib.util
-
     if cfg.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise FlexUNetError(f"{cfg.where('train', 'tensorboard')}: needs the tensorboard package, which is not "
                             f"installed; install it with pip install 'tensorboard>=2.21,<2.22' (the cpu and gpu "
@@ -273,13 +156,13 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
     samples = _infer_samples(cfg)
     _prepare_outputs(cfg, resume, overwrite, samples)
     data_diff = _check_data(cfg, train_pairs, valid_pairs, allow_data_change) if resume else None
-    cfg = _resolve_auto(cfg, train_pairs)
+    cfg = autotune.resolve(cfg, train_pairs)  # [train] jit_compile / mixed_precision "auto" -> a choice
     t = cfg.train
 
     import keras
 
-    from flexunet.training.callbacks import EpochChangeInferencer, NanGuard, RunController, initial_state, load_checkpoint
     from flexunet.model.network import compile_model, configure_runtime, prior_bias, summary_text
+    from flexunet.training.callbacks import EpochChangeInferencer, NanGuard, RunController, current_lr
     from flexunet.training.timing import EpochClock, timing_line
 
     configure_runtime(cfg)
@@ -302,13 +185,9 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
         return _summary(cfg, state, 0.0, best_model_name(cfg))
     note = ""
     if resume:
-        from flexunet.training.callbacks import current_lr
-
         note = (f"; resumed after epoch {first} at learning rate {current_lr(model):.6g} (restored from "
                 f"last_checkpoint/; [model] learning_rate below is the run's initial rate)\n")
     if data_diff is not None and data_diff.changed:
-        from flexunet.dataset.leak_record import RECORD_FILE
-
         log.warning("%s: the training data changed after epoch %d: %s; --allow-data-change: training on "
                     "(recorded under \"changes\" in %s, whose leak check keeps the earlier images)", t.model_dir,
                     first, data_diff.summary(), RECORD_FILE)
@@ -384,18 +263,9 @@ def warn_absent_classes(cfg: Config, counts, num_train: int) -> list[int]:
     return absent
 
 
-def _resolve_auto(cfg: Config, train_pairs: list) -> Config:
-    """[train] jit_compile / mixed_precision "auto" -> the measured (or cached) choice (flexunet.training.autotune)."""
-    from flexunet.training.autotune import resolve
-
-    return resolve(cfg, train_pairs)
-
-
 def _check_data(cfg: Config, train_pairs: list, valid_pairs: list, allow_change: bool):
     """``--resume``: the train and valid files against the run's data_record.json (one sha256 per file);
     other files are an error unless ``allow_change``.  Returns the :class:`~flexunet.dataset.leak_record.DataDiff`."""
-    from flexunet.dataset.leak_record import RECORD_FILE, compare_data
-
     model_dir = cfg.train.model_dir
     diff = compare_data(model_dir, {"train": train_pairs, "valid": valid_pairs})
     if diff.doc is None:
@@ -415,10 +285,6 @@ def _record_data(cfg: Config, train_pairs: list, valid_pairs: list, diff=None, e
     """The leak guard's record of what this run learns from, written by a background thread (it reads
     every image once; on ``--resume``, with ``diff``, the new images only, merged into the record):
     ``.result()`` waits for it."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from flexunet.dataset.leak_record import write_record
-
     def record() -> None:
         path = write_record(cfg.train.model_dir, {"train": train_pairs, "valid": valid_pairs}, diff, epoch)
         log.debug("recorded %d train and %d valid images in %s", len(train_pairs), len(valid_pairs), path)

@@ -137,6 +137,16 @@ def _entries(n: int) -> str:
     return f"{n} entr{'y' if n == 1 else 'ies'}"
 
 
+def _existing_folder(out: Path, command: str, what: str, inputs: Iterable[Input]) -> bool:
+    """Rule 1 for a folder ``command`` writes, then: is ``out`` a folder already (False: not there yet)?
+    A file there is a FlexUNetError."""
+    _check_inputs(out, command, what, inputs)
+    check_not_inside_others(out, command, what)
+    if out.exists() and not out.is_dir():
+        raise FlexUNetError(f"{what} = {out}: is a file; expected a folder to write into")
+    return out.is_dir()
+
+
 # --------------------------------------------------------------------------- folders written into
 
 
@@ -151,11 +161,7 @@ def check_output_dir(out: str | os.PathLike, command: str, inputs: Iterable[Inpu
     """
     out = Path(out)
     what = what or f"flexunet {command} output"
-    _check_inputs(out, command, what, inputs)
-    check_not_inside_others(out, command, what)
-    if out.exists() and not out.is_dir():
-        raise FlexUNetError(f"{what} = {out}: is a file; expected a folder to write into")
-    if not out.is_dir():
+    if not _existing_folder(out, command, what, inputs):
         return
     owners = folder_owners(out)
     others = {name: cmd for cmd, names in owners.items() if cmd != command for name in names}
@@ -222,11 +228,7 @@ def check_whole_dir(target: str | os.PathLike, command: str, overwrite: bool, wh
                     inputs: Iterable[Input] = ()) -> None:
     """May a folder built whole by ``command`` replace ``target`` (rule 4)?"""
     target = Path(target)
-    _check_inputs(target, command, what, inputs)
-    check_not_inside_others(target, command, what)
-    if target.exists() and not target.is_dir():
-        raise FlexUNetError(f"{what} = {target}: is a file; expected a folder to write into")
-    if not target.is_dir():
+    if not _existing_folder(target, command, what, inputs):
         return
     own = set(folder_owners(target).get(command, ()))
     entries = sorted(p.name for p in target.iterdir() if p.name != OWNER_FILE)
