@@ -10,7 +10,7 @@
   ``ECE = sum_b (n_b / N) * |accuracy_b - confidence_b|``;
 - :func:`spearman`: rank correlation (average ranks for ties), NaN when undefined.
 
-Only numpy and scipy; imports nothing of ours.
+numpy, and scipy.stats for Spearman (bound lazily: it loads scipy.ndimage, see flexunet.utils.lazy).
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import stats
+
+from flexunet.utils.lazy import LazyModule
+
+stats = LazyModule("scipy.stats")  # imported on first use: see flexunet.utils.lazy
 
 BINS = 10
 
