@@ -1,6 +1,6 @@
 """Regenerate the config reference in docs/config.md from flexunet.config.loader.reference().
 
-Run from the repository root: ``python scripts/sync_docs.py`` (tests/test_config.py checks it).
+Run from the repository root: ``python scripts/sync_docs.py`` (tests/config/test_loader.py checks it).
 The reference runs from its first section table (``#### [model]``) to the next ``## `` heading or
 the end of the page.
 """

@@ -1,5 +1,5 @@
-"""flexunet.training.train across processes: two local workers over loopback train one model and agree;
-a malformed TF_CONFIG is one line before any work.
+"""flexunet.training.distribute: mirrored over two logical CPUs equals one device; two local workers over
+loopback train one model and agree; a malformed TF_CONFIG is one line before any work.
 
 Each worker is a separate Python process with its own TF_CONFIG (two free ports on
 127.0.0.1), running ``flexunet.training.train.train`` with ``[train] strategy = "multiworker"`` on
@@ -114,6 +114,28 @@ def test_two_workers_over_loopback_agree_with_each_other_and_with_one_device(tra
     assert len((cfg.train.eval_dir / "train_losses.csv").read_text().splitlines()) == 3
     hidden = sorted(p.name for p in cfg.train.model_dir.iterdir() if p.name.startswith("."))
     assert hidden == [".flexunet-owner.json"]                           # train's record, no worker leftovers
+
+
+def test_mirrored_two_cpu_devices_match_one_device(train_project, tmp_path):
+    script = textwrap.dedent(f"""
+        import json, sys
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from flexunet.config.loader import load_config
+        from flexunet.training.train import train
+        strategy = sys.argv[1]
+        cfg = load_config({str(train_project)!r}, ["train.epochs=3", "train.strategy=" + strategy,
+                          "train.model_dir=" + {str(tmp_path)!r} + "/m_" + strategy,
+                          "train.eval_dir=" + {str(tmp_path)!r} + "/e_" + strategy, "model.loss='categorical_crossentropy'"])
+        print(json.dumps(train(cfg, progress=False)["history"]["loss"]))
+    """)
+    curves = {}
+    for strategy in ("default", "mirrored"):
+        out = subprocess.run([sys.executable, "-c", script, strategy], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        curves[strategy] = json.loads(out.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(curves["mirrored"], curves["default"], rtol=1e-4, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- TF_CONFIG, read before any work

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -156,28 +155,6 @@ def test_second_run_into_a_used_model_dir_is_refused(train_project):
     train(cfg, overwrite=True, progress=False)
     with pytest.raises(FlexUNetError, match="nothing to resume"):
         train(load_config(train_project, ["train.model_dir=./elsewhere"]), resume=True, progress=False)
-
-
-def test_mirrored_two_cpu_devices_match_one_device(train_project, tmp_path):
-    script = textwrap.dedent(f"""
-        import json, sys
-        import tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from flexunet.config.loader import load_config
-        from flexunet.training.train import train
-        strategy = sys.argv[1]
-        cfg = load_config({str(train_project)!r}, ["train.epochs=3", "train.strategy=" + strategy,
-                          "train.model_dir=" + {str(tmp_path)!r} + "/m_" + strategy,
-                          "train.eval_dir=" + {str(tmp_path)!r} + "/e_" + strategy, "model.loss='categorical_crossentropy'"])
-        print(json.dumps(train(cfg, progress=False)["history"]["loss"]))
-    """)
-    curves = {}
-    for strategy in ("default", "mirrored"):
-        out = subprocess.run([sys.executable, "-c", script, strategy], capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0, out.stderr[-2000:]
-        curves[strategy] = json.loads(out.stdout.strip().splitlines()[-1])
-    np.testing.assert_allclose(curves["mirrored"], curves["default"], rtol=1e-4, atol=1e-5)
 
 
 def test_missing_tensorboard_is_one_line_before_any_epoch(train_project, monkeypatch, capsys):
