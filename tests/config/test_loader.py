@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from conftest import (RGB_MAP_TEXT, TINY_RUN_CONFIG, line_of, one_error, one_process_error, run_process,
                       config_text)
 from flexunet.config.loader import class_metric_names, dump_config, load_config, logged_names, parse_config, reference
+from flexunet.config.values import Expected, literal
 from flexunet.utils.errors import ConfigError
 
 
@@ -480,9 +482,17 @@ def with_value(section: str, key: str, value: str) -> str:
 @given(st.sampled_from(["model", "train", "infer", "prepare", "split", "augmentor", "deformation", "tiledinfer"]),
        KEYS.filter(bool), VALUES.filter(lambda v: "\n" not in v and v.strip() == v and v and v[0] not in ";#"))
 def test_a_set_override_is_the_value_written_in_the_file(section, key, value):
-    """--set section.key=value gives the config that ``key = value`` written into [section] gives, or both fail."""
-    by_set = parses_or_config_error(VALID, (f"{section}.{key}={value}",))
-    in_file = parses_or_config_error(with_value(section, key, value))
+    """--set section.key=value gives the config that ``key = value`` written into [section] gives, or both fail.
+    The command line's two rules: a value that is no Python literal is the string it reads as (a bare path),
+    and a relative path is relative to the current folder (here the file's own, BASE)."""
+    try:
+        literal(value)
+        written = value
+    except Expected:
+        written = repr(value)
+    with contextlib.chdir(BASE):
+        by_set = parses_or_config_error(VALID, (f"{section}.{key}={value}",))
+    in_file = parses_or_config_error(with_value(section, key, written))
     assert by_set == in_file
 
 
