@@ -34,6 +34,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # jit_compile = "auto" caches its measurement: one fresh cache per test session, never the user's
 os.environ.setdefault("FLEXUNET_CACHE_DIR", tempfile.mkdtemp(prefix="flexunet-test-cache-"))
 
+# The command handlers bind the stage functions by name when first imported (on the first command). Loaded
+# here, before any test runs, they bind the real ones: a test that stubs a stage function (monkeypatch) and
+# happens to run the first command of the session would otherwise leave its stubs in them for every later test.
+import flexunet.cli.commands  # noqa: E402,F401
+
 ROOT = Path(__file__).resolve().parents[1]
 STROKE_CONFIG = ROOT / "configs" / "stroke-ct" / "train_eval_infer.config"
 
