@@ -10,7 +10,7 @@
   ``ECE = sum_b (n_b / N) * |accuracy_b - confidence_b|``;
 - :func:`spearman`: rank correlation (average ranks for ties), NaN when undefined.
 
-Only numpy and scipy; imports nothing of ours.
+Only numpy and scipy (scipy.stats loaded on first use, utils.lazy).
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import stats
+
+from flexunet.utils.lazy import LazyModule
+
+stats = LazyModule("scipy.stats")   # imports scipy.ndimage too: loaded when a Spearman is first asked for
 
 BINS = 10
 
