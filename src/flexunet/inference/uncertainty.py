@@ -10,7 +10,7 @@
   ``ECE = sum_b (n_b / N) * |accuracy_b - confidence_b|``;
 - :func:`spearman`: rank correlation (average ranks for ties), NaN when undefined.
 
-numpy, and scipy.stats for Spearman (bound lazily: it loads scipy.ndimage, see flexunet.utils.lazy).
+Only numpy and scipy (scipy.stats loaded on first use, utils.lazy).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 
 from flexunet.utils.lazy import LazyModule
 
-stats = LazyModule("scipy.stats")  # imported on first use: see flexunet.utils.lazy
+stats = LazyModule("scipy.stats")   # imports scipy.ndimage too: loaded when a Spearman is first asked for
 
 BINS = 10
 
