@@ -192,7 +192,7 @@ def test_index_masks_are_written_back_as_read(tmp_path, palette):
 
 
 def test_default_colours_are_distinct_for_many_classes():
-    from flexunet.dataset.masks import default_rgb_map
+    from flexunet.config.colours import default_rgb_map
 
     assert list(default_rgb_map(3)) == [(0, 0, 0), (0, 255, 0), (0, 0, 255)]
     many = default_rgb_map(300)

@@ -8,7 +8,6 @@ the browser cannot be found or started, and fail instead when FLEXUNET_REQUIRE_B
 
 from __future__ import annotations
 
-import base64
 import io
 import json
 import os

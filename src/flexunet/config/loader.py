@@ -198,7 +198,7 @@ _REQUIRED_HINT = {
 def _resolve_mask_format(cfg: Config) -> Config:
     """[mask] format "auto" -> "rgb" when rgb_map is set, else "index" (a config written for the original
     always sets rgb_map, so it reads its masks exactly as before); "rgb" needs rgb_map.  Without rgb_map,
-    "index" masks are drawn in the default class colours (``flexunet.dataset.masks.default_rgb_map``)."""
+    "index" masks are drawn in the default class colours (``flexunet.config.colours.default_rgb_map``)."""
     m = cfg.mask
     fmt = m.format if m.format != "auto" else ("rgb" if m.rgb_map is not None else "index")
     if fmt == "rgb" and m.rgb_map is None:

@@ -22,7 +22,6 @@ from typing import Mapping
 import numpy as np
 from PIL import Image
 
-from flexunet.config.colours import CLASS_COLOURS, default_rgb_map  # noqa: F401
 from flexunet.config.loader import Config
 from flexunet.utils.errors import MaskError
 from flexunet.utils.io import open_image, save_image

@@ -22,7 +22,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from flexunet.dataset.masks import default_rgb_map, palette_colours
+from flexunet.config.colours import default_rgb_map
+from flexunet.dataset.masks import palette_colours
 from flexunet.planning.colours import (MAX_CLASSES, SHAPE_FILES, class_names_for, colour_code, colour_name,
                                        fringe_judge, pack_rgb, place_colours, read_rgb)
 from flexunet.utils.errors import DataError

@@ -53,7 +53,7 @@ def input_size(fp: dict, size: int | None) -> tuple[int, str]:
     side = max(sides)
     rounded = max(32, int(math.ceil(side / 16.0)) * 16)
     what = "the images are " + ", ".join(fp["image_sizes"]) + " px"
-    return rounded, what + ("" if rounded == side else f"; rounded up to a multiple of 16")
+    return rounded, what + ("" if rounded == side else "; rounded up to a multiple of 16")
 
 
 def levels_for(size: int) -> int:

@@ -48,8 +48,7 @@ from flexunet.config.inputs import input_folders
 from flexunet.config.loader import Config
 from flexunet.dataset.leak_record import check_test_images
 from flexunet.model.trained import load_trained
-from flexunet.report.data import (ReportError, eval_dir_of, evaluated_folders, load_evaluation,  # noqa: F401
-                                  model_mismatch, read_per_image)
+from flexunet.report.data import eval_dir_of, evaluated_folders, load_evaluation, model_mismatch, read_per_image
 from flexunet.report.gallery import gallery_section, uncertain_html, viewer_hooks, viewer_section
 from flexunet.report.html import CSS, FIGURES, Build, esc
 from flexunet.report.sections import (curves_section, dataset_section, epochs_section, evaluation_section, header_html,
