@@ -305,6 +305,20 @@ def disk_full_on(monkeypatch, predicate) -> list[Path]:
     return hit
 
 
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:120])
+
+
+def _as_text(path: Path) -> None:
+    path.write_text("this is a text file, not a PNG\n")
+
+
+DAMAGED_PNG = [  # (damage, the line that names it) for a file called 1001.png
+    (_truncate, r"1001\.png: cannot be decoded \(.*truncated.*re-export it"),
+    (_as_text, r"1001\.png: not an image PIL can read"),
+]
+
+
 def leftovers(folder: Path) -> list[str]:
     """Temporary names our atomic writers use, anywhere below ``folder``."""
     return sorted(str(p) for p in Path(folder).rglob("*")

@@ -15,7 +15,7 @@ from PIL import Image
 from pydicom.uid import JPEGBaseline8Bit
 
 import flexunet.dataset.prepare as prepare_mod
-from conftest import (BLUE, GREEN, RGB_MAP, cli, config_text, disk_full_on, leftovers, make_cfg, make_raw_png,
+from conftest import (BLUE, DAMAGED_PNG, GREEN, RGB_MAP, cli, config_text, disk_full_on, leftovers, make_cfg, make_raw_png,
                       one_error, run_command, save, snapshot, write_dicom)
 from flexunet.config.loader import Config
 from flexunet.utils.errors import ConfigError, DataError, FlexUNetError, MaskError
@@ -298,18 +298,7 @@ def raw_project(tmp_path):
     return config, tmp_path / "raw"
 
 
-def _truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[:120])
-
-
-def _text(path: Path) -> None:
-    path.write_text("this is a text file, not a PNG\n")
-
-
-@pytest.mark.parametrize("damage,expected", [
-    (_truncate, r"1001\.png: cannot be decoded \(.*truncated.*re-export it"),
-    (_text, r"1001\.png: not an image PIL can read"),
-])
+@pytest.mark.parametrize("damage,expected", DAMAGED_PNG)
 def test_prepare_refuses_a_damaged_slice(raw_project, capsys, damage, expected):
     config, raw = raw_project
     damage(raw / "PNG" / "1001.png")

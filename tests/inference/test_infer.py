@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from conftest import (RGB_MAP, cli, colour_model, config_text, inputs_snapshot, leftovers, make_cfg, one_error,
+from conftest import (DAMAGED_PNG, RGB_MAP, cli, colour_model, config_text, inputs_snapshot, leftovers, make_cfg, one_error,
                       run_command, save, write_dicom)
 from flexunet.dataset.dicom import read_dicom_hu, three_window_rgb, window
 from flexunet.utils.errors import ConfigError, DataError
@@ -424,18 +424,7 @@ def test_predict_is_traced_once_when_the_last_batch_is_short(unet_run):
 # conftest's infer_project: an untrained tiny model as the best model, and in/ with two good images
 
 
-def _truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[:120])
-
-
-def _text(path: Path) -> None:
-    path.write_text("this is a text file, not a PNG\n")
-
-
-@pytest.mark.parametrize("damage,expected", [
-    (_truncate, r"1001\.png: cannot be decoded \(.*truncated.*re-export it"),
-    (_text, r"1001\.png: not an image PIL can read"),
-])
+@pytest.mark.parametrize("damage,expected", DAMAGED_PNG)
 def test_infer_names_a_damaged_image(infer_project, capsys, damage, expected):
     config, root = infer_project
     (root / "in" / "b.png").rename(root / "in" / "1001.png")
