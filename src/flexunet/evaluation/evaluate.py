@@ -253,7 +253,7 @@ def set_intervals(acc: MetricAccumulator, grouping: tuple[str, list[str]] | None
     return {acc.class_names[k]: found[k] for k in range(1, acc.num_classes)}
 
 
-def _brief(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+def _brief(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out = {}
     for name, c in report["classes"].items():
         out[name] = {**{m: c["per_image"][m]["mean"] for m in SCORES},
