@@ -247,9 +247,12 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
     if collapse:  # a warning: said once mid-run, said again where the run's figures are read
         log.warning("%s (found after epoch %d)", collapse["message"], collapse["epoch"])
     intervals = {}
-    if t.strategy != "multiworker":  # one forward pass of the best model over the validation set
-        intervals = {name: {"dice": iv.dice, **iv.as_json()} for name, iv in
-                     best_epoch_intervals(cfg, model, valid_ds, valid_pairs, state).items()}
+    try:  # one forward pass of the best model over the validation set; the run is whole without it
+        if t.strategy != "multiworker":
+            intervals = {name: {"dice": iv.dice, **iv.as_json()} for name, iv in
+                         best_epoch_intervals(cfg, model, valid_ds, valid_pairs, state).items()}
+    except (OSError, ValueError, FlexUNetError) as exc:
+        log.warning("the best epoch's validation interval was not computed: %s", exc)
     return {**_summary(cfg, state, seconds, best_model_name(cfg)), "timing": timing, "valid_intervals": intervals}
 
 
