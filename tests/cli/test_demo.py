@@ -84,6 +84,8 @@ def test_demo_runs_every_stage_and_report_matches_evaluation(tmp_path):
         expected = _lookup(evaluation, key)
         if expected is None:
             assert value in ("", "null", "nan", "None")
+        elif isinstance(expected, list):                    # an interval: [low, high]
+            assert json.loads(value) == pytest.approx(expected, rel=1e-9, abs=1e-12), key
         else:
             assert float(value) == pytest.approx(float(expected), rel=1e-9, abs=1e-12), key
             checked += 1

@@ -12,7 +12,7 @@ from conftest import make_cfg
 from flexunet.utils.errors import DataError
 from flexunet.dataset.records import (MANIFEST_CSV, MANIFEST_JSON, MANIFEST_VERSION, SPLIT_JSON, find_manifest, find_split,
                               manifest_items, read_manifest, read_split, rgb_map_from_list, rgb_map_list, sha256,
-                              split_subset_stems, write_manifest, write_split)
+                              slice_groups, split_subset_stems, write_manifest, write_split)
 
 RGB_MAP = {(0, 0, 0): 0, (0, 0, 255): 2, (0, 255, 0): 1}
 ROW = {"id": "7", "image": "images/7.png", "mask": "masks/7.png", "source_image": "PNG/7.png",
@@ -103,3 +103,15 @@ def test_manifest_found_beside_master_images_or_through_the_split(tmp_path):
     split = _split_tree(tmp_path / "data", master)
     assert find_manifest(split / "test" / "images") == master / MANIFEST_JSON
     assert find_manifest(tmp_path / "nowhere" / "images") is None
+
+
+def test_slice_groups_name_patients_series_or_nothing(tmp_path):
+    rows = [{"id": "1", "group": "p1", "group_kind": "patient"}, {"id": "2", "group": "p2", "group_kind": "patient"},
+            {"id": "3", "group": "1.2.3", "group_kind": "series"}, {"id": "4", "group": "4", "group_kind": "slice"}]
+    path = tmp_path / MANIFEST_JSON
+    path.write_text(json.dumps({"items": rows}))
+    assert slice_groups(path, ["2.png", "1.png", "2.png"]) == ("patients", ["p2", "p1", "p2"])
+    assert slice_groups(path, ["1.png", "3.png"]) == ("series", ["p1", "1.2.3"])
+    assert slice_groups(path, ["1.png", "4.png"]) is None           # a slice without a patient: slices it is
+    assert slice_groups(path, ["1.png", "9.png"]) is None           # a slice the manifest does not list
+    assert slice_groups(None, ["1.png"]) is None

@@ -141,6 +141,12 @@ def test_evaluate_known_case(known_case):
     assert isch["per_image"]["hd95_px"]["mean"] == pytest.approx(hd95(ref_e, pred_e) / 2)
     assert isch["per_image"]["hd95_mm"]["n_valid"] == 0      # no spacing known
     assert report["num_images"] == 5 and report["empty_rule"].startswith("Dice/IoU")
+    # how sure: the whole-set Dice's bootstrap interval over the 5 slices (no manifest names patients)
+    lo, hi = isch["dice_ci95"]
+    assert lo <= isch["whole_set"]["dice"] <= hi and lo < hi
+    assert (isch["ci_unit"], isch["ci_units"], isch["ci_units_with_class"]) == ("slices", 5, 3)   # a, b, e
+    assert hem["ci_units_with_class"] == 1 and "only 5 slices" in hem["ci_note"]
+    assert report["interval_definition"].startswith("95% percentile bootstrap")
     assert report["seed_metrics"]["dice_coef_multiclass"] == pytest.approx(result["dice_coef_multiclass"])
     assert report["model"].endswith("best_model.keras")
     cm = np.array(report["confusion_matrix"]["counts"])
@@ -161,16 +167,25 @@ def test_evaluate_known_case(known_case):
     assert result["classes"]["ischemic"]["dice"] == pytest.approx(isch["per_image"]["dice"]["mean"])
 
 
-def test_hd95_in_mm_from_the_prepare_manifest(known_case):
+def test_hd95_in_mm_and_patients_from_the_prepare_manifest(known_case, caplog):
     cfg, root = known_case
     master = root / "master"
     master.mkdir()
+    patients = {"a": "p1", "b": "p1", "c": "p2", "d": "p2", "e": "p2"}
+    spacing = {"a": [0.5, 0.5], "e": [0.7, 0.7], "b": None}
     (master / "manifest.json").write_text(json.dumps({"items": [
-        {"id": "a", "pixel_spacing": [0.5, 0.5]}, {"id": "e", "pixel_spacing": [0.7, 0.7]},
-        {"id": "b", "pixel_spacing": None}]}))
+        {"id": i, "group": p, "group_kind": "patient", **({"pixel_spacing": spacing[i]} if i in spacing else {})}
+        for i, p in patients.items()]}))
     (root / "data" / "Stroke" / "split.json").write_text(json.dumps({"master_dir": str(master)}))
-    result = evaluate_model(cfg, progress=False)
+    with caplog.at_level("INFO", logger="flexunet.evaluation.evaluate"):
+        result = evaluate_model(cfg, progress=False)
     report = result["report"]
+    isch = report["classes"]["ischemic"]        # the interval resamples the manifest's 2 patients whole
+    assert (isch["ci_unit"], isch["ci_units"], isch["ci_units_with_class"]) == ("patients", 2, 2)
+    said = [r.getMessage() for r in caplog.records if "whole-set Dice" in r.getMessage()]
+    lo, hi = isch["dice_ci95"]
+    assert said[0].split() == ["ischemic", "whole-set", "Dice", f"{isch['whole_set']['dice']:.3f}", f"[{lo:.3f},",
+                               f"{hi:.3f}]", "over", "2", "patients"]
     assert report["images_with_spacing"] == 2
     assert report["pixel_spacing_source"] == str(master / "manifest.json")
     with open(root / "eval" / "per_image.csv", newline="") as fh:

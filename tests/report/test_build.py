@@ -100,6 +100,8 @@ def _shown(value: object, text: str) -> bool:
         return text == "n/a"
     if isinstance(value, int):
         return text.replace(",", "") == str(value)
+    if isinstance(value, list):                      # an interval: [low, high] over N units
+        return text.startswith(f"[{value[0]:.3f}, {value[1]:.3f}] over ")
     digits = len(text.split(".")[1])
     return text == f"{value:.{digits}f}"
 
@@ -137,13 +139,17 @@ def test_numbers_equal_evaluation_json(run):
     for name in ev["classes"]:
         for sub in ("per_image.dice.mean", "per_image.dice.median", "per_image.dice.n_valid", "per_image.iou.mean",
                     "per_image.precision.mean", "per_image.recall.mean", "per_image.hd95_px.mean", "n_empty",
-                    "whole_set.dice", "lesions.recall", "lesions.precision", "lesions.f1",
+                    "whole_set.dice", "dice_ci95", "lesions.recall", "lesions.precision", "lesions.f1",
                     "false_positive_slices.rate"):
             assert f"classes.{name}.{sub}" in keys, sub
     assert {"seed_metrics.dice_coef_multiclass", "mean_foreground.per_image_dice",
             "confusion_matrix.counts.0.0"} <= keys
     text = " ".join("".join(page.text).split())
     assert ev["empty_rule"] in text and POOLED_EXPLANATION in text
+    # how to read the intervals, and what they rest on: the 4 test slices (no manifest names patients)
+    assert ("(4 slices, drawn again 1000 times): two figures whose intervals overlap widely are not shown to "
+            "differ by this set.") in text and "Only 4 slices: a bootstrap over so few is rough" in text
+    assert ev["interval_definition"] in text
 
 
 def test_dataset_numbers_equal_stats_json(run):

@@ -61,6 +61,12 @@ def test_tiny_model_learns(train_project):
     assert hist["loss"][-1] < 0.2 * hist["loss"][0], hist["loss"]
     assert summary["epochs"] == 30
     assert summary["timing"]["train_steps"] > 0 and min(summary["timing"].values()) >= 0
+    # the best epoch's validation Dice again, from one pass of the best model, with its bootstrap interval
+    best = summary["best_epoch"] - 1
+    for name, iv in summary["valid_intervals"].items():
+        assert iv["dice"] == pytest.approx(hist[f"val_dice_{name}"][best], abs=1e-4), name
+        assert iv["ci_unit"] == "slices" and iv["ci_units"] == len(list((cfg.valid.images_dir).iterdir()))
+        assert iv["dice_ci95"][0] <= iv["dice"] <= iv["dice_ci95"][1]
     assert (cfg.train.model_dir / "best_model.keras").is_file()
     losses = (cfg.train.eval_dir / "train_losses.csv").read_text().splitlines()
     assert losses[0] == "epoch, loss, val_loss" and len(losses) == 31

@@ -92,7 +92,8 @@ def run_demo(out: Path, size: int = 256, epochs: int | None = None, count: int =
     echo(f"FlexUNet demo finished in {total / 60:.1f} min. Test-set figures (whole-set Dice from summed counts; "
          f"per-image mean in brackets):")
     for name, fig in classes.items():
-        echo(f"  {name:<12} Dice {fig['dice']:.3f}  IoU {fig['iou']:.3f}  (per-image Dice {fig['per_image_dice']:.3f})")
+        echo(f"  {name:<12} Dice {fig['dice']:.3f}  IoU {fig['iou']:.3f}  (per-image Dice {fig['per_image_dice']:.3f})"
+             f"  {fig['interval']}")
     echo(f"  seed's dice_coef_multiclass (pools background): {evaluation['dice_coef_multiclass']:.4f}")
     for line in _review_lines(evaluation["report"]):
         echo(line)
@@ -114,12 +115,15 @@ def _as_demo_refusal(exc: FlexUNetError, out: Path) -> FlexUNetError:
     return new
 
 
-def _class_figures(evaluation: dict) -> dict[str, dict[str, float]]:
+def _class_figures(evaluation: dict) -> dict[str, dict[str, float | str]]:
     out = {}
     for name, c in evaluation["report"]["classes"].items():
         whole = c["whole_set"]
+        ci = c.get("dice_ci95")
         out[name] = {"dice": _num(whole["dice"]), "iou": _num(whole["iou"]),
-                     "per_image_dice": _num(c["per_image"]["dice"]["mean"])}
+                     "per_image_dice": _num(c["per_image"]["dice"]["mean"]),
+                     "interval": (f"95% interval of the Dice [{ci[0]:.3f}, {ci[1]:.3f}] over {c['ci_units']} "
+                                  f"{c['ci_unit']}" if ci else "")}
     return out
 
 

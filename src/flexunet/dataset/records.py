@@ -188,3 +188,22 @@ def find_manifest(images_dir: Path, cfg: Config | None = None) -> Path | None:
     if master and (Path(master) / MANIFEST_JSON).is_file():
         return Path(master) / MANIFEST_JSON
     return None
+
+
+def slice_groups(manifest: Path | None, names: Sequence[str]) -> tuple[str, list[str]] | None:
+    """(unit, the group of each name) from a manifest.json: the unit is ``"patients"`` when every
+    named slice's row (matched by file stem = id) has a patient group, ``"series"`` when some have only
+    a series; None when the manifest is missing or unreadable or a slice has neither."""
+    items = manifest_items(manifest, "intervals over slices")
+    if items is None:
+        return None
+    try:
+        rows = {str(r["id"]): (r.get("group"), r.get("group_kind")) for r in items}
+    except (KeyError, TypeError, AttributeError):
+        log.warning("%s: rows without an id; intervals over slices", manifest)
+        return None
+    found = [rows.get(Path(n).stem, (None, None)) for n in names]
+    if not names or any(not group or kind not in ("patient", "series") for group, kind in found):
+        return None
+    unit = "patients" if all(kind == "patient" for _, kind in found) else "series"
+    return unit, [str(group) for group, _ in found]

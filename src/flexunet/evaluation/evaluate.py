@@ -19,6 +19,10 @@
                          (evaluation.json's ``calibration``, ``uncertainty`` and ``volumes``:
                          see :mod:`flexunet.evaluation.review`)
 
+   Per class, evaluation.json also says how sure the whole-set Dice is: ``dice_ci95`` [low, high],
+   a bootstrap over the test patients (``ci_unit``, ``ci_units``: the manifest's patients, else
+   the slices; :mod:`flexunet.model.intervals`), seeded with ``[train] seed``.
+
 Figures are computed at the model's input resolution (the masks the pipeline feeds the
 model).  HD95 is also given in mm when pixel spacing is known: from the ``manifest.json``
 that ``flexunet prepare`` writes (found beside ``[test] images_dir``, or through the
@@ -38,8 +42,9 @@ from PIL import Image
 from flexunet.config.inputs import input_folders
 from flexunet.config.loader import Config
 from flexunet.dataset.leak_record import check_test_images
-from flexunet.dataset.records import find_manifest, manifest_items
+from flexunet.dataset.records import find_manifest, manifest_items, slice_groups
 from flexunet.evaluation.review import Review, bland_altman_png, manifest_geometry, reliability_png
+from flexunet.model.intervals import DEFINITION, Interval, dice_intervals, notes
 from flexunet.model.metrics import COUNTS, LESION_COUNTS, SCORES, MetricAccumulator
 from flexunet.model.run_folder import best_model_path
 from flexunet.model.trained import load_trained, model_sha256
@@ -192,6 +197,9 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
     csv_path = Path(cfg.eval.evaluation_csv)
     report = {**_report(cfg, acc, loss_mean.value, dice_mean.value, model_path, model_hash, manifest),
               "leak_check": leaks, **review.report()}
+    for name, interval in set_intervals(acc, slice_groups(manifest, [p.name for p, _ in pairs]),
+                                        cfg.train.seed).items():
+        report["classes"][name].update(interval.as_json())
     with staged_files() as staged:  # evaluation.csv and eval_dir's files replace the previous ones together
         staged.write_text(csv_path, seed_evaluation_text(cfg.model.loss, loss_mean.value, dice_mean.value))
         claim_output_file(csv_path, "evaluate")
@@ -221,6 +229,7 @@ def _report(cfg: Config, acc: MetricAccumulator, loss: float, dice: float, model
         "empty_rule": body.pop("empty_rule"),
         "hd95_definition": ("symmetric 95th percentile of boundary-to-boundary distances (max of the two directed "
                  "P95), boundary = 4-connected edge pixels; NaN unless the class is in both masks"),
+        "interval_definition": DEFINITION,
         "lesion_definition": "8-connected components; a reference lesion is detected when any predicted pixel "
                    "of its class overlaps it; a predicted component is a true positive when it overlaps "
                    "a reference lesion",
@@ -233,7 +242,18 @@ def _report(cfg: Config, acc: MetricAccumulator, loss: float, dice: float, model
     }
 
 
-def _brief(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+def set_intervals(acc: MetricAccumulator, grouping: tuple[str, list[str]] | None, seed: int) -> dict[str, Interval]:
+    """Per foreground class, the bootstrap interval of its whole-set Dice over ``grouping``'s units
+    ((unit, group of each image), e.g. from the manifest), else over the images."""
+    if not acc.records:
+        return {}
+    tp, fp, fn = (np.stack([r.counts[k] for r in acc.records]) for k in ("tp", "fp", "fn"))
+    unit, groups = grouping if grouping is not None else ("slices", None)
+    found = dice_intervals(tp, fp, fn, groups, unit, seed=seed)
+    return {acc.class_names[k]: found[k] for k in range(1, acc.num_classes)}
+
+
+def _brief(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     out = {}
     for name, c in report["classes"].items():
         out[name] = {**{m: c["per_image"][m]["mean"] for m in SCORES},
@@ -241,6 +261,7 @@ def _brief(report: dict[str, Any]) -> dict[str, dict[str, float]]:
                      "hd95_mm": c["per_image"]["hd95_mm"]["mean"],
                      "n_valid": c["per_image"]["dice"]["n_valid"], "n_empty": c["n_empty"],
                      "whole_set_dice": c["whole_set"]["dice"], "lesion_f1": c["lesions"]["f1"],
+                     "whole_set_dice_ci95": c.get("dice_ci95"),
                      "fp_slice_rate": c["false_positive_slices"]["rate"]}
     return out
 
@@ -255,10 +276,15 @@ def _log_summary(summary: dict[str, Any]) -> None:
              _fmt(summary[SEED_METRIC]))
     for name, c in summary["classes"].items():
         log.info("  %-14s Dice %s (n=%d, %d empty)  IoU %s  precision %s  recall %s  HD95 %s px  "
-                 "whole-set Dice %s  lesion F1 %s  FP-slice rate %s", name, _fmt(c["dice"]), c["n_valid"],
-                 c["n_empty"], _fmt(c["iou"]), _fmt(c["precision"]), _fmt(c["recall"]), _fmt(c["hd95_px"]),
-                 _fmt(c["whole_set_dice"]), _fmt(c["lesion_f1"]), _fmt(c["fp_slice_rate"]))
+                 "lesion F1 %s  FP-slice rate %s", name, _fmt(c["dice"]), c["n_valid"], c["n_empty"],
+                 _fmt(c["iou"]), _fmt(c["precision"]), _fmt(c["recall"]), _fmt(c["hd95_px"]),
+                 _fmt(c["lesion_f1"]), _fmt(c["fp_slice_rate"]))
     report = summary["report"]
+    intervals = {name: Interval.from_json(c["whole_set"]["dice"], c) for name, c in report["classes"].items()}
+    for name, interval in intervals.items():   # how sure: the 95% bootstrap interval (docs/metrics.md)
+        log.info("  %-14s whole-set Dice %s", name, interval.text(3))
+    for line in notes(intervals):
+        log.info("  (interval: %s)", line)
     if "calibration" in report:
         log.info("  calibration error (ECE): %s", ", ".join(f"{n} {_fmt(c['ece'])}" for n, c in
                                                            report["calibration"]["classes"].items()))

@@ -182,8 +182,12 @@ def _mask_format(tally: _Tally, classes: Sequence[str] | None) -> dict[str, Any]
             "merged": merged}
 
 
-def fingerprint_dataset(dataset: Path, classes: Sequence[str] | None = None) -> dict[str, Any]:
-    """What the planner knows about DATASET: see the module docstring (step 1)."""
+def fingerprint_dataset(dataset: Path, classes: Sequence[str] | None = None,
+                        presence: dict[str, list[tuple[str, np.ndarray]]] | None = None) -> dict[str, Any]:
+    """What the planner knows about DATASET: see the module docstring (step 1).
+
+    ``presence``, when given, receives per subset each slice's file name and which classes its mask
+    holds (bool per class index)."""
     dataset = Path(dataset)
     pairs = dataset_pairs(dataset)
     tally = _scan_masks(pairs)
@@ -216,6 +220,8 @@ def fingerprint_dataset(dataset: Path, classes: Sequence[str] | None = None) -> 
                 index = ((rgb.astype(np.int64)[:, :, None, :] - palette[None, None]) ** 2).sum(-1).argmin(-1)
             value = image.mean(-1).round().astype(np.int64) if image.shape[-1] > 1 else image[..., 0]
             counts = np.bincount(index.ravel(), minlength=k)
+            if presence is not None:
+                presence.setdefault(subset, []).append((image_path.name, counts > 0))
             sub_pixels += counts
             with_class += counts > 0
             with_foreground += bool(counts[1:].any())

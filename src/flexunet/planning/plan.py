@@ -33,6 +33,7 @@ from typing import Any, Callable, Sequence
 
 from flexunet.planning.fingerprint import MERGED_SHOWN, SUBSETS, fingerprint_dataset
 from flexunet.planning.probe import AUGMENT_SHARE_LIMIT, AUGMENTATION, Candidate, augment_seconds, probe_speed
+from flexunet.planning.sizes import size_lines, size_warnings, subset_sizes
 from flexunet.utils.errors import DataError, FlexUNetError
 from flexunet.utils.io import write_json, write_text
 from flexunet.utils.outputs import check_output_file, claim_output_dir
@@ -184,7 +185,7 @@ def config_text(fp: dict, c: dict[str, Any], out: Path, dataset: Path, minutes: 
     lines = f"""; train_eval_infer.config written by `flexunet plan` on {time.strftime('%Y-%m-%d')}
 ; dataset: {fp['dataset']}
 ; {n['train']} train / {n['valid']} valid / {n['test']} test slices
-; the facts behind every choice are in fingerprint.json beside this file; time budget {minutes:g} min
+{_sizes_comment(fp)}; the facts behind every choice are in fingerprint.json beside this file; time budget {minutes:g} min
 ; foreground pixel share: {shares or 'none'}
 ; lesion components: {lesions or 'none'}
 
@@ -305,6 +306,14 @@ def mask_section(fp: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sizes_comment(fp: dict) -> str:
+    """The valid and test subsets' sizes and what they cannot pin down, as comment lines."""
+    sizes = fp.get("sizes")
+    if not sizes:
+        return ""
+    return "".join(line + "\n" for text in size_lines(sizes) + size_warnings(sizes) for line in _comment(text))
+
+
 def _comment(text: str, width: int = 110) -> list[str]:
     """``text`` as ``;`` comment lines of at most about ``width`` characters."""
     return ["; " + line for line in textwrap.wrap(text, width - 2, break_long_words=False)]
@@ -333,7 +342,13 @@ def plan_dataset(dataset: Path, out: Path | None = None, minutes: float = 10.0, 
     fp_path = out.parent / "fingerprint.json"
     check_output_file(out, "plan", overwrite, "--out", subsets)
     check_output_file(fp_path, "plan", overwrite, "fingerprint.json beside --out", subsets)
-    fp = fingerprint_dataset(dataset, classes)
+    presence: dict = {}
+    fp = fingerprint_dataset(dataset, classes, presence)
+    fp["sizes"] = subset_sizes(dataset, [c["name"] for c in fp["classes"]], presence)   # how sure figures can be
+    for line in size_lines(fp["sizes"]):
+        log.info("plan: %s", line)
+    for line in size_warnings(fp["sizes"]):
+        log.warning("plan: %s", line)
     form = fp["mask_format"]
     log.info("plan: [mask] format = \"%s\": %s", form["format"], form["evidence"])
     if "no mask holds value" in form["evidence"]:

@@ -4,10 +4,12 @@ tables (every number with its path into evaluation.json), volumes and calibratio
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from flexunet.dataset.stats import dataset_stats
+from flexunet.model.intervals import Interval, notes as interval_notes
 from flexunet.model.run_folder import best_model_path
 from flexunet.report.data import dataset_dir_of, epoch_montages, read_json
 from flexunet.report.html import Build, esc, figure_html, fmt, has, html_table, lookup, note, value_cell, warning
@@ -173,22 +175,56 @@ def evaluation_section(b: Build) -> str:
         macro_key = f"mean_foreground.{macro}" if macro else None
         cells.append(value_cell(ev, macro_key, digits) if macro_key and has(ev, macro_key) else "<td></td>")
         rows.append(f"<tr><th>{esc(label)}</th>{''.join(cells)}</tr>")
+        if sub == "whole_set.dice":
+            rows.append(_interval_row(ev, classes))
     mm_note = "" if has_mm else " HD95 in mm is not shown: no test image has a known pixel spacing."
     parts = [
         warning(b.stale) if b.stale else "",
         f"<p>{fmt(ev.get('num_images'))} test images of {esc(ev.get('test_images_dir', ''))}, scored at the "
         f"model's input resolution ({esc('x'.join(map(str, ev.get('resolution', []))))}).{esc(mm_note)}</p>",
         f'<table id="per-class" data-source="evaluation.json">{head}{"".join(rows)}</table>',
+        _interval_note(ev, classes),
         _pooled_table(ev),
         _leak_note(ev),
         '<h3>Rules</h3>',
         f'<p class="rule"><strong>Empty masks.</strong> {esc(ev.get("empty_rule", "not stated"))}</p>',
     ]
-    for key, name in (("hd95_definition", "HD95"), ("lesion_definition", "Lesions")):
+    for key, name in (("hd95_definition", "HD95"), ("lesion_definition", "Lesions"),
+                      ("interval_definition", "Intervals")):
         if ev.get(key):
             parts.append(f'<p class="rule"><strong>{name}.</strong> {esc(ev[key])}</p>')
     parts.append("<h3>Confusion matrix</h3>" + _confusion(b))
     return "\n".join(parts)
+
+
+def _interval_row(ev: Mapping[str, Any], classes: list[str]) -> str:
+    """The whole-set Dice's 95% interval per class: [low, high] over N patients (or slices), n/a when there
+    is none (:func:`_interval_note` says why)."""
+    cells = []
+    for c in classes:
+        entry = ev["classes"][c]
+        if "dice_ci95" not in entry:
+            cells.append("<td>n/a</td>")
+            continue
+        iv = Interval.from_json(lookup(ev, f"classes.{c}.whole_set.dice"), entry)
+        shown = f"[{fmt(iv.low)}, {fmt(iv.high)}] over {iv.units} {iv.unit}" if iv.low is not None else "n/a"
+        cells.append(f'<td class="num" data-key="classes.{esc(c)}.dice_ci95" '
+                     f'data-value="{esc(json.dumps(entry["dice_ci95"]))}">{esc(shown)}</td>')
+    return f"<tr><th>{esc('Whole-set Dice: 95% interval')}</th>{''.join(cells)}<td></td></tr>"
+
+
+def _interval_note(ev: Mapping[str, Any], classes: list[str]) -> str:
+    """How to read the intervals, and what limits them (few patients, one patient, a class absent)."""
+    have = {c: ev["classes"][c] for c in classes if "dice_ci95" in ev["classes"][c]}
+    if not have:
+        return note("evaluation.json has no intervals (written by an older flexunet); run `flexunet evaluate` "
+                    "again to see how sure the whole-set Dice is.")
+    first = next(iter(have.values()))
+    text = (f"The interval shows how far the whole-set Dice could move on another test set of this size "
+            f"({first.get('ci_units')} {first.get('ci_unit')}, drawn again 1000 times): two figures whose "
+            f"intervals overlap widely are not shown to differ by this set.")
+    named = {c: Interval.from_json(lookup(ev, f"classes.{c}.whole_set.dice"), e) for c, e in have.items()}
+    return note(text + "".join(f" {line[0].upper()}{line[1:]}." for line in interval_notes(named)))
 
 
 def _pooled_table(ev: Mapping[str, Any]) -> str:

@@ -26,6 +26,7 @@ from flexunet.config.loader import Config, dump_config
 from flexunet.dataset.leak_record import RECORD_FILE, compare_data, write_record
 from flexunet.model.run_folder import apply_run, best_model_name
 from flexunet.training import autotune
+from flexunet.training.certainty import best_epoch_intervals
 from flexunet.training.checkpoint import initial_state, load_checkpoint, recover_checkpoint
 from flexunet.training.distribute import is_chief, make_strategy, worker_config
 from flexunet.utils.errors import FlexUNetError, Interrupted, TrainingStopped
@@ -245,7 +246,14 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
                               f"(or set on_collapse = \"warn\" to train on)")
     if collapse:  # a warning: said once mid-run, said again where the run's figures are read
         log.warning("%s (found after epoch %d)", collapse["message"], collapse["epoch"])
-    return {**_summary(cfg, state, seconds, best_model_name(cfg)), "timing": timing}
+    intervals = {}
+    try:  # one forward pass of the best model over the validation set; the run is whole without it
+        if t.strategy != "multiworker":
+            intervals = {name: {"dice": iv.dice, **iv.as_json()} for name, iv in
+                         best_epoch_intervals(cfg, model, valid_ds, valid_pairs, state).items()}
+    except (OSError, ValueError, FlexUNetError) as exc:
+        log.warning("the best epoch's validation interval was not computed: %s", exc)
+    return {**_summary(cfg, state, seconds, best_model_name(cfg)), "timing": timing, "valid_intervals": intervals}
 
 
 def warn_absent_classes(cfg: Config, counts, num_train: int) -> list[int]:

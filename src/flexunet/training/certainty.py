@@ -1,0 +1,62 @@
+"""How sure the best epoch's validation Dice is: its 95% bootstrap interval, said once when training ends.
+
+Keras' validation pass sums each class's counts over the whole set, so the per-slice counts a
+bootstrap needs are not kept.  One forward pass of the best model over the validation set (the
+cost of one epoch's validation, a fraction of one training epoch) gives them; the interval is
+then :func:`flexunet.model.intervals.dice_intervals` over the validation patients (from the
+manifest, else the slices), seeded with ``[train] seed``.  The point estimate is the Dice the
+best epoch logged (``val_dice_<class>``), computed again from the same counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flexunet.config.loader import Config
+from flexunet.dataset.records import find_manifest, slice_groups
+from flexunet.model.intervals import Interval, dice_intervals, notes
+from flexunet.model.metrics import class_counts
+from flexunet.model.predict import predict_probs
+from flexunet.model.run_folder import best_model_path
+
+log = logging.getLogger(__name__)
+
+
+def valid_counts(model: Any, dataset: Any, batch_size: int, num_classes: int) -> np.ndarray:
+    """Per-slice (tp, fp, fn) of every class over a validation dataset of (images, one-hot) batches:
+    (slices, 3, classes)."""
+    rows = []
+    for images, onehot in dataset:
+        probs = predict_probs(model, np.asarray(images), pad_to=batch_size)
+        for ref, pred in zip(np.asarray(onehot).argmax(-1), probs.argmax(-1)):
+            counts = class_counts(ref, pred, num_classes)
+            rows.append([counts["tp"], counts["fp"], counts["fn"]])
+    return np.asarray(rows, np.float64).reshape(len(rows), 3, num_classes)
+
+
+def best_epoch_intervals(cfg: Config, model: Any, dataset: Any, pairs: list[tuple[Path, Path]],
+                         state: dict) -> dict[str, Interval]:
+    """Per foreground class, the best epoch's validation Dice with its interval (loads the best model's
+    weights into ``model`` when the last epoch was not the best); logs one line."""
+    if not state.get("best_epoch"):
+        return {}
+    begun = time.perf_counter()
+    if state["best_epoch"] != state["epoch"]:
+        model.load_weights(best_model_path(cfg.train.model_dir))
+    counts = valid_counts(model, dataset, cfg.train.batch_size, cfg.model.num_classes)
+    if len(counts) != len(pairs):
+        log.warning("validation intervals skipped: the pass gave %d of %d slices", len(counts), len(pairs))
+        return {}
+    grouping = slice_groups(find_manifest(Path(pairs[0][0]).parent, cfg), [p.name for p, _ in pairs])
+    unit, groups = grouping if grouping is not None else ("slices", None)
+    found = dice_intervals(counts[:, 0], counts[:, 1], counts[:, 2], groups, unit, seed=cfg.train.seed)
+    out = {cfg.class_names[k]: found[k] for k in range(1, cfg.model.num_classes)}
+    log.info("best epoch %d, validation Dice with its 95%% interval: %s (%.1f s)%s", state["best_epoch"],
+             "; ".join(f"{name} {iv.text(3)}" for name, iv in out.items()), time.perf_counter() - begun,
+             "".join(f"; {n}" for n in notes(out)))
+    return out
