@@ -221,4 +221,4 @@ def test_a_prepared_nifti_dataset_is_planned_with_its_class_names_and_window(tmp
     assert cfg.class_names == ("background", "infarct", "bleed") and cfg.mask.format == "index"
     assert (cfg.prepare.window_center, cfg.prepare.window_width, cfg.prepare.three_windows) == (127.5, 255.0, False)
     assert cfg.prepare.size == 32 and result["fingerprint_data"]["prepared"]["source"] == "nifti"
-    assert "prepared from NIFTI in Hounsfield units" in out.read_text()
+    assert "prepared from NIfTI in Hounsfield units" in out.read_text()
