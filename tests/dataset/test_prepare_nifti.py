@@ -120,3 +120,14 @@ def test_raw_dir_may_be_the_parent_of_the_dataset_folder(project, capsys):
     shutil.move(project.parent / "Dataset001_X", project.parent / "raw" / "Dataset001_X")
     assert cli(capsys, "prepare", str(project))[0] == 0
     assert manifest(project)["raw_root"] == str(project.parent / "raw" / "Dataset001_X")
+
+
+def test_three_windows_make_an_rgb_slice_as_for_dicom(project, capsys):
+    from flexunet.dataset.dicom import three_window_rgb
+
+    rc, _, err = cli(capsys, "prepare", str(project), "--set", "prepare.three_windows=True")
+    assert rc == 0, err
+    doc = manifest(project)
+    assert doc["window"] == "three_windows"
+    image = read_image(project.parent / "master" / "images" / "case0_0003.png")[2:30]
+    assert np.array_equal(image, three_window_rgb(axial_slices(nifti_truth(0)[0])[3]))
