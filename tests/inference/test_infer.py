@@ -319,7 +319,7 @@ def _tree(folder: Path) -> dict[str, bytes]:
 def test_overlapped_outputs_are_the_bytes_of_a_sequential_run(unet_run, monkeypatch):
     import threading
 
-    import flexunet.inference.writing as writing
+    import flexunet.inference.infer as infer
 
     cfg, root, _ = unet_run
     cfg = cfg.replace("infer", overlays=True, class_index_masks=True, uncertainty=True)
