@@ -99,3 +99,22 @@ def test_a_bad_volume_leaves_no_output(tmp_path, model):
     with pytest.raises(DataError, match=r"b\.nii\.gz: a 4-D image of 2 volumes"):
         infer_images(cfg_for(tmp_path), model=model, progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_window_other_than_the_training_slices_is_warned(tmp_path, model, caplog):
+    import json
+    import logging
+
+    (tmp_path / "master" / "images").mkdir(parents=True)
+    (tmp_path / "master" / "manifest.json").write_text(json.dumps({
+        "source": "nifti", "window": [40.0, 80.0], "size": 32,
+        "items": [{"id": "a", "image": "images/a.png", "mask": "masks/a.png"}]}))
+    write_nifti(tmp_path / "in" / "a.nii.gz", nifti_truth(0)[0])
+    cfg = make_cfg(tmp_path, model={"image_width": 32, "image_height": 32},
+                   train={"images_dir": "./master/images"},
+                   prepare={"window_center": 127.5, "window_width": 255.0, "size": 32},
+                   infer={"images_dir": "./in", "output_dir": "./out"})
+    with caplog.at_level(logging.WARNING, logger="flexunet.inference.nifti_infer"):
+        infer_images(cfg, model=model, progress=False)
+    said = [r.getMessage() for r in caplog.records if r.name == "flexunet.inference.nifti_infer"]
+    assert len(said) == 1 and "prepared with window [40.0, 80.0] (now [127.5, 255.0])" in said[0]
