@@ -578,3 +578,86 @@ def infer_project(tmp_path):
     save(tmp_path / "in" / "a.png", np.dstack([grey] * 3))
     save(tmp_path / "in" / "b.png", np.dstack([grey] * 3))
     return config, tmp_path
+
+
+# --------------------------------------------------------------------------- NIfTI volumes
+
+NIFTI_SHAPE = (32, 28, 6)                     # x, y, z voxels of the test volumes (canonical RAS order)
+NIFTI_ZOOMS = (0.8, 0.9, 5.0)                 # mm
+NIFTI_HU = {0: 120, 1: 250, 2: 10}            # HU per class: windowed with centre 127.5, width 255 grey = HU
+
+
+def nifti_truth(seed: int = 0):
+    """(HU int16, labels uint8) of a test volume in canonical RAS order (:data:`NIFTI_SHAPE`): background HU 120,
+    a class-1 block of HU 250 and a class-2 block of HU 10 at seeded places, a little noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(NIFTI_SHAPE, np.uint8)
+    x, y = rng.integers(2, 12, 2)
+    labels[x:x + 8, y:y + 6, 1:4] = 1
+    x, y = rng.integers(16, 22, 2)
+    labels[x:x + 6, y:y + 5, 2:5] = 2
+    hu = np.vectorize(NIFTI_HU.get)(labels) + rng.integers(-3, 4, NIFTI_SHAPE)
+    return hu.astype(np.int16), labels
+
+
+def ras_affine(shift=(-12.0, 30.0, -40.0)):
+    """The canonical (RAS+) affine of the test volumes: :data:`NIFTI_ZOOMS` on the diagonal."""
+    import numpy as np
+
+    affine = np.diag([*NIFTI_ZOOMS, 1.0])
+    affine[:3, 3] = shift
+    return affine
+
+
+def stored_as(data, orientation: str):
+    """(data, affine) of the world image of ``data`` (canonical, :func:`ras_affine`) stored in another voxel
+    order: "RAS" as is, "LPS" x and y flipped (a DICOM series), "ZXY" axes permuted (z first)."""
+    import numpy as np
+
+    affine = ras_affine()
+    x, y, _ = data.shape[:3]
+    if orientation == "RAS":
+        return data, affine
+    if orientation == "LPS":
+        flipped = affine @ np.array([[-1, 0, 0, x - 1], [0, -1, 0, y - 1], [0, 0, 1, 0], [0, 0, 0, 1]], float)
+        return data[::-1, ::-1], flipped
+    if orientation == "ZXY":
+        return np.transpose(data, (2, 0, 1)), affine[:, [2, 0, 1, 3]]
+    raise ValueError(orientation)
+
+
+def write_nifti(path: Path, data, affine=None) -> Path:
+    """``data`` as a NIfTI file (gzip when the name ends in .gz), folders made."""
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(data, ras_affine() if affine is None else affine), path)
+    return path
+
+
+def make_nnunet(root: Path, cases: int = 3, orientation: str = "LPS", test_cases: int = 1,
+                labels: Mapping[str, int] | None = None) -> Path:
+    """nnU-Net's raw layout under ``root``: dataset.json, imagesTr/ + labelsTr/ of ``cases`` test volumes
+    (:func:`nifti_truth`, stored as ``orientation``), imagesTs/ of ``test_cases`` more; returns ``root``."""
+    import json
+
+    for n in range(cases + test_cases):
+        hu, lab = nifti_truth(n)
+        subset = "Tr" if n < cases else "Ts"
+        write_nifti(root / f"images{subset}" / f"case{n}_0000.nii.gz", *stored_as(hu, orientation))
+        if subset == "Tr":
+            write_nifti(root / "labelsTr" / f"case{n}.nii.gz", *stored_as(lab, orientation))
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "CT"}, "labels": dict(labels or {"background": 0, "bright": 1, "dark": 2}),
+        "numTraining": cases, "file_ending": ".nii.gz"}))
+    return root
+
+
+NIFTI_SECTIONS: dict[str, dict[str, Any]] = {     # prepare ./raw (nnU-Net) -> ./master, split ./dataset/N by patient
+    "prepare": {"source": "nifti", "raw_dir": "./raw", "output_dir": "./master", "size": 32, "workers": 1,
+                "window_center": 127.5, "window_width": 255.0},
+    "split": {"output_dir": "./dataset", "name": "N", "ratios": (0.34, 0.33, 0.33)},
+    "mask": {"format": "index"},
+}

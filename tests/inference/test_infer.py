@@ -369,7 +369,7 @@ def test_unreadable_image_in_the_middle_leaves_no_output_folder(unet_run, capsys
 def test_failing_write_leaves_earlier_results_as_they_were(unet_run, monkeypatch):
     import errno
 
-    import flexunet.inference.infer as infer
+    import flexunet.inference.writing as writing
 
     cfg, root, _ = unet_run
     model = keras.models.load_model(root / "models" / "best_model.keras", compile=False)
@@ -377,7 +377,7 @@ def test_failing_write_leaves_earlier_results_as_they_were(unet_run, monkeypatch
     before = _tree(root / "out")
     for name in ("a.png", "b.jpg", "c.tif", "d.bmp"):                               # new inputs, same names
         Image.fromarray(grey_image(36, 36, seed=9)).save(root / "in" / name)
-    saved = infer.save_image
+    saved = writing.save_image
     written: list[str] = []
 
     def save(path, image, format="PNG"):
@@ -386,7 +386,7 @@ def test_failing_write_leaves_earlier_results_as_they_were(unet_run, monkeypatch
         saved(path, image, format)
         written.append(Path(path).name)
 
-    monkeypatch.setattr(infer, "save_image", save)
+    monkeypatch.setattr(writing, "save_image", save)
     with pytest.raises(OSError, match="No space left") as caught:
         infer_images(cfg, model=model, progress=False)
     assert caught.value.filename.endswith("c.png")

@@ -205,3 +205,20 @@ def test_merged_colours_are_said_in_the_config(tmp_path: Path, caplog: pytest.Lo
     assert "; (0, 128, 0): 5 px -> green; it lies between (0, 0, 0) and (0, 255, 0)" in text
     assert load_config(out).mask.map_unmapped and 'format = "rgb"' in text
     assert any("(0, 128, 0) (5 px" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+def test_a_prepared_nifti_dataset_is_planned_with_its_class_names_and_window(tmp_path: Path, capsys) -> None:
+    from conftest import NIFTI_SECTIONS, cli, config_text, make_nnunet
+
+    make_nnunet(tmp_path / "raw", cases=3, labels={"background": 0, "infarct": 1, "bleed": 2})
+    config = tmp_path / "n.config"
+    config.write_text(config_text(**NIFTI_SECTIONS))
+    for command in ("prepare", "split"):
+        assert cli(capsys, command, str(config))[0] == 0, command
+    out = tmp_path / "plan" / "train_eval_infer.config"
+    result = plan_dataset(tmp_path / "dataset" / "N", out, minutes=3, probe=fake_probe)
+    cfg = load_config(out)
+    assert cfg.class_names == ("background", "infarct", "bleed") and cfg.mask.format == "index"
+    assert (cfg.prepare.window_center, cfg.prepare.window_width, cfg.prepare.three_windows) == (127.5, 255.0, False)
+    assert cfg.prepare.size == 32 and result["fingerprint_data"]["prepared"]["source"] == "nifti"
+    assert "prepared from NIfTI in Hounsfield units" in out.read_text()

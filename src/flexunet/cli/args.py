@@ -62,7 +62,7 @@ def _args_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=137, help="seed of the synthetic data (default 137)")
 
 
-@_command("synth", "write a synthetic stroke-CT dataset in the raw TEKNOFEST layout")
+@_command("synth", "write a synthetic stroke-CT dataset in the raw TEKNOFEST layout (or nnU-Net's, NIfTI)")
 def _args_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", help="output folder; the raw layout goes to OUT/STROKE-DATASET/...")
     p.add_argument("--count", type=int, default=200, help="number of slices (default 200)")
@@ -80,6 +80,9 @@ def _args_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise", type=float, default=None, help="noise sd in HU (default 2.5-3.5 per patient)")
     p.add_argument("--lookalikes", action="store_true",
                    help="unlabelled periventricular hypodensities and calcifications")
+    p.add_argument("--format", choices=("teknofest", "nifti"), default="teknofest",
+                   help="teknofest: PNG/DICOM slices in the TEKNOFEST layout (default); nifti: one volume per "
+                        "patient in nnU-Net's raw layout")
 
 
 def _args_stage(p: argparse.ArgumentParser) -> None:
@@ -88,8 +91,14 @@ def _args_stage(p: argparse.ArgumentParser) -> None:
     _add_overwrite(p)
 
 
-for _name, _help in (("prepare", "raw PNG/DICOM + colour masks -> master dataset of square PNGs"),
-                     ("split", "master dataset -> leak-free train/valid/test (grouped, seeded)"),
+@_command("prepare", "raw PNG/DICOM slices or NIfTI volumes + masks -> master dataset of square PNGs")
+def _args_prepare(p: argparse.ArgumentParser) -> None:
+    _args_stage(p)
+    p.add_argument("--classes", help="class names, comma-separated, background optional (default: [dataset] "
+                                     "class_names, else a NIfTI dataset.json's labels)")
+
+
+for _name, _help in (("split", "master dataset -> leak-free train/valid/test (grouped, seeded)"),
                      ("augment", "offline augmentation of the train subset ([augmentor])")):
     _command(_name, _help)(_args_stage)
 
@@ -136,6 +145,8 @@ def _args_infer(p: argparse.ArgumentParser) -> None:
     _add_config(p)
     _add_overwrite_into(p)
     p.add_argument("--tiled", action="store_true", help="use [tiledinfer]: tile images larger than the model")
+    p.add_argument("--format", choices=("nifti", "png"), default=None,
+                   help="NIfTI inputs: a label volume per volume (nifti, the default) or PNG masks per slice (png)")
 
 
 @_command("export", "export the best model (keras, savedmodel, onnx)")

@@ -28,6 +28,7 @@ from flexunet.model.run_folder import apply_run, inspect_target
 from flexunet.planning.plan import plan_dataset
 from flexunet.report.build import build_report
 from flexunet.synthetic.lesions import SynthOptions, parse_range
+from flexunet.synthetic.nifti_writer import synthesize_nifti
 from flexunet.synthetic.synth import synthesize
 from flexunet.training.autotune import cache_command
 from flexunet.training.train import train
@@ -68,8 +69,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
         ischemic_hu=parse_range(args.ischemic_hu), hemorrhage_hu=parse_range(args.hemorrhage_hu),
         lesion_size=parse_range(args.lesion_size) if args.lesion_size else None,
         prevalence=args.prevalence, noise=args.noise, lookalikes=args.lookalikes)
-    synthesize(Path(args.out), count=args.count, seed=args.seed, size=args.size,
-               overwrite=args.overwrite, progress=not args.quiet, workers=args.workers, options=options)
+    write = synthesize_nifti if args.format == "nifti" else synthesize
+    write(Path(args.out), count=args.count, seed=args.seed, size=args.size, overwrite=args.overwrite,
+          progress=not args.quiet, workers=args.workers, options=options)
     return 0
 
 
@@ -81,7 +83,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    prepare_dataset(_load(args), overwrite=args.overwrite, progress=not args.quiet)
+    classes = args.classes.split(",") if args.classes else None
+    prepare_dataset(_load(args), overwrite=args.overwrite, progress=not args.quiet, classes=classes)
     return 0
 
 
@@ -119,7 +122,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    infer_images(_load_run(args), tiled=args.tiled, progress=not args.quiet, overwrite=args.overwrite)
+    infer_images(_load_run(args), tiled=args.tiled, progress=not args.quiet, overwrite=args.overwrite,
+                 fmt=args.format)
     return 0
 
 

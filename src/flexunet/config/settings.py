@@ -121,7 +121,8 @@ class SubsetSettings:
 
 @dataclass(frozen=True)
 class InferSettings:
-    images_dir: Path | None = opt(None, OPT_PATH, "images to predict (PNG, JPG, TIF, BMP, DICOM)")
+    images_dir: Path | None = opt(None, OPT_PATH, "images to predict (PNG, JPG, TIF, BMP, DICOM), or NIfTI "
+                                  "volumes (a label volume each)")
     output_dir: Path | None = opt(None, OPT_PATH, "where predicted masks go")
     batch_size: int = opt(4, POS_INT, "images per inference batch")
     overlays: bool = opt(False, Bool(), "also write mask-over-image overlays")
@@ -129,10 +130,10 @@ class InferSettings:
     class_index_masks: bool = opt(False, Bool(), "also write class-index PNGs (pixel = class)")
     flip_tta: bool = opt(False, Bool(), "average predictions over horizontal/vertical flips")
     min_component_size: int = opt(0, NONNEG_INT, "remove predicted components smaller than this")
-    volumes: bool = opt(True, Bool(), "DICOM inputs: write volumes.csv (mL per patient, series and class); "
-                        "missing or uneven slice spacing: a warning and no volumes (set True: an error)")
-    uncertainty: bool = opt(False, Bool(), "write per-pixel uncertainty maps (entropy over flip TTA) and "
-                            "uncertain_slices.csv")
+    volumes: bool = opt(True, Bool(), "DICOM and NIfTI inputs: write volumes.csv (mL per patient, series and "
+                        "class); missing or uneven slice spacing: a warning and no volumes (set True: an error)")
+    uncertainty: bool = opt(False, Bool(), "write per-pixel uncertainty maps (entropy over flip TTA; an "
+                            "uncertainty volume per NIfTI input) and uncertain_slices.csv")
 
 
 @dataclass(frozen=True)
@@ -247,14 +248,17 @@ class PincDistortionSettings:
 
 @dataclass(frozen=True)
 class PrepareSettings:
-    raw_dir: Path | None = opt(None, OPT_PATH, "folder holding PNG/ MASKS/ DICOM/ (or a parent of it)")
-    source: str = opt("png", Str(("png", "dicom"), lower=True), "slices from PNG/ or from DICOM/")
+    raw_dir: Path | None = opt(None, OPT_PATH, "folder holding PNG/ MASKS/ DICOM/ (or a parent of it); for "
+                               "source \"nifti\": nnU-Net's raw layout (dataset.json, imagesTr/, labelsTr/) or "
+                               "images/ + labels/ of NIfTI volumes")
+    source: str = opt("png", Str(("png", "dicom", "nifti"), lower=True),
+                      "slices from PNG/ or from DICOM/, or the axial slices of NIfTI volumes (reoriented to RAS+)")
     output_dir: Path | None = opt(None, OPT_PATH, "master dataset folder (images/ masks/ manifest)")
     size: int = opt(512, POS_INT, "output size (square) in pixels")
     image_resize: str = opt("area", Str(("area", "bilinear"), lower=True), "image resampling")
-    window_center: float = opt(40.0, Float(), "DICOM window centre in HU (brain window)")
-    window_width: float = opt(80.0, POS_FLOAT, "DICOM window width in HU")
-    three_windows: bool = opt(False, Bool(), "DICOM to RGB = brain / subdural / bone windows")
+    window_center: float = opt(40.0, Float(), "DICOM / NIfTI window centre in HU (brain window)")
+    window_width: float = opt(80.0, POS_FLOAT, "DICOM / NIfTI window width in HU")
+    three_windows: bool = opt(False, Bool(), "DICOM / NIfTI to RGB = brain / subdural / bone windows")
     strict_pairs: bool = opt(False, Bool(), "an image without mask (or the reverse) is an error")
     workers: int = opt(0, NONNEG_INT, "processes (0: one per core)")
 

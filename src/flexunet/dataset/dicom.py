@@ -4,7 +4,8 @@
 ``apply_modality_lut`` (``HU = stored value * RescaleSlope + RescaleIntercept``, or the file's
 Modality LUT where it has one) and the header facts the pipeline needs (patient, series, pixel
 spacing).  :func:`window` maps HU to 0..255 grey levels linearly between ``center - width/2``
-and ``center + width/2``; :func:`three_window_rgb` stacks the brain, subdural and bone windows as R, G and B.
+and ``center + width/2``; :func:`three_window_rgb` stacks the brain, subdural and bone windows as R, G and B; :func:`window_rgb`
+is the image ``[prepare]`` makes of a HU slice (DICOM or NIfTI).
 :func:`dicom_bytes` writes a CT slice file (the synthetic dataset's) from HU and a :class:`CTSlice`.
 """
 
@@ -198,6 +199,14 @@ def window(hu: np.ndarray, center: float, width: float) -> np.ndarray:
 def three_window_rgb(hu: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8: brain (c40/w80), subdural (c80/w200) and bone (c600/w2800) windows."""
     return np.stack([window(hu, c, w) for c, w in THREE_WINDOWS], axis=-1)
+
+
+def window_rgb(hu: np.ndarray, center: float, width: float, three_windows: bool = False) -> np.ndarray:
+    """(H, W, 3) uint8 of a HU slice as ``[prepare]`` makes it: the three windows as R, G, B, or the one
+    window (``center``, ``width``) in every channel."""
+    if three_windows:
+        return three_window_rgb(hu)
+    return np.repeat(window(hu, center, width)[..., None], 3, axis=-1)
 
 
 # --------------------------------------------------------------------------- writing

@@ -1,7 +1,9 @@
-"""Raw TEKNOFEST folder -> master dataset of square, resized image/mask pairs.
+"""Raw TEKNOFEST folder or NIfTI volumes -> master dataset of square, resized image/mask pairs.
 
 ``prepare_dataset`` reads ``[prepare] raw_dir`` (the folder holding ``PNG/ MASKS/
-DICOM/`` or any parent of it), pairs each slice with ``MASKS/<id>.png`` by name, pads
+DICOM/`` or any parent of it; with ``source = "nifti"`` nnU-Net's raw layout or a folder of
+NIfTI image/label pairs, cut into axial slices: :mod:`flexunet.dataset.prepare_nifti`),
+pairs each slice with ``MASKS/<id>.png`` by name, pads
 it to a square (image background from the image border, mask background class 0),
 resizes it to ``size`` (images by area or bilinear, masks by nearest only; one slice:
 :mod:`flexunet.dataset.prepare_slice`) and writes
@@ -24,12 +26,16 @@ import os
 import sys
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from flexunet.config.inputs import inputs_outside
 from flexunet.config.loader import Config
 from flexunet.dataset.masks import describe_unmapped
+from flexunet.dataset.nifti import ORIENTATION
+from flexunet.dataset.prepare_nifti import (UNLABELLED, find_layout, given_class_names, nifti_class_names,
+                                            process_volume, volume_jobs)
 from flexunet.dataset.prepare_slice import SliceJob, process_slice
 from flexunet.dataset.records import MANIFEST_VERSION, RECORD_NAMES, rgb_map_list, write_manifest
 from flexunet.utils.errors import DataError, FlexUNetError, MaskError
@@ -97,14 +103,16 @@ def _workers(requested: int) -> int:
     return requested if requested > 0 else (os.cpu_count() or 1)
 
 
-def _run(jobs: list[SliceJob], workers: int, progress: bool) -> list[dict[str, Any]]:
-    bar = Progress(jobs, "prepare", total=len(jobs), enabled=progress, unit="slice")
-    if workers <= 1 or len(jobs) < _MIN_PARALLEL:
-        return list(map(process_slice, bar))
-    rows: list[dict[str, Any]] = []
+def _run(jobs: list[Any], work: Callable[[Any], Any], workers: int, progress: bool, unit: str,
+         min_parallel: int) -> list[Any]:
+    """``work(job)`` for every job, in ``workers`` processes when there are ``min_parallel`` jobs or more."""
+    bar = Progress(jobs, "prepare", total=len(jobs), enabled=progress, unit=unit)
+    if workers <= 1 or len(jobs) < min_parallel:
+        return list(map(work, bar))
+    results: list[Any] = []
     try:
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=_mp_context()) as pool:
-            pending = {pool.submit(process_slice, job) for job in jobs}
+            pending = {pool.submit(work, job) for job in jobs}
             while pending:
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
                 for fut in done:
@@ -113,13 +121,13 @@ def _run(jobs: list[SliceJob], workers: int, progress: bool) -> list[dict[str, A
                         for other in pending:
                             other.cancel()
                         raise error
-                    rows.append(fut.result())
+                    results.append(fut.result())
                     bar.update()
     except BrokenProcessPool:
         raise FlexUNetError("prepare: a worker process died (out of memory?); set [prepare] workers = 1 "
                             "(or fewer workers) and run again") from None
     bar.close()
-    return rows
+    return results
 
 
 def _mp_context() -> Any:
@@ -154,19 +162,20 @@ def _pairs(cfg: Config, root: Path) -> tuple[list[tuple[str, Path, Path, Path | 
     return pairs, lonely_images, lonely_masks
 
 
-def _report_unpaired(cfg: Config, root: Path, lonely_images: list[Path], lonely_masks: list[Path]) -> None:
+def _report_unpaired(cfg: Config, root: Path, lonely_images: list[Path], lonely_masks: list[Path],
+                     mask_dir: str = "MASKS") -> None:
     if not lonely_images and not lonely_masks:
         return
     parts = []
     if lonely_images:
-        parts.append(f"{len(lonely_images)} image(s) without a mask in MASKS/: "
+        parts.append(f"{len(lonely_images)} image(s) without a mask in {mask_dir}/: "
                      f"{_listing([p.name for p in lonely_images])}")
     if lonely_masks:
         parts.append(f"{len(lonely_masks)} mask(s) without an image: {_listing([p.name for p in lonely_masks])}")
     text = "; ".join(parts)
     if cfg.prepare.strict_pairs:
         first = (lonely_images or lonely_masks)[0]
-        raise DataError(f"{first}: unpaired ({text}); expected every slice to have a mask of the same "
+        raise DataError(f"{first}: unpaired ({text}); expected every image to have a mask of the same "
                         f"name — add the missing files or set [prepare] strict_pairs = False to skip them")
     log.warning("%s: skipped %s", root, text)
 
@@ -184,16 +193,24 @@ def _check_unmapped(cfg: Config, rows: list[dict[str, Any]]) -> None:
     log.warning("mapped off-palette colours to the nearest class in %d mask(s): %s%s", len(bad), detail, more)
 
 
-def prepare_dataset(cfg: Config, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Build the master dataset of ``[prepare]``; return a summary.
+@dataclass
+class _Source:
+    """What one kind of raw data gives prepare: its jobs (made once the output folder exists) and their work."""
 
-    Summary keys: ``output_dir``, ``raw_root``, ``count``, ``skipped_images``,
-    ``skipped_masks``, ``groups``, ``slices_with_class`` and ``pixels`` (per class name),
-    ``unmapped_pixels``.
-    """
+    root: Path
+    count: int                                 # slices (PNG, DICOM) or volumes (NIfTI)
+    unit: str
+    jobs: Callable[[Path], list[Any]]          # output folder -> jobs
+    work: Callable[[Any], Any]                 # job -> a manifest row (a slice) or a list of rows (a volume)
+    min_parallel: int
+    lonely_images: list[Path]
+    lonely_masks: list[Path]
+    class_names: tuple[str, ...]
+    header: dict[str, Any]
+
+
+def _slice_source(cfg: Config, raw_dir: Path, classes: Sequence[str] | None) -> _Source:
     p = cfg.prepare
-    raw_dir = cfg.require_dir("prepare", "raw_dir", "raw dataset folder")
-    out_dir = Path(cfg.require("prepare", "output_dir", "the master dataset folder to create"))
     root = find_raw_root(raw_dir)
     if root is None:
         raise cfg.error("prepare", "raw_dir", f"the folder holding PNG/ MASKS/ DICOM/ or a parent of it "
@@ -203,25 +220,67 @@ def prepare_dataset(cfg: Config, overwrite: bool = False, progress: bool = True)
     if not pairs:
         raise DataError(f"{root}: no slice has a mask of the same name in MASKS/; expected "
                         f"{'DICOM/<id>.dcm' if p.source == 'dicom' else 'PNG/<id>.png'} with MASKS/<id>.png")
+
+    def jobs(tmp: Path) -> list[SliceJob]:
+        return [SliceJob(sid, image, mask, header, p.source, p.size, p.image_resize, p.window_center,
+                         p.window_width, p.three_windows, dict(cfg.mask.rgb_map), cfg.mask.tolerance, tmp,
+                         cfg.mask.format)
+                for sid, image, mask, header in pairs]
+
+    names = given_class_names(cfg, classes) if classes else cfg.class_names
+    return _Source(root, len(pairs), "slice", jobs, process_slice, _MIN_PARALLEL, lonely_images, lonely_masks,
+                   names, {})
+
+
+def _nifti_source(cfg: Config, raw_dir: Path, classes: Sequence[str] | None) -> _Source:
+    layout = find_layout(raw_dir)
+    _report_unpaired(cfg, layout.root, layout.lonely_images, layout.lonely_labels, layout.label_dir)
+    if not layout.pairs:
+        raise DataError(f"{layout.root}: no image volume has a label volume of the same case in "
+                        f"{layout.label_dir}/; expected imagesTr/CASE_0000.nii.gz with labelsTr/CASE.nii.gz")
+    names = nifti_class_names(cfg, layout, classes)
+    if layout.unlabelled:
+        log.info("%s: %d unlabelled volume(s), not prepared; predict them with `flexunet infer` "
+                 "([infer] images_dir = %s)", layout.root / UNLABELLED, len(layout.unlabelled),
+                 layout.root / UNLABELLED)
+    log.info("NIfTI volumes (%s layout) reoriented to %s", layout.kind, ORIENTATION)
+    header = {"layout": layout.kind, "orientation": ORIENTATION,
+              "unlabelled": [str(x) for x in layout.unlabelled]}
+    return _Source(layout.root, len(layout.pairs), "volume", lambda tmp: volume_jobs(cfg, layout, names, tmp),
+                   process_volume, 2, layout.lonely_images, layout.lonely_labels, names, header)
+
+
+def prepare_dataset(cfg: Config, overwrite: bool = False, progress: bool = True,
+                    classes: Sequence[str] | None = None) -> dict[str, Any]:
+    """Build the master dataset of ``[prepare]``; return a summary.
+
+    ``classes``: class names (background optional) for the manifest, instead of [dataset] class_names
+    (or, for NIfTI, dataset.json's labels).  Summary keys: ``output_dir``, ``raw_root``, ``count``,
+    ``skipped_images``, ``skipped_masks``, ``groups``, ``slices_with_class`` and ``pixels`` (per class
+    name), ``unmapped_pixels``.
+    """
+    p = cfg.prepare
+    raw_dir = cfg.require_dir("prepare", "raw_dir", "raw dataset folder")
+    out_dir = Path(cfg.require("prepare", "output_dir", "the master dataset folder to create"))
+    source = _nifti_source(cfg, raw_dir, classes) if p.source == "nifti" else _slice_source(cfg, raw_dir, classes)
+    root = source.root
     if (p.size, p.size) != (cfg.model.image_height, cfg.model.image_width):
         log.info("[prepare] size = %d differs from [model] image_height x image_width = %d x %d; "
                     "the slices will be resized again when loaded", p.size, cfg.model.image_height,
                     cfg.model.image_width)
-    class_names = cfg.class_names
+    class_names = source.class_names
     workers = _workers(p.workers)
-    log.info("preparing %d slices from %s (%s) into %s with %d worker(s)", len(pairs), root, p.source,
-             out_dir, workers if len(pairs) >= _MIN_PARALLEL else 1)
+    log.info("preparing %d %ss from %s (%s) into %s with %d worker(s)", source.count, source.unit, root, p.source,
+             out_dir, workers if source.count >= source.min_parallel else 1)
     # the slices found (raw_dir may be a parent holding prepare's output too) and every other input
     inputs = [("[prepare] raw_dir", root),
               *((label, p) for label, p in inputs_outside(cfg, out_dir) if label != "[prepare] raw_dir")]
     with atomic_output_dir(out_dir, "prepare", overwrite, "[prepare] output_dir", inputs) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
-        jobs = [SliceJob(sid, image, mask, header, p.source, p.size, p.image_resize, p.window_center,
-                     p.window_width, p.three_windows, dict(cfg.mask.rgb_map), cfg.mask.tolerance, tmp,
-                     cfg.mask.format)
-                for sid, image, mask, header in pairs]
-        rows = sorted(_run(jobs, workers, progress), key=lambda r: r["id"])
+        results = _run(source.jobs(tmp), source.work, workers, progress, source.unit, source.min_parallel)
+        flat = [r for result in results for r in (result if isinstance(result, list) else [result])]
+        rows = sorted(flat, key=lambda r: r["id"])
         _check_unmapped(cfg, rows)
         notes = [n for r in rows for n in r.pop("_notes")]
         for r in rows:
@@ -230,16 +289,17 @@ def prepare_dataset(cfg: Config, overwrite: bool = False, progress: bool = True)
         header = {
             "version": MANIFEST_VERSION, "raw_root": str(root), "source": p.source, "size": p.size,
             "image_resize": p.image_resize,
-            "window": (None if p.source != "dicom" else "three_windows" if p.three_windows
+            "window": (None if p.source == "png" else "three_windows" if p.three_windows
                        else [p.window_center, p.window_width]),
             "rgb_map": rgb_map_list(cfg.mask.rgb_map), "mask_format": cfg.mask.format,
-            "class_names": list(class_names),
-            "skipped_images": [str(x) for x in lonely_images], "skipped_masks": [str(x) for x in lonely_masks],
+            "class_names": list(class_names), **source.header,
+            "skipped_images": [str(x) for x in source.lonely_images],
+            "skipped_masks": [str(x) for x in source.lonely_masks],
         }
         write_manifest(tmp, rows, header, class_names)
     summary = _summary(rows, class_names)
-    summary.update(output_dir=out_dir, raw_root=root, skipped_images=len(lonely_images),
-                   skipped_masks=len(lonely_masks))
+    summary.update(output_dir=out_dir, raw_root=root, skipped_images=len(source.lonely_images),
+                   skipped_masks=len(source.lonely_masks))
     log.info("prepared %d slices in %d group(s) into %s", summary["count"], summary["groups"], out_dir)
     return summary
 

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image
 
-from flexunet.dataset.dicom import read_dicom, read_dicom_meta, three_window_rgb, window
+from flexunet.dataset.dicom import read_dicom, read_dicom_meta, window_rgb
 from flexunet.dataset.masks import read_mask, save_mask
 from flexunet.utils.errors import DataError, FlexUNetError
 from flexunet.utils.io import read_image, safe_output_path, save_image
@@ -76,15 +76,36 @@ def resize_mask(index: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(img.resize((size, size), Image.Resampling.NEAREST), np.uint8)
 
 
+def write_pair(out_dir: Path, slice_id: str, image: np.ndarray, index: np.ndarray, size: int, image_resize: str,
+               rgb_map: Mapping[tuple[int, int, int], int], mask_format: str) -> dict[str, Any]:
+    """Pad an (H, W, 3) uint8 image and its (H, W) class indices to a square, resize them to ``size`` and write
+    ``images/<id>.png`` and ``masks/<id>.png`` under ``out_dir``; the manifest fields they give (image,
+    mask, classes, pixels per class, original_size)."""
+    h, w = index.shape
+    image = resize_image(pad_to_square(image, border_background(image)), size, image_resize)
+    index = resize_mask(pad_to_square(index, 0), size)
+    image_out = safe_output_path(out_dir / "images", f"{slice_id}.png")
+    mask_out = safe_output_path(out_dir / "masks", f"{slice_id}.png")
+    save_image(image_out, image)
+    save_mask(mask_out, index, rgb_map, mask_format)
+    num_classes = max(rgb_map.values()) + 1
+    pixels = np.bincount(index.ravel(), minlength=num_classes)[:num_classes]
+    return {"image": f"images/{image_out.name}", "mask": f"masks/{mask_out.name}",
+            "classes": [int(c) for c in np.flatnonzero(pixels)], "pixels": [int(n) for n in pixels],
+            "original_size": [h, w]}
+
+
+def scaled_spacing(spacing: Any, shape: tuple[int, ...], size: int) -> tuple[float, float]:
+    """(row, col) mm of a pixel of an (H, W) slice once padded to a square and resized to ``size``."""
+    scale = max(shape[:2]) / size
+    return (round(float(spacing[0]) * scale, 6), round(float(spacing[1]) * scale, 6))
+
+
 def _load_image(job: SliceJob, notes: list[str]) -> tuple[np.ndarray, dict[str, Any]]:
     if job.source == "dicom":
         sl = read_dicom(job.image)
         notes.extend(sl.warnings)
-        if job.three_windows:
-            rgb = three_window_rgb(sl.hu)
-        else:
-            rgb = np.repeat(window(sl.hu, job.window_center, job.window_width)[..., None], 3, axis=-1)
-        return rgb, sl.meta
+        return window_rgb(sl.hu, job.window_center, job.window_width, job.three_windows), sl.meta
     meta: dict[str, Any] = {}
     if job.header is not None:
         try:
@@ -113,25 +134,15 @@ def process_slice(job: SliceJob) -> dict[str, Any]:
     if image.shape[:2] != decoded.index.shape:
         raise DataError(f"{job.mask}: mask is {decoded.index.shape[1]}x{decoded.index.shape[0]} but "
                         f"{job.image.name} is {image.shape[1]}x{image.shape[0]} (WxH); expected the same size")
-    h, w = decoded.index.shape
-    side = max(h, w)
-    image = resize_image(pad_to_square(image, border_background(image)), job.size, job.image_resize)
-    index = resize_mask(pad_to_square(decoded.index, 0), job.size)
-    image_out = safe_output_path(job.out_dir / "images", f"{job.id}.png")
-    mask_out = safe_output_path(job.out_dir / "masks", f"{job.id}.png")
-    save_image(image_out, image)
-    save_mask(mask_out, index, job.rgb_map, job.mask_format)
-    num_classes = max(job.rgb_map.values()) + 1
-    pixels = np.bincount(index.ravel(), minlength=num_classes)[:num_classes]
+    written = write_pair(job.out_dir, job.id, image, decoded.index, job.size, job.image_resize, job.rgb_map,
+                         job.mask_format)
     spacing = meta.get("pixel_spacing")
     if spacing is not None:
-        scale = side / job.size
-        spacing = (round(spacing[0] * scale, 6), round(spacing[1] * scale, 6))
+        spacing = scaled_spacing(spacing, decoded.index.shape, job.size)
     group, group_kind = _group(job, meta)
     return {
         "id": job.id,
-        "image": f"images/{image_out.name}",
-        "mask": f"masks/{mask_out.name}",
+        **written,
         "source_image": str(job.image),
         "source_mask": str(job.mask),
         "group": group,
@@ -141,10 +152,7 @@ def process_slice(job: SliceJob) -> dict[str, Any]:
         "instance_number": meta.get("instance_number"),
         "slice_position": meta.get("slice_position"),
         "slice_thickness": meta.get("slice_thickness"),
-        "classes": [int(c) for c in np.flatnonzero(pixels)],
-        "pixels": [int(n) for n in pixels],
         "pixel_spacing": list(spacing) if spacing is not None else None,
-        "original_size": [h, w],
         "unmapped_pixels": decoded.unmapped_pixels,
         "_notes": notes,
         "_unmapped": decoded.unmapped,

@@ -207,3 +207,24 @@ def slice_groups(manifest: Path | None, names: Sequence[str]) -> tuple[str, list
         return None
     unit = "patients" if all(kind == "patient" for _, kind in found) else "series"
     return unit, [str(group) for group, _ in found]
+
+
+def prepared_record(dataset: Path) -> dict[str, Any]:
+    """What split and prepare recorded about a split dataset folder: ``class_names`` (split.json) and, from
+    its master's manifest.json, ``source``, ``window``, ``size`` and ``image_resize``; empty where nothing
+    is recorded (a warning when a record is unreadable: callers only use it to name and describe)."""
+    split = Path(dataset) / SPLIT_JSON
+    if not split.is_file():
+        return {}
+    try:
+        doc = read_split(split)
+        out: dict[str, Any] = {"class_names": doc.get("class_names")}
+        master = doc.get("master_dir")
+        if master and (Path(master) / MANIFEST_JSON).is_file():
+            header, _ = read_manifest(Path(master) / MANIFEST_JSON)
+            out.update({k: header.get(k) for k in ("source", "window", "size", "image_resize")})
+        return out
+    except DataError as exc:
+        log.warning("%s", exc)
+        return {}
+

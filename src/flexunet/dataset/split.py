@@ -166,6 +166,9 @@ def _master_dir(cfg: Config) -> Path:
 def load_master(master: Path, cfg: Config) -> tuple[list[dict[str, Any]], str | None]:
     """Manifest rows of a master dataset and the manifest's SHA-256 (None without one).
 
+    The class names are the config's [dataset] class_names, else the manifest's (prepare took them from
+    --classes or a dataset.json): :func:`master_class_names`.
+
     Without manifest.json the images/ and masks/ folders are paired by name, masks are
     read for their classes, and each slice is its own group.
     """
@@ -187,6 +190,16 @@ def load_master(master: Path, cfg: Config) -> tuple[list[dict[str, Any]], str | 
                      "group": image.stem, "group_kind": "slice",
                      "classes": [c for c in range(n) if counts[c]], "pixels": counts})
     return rows, None
+
+
+def master_class_names(master: Path, cfg: Config) -> tuple[str, ...]:
+    """[dataset] class_names when the config sets them, else the names prepare recorded in the master's
+    manifest (when it has num_classes of them), else the config's defaults."""
+    if cfg.dataset.class_names is None and (master / MANIFEST_JSON).is_file():
+        names = read_manifest(master / MANIFEST_JSON)[0].get("class_names")
+        if isinstance(names, list) and len(names) == cfg.model.num_classes:
+            return tuple(str(n) for n in names)
+    return cfg.class_names
 
 
 def _read_manifest(manifest: Path, cfg: Config) -> tuple[list[dict[str, Any]], str]:
@@ -270,7 +283,7 @@ def split_dataset(cfg: Config, overwrite: bool = False) -> dict[str, Any]:
         raise DataError(f"{master}: {n_groups} {s.group_by} group(s) cannot fill {active} non-empty "
                         f"subsets; expected at least {active} — {hint}")
     subset_of = assign_subsets(rows, s.ratios, seed, s.group_by, s.stratify)
-    class_names = list(cfg.class_names)
+    class_names = list(master_class_names(master, cfg))
     doc: dict[str, Any] = {
         "seed": seed, "ratios": list(s.ratios), "group_by": s.group_by, "stratify": s.stratify,
         "master_dir": str(master), "manifest_sha256": manifest_hash,

@@ -18,6 +18,8 @@
    reliability.png       calibration per class; bland_altman.png  predicted vs reference volumes
                          (evaluation.json's ``calibration``, ``uncertainty`` and ``volumes``:
                          see :mod:`flexunet.evaluation.review`)
+   per_volume.csv        per patient / NIfTI case and class (when the manifest groups the test slices
+                         into volumes): 3-D Dice, reference and predicted mL, the error
 
    Per class, evaluation.json also says how sure the whole-set Dice is: ``dice_ci95`` [low, high],
    a bootstrap over the test patients (``ci_unit``, ``ci_units``: the manifest's patients, else
@@ -132,7 +134,10 @@ def pixel_spacings(cfg: Config, images: Sequence[Path]) -> tuple[dict[str, tuple
 
 
 EVAL_FILES = ("evaluation.json", "per_image.csv", "confusion_matrix.csv", "confusion_matrix.png",
-              "reliability.png", "bland_altman.png")
+              "reliability.png", "bland_altman.png", "per_volume.csv")
+VOLUME_COLUMNS = ("patient", "series", "class", "slices", "dice_3d", "reference_ml", "predicted_ml", "error_ml",
+                  "rel_error")
+_VOLUMES_SHOWN = 20              # per-volume lines in the log; per_volume.csv holds them all
 
 
 def check_outputs(cfg: Config, eval_dir: Path, overwrite: bool) -> None:
@@ -291,10 +296,24 @@ def _log_summary(summary: dict[str, Any]) -> None:
         u = report["uncertainty"]
         log.info("  uncertainty vs Dice: Spearman %s over %d slices (negative: the score points at bad slices)",
                  _fmt(u["spearman_score_vs_dice"]), u["n"])
+        _log_volumes(report["volumes"]["per_patient"])
         for name, a in report["volumes"]["agreement"].items():
             log.info("  %-14s volume: %d series, bias %s mL (limits %s .. %s), mean abs error %s mL, r %s", name,
                      a["n"], _fmt(a["bias_ml"]), _fmt(a["loa_low_ml"]), _fmt(a["loa_high_ml"]),
                      _fmt(a["mean_abs_error_ml"]), _fmt(a["pearson_r"]))
+
+
+def _log_volumes(rows: Sequence[dict[str, Any]]) -> None:
+    """One line per volume: each class's 3-D Dice and reference -> predicted mL."""
+    volumes: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        volumes.setdefault((r["patient"], r["series"]), []).append(r)
+    for (patient, _), members in list(volumes.items())[:_VOLUMES_SHOWN]:
+        log.info("  volume %s (%d slices): %s", patient, members[0]["slices"], "; ".join(
+            f"{r['class']} 3-D Dice {_fmt(r['dice_3d'])}, {r['reference_ml']:.2f} -> {r['predicted_ml']:.2f} mL"
+            for r in members))
+    if len(volumes) > _VOLUMES_SHOWN:
+        log.info("  ... and %d more volumes (per_volume.csv)", len(volumes) - _VOLUMES_SHOWN)
 
 
 # --------------------------------------------------------------------------- files
@@ -321,9 +340,11 @@ def _write_report(eval_dir: Path, acc: MetricAccumulator, report: dict[str, Any]
                                          [[n, *map(int, row)] for n, row in zip(names, acc.confusion)]))
     staged.write_bytes(paths[3], confusion_png(acc.confusion, names))
 
-    paths += [eval_dir / "reliability.png", eval_dir / "bland_altman.png"]
+    paths += [eval_dir / "reliability.png", eval_dir / "bland_altman.png", eval_dir / "per_volume.csv"]
     staged.write_bytes(paths[4], reliability_png(report["calibration"]))
     staged.write_bytes(paths[5], bland_altman_png(report["volumes"]))
+    staged.write_text(paths[6], csv_text(VOLUME_COLUMNS, _cells([[r[c] for c in VOLUME_COLUMNS]
+                                                                 for r in report["volumes"]["per_patient"]])))
     return paths
 
 

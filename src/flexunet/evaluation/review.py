@@ -10,10 +10,10 @@ prediction, and gives three sections of evaluation.json:
   foreground classes present in the reference or the prediction); negative means the score
   points at the slices the model gets wrong;
 - ``volumes``: per patient and series (geometry from prepare's manifest: patient, series,
-  slice position or thickness, pixel spacing at the model's size), reference and predicted mL
-  per class with absolute and relative errors, and per class the agreement (bias, limits of
-  agreement, Pearson r).  A series whose spacing is missing or uneven gets no volume, with its
-  reason in ``skipped``.
+  slice position or thickness, pixel spacing at the model's size; a NIfTI case is one), reference
+  and predicted mL per class with signed, absolute and relative errors and the 3-D Dice over the
+  volume's slices, and per class the agreement (bias, limits of agreement, Pearson r).  A series
+  whose spacing is missing or uneven gets no volume, with its reason in ``skipped``.
 
 Figures: ``reliability.png`` and ``bland_altman.png``.
 """
@@ -74,7 +74,7 @@ class Review:
         self.geometry = geometry
         self.calibration = Calibration(len(class_names))
         self.slices: list[dict[str, Any]] = []
-        self.counts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.counts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}   # reference, predicted, both
 
     def add(self, name: str, probs: np.ndarray, reference: np.ndarray, prediction: np.ndarray) -> None:
         k = len(self.class_names)
@@ -83,7 +83,8 @@ class Review:
         self.slices.append({"name": name, "score": score, "dice": slice_dice(reference, prediction, k)})
         if name in self.geometry:
             self.counts[name] = (np.bincount(reference.ravel(), minlength=k)[:k],
-                                 np.bincount(prediction.ravel(), minlength=k)[:k])
+                                 np.bincount(prediction.ravel(), minlength=k)[:k],
+                                 np.bincount(reference[reference == prediction].ravel(), minlength=k)[:k])
 
     def report(self) -> dict[str, Any]:
         return {"calibration": self._calibration(), "uncertainty": self._uncertainty(),
@@ -124,11 +125,14 @@ class Review:
                 log.warning("no volume: %s", exc)
                 skipped.append(str(exc))
                 continue
-            for name in self.class_names[1:]:
+            voxels = np.sum([self.counts[m.name] for m in members], axis=0)     # (3, K) summed over the slices
+            for k, name in enumerate(self.class_names[1:], start=1):
                 r, p = ref[name], pred[name]
+                both = voxels[0, k] + voxels[1, k]
                 rows.append({"patient": patient, "series": series, "class": name, "slices": len(members),
-                             "reference_ml": r, "predicted_ml": p, "abs_error_ml": abs(p - r),
-                             "rel_error": abs(p - r) / r if r > 0 else float("nan")})
+                             "reference_ml": r, "predicted_ml": p, "error_ml": p - r, "abs_error_ml": abs(p - r),
+                             "rel_error": abs(p - r) / r if r > 0 else float("nan"),
+                             "dice_3d": 2.0 * float(voxels[2, k]) / float(both) if both else float("nan")})
         stats = {name: agreement([r["reference_ml"] for r in rows if r["class"] == name],
                                  [r["predicted_ml"] for r in rows if r["class"] == name])
                  for name in self.class_names[1:]} if rows else {}

@@ -19,6 +19,10 @@ with ``--tiled``):
    ``uncertainty/<stem>.png`` (heatmap) and ``.npy`` (float32 normalised entropy of the mean
    softmax, at the input's size) and ``uncertain_slices.csv``, slices ranked for review.
 
+A folder of NIfTI volumes is predicted volume by volume instead: a label volume per input with
+its shape, affine and header (or ``fmt`` "png": masks per slice), ``volumes.csv`` from the voxel
+size, an uncertainty volume (:mod:`flexunet.inference.nifti_infer`).
+
 While the model predicts one batch, worker threads read and decode the next and write the
 last (at most two batches wait to be written); the last, short batch is padded to
 ``batch_size`` so the model is traced for one batch shape, and the padding dropped.  Every
@@ -29,12 +33,7 @@ write) leaves ``output_dir`` as it was.
 
 from __future__ import annotations
 
-import contextlib
-import io as _io
 import logging
-import os
-import shutil
-import tempfile
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -42,21 +41,19 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
-from PIL import Image
 
-from flexunet.config.inputs import input_folders
 from flexunet.config.loader import Config
 from flexunet.dataset.dicom import read_dicom
-from flexunet.dataset.masks import index_to_palette_image
-from flexunet.inference.uncertainty import entropy_map, heatmap, slice_score
-from flexunet.inference.volumes import (VOLUME_COLUMNS, SliceGeometry, check_pixel_spacing, geometry_from_meta,
-                                        group_series, hemorrhage_classes, series_volumes, slice_spacing)
-from flexunet.model.predict import (model_batch, overlay_image, predict_probs, predict_tiled, read_input,
-                                    remove_small_components, resize_indices, tile_starts)
+from flexunet.dataset.nifti import is_nifti, list_nifti
+from flexunet.inference.nifti_infer import infer_volumes
+from flexunet.inference.volumes import (SliceGeometry, check_pixel_spacing, geometry_from_meta, group_series,
+                                        hemorrhage_classes, series_volumes, slice_spacing)
+from flexunet.inference.writing import (UNCERTAIN_FILE, VOLUMES_FILE, SliceOutputs, protected_dirs, staged,
+                                        write_tables)
+from flexunet.model.predict import model_batch, predict_probs, predict_tiled, read_input, tile_starts
 from flexunet.model.trained import load_trained
 from flexunet.utils.errors import DataError
-from flexunet.utils.io import (DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, csv_text, list_files, safe_output_path,
-                               save_image, write_bytes, write_text)
+from flexunet.utils.io import DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, list_files
 from flexunet.utils.outputs import check_output_dir, claim_output_dir
 from flexunet.utils.progress import Progress
 
@@ -66,9 +63,15 @@ INPUT_SUFFIXES = IMAGE_SUFFIXES + DICOM_SUFFIXES
 
 
 def _list_inputs(folder: Path) -> list[Path]:
-    files = list_files(folder, INPUT_SUFFIXES)
+    files, volumes = list_files(folder, INPUT_SUFFIXES), list_nifti(folder)
+    if files and volumes:
+        raise DataError(f"{folder}: holds NIfTI volumes ({volumes[0].name}, ...) and image slices "
+                        f"({files[0].name}, ...); expected one kind — put them in separate folders")
+    if volumes:
+        return volumes
     if not files:
-        raise DataError(f"{folder}: no images found; expected PNG, JPG, TIF, BMP or DICOM (.dcm) files")
+        raise DataError(f"{folder}: no images found; expected PNG, JPG, TIF, BMP or DICOM (.dcm) files, or NIfTI "
+                        f"volumes (.nii, .nii.gz)")
     by_stem(files, "one input per name (both would be written to the same <name>.png) — rename one")
     return files
 
@@ -81,20 +84,11 @@ def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
 # --------------------------------------------------------------------------- the command
 
 
-def _protected_dirs(cfg: Config) -> list[tuple[str, Path]]:
-    """The folders infer must never write into: the run folder and every input of the config (its images too)."""
-    return [("[train] model_dir", cfg.train.model_dir), *input_folders(cfg)]
-
-
 def _output_names(files: Sequence[Path], cfg: Config) -> list[str]:
     extra = (["overlays"] if cfg.infer.overlays else []) + (["class_index"] if cfg.infer.class_index_masks else [])
     extra += [VOLUMES_FILE] if _wants_volumes(cfg, files) else []
     extra += ["uncertainty", UNCERTAIN_FILE] if cfg.infer.uncertainty else []
     return [f"{p.stem}.png" for p in files] + extra
-
-
-VOLUMES_FILE = "volumes.csv"
-UNCERTAIN_FILE = "uncertain_slices.csv"
 
 
 def _wants_volumes(cfg: Config, files: Sequence[Path]) -> bool:
@@ -163,7 +157,7 @@ DEFAULT_WORKERS = 2            # threads that read the next batch and write the 
 
 
 def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: bool = True,
-                 overwrite: bool = False, workers: int = DEFAULT_WORKERS) -> dict[str, Any]:
+                 overwrite: bool = False, workers: int = DEFAULT_WORKERS, fmt: str | None = None) -> dict[str, Any]:
     """Predict every image of [infer] (or [tiledinfer] when ``tiled``) images_dir; return a summary.
 
     Summary keys: ``images``, ``seconds``, ``images_per_second``, ``output_dir``, ``tiled``,
@@ -171,6 +165,9 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
     (masks left without any foreground), ``volumes`` (rows of volumes.csv), ``uncertainty``
     (per slice: name, score, foreground_pixels, map).  ``output_dir`` must lie outside every input folder
     and be infer's own (or ``overwrite``: written beside the files there, none deleted).
+
+    NIfTI volumes in images_dir are predicted volume by volume (:func:`flexunet.inference.nifti_infer.infer_volumes`):
+    a label volume each (``fmt`` "nifti", the default for them) or PNG masks per slice (``fmt`` "png").
 
     Reading the next batch and writing the last one run in ``workers`` threads while the model
     predicts (0: all in this thread, one step after another; the outputs are the same bytes).
@@ -184,8 +181,16 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
         raise cfg.error("tiledinfer", "overlapping",
                         f"fewer pixels than split_size ({cfg.tiledinfer.split_size})")
     files = _list_inputs(images_dir)
+    if is_nifti(files[0]):
+        if tiled:
+            raise DataError(f"{images_dir}: NIfTI volumes with --tiled; expected image slices for tiled inference "
+                            f"(volumes are predicted slice by slice at the model's input size) — drop --tiled")
+        return infer_volumes(cfg, files, out_dir, model, fmt or "nifti", progress, overwrite)
+    if fmt == "nifti":
+        raise DataError(f"--format nifti: {images_dir} holds image slices ({files[0].name}, ...); expected NIfTI "
+                        f"volumes (.nii, .nii.gz) to write a label volume each — or --format png")
     names = _output_names(files, cfg)
-    check_output_dir(out_dir, "infer", _protected_dirs(cfg), overwrite, what=f"[{section}] output_dir",
+    check_output_dir(out_dir, "infer", protected_dirs(cfg), overwrite, what=f"[{section}] output_dir",
                      writes=tuple(names))
     geometry = _geometry_or_warn(cfg, files) if _wants_volumes(cfg, files) else {}
     if cfg.infer.volumes and not geometry:
@@ -197,10 +202,14 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
                                "uncertainty": [], "volumes": []}
     masks: dict[str, np.ndarray] = {}
     start = time.perf_counter()
-    with _staged(out_dir) as stage:
-        _run_batches(cfg, model, files, tiled, _Outputs(stage, out_dir, set(geometry)), summary, masks, progress,
-                     workers)
-        _write_tables(cfg, stage, out_dir, geometry, masks, summary)
+    with staged(out_dir) as stage:
+        _run_batches(cfg, model, files, tiled, SliceOutputs(stage, out_dir, set(geometry)), summary, masks,
+                     progress, workers)
+        if geometry:
+            summary["volumes"] = volume_rows(geometry, masks, cfg.class_names)
+            log.info("volumes of %d series -> %s", len({(r["patient"], r["series"]) for r in summary["volumes"]}),
+                     out_dir / VOLUMES_FILE)
+        write_tables(cfg, stage, summary["volumes"] if geometry else None, summary["uncertainty"])
         claim_output_dir(out_dir, "infer", names)
     if summary["removed_components"] and summary["blank"] == summary["images"]:
         log.warning("[infer] min_component_size = %d removed every predicted component: all %d masks are blank; "
@@ -247,7 +256,7 @@ def _predict(cfg: Config, model: Any, originals: list[np.ndarray], batch: np.nda
             for o in originals]
 
 
-def _run_batches(cfg: Config, model: Any, files: Sequence[Path], tiled: bool, outputs: "_Outputs",
+def _run_batches(cfg: Config, model: Any, files: Sequence[Path], tiled: bool, outputs: SliceOutputs,
                  summary: dict[str, Any], masks: dict[str, np.ndarray], progress: bool, workers: int) -> None:
     """Read batch n+1 and write batch n-1 in worker threads while batch n is predicted here.
 
@@ -296,92 +305,3 @@ def _collect(futures: list[Future], summary: dict[str, Any], masks: dict[str, np
         if record["mask"] is not None:
             masks[record["stem"]] = record["mask"]
     bar.update(len(futures))
-
-
-@contextlib.contextmanager
-def _staged(out_dir: Path) -> Iterator[Path]:
-    """A hidden folder to write into: inside ``out_dir`` when it exists (same file system, even when it is a
-    mount point), else beside it.  On success each file in it is moved (one rename) to the same place under
-    ``out_dir``; on any error it is removed, with the folders made for it, and ``out_dir`` is as it was."""
-    out_dir = Path(os.path.realpath(out_dir))
-    home = out_dir if out_dir.is_dir() else out_dir.parent
-    made = [p for p in (home, *home.parents) if not p.exists()]
-    home.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.infer-", dir=home))
-    try:
-        yield stage
-        out_dir.mkdir(exist_ok=True)
-        for folder, _, names in os.walk(stage):
-            target = out_dir / Path(folder).relative_to(stage)
-            target.mkdir(exist_ok=True)
-            for name in sorted(names):
-                os.replace(Path(folder) / name, target / name)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        for folder in made:                                # innermost first; only while empty
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
-    shutil.rmtree(stage, ignore_errors=True)
-
-
-def _write_tables(cfg: Config, stage: Path, out_dir: Path, geometry: dict[str, SliceGeometry],
-                  masks: dict[str, np.ndarray], summary: dict[str, Any]) -> None:
-    """``volumes.csv`` and ``uncertain_slices.csv`` into ``stage`` (bound for ``out_dir``)."""
-    if geometry:
-        rows = volume_rows(geometry, masks, cfg.class_names)
-        write_text(stage / VOLUMES_FILE, csv_text(VOLUME_COLUMNS, [[r[c] for c in VOLUME_COLUMNS] for r in rows]))
-        summary["volumes"] = rows
-        log.info("volumes of %d series -> %s", len({(r["patient"], r["series"]) for r in rows}),
-                 out_dir / VOLUMES_FILE)
-    if cfg.infer.uncertainty:
-        ranked = sorted(summary["uncertainty"], key=lambda r: (-r["score"], r["name"]))
-        write_text(stage / UNCERTAIN_FILE, csv_text(("rank", "name", "score", "foreground_pixels", "map"),
-                                                    [[i + 1, r["name"], round(r["score"], 6), r["foreground_pixels"],
-                                                      r["map"]] for i, r in enumerate(ranked)]))
-
-
-class _Outputs:
-    """Writes one image's outputs into ``stage``; the record names them as they will be under ``out_dir``.
-
-    :meth:`write` touches nothing shared, so worker threads may run it side by side.
-    """
-
-    def __init__(self, stage: Path, out_dir: Path, keep_masks: set[str]) -> None:
-        self.stage, self.out_dir, self.keep_masks = stage, out_dir, keep_masks
-
-    def write(self, cfg: Config, path: Path, original: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
-        """The mask (and overlay, class-index mask, uncertainty map) of one image; its summary record."""
-        index = resize_indices(probs.argmax(-1).astype(np.uint8), original.shape)
-        index, removed = remove_small_components(index, cfg.infer.min_component_size)
-        name = f"{path.stem}.png"
-        record: dict[str, Any] = {"stem": path.stem, "removed": removed, "blank": int(not index.any()),
-                                  "mask": index if path.stem in self.keep_masks else None,
-                                  "files": [self._save("", name, index_to_palette_image(index, cfg.mask.rgb_map))],
-                                  "overlays": [], "class_index": [], "uncertainty": []}
-        if cfg.infer.overlays:
-            record["overlays"].append(self._save("overlays", name, overlay_image(
-                original, index, cfg.mask.rgb_map, cfg.class_names, cfg.infer.overlay_alpha)))
-        if cfg.infer.class_index_masks:
-            record["class_index"].append(self._save("class_index", name, Image.fromarray(index, "L")))
-        if cfg.infer.uncertainty:
-            record["uncertainty"].append(self._uncertainty(path, probs, index))
-        return record
-
-    def _save(self, folder: str, name: str, image: Image.Image | np.ndarray) -> Path:
-        save_image(safe_output_path(self.stage / folder, name), image)
-        return safe_output_path(self.out_dir / folder, name)
-
-    def _uncertainty(self, path: Path, probs: np.ndarray, index: np.ndarray) -> dict[str, Any]:
-        """``uncertainty/<stem>.png`` and ``.npy``: normalised entropy at the mask's size; the slice's score."""
-        entropy = entropy_map(probs)
-        h, w = index.shape
-        if entropy.shape != (h, w):
-            entropy = np.clip(np.asarray(Image.fromarray(entropy).resize((w, h), Image.BILINEAR)), 0, 1)
-        entropy = entropy.astype(np.float32)
-        self._save("uncertainty", f"{path.stem}.png", heatmap(entropy))
-        buf = _io.BytesIO()
-        np.save(buf, entropy)
-        write_bytes(safe_output_path(self.stage / "uncertainty", f"{path.stem}.npy"), buf.getvalue())
-        return {"name": path.name, "score": slice_score(entropy, index), "foreground_pixels": int((index > 0).sum()),
-                "map": f"uncertainty/{path.stem}.png"}

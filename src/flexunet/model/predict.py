@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from flexunet.config.loader import Config
-from flexunet.dataset.dicom import read_dicom_hu, three_window_rgb, window
+from flexunet.dataset.dicom import read_dicom_hu, window_rgb
 from flexunet.dataset.masks import palette_colours
 from flexunet.model.metrics import EIGHT
 from flexunet.utils.io import DICOM_SUFFIXES, read_image
@@ -39,9 +39,7 @@ def read_input(path: Path, cfg: Config) -> np.ndarray:
     """An input file as uint8 (H, W, 3) RGB; DICOM through the [prepare] window(s)."""
     if path.suffix.lower() in DICOM_SUFFIXES:
         hu, _ = read_dicom_hu(path)
-        if cfg.prepare.three_windows:
-            return three_window_rgb(hu)
-        return np.repeat(window(hu, cfg.prepare.window_center, cfg.prepare.window_width)[..., None], 3, -1)
+        return window_rgb(hu, cfg.prepare.window_center, cfg.prepare.window_width, cfg.prepare.three_windows)
     return read_image(path, 3)
 
 

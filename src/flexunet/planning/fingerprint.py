@@ -4,7 +4,8 @@
 ``masks/``, the layout ``flexunet split`` writes) and returns image sizes and channels
 (grey when R = G = B), the mask format and classes, intensity statistics overall and inside
 each class, per-class pixel share, lesion component sizes, slices with and without each
-class, the size of every subset.
+class, the size of every subset; and what split and prepare recorded (``prepared``: class names,
+the source of the slices, their HU window and size).
 
 The mask format comes from evidence.  Masks that are all single-channel (grey) or palette
 PNGs whose values lie in 0..K-1 for a small K (at most MAX_CLASSES) hold class indices, as
@@ -24,6 +25,7 @@ import numpy as np
 
 from flexunet.config.colours import default_rgb_map
 from flexunet.dataset.masks import palette_colours
+from flexunet.dataset.records import prepared_record
 from flexunet.planning.colours import (MAX_CLASSES, SHAPE_FILES, class_names_for, colour_code, colour_name,
                                        fringe_judge, pack_rgb, place_colours, read_rgb)
 from flexunet.utils.errors import DataError
@@ -152,14 +154,19 @@ def _components(index: np.ndarray, k: int) -> list[int]:
     return np.bincount(pieces.ravel())[1:].tolist() if n else []
 
 
-def _mask_format(tally: _Tally, classes: Sequence[str] | None) -> dict[str, Any]:
-    """The masks' format and classes: {"format", "evidence", "colours", "names", "strays", "merged"}."""
+def _mask_format(tally: _Tally, classes: Sequence[str] | None,
+                 recorded: Sequence[str] | None = None) -> dict[str, Any]:
+    """The masks' format and classes: {"format", "evidence", "colours", "names", "strays", "merged"}.
+    Class-index masks take the names split recorded (``recorded``) when there is one per class and no
+    ``classes`` are given."""
     evidence = index_evidence(tally)
     if evidence is not None:
         k = max(tally.value_counts) + 1
         colours = [tuple(int(v) for v in c) for c in palette_colours(default_rgb_map(k))]
-        return {"format": "index", "evidence": evidence, "colours": colours,
-                "names": class_names_for(colours, classes, index=True), "strays": {}, "merged": []}
+        names = (list(recorded) if not classes and recorded and len(recorded) == k
+                 else class_names_for(colours, classes, index=True))
+        return {"format": "index", "evidence": evidence, "colours": colours, "names": names, "strays": {},
+                "merged": []}
     colours, strays, why = place_colours(tally.colour_counts, tally.first_file, fringe_judge(tally.files))
     names = class_names_for(colours, classes)
     palette = np.array(colours, np.int64)
@@ -191,7 +198,8 @@ def fingerprint_dataset(dataset: Path, classes: Sequence[str] | None = None,
     dataset = Path(dataset)
     pairs = dataset_pairs(dataset)
     tally = _scan_masks(pairs)
-    form = _mask_format(tally, classes)
+    prepared = prepared_record(dataset)
+    form = _mask_format(tally, classes, prepared.get("class_names"))
     colours, strays, names = form["colours"], form["strays"], form["names"]
     palette = np.array(colours, np.int64)
     k = len(colours)
@@ -239,6 +247,7 @@ def fingerprint_dataset(dataset: Path, classes: Sequence[str] | None = None,
     fp = _fingerprint_dict(dataset, pairs, names, colours, strays, sizes, grey, hists, pixels, comps, subsets,
                            tally.bytes)
     fp["mask_format"] = {"format": form["format"], "evidence": form["evidence"], "merged": form["merged"]}
+    fp["prepared"] = prepared
     if form["format"] == "index":
         for c in fp["classes"]:
             c["value"] = c["index"]

@@ -276,9 +276,27 @@ overlays   = True
 [eval]
 batch_size = {c['batch_size'][0]}
 
-{mask_section(fp)}
+{mask_section(fp)}{prepare_section(fp)}
 {AUGMENTATION}"""
     return lines
+
+
+_SOURCE_NAMES = {"dicom": "DICOM", "nifti": "NIfTI"}
+
+
+def prepare_section(fp: dict) -> str:
+    """[prepare] for slices prepared from HU (DICOM, NIfTI): the window and size prepare used, so infer reads
+    DICOM and NIfTI inputs as the training slices were made; empty for PNG data."""
+    rec = fp.get("prepared") or {}
+    window = rec.get("window")
+    if rec.get("source") not in _SOURCE_NAMES or window is None:
+        return ""
+    three = window == "three_windows"
+    centre, width = (40.0, 80.0) if three else window
+    return (f"\n[prepare]\n; the slices were prepared from {_SOURCE_NAMES[rec['source']]} in Hounsfield units "
+            f"(manifest.json): infer reads\n; DICOM and NIfTI inputs through the same window(s) and size\n"
+            f"window_center = {float(centre)!r}\nwindow_width  = {float(width)!r}\nthree_windows = {three}\n"
+            f"size          = {int(rec.get('size') or 512)}\nimage_resize  = \"{rec.get('image_resize') or 'area'}\"\n")
 
 
 def mask_section(fp: dict) -> str:

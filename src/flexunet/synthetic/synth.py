@@ -70,13 +70,18 @@ def dataset_root(out_dir: Path) -> Path:
     return Path(out_dir) / DATASET_DIR / SESSION_DIR
 
 
-def _check_arguments(out_dir: Path, count: int, seed: int, size: int, overwrite: bool) -> None:
+def _check_arguments(out_dir: Path, count: int, seed: int, size: int, overwrite: bool,
+                     options: SynthOptions = DEFAULT_OPTIONS, workers: int = 1, top_name: str = DATASET_DIR) -> None:
     for name, value, least in (("count", count, 1), ("size", size, 32), ("seed", seed, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
             raise DataError(f"synth: {name} = {value!r}; expected an integer >= {least}")
+    if not isinstance(options, SynthOptions):
+        raise DataError(f"synth: options = {options!r}; expected a SynthOptions")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise DataError(f"synth: workers = {workers!r}; expected an integer >= 1")
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"{out_dir}: exists and is not a folder; choose a folder for the dataset")
-    top = out_dir / DATASET_DIR
+    top = out_dir / top_name
     check_not_inside_others(top, "synth", "synth output")  # not in a split dataset's subsets, not in a run
     if not (top.is_dir() and any(p.is_file() for p in top.rglob("*"))):
         return
@@ -132,11 +137,7 @@ def synthesize(out_dir: Path, count: int, seed: int, size: int = 512, progress: 
     makes a harder set; its defaults are the demo's data, byte for byte.
     """
     out_dir = Path(out_dir)
-    _check_arguments(out_dir, count, seed, size, overwrite)
-    if not isinstance(options, SynthOptions):
-        raise DataError(f"synth: options = {options!r}; expected a SynthOptions")
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise DataError(f"synth: workers = {workers!r}; expected an integer >= 1")
+    _check_arguments(out_dir, count, seed, size, overwrite, options, workers)
     start = time.perf_counter()
     claim_output_file(out_dir / DATASET_DIR, "synth")  # before the first slice: a broken run is still synth's
     root = dataset_root(out_dir)
