@@ -13,7 +13,8 @@ import pytest
 
 from flexunet.cli.main import main
 from flexunet.config.loader import load_config
-from flexunet.planning.plan import Candidate, candidates_for, choose, levels_for, plan_dataset, probe_speed
+from flexunet.planning.plan import Candidate, choose, plan_dataset, probe_speed
+from flexunet.planning.probe import candidates_for, levels_for
 from test_fingerprint import make_set
 
 @pytest.fixture(scope="module")
