@@ -52,6 +52,14 @@ def precision_policy(precision: str | None) -> Iterator[None]:
         keras.mixed_precision.set_global_policy(before)
 
 
+def model_precision(model: Any) -> str:
+    """The precision a built model computes in: its first layer with weights' compute dtype."""
+    for layer in model.layers:
+        if layer.weights:
+            return str(layer.dtype_policy.compute_dtype)
+    return "float32"
+
+
 def count_agreement(reference: np.ndarray, other: np.ndarray) -> tuple[int, int]:
     """Pixels whose argmax class is the same in two softmax batches (B, H, W, K), and all pixels."""
     a, b = np.asarray(reference).argmax(-1), np.asarray(other).argmax(-1)
