@@ -205,14 +205,14 @@ def test_without_native_bf16_float32_is_chosen_with_no_precision_probe(train_pro
     resolved, record = autotune.settle(cfg, [], measure=measure)
     assert resolved.train.mixed_precision is None and not measure.calls          # no probe at all
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("auto: ")]
-    assert len(said) == 1 and "float32 (no native bfloat16" in said[0] and "nothing to measure" in said[0]
+    assert len(said) == 1 and "precision float32: no native bfloat16" in said[0] and "nothing to measure" in said[0]
     assert record["precision"] == "float32" and "no native bfloat16" in record["precision_why"]
     # with XLA left to measure: only float32 is timed, and the line still says why
     caplog.clear()
     measure = Counting({(False, "float32"): 10.0, (True, "float32"): 20.0})
     resolved, record = autotune.settle(_cfg(train_project), [], measure=measure)
     assert resolved.train.mixed_precision is None and {p for _, p in measure.calls} == {"float32"}
-    assert "-> off; float32 (no native bfloat16" in caplog.text and record["precision"] == "float32"
+    assert "-> off; precision float32: no native bfloat16" in caplog.text and record["precision"] == "float32"
     # native bf16: bfloat16 is a candidate, timed, and kept when faster and as accurate
     _fake_machine(tmp_path, monkeypatch, AMX_CPUINFO)
     measure = Counting({(False, "float32"): 10.0, (False, "bfloat16"): 4.0})

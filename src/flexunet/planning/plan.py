@@ -130,7 +130,7 @@ def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, 
                                             f"net that fits {EPOCH_CAP} epochs in {minutes:g} min, else "
                                             f"{GOOD_EPOCHS}, else the fastest"),
         "precision": (pick.precision, f"the nets were timed in {pick.precision}"
-                      + (f" ({precision_why})" if precision_why else "") + "; \"auto\": train times float32 "
+                      + (f": {precision_why}" if precision_why else "") + "; \"auto\": train times float32 "
                       + ("too and keeps the lower precision only where it is faster and as accurate"
                          if pick.precision != "float32" else "and any faster precision this machine has")),
         "batch_size": (pick.batch_size, f"{size} px images: {pick.batch_size} per step keeps BatchNorm statistics "

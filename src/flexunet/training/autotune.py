@@ -205,7 +205,7 @@ def settle(cfg: Config, pairs: Sequence[tuple[Path, Path]], machine: Machine | N
     jit_options = (t.jit_compile,) if t.jit_compile != "auto" else (False,) if t.deterministic else (False, True)
     precisions = precision_candidates(machine) if t.mixed_precision == "auto" else (explicit,)
     # why float32 is the only candidate, said in the line (an explicit precision needs no reason)
-    only = f"{precisions[0]} ({precision_reason(machine) if t.mixed_precision == 'auto' else _SET})"
+    only = f"precision {precisions[0]}: {precision_reason(machine) if t.mixed_precision == 'auto' else _SET}"
     if len(jit_options) == 1 and len(precisions) == 1:
         line = (f"XLA {'on' if jit_options[0] else 'off'}, {only} (nothing to measure"
                 + (": Keras turns XLA off under [train] deterministic)" if t.jit_compile == "auto" else ")"))

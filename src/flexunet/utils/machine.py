@@ -62,10 +62,10 @@ def precision_candidates(machine: Machine) -> tuple[str, ...]:
 def precision_reason(machine: Machine) -> str:
     """Why :func:`precision_candidates` gives what it gives, in words (for log lines and run records)."""
     if machine.gpus:
-        return "a GPU is visible: float16 is worth trying"
+        return "a GPU is visible, so float16 is worth trying"
     if machine.native_bf16:
-        return "this CPU has native bfloat16 (AVX512_BF16 or AMX): bfloat16 is worth trying"
-    return "no native bfloat16 (AVX512_BF16 or AMX) on this CPU and no GPU: float32 only (an emulated bf16 is slower)"
+        return "this CPU has native bfloat16 (AVX512_BF16 or AMX), so bfloat16 is worth trying"
+    return "no native bfloat16 on this CPU (AVX512_BF16 or AMX) and no GPU, so float32 only: an emulated bf16 is slower"
 
 
 def _cpuinfo(text: str) -> tuple[str, frozenset[str]]:
