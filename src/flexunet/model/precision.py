@@ -53,9 +53,10 @@ def precision_policy(precision: str | None) -> Iterator[None]:
 
 
 def model_precision(model: Any) -> str:
-    """The precision a built model computes in: its first layer with weights' compute dtype."""
-    for layer in model.layers:
-        if layer.weights:
+    """The precision a built model computes in: its first layer with weights' compute dtype (float32 for an
+    object without Keras layers)."""
+    for layer in getattr(model, "layers", ()):
+        if getattr(layer, "weights", None):
             return str(layer.dtype_policy.compute_dtype)
     return "float32"
 
