@@ -198,13 +198,14 @@ def settle(cfg: Config, pairs: Sequence[tuple[Path, Path]], machine: Machine | N
                 "set [train] jit_compile / mixed_precision to choose")
         log.info("auto: %s", line)
         decision = {"jit_compile": False, "precision": "float32"}
-        return _apply(cfg, decision), _record(*_chosen(cfg, decision), "not measured under multiworker", line)
+        why = _SET if t.mixed_precision != "auto" else "\"auto\": not measured under multiworker"
+        return _apply(cfg, decision), _record(*_chosen(cfg, decision), why, line)
     import tensorflow as tf
 
     machine = machine or detect(gpu=True)
     jit_options = (t.jit_compile,) if t.jit_compile != "auto" else (False,) if t.deterministic else (False, True)
     precisions = precision_candidates(machine) if t.mixed_precision == "auto" else (explicit,)
-    # why float32 is the only candidate, said in the line (an explicit precision needs no reason)
+    # the one precision there is nothing to measure for, and why, as the line says it
     only = f"precision {precisions[0]}: {precision_reason(machine) if t.mixed_precision == 'auto' else _SET}"
     if len(jit_options) == 1 and len(precisions) == 1:
         line = (f"XLA {'on' if jit_options[0] else 'off'}, {only} (nothing to measure"
