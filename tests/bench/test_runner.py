@@ -13,10 +13,15 @@ import math
 import pytest
 
 from conftest import TRAIN_CONFIG
-from flexunet.bench.runner import Variant, _data_overrides, _make_data, memory_variant, run_bench
+from flexunet.bench.runner import Variant, _data_overrides, _make_data, bench_precisions, memory_variant, run_bench
 from flexunet.bench.table import derived
 from flexunet.cli.main import main
 from flexunet.utils.errors import FlexUNetError
+from flexunet.utils.machine import Machine
+
+AVX2 = Machine("AMD EPYC", 2, frozenset({"avx2"}))
+AMX = Machine("Intel(R) Xeon(R) Processor", 2, frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}))
+GPU = Machine("AMD EPYC", 16, frozenset({"avx2"}), gpus=("NVIDIA H100",))
 
 
 def test_toy_run_measures_everything_and_writes_table_and_json(tmp_path):
@@ -76,12 +81,29 @@ def test_bench_options_are_checked_by_the_command_line(tmp_path, capsys, args, e
     assert len(err) == 1 and err[0].startswith("flexunet bench: error: ") and expected in err[0]
 
 
+def test_bf16_is_measured_by_default_on_a_cpu_with_native_bf16_and_nowhere_emulated():
+    assert bench_precisions(None, AVX2) == ("float32",)
+    assert bench_precisions(None, AMX) == ("float32", "bfloat16")
+    assert bench_precisions(None, GPU) == ("float32", "float16")
+    assert bench_precisions(["bfloat16"], AMX) == ("bfloat16",) and bench_precisions(["bfloat16"], GPU) == ("bfloat16",)
+    with pytest.raises(FlexUNetError, match=r"--precision bfloat16: .*AVX512_BF16 or AMX.*AMD EPYC, 2 cores, AVX2.*"
+                                            r"--precision float32$"):
+        bench_precisions(["float32", "bfloat16"], AVX2)
+    with pytest.raises(FlexUNetError, match=r"--precision float16: .*\(a GPU\).*--precision float32,bfloat16$"):
+        bench_precisions(["float16"], AMX)
+    with pytest.raises(FlexUNetError, match="--precision float64: expected float32, float16 or bfloat16"):
+        bench_precisions(["float64"], GPU)
+
+
 def test_mixed_precision_without_a_gpu_is_refused_with_the_way_out(monkeypatch):
     import tensorflow as tf
 
+    import flexunet.bench.runner as runner
+
     real = tf.config.list_physical_devices
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [] if kind == "GPU" else real(kind))
-    with pytest.raises(FlexUNetError, match="only measured on a GPU.*--precision float32"):
+    monkeypatch.setattr(runner, "detect", lambda: AVX2)
+    with pytest.raises(FlexUNetError, match="--precision float16: measured only where.*--precision float32"):
         run_bench(configs=["demo"], precisions=["float16"], echo=lambda _: None)
 
 

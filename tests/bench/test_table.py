@@ -41,3 +41,23 @@ def test_the_table_prints_the_figures_and_the_share_of_peak_without_judging_them
     text = format_table(report)
     assert "20.0%" in text and "30%" in text and "1.20x" in text and "+25.0%" in text
     assert "met" not in text and "target" not in text
+
+
+def test_a_bf16_row_says_its_share_of_both_peaks_measured_in_its_process():
+    report = _report(overhead_disk=8.0, stroke_gflops_share=0.30, speedup=1.2, growth=0.25)
+    demo = report["configs"][1]
+    bf16 = {**demo["variants"][0], "precision": "bfloat16", "disk": {"images_per_s": 20.0},
+            "peak": {"flops": 400e9, "samples": [400e9]}, "peak_float32": {"flops": 100e9, "samples": [100e9]}}
+    demo["variants"].append(bf16)
+    report["peak"]["bfloat16"] = {"flops": 400e9, "samples": [400e9]}
+    rows = derived(report)
+    f32_row, bf16_row = rows[1], rows[2]
+    assert f32_row["train_float32_peak_fraction"] == pytest.approx(f32_row["train_peak_fraction"])
+    # 3 x 1 GFLOP x 20 images/s = 60 GFLOP/s: 15% of the bf16 peak, 60% of the float32 one
+    assert bf16_row["train_peak_fraction"] == pytest.approx(0.15)
+    assert bf16_row["train_float32_peak_fraction"] == pytest.approx(0.60)
+    text = format_table(report)
+    section = text.split("lower precision against float32")[1].split("inference (images/s")[0]
+    assert "bfloat16" in section and "400.0" in section and "100.0" in section and "4.00x" in section
+    assert "15%" in section and "60%" in section and "float32  " not in section
+    assert "lower precision against float32" not in format_table(_report(8.0, 0.3, 1.2, 0.25))

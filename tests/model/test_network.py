@@ -62,3 +62,35 @@ def test_forward_flops_by_hand(tiny_config_text):
     m = dataclasses.replace(parse_config(tiny_config_text).model, num_layers=1)
     expected = 2 * 64 * 64 * 9 * (3 * 4 + 4 * 4) + 2 * 64 * 64 * 4 * 3
     assert forward_flops(build_model(m)) == expected
+
+
+def test_under_a_mixed_policy_softmax_losses_metrics_and_batchnorm_stay_float32(tiny_config_text):
+    """A tiny model built under mixed_bfloat16: convolutions compute in bfloat16; the output layer, the BatchNorm
+    variables (moving statistics included), the loss and the metrics' counts are float32; one step trains."""
+    import keras
+
+    from flexunet.model.network import compile_model
+    from flexunet.model.precision import precision_policy
+
+    cfg = parse_config(tiny_config_text, overrides=["model.normalization=True", "model.image_width=32",
+                                                    "model.image_height=32"])
+    with precision_policy("bfloat16"):
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+        model = compile_model(cfg)
+    assert keras.mixed_precision.global_policy().name == "float32"     # restored after
+    assert model.get_layer("enc0_conv1").dtype_policy.compute_dtype == "bfloat16"
+    assert model.get_layer("softmax").dtype_policy.compute_dtype == "float32" and model.output.dtype == "float32"
+    bn = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bn and all(v.dtype == "float32" for layer in bn for v in layer.variables)
+    assert {v.name for v in bn[0].variables} >= {"moving_mean", "moving_variance"}
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, (2, 32, 32))]
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    assert str(model.predict_on_batch(x).dtype) == "float32"
+    assert keras.backend.standardize_dtype(model.loss(y, model(x, training=False)).dtype) == "float32"
+    counts = [v for m in model.metrics for v in m.variables]
+    assert counts and all(v.dtype == "float32" for v in counts)
+    moving = bn[0].moving_mean.numpy()
+    assert moving.dtype == np.float32 and np.any(moving != 0)          # the statistics did move, in float32

@@ -13,7 +13,9 @@ import pytest
 
 from flexunet.cli.main import main
 from flexunet.config.loader import load_config
-from flexunet.planning.plan import Candidate, candidates_for, choose, levels_for, plan_dataset, probe_speed
+from flexunet.planning.plan import EPOCH_CAP, Candidate, choose, epochs_fit, plan_dataset, probe_speed
+from flexunet.planning.probe import candidates_for, levels_for, probe_ladder
+from flexunet.utils.machine import Machine
 from test_fingerprint import make_set
 
 @pytest.fixture(scope="module")
@@ -58,6 +60,78 @@ def test_oversampling_follows_the_rarest_class() -> None:
     speeds = {c: 0.1 for c in candidates_for(128)}
     assert choose(_fp(100, 10), speeds, 10, 128, "x")["oversample"][0] == 0.33
     assert choose(_fp(100, 80), speeds, 10, 128, "x")["oversample"][0] == 0.0
+
+
+AVX2 = Machine("AMD EPYC", 2, frozenset({"avx2"}))
+AMX = Machine("Intel(R) Xeon(R) Processor", 2, frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}))
+
+
+class Timed:
+    """A fake probe: ``scale`` seconds per step per filter (x ``power``), 20% more for a net with a level added;
+    it remembers every net it timed."""
+
+    def __init__(self, scale: float, power: float = 1.0) -> None:
+        self.scale, self.power, self.probed = scale, power, []
+
+    def __call__(self, candidates, size, channels, num_classes):
+        self.probed += list(candidates)
+        return {c: self.scale * c.base_filters ** self.power * (1.2 if c.max_filters else 1.0) for c in candidates}
+
+
+def _ladder(probe: Timed, size: int = 128, minutes: float = 10.0, precision: str = "float32"):
+    fp = _fp(160, 20)
+    speeds = probe_ladder(probe, size, 1, 3, precision, epochs_fit(fp, minutes), EPOCH_CAP)
+    return speeds, choose(fp, speeds, minutes, size, "x")
+
+
+def test_a_faster_machine_plans_a_larger_network_and_a_slow_one_as_before() -> None:
+    # 160 train + 40 valid slices of 128 px, 10 min: a net fits 30 epochs at <= 0.84 s per step
+    slow = Timed(0.04)                                                   # 32 filters 1.28 s: as before
+    speeds, picked = _ladder(slow)
+    assert [c.base_filters for c in slow.probed] == [32, 16, 8] and picked["base_filters"][0] == 16
+    assert picked == choose(_fp(160, 20), {c: 0.04 * c.base_filters for c in candidates_for(128)}, 10.0, 128, "x")
+    faster = Timed(0.02)                                                 # 32: 0.64 s; 48 would be >= 0.96
+    _, picked = _ladder(faster)
+    assert [c.base_filters for c in faster.probed] == [32, 16, 8] and picked["base_filters"][0] == 32
+    fastest = Timed(0.01)                                                # 32: 0.32 s, 48: 0.48, 64: 0.64
+    _, picked = _ladder(fastest)
+    assert [c.base_filters for c in fastest.probed] == [32, 16, 8, 48, 64]
+    assert picked["base_filters"][0] == 64 and picked["epochs"][0] == EPOCH_CAP and picked["max_filters"] is None
+    assert "64 filters: 0.64 s/step" in picked["base_filters"][1]
+    # a step that grows with the square of the filters: 48 is timed (linear growth would fit), does not fit
+    square = Timed(0.5 / 32 ** 2, power=2.0)                             # 32: 0.5 s, 48: 1.125 s (0.75 if linear)
+    _, picked = _ladder(square)
+    assert [c.base_filters for c in square.probed] == [32, 16, 8, 48] and picked["base_filters"][0] == 32
+
+
+def test_at_256_px_a_fast_machine_adds_a_level_to_the_widest_net_that_fits() -> None:
+    # 160 + 40 slices of 256 px, batch 4, 10 min: 30 epochs fit at <= 0.42 s per step
+    fast = Timed(0.004)                                                  # 64: 0.256 s; 7 levels: 0.31 s
+    speeds, picked = _ladder(fast, size=256)
+    deep = fast.probed[-1]
+    assert [c.base_filters for c in fast.probed] == [32, 16, 8, 48, 64, 64]
+    assert (deep.levels, deep.max_filters) == (levels_for(256) + 1, 64 * 2 ** (levels_for(256) - 1))
+    assert picked["levels"][0] == 7 and picked["max_filters"] == 2048 and "one level more" in picked["levels"][1]
+    slow = Timed(0.04)
+    _ladder(slow, size=256)
+    assert all(c.max_filters is None for c in slow.probed) and len(slow.probed) == 3
+
+
+def test_plan_probes_at_the_precision_training_will_use_and_writes_auto(dataset: Path, tmp_path: Path) -> None:
+    for machine, precision in ((AVX2, "float32"), (AMX, "bfloat16")):
+        probe = Timed(0.04)
+        out = tmp_path / precision / "train_eval_infer.config"
+        plan_dataset(dataset, out, minutes=3, probe=probe, machine=machine)
+        assert {c.precision for c in probe.probed} == {precision}
+        assert json.loads((out.parent / "fingerprint.json").read_text())["probe"]["precision"] == precision
+        text = out.read_text()
+        assert 'mixed_precision = "auto"' in text and f"timed in {precision}" in text
+        assert load_config(out).train.mixed_precision == "auto"
+    # a net with a level added (a fast machine at 256 px) loads with its max_filters
+    out = tmp_path / "deep" / "train_eval_infer.config"
+    plan_dataset(dataset, out, minutes=3, size=256, probe=Timed(0.0001), machine=AVX2)
+    cfg = load_config(out)
+    assert (cfg.model.num_layers, cfg.model.base_filters, cfg.model.max_filters) == (7, 64, 2048)
 
 
 def test_probe_times_a_real_training_step() -> None:

@@ -15,6 +15,7 @@ from flexunet.config.loader import load_config, parse_config
 from flexunet.preprocessing.pipeline import subset_pairs
 from flexunet.utils.errors import ConfigError
 from flexunet.utils.machine import Machine
+from conftest import ROOT
 
 XEON = Machine("Intel(R) Xeon(R) Processor", 2, frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16"}))
 NO_BF16 = Machine("Some CPU", 2, frozenset({"avx2", "avx512f"}))
@@ -46,7 +47,7 @@ class Counting:
 
 def test_config_accepts_booleans_auto_and_precisions(write_config, tiny_config_text):
     base = parse_config(tiny_config_text)
-    assert base.train.jit_compile == "auto" and base.train.mixed_precision is None   # the defaults
+    assert base.train.jit_compile == "auto" and base.train.mixed_precision == "auto"   # the defaults
     for text, jit in (("True", True), ("False", False), ('"auto"', "auto"), ('"AUTO"', "auto")):
         assert parse_config(tiny_config_text, overrides=[f"train.jit_compile={text}"]).train.jit_compile == jit
     for text, mp in (("None", None), ('"bfloat16"', "bfloat16"), ('"auto"', "auto")):
@@ -166,3 +167,81 @@ def test_deterministic_runs_do_not_measure_xla(train_project):
     measure = Counting({})
     cfg = _cfg(train_project, deterministic=True)
     assert resolve(cfg, [], machine=NO_BF16, measure=measure).train.jit_compile is False and not measure.calls
+
+
+# --------------------------------------------------------------------------- "auto" by default
+
+
+def _fake_machine(tmp_path, monkeypatch, cpuinfo: str):
+    """autotune sees a machine whose /proc/cpuinfo is ``cpuinfo`` (and no GPU)."""
+    from flexunet.utils.machine import detect
+
+    path = tmp_path / "cpuinfo"
+    path.write_text(cpuinfo)
+    monkeypatch.setattr(autotune, "detect", lambda gpu: detect(cpuinfo=path))
+    return detect(cpuinfo=path)
+
+
+AVX2_CPUINFO = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n"
+AMX_CPUINFO = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+               "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+
+
+def test_a_config_without_the_key_the_originals_included_gets_auto():
+    original = load_config(ROOT / "tests" / "data" / "original_train_eval_infer.config")
+    assert original.train.mixed_precision == "auto"
+
+
+def test_without_native_bf16_float32_is_chosen_with_no_precision_probe(train_project, tmp_path, monkeypatch,
+                                                                        caplog):
+    """The default ("auto") on a faked AVX2 CPU: float32 only, nothing timed for the precision, the reason in
+    the one auto: line and in the returned record; the same config on a faked AMX CPU times bfloat16."""
+    machine = _fake_machine(tmp_path, monkeypatch, AVX2_CPUINFO)
+    assert not machine.native_bf16 and autotune.precision_candidates(machine) == ("float32",)
+    cfg = _cfg(train_project, jit_compile=False)
+    assert cfg.train.mixed_precision == "auto"
+    measure = Counting({})
+    caplog.set_level(logging.INFO, "flexunet")
+    resolved, record = autotune.settle(cfg, [], measure=measure)
+    assert resolved.train.mixed_precision is None and not measure.calls          # no probe at all
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("auto: ")]
+    assert len(said) == 1 and "precision float32: no native bfloat16" in said[0] and "nothing to measure" in said[0]
+    assert record["precision"] == "float32" and "no native bfloat16" in record["precision_why"]
+    # with XLA left to measure: only float32 is timed, and the line still says why
+    caplog.clear()
+    measure = Counting({(False, "float32"): 10.0, (True, "float32"): 20.0})
+    resolved, record = autotune.settle(_cfg(train_project), [], measure=measure)
+    assert resolved.train.mixed_precision is None and {p for _, p in measure.calls} == {"float32"}
+    assert "-> off; precision float32: no native bfloat16" in caplog.text and record["precision"] == "float32"
+    # native bf16: bfloat16 is a candidate, timed, and kept when faster and as accurate
+    _fake_machine(tmp_path, monkeypatch, AMX_CPUINFO)
+    measure = Counting({(False, "float32"): 10.0, (False, "bfloat16"): 4.0})
+    resolved, record = autotune.settle(cfg, [], measure=measure)
+    assert (False, "bfloat16") in measure.calls and resolved.train.mixed_precision == "bfloat16"
+    assert record["precision"] == "bfloat16" and "2.50x" in record["precision_why"]
+
+
+def test_the_default_trains_as_an_explicit_float32_on_a_cpu_without_native_bf16(train_project, tmp_path,
+                                                                                 monkeypatch):
+    """Same history, same weights; the run record says float32 and why; the model runs in float32 after."""
+    import numpy as np
+
+    from flexunet.model.precision import RECORD
+    from flexunet.model.trained import load_trained
+    from flexunet.training.train import train
+
+    _fake_machine(tmp_path, monkeypatch, AVX2_CPUINFO)
+    runs = []
+    for mixed in ("auto", None):
+        cfg = _cfg(train_project, epochs=2, deterministic=True, mixed_precision=mixed)
+        train(cfg, progress=False, overwrite=bool(runs))
+        meta = json.loads((cfg.train.model_dir / "model_meta.json").read_text())
+        record = json.loads((cfg.train.model_dir / RECORD).read_text())
+        assert meta["speed"]["precision"] == "float32" and record["inference"] == "float32"
+        model = load_trained(cfg)
+        assert model.get_layer("enc0_conv1").dtype_policy.compute_dtype == "float32"
+        runs.append((json.loads((cfg.train.eval_dir / "history.json").read_text()), model.get_weights(),
+                     meta["speed"]["precision_why"]))
+    assert runs[0][0] == runs[1][0]
+    assert all(np.array_equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+    assert "no native bfloat16" in runs[0][2] and runs[1][2] == "set by [train] mixed_precision"

@@ -79,8 +79,8 @@ def test_tiny_model_learns(train_project):
 
 
 def test_training_with_the_defaults_as_shipped_learns_and_says_its_auto_choices(tmp_path, caplog):
-    """[train] deterministic, jit_compile and tensorboard left at their defaults (False, "auto", True) and
-    mixed_precision = "auto" (its opt-in; the default is float32): the run measures (or finds cached) the
+    """[train] deterministic, jit_compile, mixed_precision and tensorboard left at their defaults (False, "auto",
+    "auto", True): the run measures (or finds cached) the
     faster setting, says it and records it in the run's config, writes TensorBoard logs, and learns.
     64 training images of 32 px, batch 2: 32 steps per epoch, 3 epochs."""
     import logging
@@ -91,7 +91,7 @@ def test_training_with_the_defaults_as_shipped_learns_and_says_its_auto_choices(
     sections = {name: dict(keys) for name, keys in TRAIN_SECTIONS.items()}
     for key in ("deterministic", "tensorboard"):
         del sections["train"][key]
-    sections["train"].update(epochs=3, batch_size=2, mixed_precision="auto")
+    sections["train"].update(epochs=3, batch_size=2)
     cfg = load_config(make_train_project(tmp_path, config_text(**sections), train_images=64))
     t = cfg.train
     assert (t.deterministic, t.jit_compile, t.mixed_precision, t.tensorboard) == (False, "auto", "auto", True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flexunet.utils.machine import Machine, _cpuinfo, detect, machine_key
+from flexunet.utils.machine import Machine, _cpuinfo, detect, machine_key, precision_candidates, precision_reason
 
 XEON = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -53,3 +53,13 @@ def test_detect_reads_a_cpuinfo_file_and_survives_a_missing_one(tmp_path):
     assert found.cpu == "Intel(R) Xeon(R) Processor" and found.native_bf16 and found.cores >= 1
     missing = detect(cpuinfo=tmp_path / "absent")
     assert missing.flags == frozenset() and not missing.native_bf16 and missing.cpu
+
+
+def test_precision_candidates_follow_the_flags():
+    xeon = Machine("Intel(R) Xeon(R) Processor", 2, _cpuinfo(XEON)[1])
+    old = Machine("AMD Old CPU", 1, _cpuinfo(OLD)[1])
+    assert precision_candidates(old) == ("float32",) and "no native bfloat16" in precision_reason(old)
+    assert precision_candidates(xeon) == ("float32", "bfloat16") and "native bfloat16" in precision_reason(xeon)
+    assert precision_candidates(Machine("AMD", 2, frozenset({"avx512f"}))) == ("float32",)   # AVX-512 alone: no
+    gpu = Machine("AMD Old CPU", 1, old.flags, gpus=("GPU",))
+    assert precision_candidates(gpu) == ("float32", "float16") and "GPU" in precision_reason(gpu)

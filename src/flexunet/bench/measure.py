@@ -117,7 +117,8 @@ def _measure_training(spec: dict) -> dict:
        ``memory_only`` the process ends here (the 10 x N run);
     3. alternating timed fits from one in-memory batch and from disk, ``repeats`` of each (the
        fit of step 2 is the first from disk), so a change in machine load hits both alike;
-    4. inference (``infer_dir``), then the convolution peak again (it was measured after step 2).
+    4. inference (``infer_dir``), then the convolution peak again (it was measured after step 2); a
+       lower precision's process measures the float32 peak beside its own both times.
     """
     import tensorflow as tf
 
@@ -154,6 +155,7 @@ def _measure_training(spec: dict) -> dict:
     precision = cfg.train.mixed_precision or "float32"
     t0 = time.perf_counter()
     peak = conv_peak(precision, spec["peak_repeats"], spec["peak_shape"])
+    f32 = conv_peak("float32", spec["peak_repeats"], spec["peak_shape"]) if precision != "float32" else None
     phases["peak"] = time.perf_counter() - t0
 
     x, y = next(iter(make_dataset(cfg, pairs[:batch], training=False, batch_size=batch)))
@@ -174,8 +176,11 @@ def _measure_training(spec: dict) -> dict:
     phases["inference"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     samples = peak["samples"] + conv_peak(precision, spec["peak_repeats"], spec["peak_shape"])["samples"]
-    phases["peak"] += time.perf_counter() - t0
     out["peak"] = {**peak, "samples": samples, "flops": median(samples)}
+    if f32 is not None:  # the float32 peak in the same process: what the lower precision gains on it
+        samples = f32["samples"] + conv_peak("float32", spec["peak_repeats"], spec["peak_shape"])["samples"]
+        out["peak_float32"] = {**f32, "samples": samples, "flops": median(samples)}
+    phases["peak"] += time.perf_counter() - t0
     if tf.config.list_physical_devices("GPU"):
         out["gpu_peak_mib"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
     return out

@@ -8,7 +8,9 @@ For each config (``stroke``: the shipped stroke config, 512x512, ~125 M paramete
 2. peak: a large convolution through TensorFlow (``[8,128,128,256]`` input, ``3x3x256x256``
    kernel, in the variant's precision), median of repeats taken inside every measuring
    process, halfway and at the end: the attainable FLOP/s under the same machine load;
-3. training, in a fresh process per variant (XLA off / on; float16 mixed precision on a GPU):
+3. training, in a fresh process per variant (XLA off / on; mixed precision where the machine has
+   it natively: bfloat16 on CPUs with AVX512_BF16 or AMX, float16 on a GPU; a lower precision's
+   process also measures the float32 peak, so its rows say the share of both peaks):
    the real pipeline (``data.make_dataset`` over N images on disk + ``model.fit``) and the
    same model fed one in-memory batch (the compute bound), after an untimed warm-up, in
    alternating timed fits; figures are medians.  Pipeline overhead is ``1 - from_disk / in_memory``;
@@ -46,7 +48,7 @@ from flexunet.synthetic.demo_config import demo_config_text
 from flexunet.synthetic.synth import synthesize
 from flexunet.utils.errors import FlexUNetError
 from flexunet.utils.io import list_files, write_json, write_text
-from flexunet.utils.machine import describe
+from flexunet.utils.machine import Machine, describe, detect, precision_candidates
 
 ENV_KNOBS = ("TF_ENABLE_ONEDNN_OPTS", "TF_CPU_ALLOCATOR_USE_BFC", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
              "OMP_NUM_THREADS")   # read by TensorFlow at import: recorded with the figures
@@ -194,8 +196,8 @@ def run_bench(configs: Sequence[str] = ("stroke", "demo"), out: str | os.PathLik
     every plan's steps per timing, timings, and N; ``infer_images`` its images per inference
     pass.  ``xla``: the jit_compile settings to run.  ``peak_repeats`` and ``peak_shape``: the
     convolution peak, measured twice in every process.
-    ``precisions``: "float32" and/or mixed "float16"/"bfloat16" (default float32, plus float16
-    on a GPU; mixed precision is refused without a GPU).  ``memory``: also train on 10 x N
+    ``precisions``: "float32" and/or mixed "float16"/"bfloat16" (default :func:`bench_precisions`:
+    float32, plus bfloat16 on a CPU with native bf16, float16 on a GPU).  ``memory``: also train on 10 x N
     images in a separate process to compare peak memory.  ``sets``: ``section.key=value``
     overrides applied to every config (as ``--set``), e.g. ``train.cache=False``.
     """
@@ -203,13 +205,7 @@ def run_bench(configs: Sequence[str] = ("stroke", "demo"), out: str | os.PathLik
 
     started = time.perf_counter()
     gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
-    precisions = tuple(precisions or (("float32", "float16") if gpus else ("float32",)))
-    for p in precisions:
-        if p not in ("float32", "float16", "bfloat16"):
-            raise FlexUNetError(f"--precision {p}: expected float32, float16 or bfloat16")
-        if p != "float32" and not gpus:
-            raise FlexUNetError(f"--precision {p}: mixed precision is only measured on a GPU (none found); "
-                                f"use --precision float32")
+    precisions = bench_precisions(precisions, replace(detect(), gpus=tuple(gpus)))
     if not xla:
         raise FlexUNetError("--xla: expected at least one of off, on")
     variants = [Variant(bool(x), p) for p, x in itertools.product(precisions, xla)]
@@ -237,6 +233,25 @@ def run_bench(configs: Sequence[str] = ("stroke", "demo"), out: str | os.PathLik
         write_json(Path(out), report)
         echo(f"figures written to {out}")
     return report
+
+
+def bench_precisions(requested: Sequence[str] | None, machine: Machine) -> tuple[str, ...]:
+    """The precisions to measure: ``requested``, else the ones training's "auto" would try here
+    (:func:`flexunet.utils.machine.precision_candidates`).  A lower precision this machine has no native
+    arithmetic for is refused (an emulated bf16 measures the emulation): bfloat16 needs AVX512_BF16 / AMX
+    or a GPU, float16 a GPU."""
+    if not requested:
+        return precision_candidates(machine)
+    native = set(precision_candidates(machine)) | ({"bfloat16"} if machine.gpus else set())
+    for p in requested:
+        if p not in ("float32", "float16", "bfloat16"):
+            raise FlexUNetError(f"--precision {p}: expected float32, float16 or bfloat16")
+        if p not in native:
+            need = "a GPU" if p == "float16" else "a GPU or a CPU with AVX512_BF16 or AMX"
+            raise FlexUNetError(f"--precision {p}: measured only where the hardware has it ({need}); this "
+                                f"machine ({machine.label}) has not: use --precision "
+                                f"{','.join(precision_candidates(machine))}")
+    return tuple(requested)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""The benchmark's figures as text: throughput, overhead, GFLOP/s and the share of the convolution peak.
+"""The benchmark's figures as text: throughput, overhead, GFLOP/s and the share of the convolution peak
+(a lower precision's row: of its own peak and of the float32 peak measured in the same process).
 
 The figures are printed, not judged: what counts as fast enough is for whoever reads them.
 """
@@ -13,6 +14,7 @@ def derived(report: dict) -> list[dict]:
         flops = c["forward_flops"]
         for v in c["variants"]:
             peak = v["peak"]["flops"]  # measured in the same process, under the same machine load
+            f32 = (v.get("peak_float32") or v["peak"])["flops"]   # a lower precision's process measures both
             disk, mem = v["disk"]["images_per_s"], v["memory"]["images_per_s"]
             stream, loop = v["infer"]["streaming"]["images_per_s"], v["infer"]["per_image"]["images_per_s"]
             rows.append({
@@ -25,7 +27,9 @@ def derived(report: dict) -> list[dict]:
                 "train_peak_fraction": 3 * flops * disk / peak,
                 "infer_streaming": stream, "infer_per_image": loop, "infer_speedup": stream / loop,
                 "infer_gflops": flops * stream / 1e9, "infer_peak_fraction": flops * stream / peak,
-                "peak_gflops": peak / 1e9, "peak_rss_mib": v["peak_rss_mib"]})
+                "peak_gflops": peak / 1e9, "peak_rss_mib": v["peak_rss_mib"],
+                "peak_float32_gflops": f32 / 1e9, "train_float32_peak_fraction": 3 * flops * disk / f32,
+                "infer_float32_peak_fraction": flops * stream / f32})
     return rows
 
 
@@ -55,6 +59,16 @@ def format_table(report: dict) -> str:
                       f"{r['train_gflops']:.1f}", f"{r['peak_gflops']:.1f}", f"{r['train_peak_fraction']:.0%}",
                       f"{r['peak_rss_mib']:.0f}"]
                      for r in rows])
+    lower = [r for r in rows if r["precision"] != "float32"]
+    if lower:
+        lines += ["", "lower precision against float32, both conv peaks measured in the same process:"]
+        lines += _table(["config", "xla", "precision", "conv peak", "float32 peak", "gain", "training of peak",
+                         "of float32 peak", "inference of peak", "of float32 peak"],
+                        [[r["config"], "on" if r["xla"] else "off", r["precision"], f"{r['peak_gflops']:.1f}",
+                          f"{r['peak_float32_gflops']:.1f}", f"{r['peak_gflops'] / r['peak_float32_gflops']:.2f}x",
+                          f"{r['train_peak_fraction']:.0%}", f"{r['train_float32_peak_fraction']:.0%}",
+                          f"{r['infer_peak_fraction']:.0%}", f"{r['infer_float32_peak_fraction']:.0%}"]
+                         for r in lower])
     lines += ["", "inference (images/s; medians):"]
     lines += _table(["config", "size", "xla", "precision", "streaming", "per-image predict", "speed-up",
                      "GFLOP/s", "of peak"],

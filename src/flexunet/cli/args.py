@@ -174,8 +174,9 @@ def _args_bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--images", type=int, help="N, training images of the throughput run (default: per config)")
     p.add_argument("--infer-images", type=int, help="images per inference pass (default: per config)")
     p.add_argument("--xla", default="off,on", help="jit_compile settings to run: off, on or off,on (default)")
-    p.add_argument("--precision", help="float32 and/or float16, bfloat16 (mixed; GPU only); "
-                                       "default float32, plus float16 on a GPU")
+    p.add_argument("--precision", help="float32 and/or bfloat16 (mixed; a GPU or a CPU with AVX512_BF16 / "
+                                       "AMX), float16 (mixed; GPU only); default float32, plus bfloat16 on a "
+                                       "CPU with native bf16, float16 on a GPU")
     p.add_argument("--no-memory", action="store_true", help="skip the 10 x N peak-memory run")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a value of every benchmarked config, e.g. --set train.cache=False (repeatable)")

@@ -84,10 +84,11 @@ class TrainSettings:
     deterministic: bool = opt(False, Bool(), "op determinism: bit-identical runs on CPU (slower)")
     jit_compile: bool | str = opt("auto", Auto(Bool()), "XLA compilation of the train step; \"auto\": the "
                                   "faster of on and off, timed on the model at start-up (cached per machine)")
-    mixed_precision: str | None = opt(None, Auto(Optional(Str(("float16", "bfloat16"), lower=True))),
+    mixed_precision: str | None = opt("auto", Auto(Optional(Str(("float16", "bfloat16"), lower=True))),
                                       "mixed precision policy (None: float32); \"auto\": bfloat16 (CPUs with "
                                       "AVX512_BF16 or AMX) or float16 (GPUs) where faster and as accurate as "
-                                      "float32 on a probe (cached per machine)")
+                                      "float32 on a probe (cached per machine); float32 without a probe on a "
+                                      "CPU with neither")
     strategy: str = opt("default", Str(("default", "mirrored", "multiworker"), lower=True),
                         "tf.distribute strategy")
     cache: bool = opt(False, Bool(), "cache decoded training data in memory")

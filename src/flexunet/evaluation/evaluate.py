@@ -49,6 +49,7 @@ from flexunet.evaluation.review import Review, bland_altman_png, manifest_geomet
 from flexunet.model.intervals import DEFINITION, Interval, dice_intervals, notes
 from flexunet.model.metrics import COUNTS, LESION_COUNTS, SCORES, MetricAccumulator
 from flexunet.model.run_folder import best_model_path
+from flexunet.model.precision import model_precision
 from flexunet.model.trained import load_trained, model_sha256
 from flexunet.utils.errors import DataError
 from flexunet.utils.io import StagedFiles, csv_text, staged_files
@@ -200,7 +201,8 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
         raise DataError(f"{cfg.test.images_dir}: the pipeline yielded {seen} of {len(pairs)} test images")
 
     csv_path = Path(cfg.eval.evaluation_csv)
-    report = {**_report(cfg, acc, loss_mean.value, dice_mean.value, model_path, model_hash, manifest),
+    report = {**_report(cfg, acc, loss_mean.value, dice_mean.value, model_path, model_hash, manifest,
+                        model_precision(model)),
               "leak_check": leaks, **review.report()}
     for name, interval in set_intervals(acc, slice_groups(manifest, [p.name for p, _ in pairs]),
                                         cfg.train.seed).items():
@@ -220,11 +222,12 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
 
 
 def _report(cfg: Config, acc: MetricAccumulator, loss: float, dice: float, model_path: Path | None,
-            model_hash: str | None, manifest: Path | None) -> dict[str, Any]:
+            model_hash: str | None, manifest: Path | None, compute: str) -> dict[str, Any]:
     body = acc.summary()
     return {
         "model": str(model_path) if model_path is not None else None,
         "model_sha256": model_hash,   # the file evaluated: report warns when the best model is no longer it
+        "compute_dtype": compute,     # float32, or the run's training precision where it agrees (model.precision)
         "test_images_dir": str(Path(cfg.test.images_dir).resolve()),   # what was scored: the report shows these
         "test_masks_dir": str(Path(cfg.test.masks_dir).resolve()),
         "num_images": body.pop("num_images"),
@@ -276,9 +279,9 @@ def _fmt(value: float) -> str:
 
 
 def _log_summary(summary: dict[str, Any]) -> None:
-    log.info("evaluated %d test images: %s %s, %s %s (original's figures, background included)",
-             summary["num_images"], summary["loss_name"], _fmt(summary["loss"]), SEED_METRIC,
-             _fmt(summary[SEED_METRIC]))
+    log.info("evaluated %d test images (model in %s): %s %s, %s %s (original's figures, background included)",
+             summary["num_images"], summary["report"]["compute_dtype"], summary["loss_name"], _fmt(summary["loss"]),
+             SEED_METRIC, _fmt(summary[SEED_METRIC]))
     for name, c in summary["classes"].items():
         log.info("  %-14s Dice %s (n=%d, %d empty)  IoU %s  precision %s  recall %s  HD95 %s px  "
                  "lesion F1 %s  FP-slice rate %s", name, _fmt(c["dice"]), c["n_valid"], c["n_empty"],

@@ -153,7 +153,7 @@ def export_model(cfg: Config, fmt: str, out: Path | None = None, model: Any = No
     if fmt == "onnx":
         _onnx_modules()  # fail before loading the model
     if model is None:
-        model = load_trained(cfg)
+        model = load_trained(cfg, "float32")  # a deployable model: float32, whatever the run trained in
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
     remove_path(tmp)

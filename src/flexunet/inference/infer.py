@@ -51,6 +51,7 @@ from flexunet.inference.volumes import (SliceGeometry, check_pixel_spacing, geom
 from flexunet.inference.writing import (UNCERTAIN_FILE, VOLUMES_FILE, SliceOutputs, protected_dirs, staged,
                                         write_tables)
 from flexunet.model.predict import model_batch, predict_probs, predict_tiled, read_input, tile_starts
+from flexunet.model.precision import model_precision
 from flexunet.model.trained import load_trained
 from flexunet.utils.errors import DataError
 from flexunet.utils.io import DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, list_files
@@ -198,6 +199,7 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
     if model is None:
         model = load_trained(cfg)
     summary: dict[str, Any] = {"images": 0, "output_dir": out_dir, "tiled": tiled, "files": [],
+                               "compute_dtype": model_precision(model),
                                "overlays": [], "class_index": [], "removed_components": 0, "blank": 0,
                                "uncertainty": [], "volumes": []}
     masks: dict[str, np.ndarray] = {}
@@ -216,8 +218,9 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
                     "lower it", cfg.infer.min_component_size, summary["images"])
     seconds = time.perf_counter() - start
     summary.update(seconds=seconds, images_per_second=summary["images"] / seconds if seconds > 0 else 0.0)
-    log.info("inferred %d image(s)%s in %.1f s (%.2f images/s) -> %s", summary["images"],
-             " tile by tile" if tiled else "", seconds, summary["images_per_second"], out_dir)
+    log.info("inferred %d image(s)%s in %.1f s (%.2f images/s, model in %s) -> %s", summary["images"],
+             " tile by tile" if tiled else "", seconds, summary["images_per_second"], summary["compute_dtype"],
+             out_dir)
     return summary
 
 

@@ -8,7 +8,9 @@ For levels ``i = 0 .. num_layers-1`` (the last is the bridge):
    MaxPool 2x2 except at the bridge;
 4. decoder block for ``i = num_layers-2 .. 0``: Conv2DTranspose(f_i, 2x2, stride 2), concat
    with the encoder's level-i output, then the same two convolutions as the encoder's level i;
-5. head: 1x1 convolution to num_classes, softmax (in float32, also under mixed precision).
+5. head: 1x1 convolution to num_classes, softmax (in float32, also under mixed precision; so are the
+   losses and metrics, which cast to float32, and BatchNorm, whose variables and statistics Keras
+   keeps in float32 under a mixed policy).
 
 With the stroke config (16 filters, 9x9 kernels, 8 levels, 512x512x3, 3 classes) this is
 124,996,883 parameters (125,045,779 with ``normalization = True``), as the original.
@@ -24,6 +26,7 @@ import keras
 from keras import layers
 
 from flexunet.config.loader import Config, ModelSettings
+from flexunet.model.precision import policy_name
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +158,8 @@ def configure_runtime(cfg: Config) -> None:
         from tensorflow.python.framework.config import disable_op_determinism
 
         disable_op_determinism()
-    if cfg.train.mixed_precision not in (None, "auto"):  # "auto" not yet resolved (autotune.resolve): float32
-        keras.mixed_precision.set_global_policy(f"mixed_{cfg.train.mixed_precision}")
-    else:
-        keras.mixed_precision.set_global_policy("float32")
+    # "auto" not yet resolved (autotune.resolve): float32
+    keras.mixed_precision.set_global_policy(policy_name(cfg.train.mixed_precision))
 
 
 def make_optimizer(cfg: Config):

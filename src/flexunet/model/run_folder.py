@@ -159,6 +159,7 @@ def metadata(cfg: Config, best_name: str, state: Mapping[str, Any] | None = None
         "classes": [{"index": i, "name": name, "colour": colours.get(i)} for i, name in enumerate(cfg.class_names)],
         "config": {f"{s}.{k}": _jsonable(getattr(getattr(cfg, s), k)) for s, k in RUN_KEYS},
         "split_sha256": split_hash(cfg),
+        "speed": state.get("speed"),   # XLA and the precision the run trained in, and why (autotune.settle)
         "versions": {"flexunet": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
     }
 
@@ -335,6 +336,10 @@ def describe_meta(meta: Mapping[str, Any], source: str) -> str:
     lines.append(f"versions: flexunet {v.get('flexunet')}, tensorflow {v.get('tensorflow')}, "
                  f"keras {v.get('keras')}")
     lines.append(f"split sha256: {meta.get('split_sha256')}")
+    speed = meta.get("speed") or {}
+    if speed:
+        lines.append(f"trained in {speed.get('precision')}, XLA {'on' if speed.get('jit_compile') else 'off'} "
+                     f"({speed.get('precision_why')})")
     return "\n".join(lines) + "\n"
 
 

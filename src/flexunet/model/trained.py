@@ -8,13 +8,17 @@ from __future__ import annotations
 import hashlib
 import io as _io
 import json
+import logging
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from flexunet.config.loader import Config
+from flexunet.model.precision import count_agreement, decide, inference_precision, precision_policy, write_record
 from flexunet.model.run_folder import SAVED_CONFIG, best_model_path, saved_config
 from flexunet.utils.errors import FlexUNetError
+
+log = logging.getLogger(__name__)
 
 
 def model_sha256(path: str | Path) -> str:
@@ -108,8 +112,10 @@ def _norm(value: Any) -> Any:
     return list(value) if isinstance(value, (list, tuple)) else value
 
 
-def load_trained(cfg: Config):
-    """The trained best model of ``[train] model_dir``, built from the run's own [model] keys (not compiled).
+def load_trained(cfg: Config, precision: str | None = None):
+    """The trained best model of ``[train] model_dir``, built from the run's own [model] keys (not compiled),
+    at ``precision`` (default: the run's record, :func:`flexunet.model.precision.inference_precision`:
+    float32 unless the run trained lower and its predictions agree with float32's).
 
     A ``.keras`` file without the run's saved config beside it is its own truth: it is loaded
     as it was saved (safe mode: a file holding Python code is refused, never run).
@@ -122,7 +128,8 @@ def load_trained(cfg: Config):
     if run is None and path.name.endswith(".keras"):
         return _load_keras_file(path)
     settings = run.model if run is not None else cfg.model
-    model = build_model(settings, seed=cfg.train.seed)
+    with precision_policy(precision or inference_precision(model_dir)):
+        model = build_model(settings, seed=cfg.train.seed)
     saved = model_dir / SAVED_CONFIG if run is not None else None
     check_weights(path, model, saved)
     if path.name.endswith(".keras"):
@@ -145,3 +152,20 @@ def _load_keras_file(path: Path):
         reason = " ".join(str(exc).split())[:300]
         raise FlexUNetError(f"{path}: cannot be loaded as a FlexUNet model ({reason}); expected the "
                             f"best_model.keras written by 'flexunet train'") from None
+
+
+def check_precision(cfg: Config, trained: str, batches: Iterable[Any]) -> dict[str, Any]:
+    """The run's best model on ``batches`` (the validation images, float32 (B, H, W, C)) in float32 and in
+    ``trained``, the precision it trained in: the precision record (:mod:`flexunet.model.precision`),
+    written to the run folder and returned.  A run trained in float32 predicts nothing here."""
+    agree = total = images = 0
+    if trained != "float32":
+        reference, lower = load_trained(cfg, "float32"), load_trained(cfg, trained)
+        for x in batches:
+            a, b = count_agreement(reference.predict_on_batch(x), lower.predict_on_batch(x))
+            agree, total, images = agree + a, total + b, images + len(x)
+    record = decide(trained, agree, total, images)
+    write_record(cfg.train.model_dir, record)
+    if trained != "float32":
+        log.info("precision: inference and evaluation run this model in %s (%s)", record["inference"], record["why"])
+    return record

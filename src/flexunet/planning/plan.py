@@ -8,8 +8,9 @@ As nnU-Net does, the configuration is derived from the data and the machine:
    a few stray colours merged with a warning each, colours that cannot be placed refused),
    per-class pixel share, lesion component sizes, slices with and without each class, the
    size of every subset;
-2. probe (:mod:`flexunet.planning.probe`): a few timed training steps of 1-3 candidate
-   networks on this machine, and the online augmentation's cost, a few seconds in all;
+2. probe (:mod:`flexunet.planning.probe`): a few timed training steps of 3 candidate networks
+   (and of larger ones while they fit the budget) on this machine, at the precision training
+   will use here, and the online augmentation's cost, a few seconds in all;
 3. choose (``choose``): input size, levels and filters, BatchNorm, CE + Dice, Adam and
    its warm-up + decay schedule, batch size, online augmentation, foreground oversampling,
    epochs that fit the time budget, monitor, cache, channels, mask format, rgb_map and class names;
@@ -32,10 +33,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from flexunet.planning.fingerprint import MERGED_SHOWN, SUBSETS, fingerprint_dataset
-from flexunet.planning.probe import AUGMENT_SHARE_LIMIT, AUGMENTATION, Candidate, augment_seconds, probe_speed
+from flexunet.planning.probe import (AUGMENT_SHARE_LIMIT, AUGMENTATION, Candidate, augment_seconds, probe_ladder,
+                                     probe_speed)
 from flexunet.planning.sizes import size_lines, size_warnings, subset_sizes
 from flexunet.utils.errors import DataError, FlexUNetError
 from flexunet.utils.io import write_json, write_text
+from flexunet.utils.machine import Machine, detect, precision_candidates, precision_reason
 from flexunet.utils.outputs import check_output_file, claim_output_dir
 
 log = logging.getLogger(__name__)
@@ -55,23 +58,6 @@ def input_size(fp: dict, size: int | None) -> tuple[int, str]:
     rounded = max(32, int(math.ceil(side / 16.0)) * 16)
     what = "the images are " + ", ".join(fp["image_sizes"]) + " px"
     return rounded, what + ("" if rounded == side else "; rounded up to a multiple of 16")
-
-
-def levels_for(size: int) -> int:
-    """Levels that bring the bottleneck to about 8 px (3..7), dividing the size exactly."""
-    n = max(3, min(7, int(math.log2(max(size, 8) / 8)) + 1))
-    while n > 3 and size % 2 ** (n - 1):
-        n -= 1
-    return n
-
-
-def batch_for(size: int) -> int:
-    return 8 if size <= 128 else 4 if size <= 256 else 2
-
-
-def candidates_for(size: int) -> list[Candidate]:
-    lv, b = levels_for(size), batch_for(size)
-    return [Candidate(32, lv, b), Candidate(16, lv, b), Candidate(8, lv, b)]
 
 
 def _epoch_seconds(step_s: float, train_n: int, valid_n: int, batch: int) -> float:
@@ -94,21 +80,27 @@ def class_weights_for(shares: list[float]) -> tuple[float, ...]:
     return tuple(out)
 
 
+def epochs_fit(fp: dict, minutes: float) -> Callable[[Candidate, float], float]:
+    """(candidate, seconds per step) -> epochs of the schedule that fit ``minutes`` on ``fp``'s set."""
+    train_n, valid_n = fp["slices"]["train"], fp["slices"]["valid"]
+    return lambda c, step_s: minutes * 60.0 / _epoch_seconds(step_s, train_n, valid_n, c.batch_size)
+
+
 def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, size_why: str,
-           augment_s: float = 0.0) -> dict[str, Any]:
+           augment_s: float = 0.0, precision_why: str = "") -> dict[str, Any]:
     """Every planned value with the reason that chose it: {key: (value, why)}.
 
     ``augment_s``: measured seconds per image of online augmentation (0: not measured).
+    ``precision_why``: why the candidates were timed in their precision (the machine's reason).
     """
     train_n, valid_n = fp["slices"]["train"], fp["slices"]["valid"]
-    budget = minutes * 60.0
-    ranked = sorted(speeds, key=lambda c: -c.base_filters)
-    fits = {c: budget / _epoch_seconds(speeds[c], train_n, valid_n, c.batch_size) for c in ranked}
+    ranked = sorted(speeds, key=lambda c: c.rank, reverse=True)
+    fit = epochs_fit(fp, minutes)
+    fits = {c: fit(c, speeds[c]) for c in ranked}
     pick = next((c for c in ranked if fits[c] >= EPOCH_CAP),
                 next((c for c in ranked if fits[c] >= GOOD_EPOCHS), ranked[-1]))
     epochs = int(max(1, min(EPOCH_CAP, math.floor(fits[pick]))))
-    probe = "; ".join(f"{c.base_filters} filters: {speeds[c]:.2f} s/step, {fits[c]:.0f} epochs fit"
-                      for c in ranked)
+    probe = "; ".join(f"{c.label}: {speeds[c]:.2f} s/step, {fits[c]:.0f} epochs fit" for c in ranked)
     epoch_min = _epoch_seconds(speeds[pick], train_n, valid_n, pick.batch_size) / 60.0
     grey = fp["channels"] == "grey"
     names = [c["name"] for c in fp["classes"]]
@@ -131,10 +123,17 @@ def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, 
                          else f" (over {AUGMENT_SHARE_LIMIT:.0%}): off")),
         "size": (size, size_why),
         "levels": (pick.levels, f"{size} px / 2^{pick.levels - 1} = {size // 2 ** (pick.levels - 1)} px at the "
-                                f"bottleneck: context of the whole slice"),
-        "base_filters": (pick.base_filters, f"measured on this machine ({probe}); the largest net that fits "
-                                            f"{EPOCH_CAP} epochs in {minutes:g} min, else {GOOD_EPOCHS}, else "
-                                            f"the fastest"),
+                                f"bottleneck: context of the whole slice"
+                   + (f"; one level more than usual, at most {pick.max_filters} filters: it fits the budget"
+                      if pick.max_filters else "")),
+        "max_filters": pick.max_filters,
+        "base_filters": (pick.base_filters, f"measured on this machine in {pick.precision} ({probe}); the largest "
+                                            f"net that fits {EPOCH_CAP} epochs in {minutes:g} min, else "
+                                            f"{GOOD_EPOCHS}, else the fastest"),
+        "precision": (pick.precision, f"the nets were timed in {pick.precision}"
+                      + (f": {precision_why}" if precision_why else "") + "; \"auto\": train times float32 "
+                      + ("too and keeps the lower precision only where it is faster and as accurate"
+                         if pick.precision != "float32" else "and any faster precision this machine has")),
         "batch_size": (pick.batch_size, f"{size} px images: {pick.batch_size} per step keeps BatchNorm statistics "
                                         f"usable and a step short on a CPU"),
         "epochs": (epochs, f"{minutes:g} min / {epoch_min:.2f} min per epoch ({train_n} train + {valid_n} valid "
@@ -208,7 +207,7 @@ base_filters   = {c['base_filters'][0]}
 base_kernels   = (3,3)
 ; {c['levels'][1]}
 num_layers     = {c['levels'][0]}
-; no dropout: a schedule of at most {EPOCH_CAP} epochs needs every step to count
+{max_filters_line(c['max_filters'])}; no dropout: a schedule of at most {EPOCH_CAP} epochs needs every step to count
 dropout_rate   = 0.0
 dilation       = (1,1)
 ; Adam at 1e-3 suits BatchNorm nets; clipping by value is off (it slows Adam and BatchNorm needs none)
@@ -238,6 +237,8 @@ model_dir      = "./models"
 eval_dir       = "./eval"
 images_dir     = "{d['train']['images']}"
 masks_dir      = "{d['train']['masks']}"
+; {c['precision'][1]}
+mixed_precision = "auto"
 ; the schedule below sets the learning rate; no plateau reducer
 learning_rate_reducer = False
 ; {c['warmup_epochs'][1]}
@@ -299,6 +300,11 @@ def prepare_section(fp: dict) -> str:
             f"size          = {int(rec.get('size') or 512)}\nimage_resize  = \"{rec.get('image_resize') or 'area'}\"\n")
 
 
+def max_filters_line(cap: int | None) -> str:
+    """[model] max_filters for a net with a level added (its new level as wide as its widest), else nothing."""
+    return "" if cap is None else f"; the added level keeps the widest level's filters\nmax_filters    = {cap}\n"
+
+
 def mask_section(fp: dict) -> str:
     """[mask]: the format found in the masks and its evidence; for colour masks rgb_map and every colour
     merged into a class (map_unmapped)."""
@@ -342,11 +348,13 @@ def _comment(text: str, width: int = 110) -> list[str]:
 
 def plan_dataset(dataset: Path, out: Path | None = None, minutes: float = 10.0, size: int | None = None,
                  classes: Sequence[str] | None = None, overwrite: bool = False,
-                 probe: Callable[..., dict[Candidate, float]] | None = None) -> dict[str, Any]:
+                 probe: Callable[..., dict[Candidate, float]] | None = None,
+                 machine: Machine | None = None) -> dict[str, Any]:
     """Fingerprint ``dataset``, probe this machine, write the config and ``fingerprint.json``.
 
     Returns {"config": path, "fingerprint": path, "choices": ...}.  Refuses an existing
-    config unless ``overwrite``.  ``probe`` times the candidate nets (default: ``probe_speed``).
+    config unless ``overwrite``.  ``probe`` times the candidate nets (default: ``probe_speed``);
+    ``machine`` (default: this one) decides the precision they are timed in.
     """
     dataset = Path(dataset)
     out = Path(out) if out is not None else Path("train_eval_infer.config")
@@ -373,9 +381,14 @@ def plan_dataset(dataset: Path, out: Path | None = None, minutes: float = 10.0, 
         log.warning("plan: %s; that class cannot be learned from this set", form["evidence"].rsplit("; ", 1)[1])
     chosen_size, size_why = input_size(fp, size)
     channels = 1 if fp["channels"] == "grey" else 3
-    speeds = (probe or probe_speed)(candidates_for(chosen_size), chosen_size, channels, len(fp["classes"]))
-    choices = choose(fp, speeds, minutes, chosen_size, size_why, augment_seconds(chosen_size, channels))
+    machine = machine or detect(gpu=True)
+    precision = precision_candidates(machine)[-1]   # what "auto" trains in here where it is as accurate
+    speeds = probe_ladder(probe or probe_speed, chosen_size, channels, len(fp["classes"]), precision,
+                          epochs_fit(fp, minutes), EPOCH_CAP)
+    choices = choose(fp, speeds, minutes, chosen_size, size_why, augment_seconds(chosen_size, channels),
+                     precision_reason(machine))
     fp["probe"] = {f"{c.base_filters}x{c.levels}@{c.batch_size}": round(s, 4) for c, s in speeds.items()}
+    fp["probe"]["precision"] = precision
     fp["probe"]["augment_s_per_image"] = round(choices["generator_s"], 5)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(fp_path, fp)

@@ -1,18 +1,27 @@
 """``flexunet plan``'s probes of this machine: a few timed training steps of each candidate network,
 and the planned online augmentation's cost per image (a few seconds in all).
+
+The candidates (:func:`candidates_for`): 32, 16 and 8 first-level filters at the levels that bring
+the bottleneck to ~8 px, always probed; then, only while the largest so far fits the whole
+schedule in the budget (:func:`probe_ladder`), 48 and 64 filters, and at 256 px and more one
+level more.  Each is timed at the precision training will use on this machine (the fastest of
+:func:`flexunet.utils.machine.precision_candidates`: bfloat16 on CPUs with native bf16, float16 on
+GPUs, else float32), since ``[train] mixed_precision = "auto"`` picks it where it is as accurate.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from flexunet.config.loader import parse_config
 from flexunet.dataset.transforms import random_augment
+from flexunet.model.precision import precision_policy
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +48,95 @@ AUGMENT_SHARE_LIMIT = 0.25       # online augmentation is planned when it costs 
 
 @dataclass(frozen=True)
 class Candidate:
-    """A network ``plan`` may choose, probed for its speed: first-level filters, levels, batch size."""
+    """A network ``plan`` may choose, probed for its speed: first-level filters, levels, batch size, the
+    precision it is timed in, and the widest level's filters when capped (a level added to a net)."""
 
     base_filters: int
     levels: int
     batch_size: int
+    precision: str = "float32"
+    max_filters: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.base_filters} filters" + (f" x {self.levels} levels" if self.max_filters else "")
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        """Larger nets rank higher: wider first, then deeper."""
+        return self.base_filters, self.levels
+
+
+# --------------------------------------------------------------------------- the candidates
+
+
+def levels_for(size: int) -> int:
+    """Levels that bring the bottleneck to about 8 px (3..7), dividing the size exactly."""
+    n = max(3, min(7, int(math.log2(max(size, 8) / 8)) + 1))
+    while n > 3 and size % 2 ** (n - 1):
+        n -= 1
+    return n
+
+
+def batch_for(size: int) -> int:
+    return 8 if size <= 128 else 4 if size <= 256 else 2
+
+
+def candidates_for(size: int, precision: str = "float32") -> list[Candidate]:
+    """The nets always probed: 32, 16 and 8 filters."""
+    lv, b = levels_for(size), batch_for(size)
+    return [Candidate(f, lv, b, precision) for f in (32, 16, 8)]
+
+
+def larger_for(size: int, precision: str = "float32") -> list[Candidate]:
+    """Wider nets, probed in this order while the previous fits the schedule: 48 and 64 filters."""
+    lv, b = levels_for(size), batch_for(size)
+    return [Candidate(f, lv, b, precision) for f in (48, 64)]
+
+
+def deeper(c: Candidate, size: int) -> Candidate | None:
+    """At 256 px and more, ``c`` with one level more (bottleneck ~4 px: more context), its new level as
+    wide as its widest (None where the size does not divide or 7 levels are reached)."""
+    if size < 256 or c.levels >= 7 or size % 2 ** c.levels or c.max_filters:
+        return None
+    return Candidate(c.base_filters, c.levels + 1, c.batch_size, c.precision, c.base_filters * 2 ** (c.levels - 1))
+
+
+Probe = Callable[..., dict]   # (candidates, size, channels, num_classes) -> {candidate: seconds per step}
+
+
+def probe_ladder(probe: Probe, size: int, channels: int, num_classes: int, precision: str,
+                 epochs_fit: Callable[[Candidate, float], float], cap: int) -> dict[Candidate, float]:
+    """Seconds per step of :func:`candidates_for`'s nets, then of larger ones while they may fit.
+
+    ``epochs_fit(candidate, s_per_step)``: epochs of the schedule that fit the budget.  A wider net
+    is probed only when the widest that fits ``cap`` epochs would still fit them if its step grew
+    in proportion to the filters (the least it grows), the deeper one only when the net it deepens
+    fits ``cap`` epochs: a slow machine times the same three nets as ever.
+    """
+    speeds = dict(probe(candidates_for(size, precision), size, channels, num_classes))
+    fits = lambda c: epochs_fit(c, speeds[c]) >= cap  # noqa: E731
+    top = max(speeds, key=lambda c: c.rank)
+    for wider in larger_for(size, precision):
+        if not fits(top) or epochs_fit(top, speeds[top] * wider.base_filters / top.base_filters) < cap:
+            break
+        speeds.update(probe([wider], size, channels, num_classes))
+        if not fits(wider):
+            break
+        top = wider
+    deep = deeper(top, size) if fits(top) else None
+    if deep is not None:
+        speeds.update(probe([deep], size, channels, num_classes))
+    return speeds
+
+
+# --------------------------------------------------------------------------- timing
 
 
 def probe_speed(candidates: Sequence[Candidate], size: int, channels: int, num_classes: int,
                 steps: int = 3) -> dict[Candidate, float]:
-    """Seconds per training step of each candidate on this machine (BatchNorm, CE + Dice, Adam)."""
+    """Seconds per training step of each candidate on this machine (BatchNorm, CE + Dice, Adam), in the
+    candidate's precision."""
     import keras
 
     from flexunet.model.network import compile_model
@@ -58,7 +146,8 @@ def probe_speed(candidates: Sequence[Candidate], size: int, channels: int, num_c
     for cand in candidates:
         cfg = parse_config(_probe_config(cand, size, channels, num_classes), "<plan probe>")
         keras.utils.set_random_seed(0)
-        model = compile_model(cfg)
+        with precision_policy(cand.precision):
+            model = compile_model(cfg)
         x = rng.uniform(0, 255, (cand.batch_size, size, size, channels)).astype(np.float32)
         y = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, (cand.batch_size, size, size))]
         model.train_on_batch(x, y)                       # build and trace: not timed
@@ -67,14 +156,15 @@ def probe_speed(candidates: Sequence[Candidate], size: int, channels: int, num_c
             model.train_on_batch(x, y)
         out[cand] = (time.perf_counter() - start) / steps
         keras.backend.clear_session()
-        log.info("plan: probe %d filters x %d levels, batch %d: %.3f s per step", cand.base_filters, cand.levels,
-                 cand.batch_size, out[cand])
+        log.info("plan: probe %d filters x %d levels, batch %d, %s: %.3f s per step", cand.base_filters,
+                 cand.levels, cand.batch_size, cand.precision, out[cand])
     return out
 
 
 def _probe_config(c: Candidate, size: int, channels: int, num_classes: int) -> str:
     return (f"[model]\nimage_width = {size}\nimage_height = {size}\nimage_channels = {channels}\n"
             f"num_classes = {num_classes}\nbase_filters = {c.base_filters}\nnum_layers = {c.levels}\n"
+            f"max_filters = {c.max_filters}\n"
             f"base_kernels = (3,3)\nnormalization = True\ndropout_rate = 0.0\nloss = \"ce_dice\"\n"
             f"clipvalue = None\nlearning_rate = 0.001\n[train]\nbatch_size = {c.batch_size}\n"
             f"[mask]\nrgb_map = {{{', '.join(f'({i},{i},{i}):{i}' for i in range(num_classes))}}}\n")

@@ -6,14 +6,17 @@ halved it on another.  So at train start-up, for each setting left at "auto":
 1. XLA: time :data:`STEPS` training steps (after :data:`WARMUP` steps that trace and
    compile) of a separate copy of the real model on one real batch of the run's batch size,
    with and without XLA, in float32; keep the faster (median ms per step).
-2. precision: float32, and bfloat16 only on CPUs with native bf16 (AVX512_BF16 or AMX; an
-   emulated bf16 is never tried), float16 only where a GPU is visible.  A lower precision is
+2. precision (``mixed_precision = "auto"``, the default): float32, and bfloat16 only on CPUs
+   with native bf16 (AVX512_BF16 or AMX; an emulated bf16 is never tried), float16 only where a
+   GPU is visible (:func:`flexunet.utils.machine.precision_candidates`), so a machine with
+   neither trains in float32 without any precision probe.  A lower precision is
    timed the same way (with the XLA setting just chosen) and kept only when it is faster AND
    its probe steps stay within tolerance of float32's on the same weights and batch: the
    loss within :data:`LOSS_TOLERANCE` (relative) and the foreground mean Dice within
    :data:`DICE_TOLERANCE` (absolute), step by step.
 
-One log line gives both figures and the choice.  The probe models are built from the seed
+One log line gives both figures and the choice, and says why the precision is what it is;
+:func:`settle` also returns that as the record the run keeps (model_meta.json's ``speed``).  The probe models are built from the seed
 and thrown away, and the run re-seeds after the probe, so a run with "auto" trains exactly
 as a run with the chosen settings written by hand.  The decision is cached in
 ``$FLEXUNET_CACHE_DIR`` (else ``$XDG_CACHE_HOME/flexunet``, else ``~/.cache/flexunet``),
@@ -37,7 +40,7 @@ from typing import Any, Callable, Sequence
 
 from flexunet.config.loader import Config
 from flexunet.utils.io import write_json
-from flexunet.utils.machine import Machine, detect, machine_key
+from flexunet.utils.machine import Machine, detect, machine_key, precision_candidates, precision_reason
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ WARMUP = 2              # steps before timing: the first traces (and with XLA co
 STEPS = 5               # timed steps; their median is the figure
 LOSS_TOLERANCE = 0.02   # lower precision kept only within 2% (relative) of float32's loss ...
 DICE_TOLERANCE = 0.02   # ... and 0.02 (absolute) of its foreground mean Dice, at every probe step
+_SET = "set by [train] mixed_precision"
 # the [model] keys that change a training step's cost or its numbers (not its name or summary)
 ARCH_KEYS = ("image_width", "image_height", "image_channels", "input_normalize", "normalization",
              "num_classes", "base_filters", "max_filters", "base_kernels", "num_layers", "dropout_rate",
@@ -130,13 +134,6 @@ def cache_command(action: str) -> int:
 # --------------------------------------------------------------------------- the decision
 
 
-def precision_candidates(machine: Machine) -> tuple[str, ...]:
-    """float32; bfloat16 on CPUs with native bf16 (never emulated); float16 on GPUs."""
-    if machine.gpus:
-        return ("float32", "float16")
-    return ("float32", "bfloat16") if machine.native_bf16 else ("float32",)
-
-
 def _within_tolerance(probe: Probe, reference: Probe) -> bool:
     for loss, ref in zip(probe.loss, reference.loss):
         if not math.isfinite(loss) or abs(loss - ref) > LOSS_TOLERANCE * abs(ref):
@@ -155,6 +152,7 @@ def decide(jit_options: Sequence[bool], precisions: Sequence[str], measure: Meas
         parts.append(f"XLA off {timed[False].ms:.0f} ms/step, on {timed[True].ms:.0f} -> "
                      f"{'on' if jit else 'off'}")
     precision, reference = base, timed[jit]
+    why = ""
     if len(precisions) > 1:
         figures = [f"{base} {reference.ms:.0f} ms/step"]
         best = reference
@@ -164,9 +162,12 @@ def decide(jit_options: Sequence[bool], precisions: Sequence[str], measure: Meas
             figures.append(f"{candidate} {probe.ms:.0f}" + ("" if ok else " (outside tolerance)"))
             if ok and probe.ms < best.ms:
                 precision, best = candidate, probe
-        parts.append(f"{', '.join(figures)} -> {precision} (kept only if faster and loss within "
-                     f"{LOSS_TOLERANCE:.0%}, Dice within {DICE_TOLERANCE} of {base})")
-    return {"jit_compile": jit, "precision": precision, "line": "; ".join(parts),
+        rule = f"kept only if faster and loss within {LOSS_TOLERANCE:.0%}, Dice within {DICE_TOLERANCE} of {base}"
+        parts.append(f"{', '.join(figures)} -> {precision} ({rule})")
+        why = (f"measured {', '.join(figures)} ms/step; {rule}" if precision == base else
+               f"measured {best.ms:.0f} ms/step against {base}'s {reference.ms:.0f} ({reference.ms / best.ms:.2f}x), "
+               f"loss and Dice within tolerance")
+    return {"jit_compile": jit, "precision": precision, "line": "; ".join(parts), "precision_why": why,
             "ms": {f"{'xla' if j else 'no-xla'}/{base}": round(p.ms, 2) for j, p in timed.items()}}
 
 
@@ -180,42 +181,80 @@ def _apply(cfg: Config, decision: dict[str, Any]) -> Config:
 def resolve(cfg: Config, pairs: Sequence[tuple[Path, Path]], machine: Machine | None = None,
             measure: Measure | None = None) -> Config:
     """``cfg`` with every "auto" of [train] jit_compile / mixed_precision replaced by the measured choice."""
+    return settle(cfg, pairs, machine, measure)[0]
+
+
+def settle(cfg: Config, pairs: Sequence[tuple[Path, Path]], machine: Machine | None = None,
+           measure: Measure | None = None) -> tuple[Config, dict[str, Any]]:
+    """:func:`resolve`, and the record of the choice the run keeps: ``{"jit_compile", "precision",
+    "precision_why", "line"}`` (``precision``: "float32", "bfloat16" or "float16"; ``precision_why``: how it
+    was chosen, in words; ``line``: the one ``auto:`` log line, "" when nothing was "auto")."""
     t = cfg.train
+    explicit = "float32" if t.mixed_precision is None else t.mixed_precision
     if t.jit_compile != "auto" and t.mixed_precision != "auto":
-        return cfg
+        return cfg, _record(t.jit_compile, explicit, _SET, "")
     if t.strategy == "multiworker":  # each worker would measure on its own and they could disagree
-        log.info("auto: not measured with [train] strategy = \"multiworker\" (the workers must agree): XLA off, "
-                 "float32; set [train] jit_compile / mixed_precision to choose")
-        return _apply(cfg, {"jit_compile": False, "precision": "float32"})
+        line = ("not measured with [train] strategy = \"multiworker\" (the workers must agree): XLA off, float32; "
+                "set [train] jit_compile / mixed_precision to choose")
+        log.info("auto: %s", line)
+        decision = {"jit_compile": False, "precision": "float32"}
+        why = _SET if t.mixed_precision != "auto" else "\"auto\": not measured under multiworker"
+        return _apply(cfg, decision), _record(*_chosen(cfg, decision), why, line)
     import tensorflow as tf
 
     machine = machine or detect(gpu=True)
     jit_options = (t.jit_compile,) if t.jit_compile != "auto" else (False,) if t.deterministic else (False, True)
-    fixed = "float32" if t.mixed_precision is None else t.mixed_precision
-    precisions = precision_candidates(machine) if t.mixed_precision == "auto" else (fixed,)
+    precisions = precision_candidates(machine) if t.mixed_precision == "auto" else (explicit,)
+    # the one precision there is nothing to measure for, and why, as the line says it
+    only = f"precision {precisions[0]}: {precision_reason(machine) if t.mixed_precision == 'auto' else _SET}"
     if len(jit_options) == 1 and len(precisions) == 1:
-        log.info("auto: XLA %s, %s (nothing to measure: %s)", "on" if jit_options[0] else "off", precisions[0],
-                 "Keras turns XLA off under [train] deterministic" if t.jit_compile == "auto"
-                 else "no faster precision is safe on this machine")
-        return _apply(cfg, {"jit_compile": jit_options[0], "precision": precisions[0]})
+        line = (f"XLA {'on' if jit_options[0] else 'off'}, {only} (nothing to measure"
+                + (": Keras turns XLA off under [train] deterministic)" if t.jit_compile == "auto" else ")"))
+        log.info("auto: %s", line)
+        decision = {"jit_compile": jit_options[0], "precision": precisions[0]}
+        return _apply(cfg, decision), _record(*_chosen(cfg, decision), _why(t, machine, decision, precisions), line)
     mkey = machine_key(machine, tf.__version__)
     shape = model_shape(cfg)
     key = cache_key(mkey, shape, jit_options, precisions, tf.__version__)
     path = cache_dir() / CACHE_FILE
-    cached = _read_cache(path).get(key)
-    if cached is not None:
-        log.info("auto: %s [measured earlier on %s; %s; flexunet cache clear to measure again]", cached["line"],
-                 cached["machine"], path)
-        return _apply(cfg, cached)
-    if measure is None:
-        measure = probe_measure(cfg, pairs)
-    start = time.perf_counter()
-    decision = decide(jit_options, precisions, measure)
-    log.info("auto: %s [%s; probe %.0f s, cached in %s]", decision["line"], machine.label,
-             time.perf_counter() - start, path)
-    _store(path, key, {**decision, "machine": machine.label, "machine_key": mkey, "tensorflow": tf.__version__,
-                       "model": shape, "precisions": list(precisions), "when": time.strftime("%Y-%m-%d %H:%M")})
-    return _apply(cfg, decision)
+    decision = _read_cache(path).get(key)
+    if decision is not None:
+        line = _with_precision(decision["line"], precisions, only)
+        log.info("auto: %s [measured earlier on %s; %s; flexunet cache clear to measure again]", line,
+                 decision["machine"], path)
+    else:
+        if measure is None:
+            measure = probe_measure(cfg, pairs)
+        start = time.perf_counter()
+        decision = decide(jit_options, precisions, measure)
+        line = _with_precision(decision["line"], precisions, only)
+        log.info("auto: %s [%s; probe %.0f s, cached in %s]", line, machine.label, time.perf_counter() - start, path)
+        _store(path, key, {**decision, "machine": machine.label, "machine_key": mkey, "tensorflow": tf.__version__,
+                           "model": shape, "precisions": list(precisions), "when": time.strftime("%Y-%m-%d %H:%M")})
+    return _apply(cfg, decision), _record(*_chosen(cfg, decision), _why(t, machine, decision, precisions), line)
+
+
+def _with_precision(line: str, precisions: Sequence[str], only: str) -> str:
+    """The decision's line, with the one precision and its reason when there was no precision to measure."""
+    return line if len(precisions) > 1 else f"{line}; {only}"
+
+
+def _chosen(cfg: Config, decision: dict[str, Any]) -> tuple[bool, str]:
+    t = _apply(cfg, decision).train
+    return t.jit_compile, t.mixed_precision or "float32"
+
+
+def _why(t, machine: Machine, decision: dict[str, Any], precisions: Sequence[str]) -> str:
+    """How the run's precision was chosen: by the config, by the machine's candidates, or by measurement."""
+    if t.mixed_precision != "auto":
+        return _SET
+    if len(precisions) == 1:
+        return f"\"auto\": {precision_reason(machine)}"
+    return f"\"auto\": {decision.get('precision_why') or decision['line']}"   # an older cache: its line
+
+
+def _record(jit: bool, precision: str, why: str, line: str) -> dict[str, Any]:
+    return {"jit_compile": jit, "precision": precision, "precision_why": why, "line": line}
 
 
 # --------------------------------------------------------------------------- the probe

@@ -24,7 +24,9 @@ from pathlib import Path
 from flexunet.config.inputs import input_folders
 from flexunet.config.loader import Config, dump_config
 from flexunet.dataset.leak_record import RECORD_FILE, compare_data, write_record
+from flexunet.model.precision import RECORD as PRECISION_RECORD
 from flexunet.model.run_folder import apply_run, best_model_name
+from flexunet.model.trained import check_precision
 from flexunet.training import autotune
 from flexunet.training.certainty import best_epoch_intervals
 from flexunet.training.checkpoint import initial_state, load_checkpoint, recover_checkpoint
@@ -36,7 +38,7 @@ from flexunet.utils.outputs import check_output_dir, claim_output_dir, folder_ow
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("best_model.keras", "best_model.weights.h5", "last_checkpoint", "train_eval_infer.config",
-             "logs", "summary.txt", "data_record.json", "model_meta.json")
+             "logs", "summary.txt", "data_record.json", "model_meta.json", PRECISION_RECORD)
 # what training writes to [train] eval_dir (callbacks.write_curves); recorded as train's in its marker
 CURVE_FILES = ("train_losses.csv", "train_metrics.csv", "history.json", "train_losses.png", "train_metrics.png")
 
@@ -157,7 +159,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
     samples = _infer_samples(cfg)
     _prepare_outputs(cfg, resume, overwrite, samples)
     data_diff = _check_data(cfg, train_pairs, valid_pairs, allow_data_change) if resume else None
-    cfg = autotune.resolve(cfg, train_pairs)  # [train] jit_compile / mixed_precision "auto" -> a choice
+    cfg, speed = autotune.settle(cfg, train_pairs)  # [train] jit_compile / mixed_precision "auto" -> a choice
     t = cfg.train
 
     import keras
@@ -179,6 +181,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
             state["stopped_by"] = None  # resuming a run the guard stopped trains on; history.json keeps the finding
         log.info("resuming after epoch %d (best %s = %.5g at epoch %s)", state["epoch"], t.monitor,
                  state["best"], state["best_epoch"])
+    state["speed"] = {k: v for k, v in speed.items() if k != "line"}  # model_meta.json says how it trained
     first = state["epoch"]
     if first >= t.epochs or state.get("stopped_by", "") and str(state["stopped_by"]).startswith("early"):
         log.info("nothing to do: the run already ended after epoch %d (%s)", first,
@@ -231,6 +234,9 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
         recording.result()  # the record is whole before train returns (or re-raises its own error)
         clock.mark("data record written")
     seconds = time.perf_counter() - start
+    if nan_guard.where is None and state.get("best_epoch") and not str(state.get("stopped_by")).startswith("collapse"):
+        _check_precision(cfg, valid_pairs)
+        clock.mark("precision checked")
     timing = clock.finish()
     log.info("%s", timing_line(timing))
     if nan_guard.where is not None:
@@ -254,6 +260,16 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
     except (OSError, ValueError, FlexUNetError) as exc:
         log.warning("the best epoch's validation interval was not computed: %s", exc)
     return {**_summary(cfg, state, seconds, best_model_name(cfg)), "timing": timing, "valid_intervals": intervals}
+
+
+def _check_precision(cfg: Config, valid_pairs: list) -> dict:
+    """Once, at the end: the precision the trained model runs at in inference and evaluation, recorded in
+    the run folder (:mod:`flexunet.model.precision`); a float32 run predicts nothing here."""
+    from flexunet.preprocessing.pipeline import make_dataset
+
+    trained = cfg.train.mixed_precision or "float32"
+    batches = () if trained == "float32" else (x for x, _ in make_dataset(cfg, valid_pairs, training=False))
+    return check_precision(cfg, trained, batches)
 
 
 def warn_absent_classes(cfg: Config, counts, num_train: int) -> list[int]:

@@ -4,7 +4,9 @@ The CPU's name, the cores this process may use, the instruction-set flags that c
 which settings are fast (AVX2, AVX-512, native bfloat16 through AVX512_BF16 or AMX) and,
 only when asked (it imports TensorFlow), whether a GPU is visible.  :func:`describe`
 gives the short label benchmarks print beside every figure; :func:`machine_key` the
-hash that keys :mod:`flexunet.training.autotune`'s cache.  No TensorFlow import at module level.
+hash that keys :mod:`flexunet.training.autotune`'s cache; :func:`precision_candidates` the
+precisions worth trying here (training's "auto", ``plan``'s probe and ``bench`` all ask it).
+No TensorFlow import at module level.
 """
 
 from __future__ import annotations
@@ -46,6 +48,24 @@ class Machine:
             parts.append("AMX")
         parts += [f"GPU {name}" for name in self.gpus]
         return ", ".join(parts)
+
+
+def precision_candidates(machine: Machine) -> tuple[str, ...]:
+    """float32 first; bfloat16 on CPUs with native bf16 (never emulated); float16 where a GPU is visible.
+
+    The last one is the fastest candidate: what a faster machine trains in when it is also as accurate."""
+    if machine.gpus:
+        return ("float32", "float16")
+    return ("float32", "bfloat16") if machine.native_bf16 else ("float32",)
+
+
+def precision_reason(machine: Machine) -> str:
+    """Why :func:`precision_candidates` gives what it gives, in words (for log lines and run records)."""
+    if machine.gpus:
+        return "a GPU is visible, so float16 is worth trying"
+    if machine.native_bf16:
+        return "this CPU has native bfloat16 (AVX512_BF16 or AMX), so bfloat16 is worth trying"
+    return "no native bfloat16 on this CPU (AVX512_BF16 or AMX) and no GPU, so float32 only: an emulated bf16 is slower"
 
 
 def _cpuinfo(text: str) -> tuple[str, frozenset[str]]:
