@@ -218,3 +218,32 @@ def test_random_augment_draws_the_intensity_change_and_leaves_the_mask(tmp_path)
     assert 0 < sum(changed) < 8                                   # drawn with probability p = 0.5
     off = make_cfg(tmp_path, extra="[augmentor]\nrotation = False\nhflip = False\nvflip = False\nshrinks = []\n")
     assert all(np.array_equal(A.random_augment(image, mask, off, rng(s))[0], image) for s in range(4))
+
+
+def _edge_image() -> np.ndarray:
+    image = np.zeros((40, 40), np.uint8)
+    image[8:32, 8:32] = 80
+    image[8:32, 20:32] = 160                                      # a sharp edge inside the body
+    return image
+
+
+def test_vary_intensity_kernel_blurs_or_sharpens_the_edge_within_the_body():
+    image = _edge_image()
+    body = image > 0
+    step = lambda out: np.abs(np.diff(out[12:28, 14:26].astype(float), axis=1)).max()   # noqa: E731
+    outs = [A.vary_intensity(image, 0.0, 0.0, 0.0, rng(s), kernel=1.0) for s in range(12)]
+    steps = [step(o) for o in outs]
+    assert min(steps) < step(image) < max(steps)                 # some draws soften the edge, some sharpen it
+    for out in outs:
+        assert (out[~body] == 0).all()                            # black stays black
+    assert np.array_equal(A.vary_intensity(image, 0.0, 0.0, 0.0, rng(3), kernel=1.0), outs[3])   # seeded
+
+
+def test_vary_intensity_gamma_keeps_the_order_of_grey_levels():
+    image = _edge_image()
+    outs = [A.vary_intensity(image, 0.0, 0.0, 0.0, rng(s), gamma=0.5) for s in range(8)]
+    darker, brighter = outs[0][16, 10], outs[0][16, 24]
+    assert all(o[16, 10] < o[16, 24] for o in outs)               # a monotone curve: contrast sign kept
+    assert len({(int(o[16, 10]), int(o[16, 24])) for o in outs}) > 1 and darker < brighter
+    assert {int(o[16, 10]) for o in outs} != {80}                 # grey levels move
+

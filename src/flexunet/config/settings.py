@@ -231,6 +231,10 @@ class IntensitySettings:
                                                   "pixels: a gain drawn from 1 - gain .. 1 + gain")
     offset: float = opt(8.0, Float(lo=0.0), "largest brightness shift in grey levels (drawn from -offset .. offset)")
     noise: float = opt(2.0, Float(lo=0.0), "largest standard deviation of added Gaussian noise, grey levels")
+    kernel: float = opt(0.0, Float(lo=0.0, hi=1.0), "largest reconstruction-kernel change: an amount drawn from "
+                                                    "-kernel .. kernel blurs (< 0) or sharpens (> 0) the slice")
+    gamma: float = opt(0.0, Float(lo=0.0, hi=2.0), "largest gamma change: a gamma drawn from 1/(1+gamma) .. "
+                                                   "1+gamma on the grey levels")
 
 
 @dataclass(frozen=True)

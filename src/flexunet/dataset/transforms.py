@@ -276,22 +276,34 @@ def brighten(image: np.ndarray, mask: np.ndarray, alpha: float, beta: float) -> 
 
 
 def vary_intensity(image: np.ndarray, gain: float, offset: float, noise: float,
-                   rng: np.random.Generator) -> np.ndarray:
-    """A random contrast gain (about the mean of the non-black pixels), brightness shift and Gaussian noise.
+                   rng: np.random.Generator, kernel: float = 0.0, gamma: float = 0.0) -> np.ndarray:
+    """A random scanner look: reconstruction kernel, contrast gain, gamma, brightness shift, noise.
 
-    The largest change of each is given; the draws are uniform (noise: its standard deviation).  Black
-    pixels (outside the body of a windowed CT slice) stay black; the noise is the same in every channel,
-    so a grey image stays grey.  Online augmentation: the network cannot take one scanner's or one
-    patient's grey levels for a class, only contrasts within the image.
+    The largest change of each is given; the draws are uniform (noise: its standard deviation).
+    ``kernel`` k: an amount drawn from -k .. k; below 0 the slice is blurred toward a Gaussian of sigma
+    1 px (a soft kernel, thicker slices), above 0 sharpened by the same unsharp mask (a sharp kernel).
+    ``gamma`` g: a gamma drawn from 1/(1+g) .. 1+g on the grey levels within the body.  Black
+    pixels (outside the body of a windowed CT slice) stay black; the noise is the same in every
+    channel, so a grey image stays grey.  Online augmentation: the network cannot take one scanner's
+    or one patient's grey levels or sharpness for a class, only contrasts within the image.  A knob
+    at 0 draws nothing, so configs without it see the same random stream.
     """
     img = image.astype(np.float64).reshape(image.shape[:2] + (-1,))      # (H, W, C), C = 1 for a 2-D image
     body = img.max(axis=-1, keepdims=True) > 0
+    if kernel > 0:
+        amount = rng.uniform(-kernel, kernel)
+        smooth = ndimage.gaussian_filter(img, sigma=(1.0, 1.0, 0))
+        img = np.clip(img + amount * (img - smooth), 0, 255)
     g = rng.uniform(1.0 - gain, 1.0 + gain)
     b = rng.uniform(-offset, offset)
     sd = rng.uniform(0.0, noise)
     centre = float(img[body[..., 0]].mean()) if body.any() else 0.0
     grain = rng.standard_normal(body.shape) * sd
-    out = np.where(body, np.clip((img - centre) * g + centre + b + grain, 0, 255), img)
+    scaled = (img - centre) * g + centre
+    if gamma > 0:
+        power = math.exp(rng.uniform(-math.log1p(gamma), math.log1p(gamma)))
+        scaled = 255.0 * (np.clip(scaled, 0, 255) / 255.0) ** power
+    out = np.where(body, np.clip(scaled + b + grain, 0, 255), image.astype(np.float64).reshape(img.shape))
     return _to_dtype(out.reshape(image.shape), image.dtype)
 
 
@@ -346,5 +358,5 @@ def random_augment(image: np.ndarray, mask: np.ndarray, cfg: Config, rng: np.ran
         image, mask = brighten(image, mask, cfg.brightening.alpha, cfg.brightening.beta)
     if take(a.intensity):
         i = cfg.intensity
-        image = vary_intensity(image, i.gain, i.offset, i.noise, rng)
+        image = vary_intensity(image, i.gain, i.offset, i.noise, rng, i.kernel, i.gamma)
     return image, mask
