@@ -69,7 +69,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
         lesion_size=parse_range(args.lesion_size) if args.lesion_size else None,
         prevalence=args.prevalence, noise=args.noise, lookalikes=args.lookalikes)
     synthesize(Path(args.out), count=args.count, seed=args.seed, size=args.size,
-               overwrite=args.overwrite, progress=not args.quiet, workers=args.workers, options=options)
+               overwrite=args.overwrite, progress=not args.quiet, workers=args.workers, options=options,
+               family=args.family, scanner=args.scanner)
     return 0
 
 
