@@ -29,7 +29,7 @@ import numpy as np
 from flexunet.dataset.dicom import CTSlice
 from flexunet.synthetic.head import Head, Section, make_head, section
 from flexunet.synthetic.mimics import Mimics, draw_mimics, make_mimics
-from flexunet.synthetic.phantom import HU_MAX, RESCALE_INTERCEPT, SLICE_THICKNESS_MM
+from flexunet.synthetic.phantom import HU_MAX, RESCALE_INTERCEPT, SLICE_THICKNESS_MM, SliceSeries
 from flexunet.synthetic.scanner import STANDARD, ScannerProfile, ScannerSettings, apply_settings, draw_settings
 from flexunet.synthetic.strokes import (HEMORRHAGIC, ISCHEMIC, Bleed, Spot, Territory, draw_bleed, draw_spot,
                                         draw_territory, drop_specks, make_bleed, make_lacune, make_territory)
@@ -39,7 +39,7 @@ WINDOW = (40.0, 80.0)
 
 
 @dataclass(frozen=True)
-class Patient:
+class Patient(SliceSeries):
     """Everything fixed for one patient's series of slices."""
 
     index: int
@@ -59,12 +59,6 @@ class Patient:
     cupping_hu: float               # the middle of the brain this much darker than its rim
     age: int
     sex: str
-
-    def spacing_mm(self, size: int) -> float:
-        return self.spacing512_mm * 512.0 / size
-
-    def height(self, j: int) -> float:
-        return self.h0 + j * self.dh
 
     def z_mm(self, j: int) -> float:
         return self.height(j) * self.half_height_mm
