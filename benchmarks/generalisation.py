@@ -6,13 +6,14 @@ prepares and splits it (flexunet's own functions), runs `plan` with the time bud
 evaluates on the test subset and prints one row: family, variant, scanner, size, per-class test
 Dice (whole set, summed counts), epochs, minutes, machine.  Scanner shift (``--shifts``): the
 same model is then scored on as many test slices of *other* patients (another seed) drawn
-through a shifted scanner profile (`flexunet synth --scanner`): one more row per profile.
+through each scanner profile asked (`flexunet synth --scanner`): one more row per profile, and
+"standard" on those patients is the control that tells the scanner's effect from theirs.
 With ``--original CONFIG`` it also runs that config (the original's, e.g.
 /work/shared/seed/train_eval_infer.config) with only its image size, dataset paths and output
 folders changed (and its epochs with ``--original-epochs``).
 
     PYTHONPATH=src python benchmarks/generalisation.py --family phantom,territory --sizes 128 \\
-        --minutes 10 --shifts sharp --workdir /tmp/gen --json gen.json [--original train_eval_infer.config]
+        --minutes 10 --shifts standard,sharp --workdir /tmp/gen --json gen.json [--original train_eval_infer.config]
 
 Target (issue 13): per-class test Dice >= 0.90 hemorrhagic and >= 0.50 subtle ischemic at
 128 px within 30 epochs on 2 CPU cores.  This is a script, not a unit test: a run takes
@@ -44,6 +45,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 FAMILY_VARIANTS = {"phantom": tuple(VARIANTS), "territory": ("base",)}
 DEFAULT_VARIANTS = {"phantom": ("subtle", "tiny", "rare"), "territory": ("base",)}
 SHIFT_SEED = 1000           # a shifted test set draws patients of seed + SHIFT_SEED: none of the training's
+SCANNERS = ("standard", "sharp", "soft")
 
 
 def _machine() -> str:
@@ -198,14 +200,15 @@ def _fmt(value: float | None) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = (f"{'family':<9} {'variant':<8} {'scanner':<8} {'size':>4} {'config':<9} {'ischemic':>8} {'hemorrh.':>8} "
-            f"{'epochs':>6} {'min':>6}  note")
+    head = (f"{'family':<9} {'variant':<8} {'scanner':<8} {'test':<6} {'size':>4} {'config':<9} {'ischemic':>8} "
+            f"{'hemorrh.':>8} {'epochs':>6} {'min':>6}  note")
     lines = [head, "-" * len(head)]
     for r in rows:
         d = r["dice"]
         note = (r["stopped"] or "")[:90]
         lines.append(f"{r.get('family', 'phantom'):<9} {r['variant']:<8} {r.get('scanner', 'standard'):<8} "
-                     f"{r['size']:>4} {r['config']:<9} {_fmt(d.get('ischemic')):>8} {_fmt(d.get('hemorrhagic')):>8} "
+                     f"{r.get('test', 'split'):<6} {r['size']:>4} {r['config']:<9} {_fmt(d.get('ischemic')):>8} "
+                     f"{_fmt(d.get('hemorrhagic')):>8} "
                      f"{str(r['epochs'] or '-'):>6} {r['minutes']:>6.1f}  {note}")
     return "\n".join(lines)
 
@@ -228,9 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=None,
                    help=f"comma-separated, of {', '.join(VARIANTS)} (phantom) and base (territory); default "
                         f"subtle,tiny,rare for the phantom, base for the territory family")
-    p.add_argument("--shifts", default="sharp",
+    p.add_argument("--shifts", default="standard,sharp",
                    help="scanner profiles the trained models are also tested under, on other patients, "
-                        "comma-separated, of sharp,soft ('' for none; default sharp)")
+                        "comma-separated, of standard,sharp,soft ('' for none; default standard,sharp: the "
+                        "control and the shift)")
     p.add_argument("--sizes", default="128,256", help="image sizes in px, comma-separated")
     p.add_argument("--count", type=int, default=240, help="slices per synthetic set (default 240)")
     p.add_argument("--seed", type=int, default=137)
@@ -248,11 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     families = args.family.split(",")
     shifts = [s for s in args.shifts.split(",") if s]
     bad = ([f"--family: unknown {f!r}" for f in families if f not in FAMILY_VARIANTS]
-           + [f"--shifts: unknown {s!r}" for s in shifts if s not in ("sharp", "soft")]
+           + [f"--shifts: unknown {s!r}" for s in shifts if s not in SCANNERS]
            + [f"--variants: unknown {v!r}" for v in (args.variants or "").split(",") if v
               and not any(v in FAMILY_VARIANTS[f] for f in families if f in FAMILY_VARIANTS)])
     if bad:
-        p.error(f"{bad[0]}; expected families of {', '.join(FAMILY_VARIANTS)}, shifts of sharp,soft, "
+        p.error(f"{bad[0]}; expected families of {', '.join(FAMILY_VARIANTS)}, shifts of {','.join(SCANNERS)}, "
                 f"variants of {', '.join(VARIANTS)}")
     machine = _machine()
     rows: list[dict[str, Any]] = []
@@ -282,13 +286,13 @@ def run_set(args: argparse.Namespace, family: str, variant: str, size: int, shif
     for name, run in runs:
         result = run()
         config, sets = result.pop("config_path"), result.pop("sets")
-        scored = [{"family": family, "variant": variant, "scanner": "standard", "size": size, "config": name,
-                   "machine": machine, **result}]
+        scored = [{"family": family, "variant": variant, "scanner": "standard", "test": "split", "size": size,
+                   "config": name, "machine": machine, **result}]
         for scanner in shifts:
             images = make_variant(work / f"shift-{scanner}", variant, size, test_count, args.seed + SHIFT_SEED,
                                   family, scanner, split=False)
             dice = score_on(config, sets, images.resolve(), (work / f"{name}-eval-{scanner}").resolve())
-            scored.append({**scored[0], "scanner": scanner, "dice": dice, "test_slices": test_count})
+            scored.append({**scored[0], "scanner": scanner, "test": "others", "dice": dice, "test_slices": test_count})
         for row in scored:
             print(table([row]).splitlines()[-1], flush=True)
         rows += scored

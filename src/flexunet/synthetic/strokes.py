@@ -271,7 +271,8 @@ def make_bleed(rng: np.random.Generator, z_mm: float) -> Bleed | Spot:
                       radius * rng.uniform(0.45, 0.9, n)], 1)
     lobes[0] = (0.0, 0.0, 0.0, radius)
     k = np.arange(2, 6)
-    wobble = np.stack([rng.uniform(0.0, 0.14, (n, k.size)) / (k - 1) ** 0.7, rng.uniform(0, 2 * np.pi, (n, k.size))], -1)
+    wobble = np.stack([rng.uniform(0.0, 0.14, (n, k.size)) / (k - 1) ** 0.7,
+                       rng.uniform(0, 2 * np.pi, (n, k.size))], -1)
     return Bleed(u=u, v=v, z_mm=z_mm, lobes=lobes, wobble=wobble, value_hu=float(rng.uniform(50.0, 90.0)),
                  mottle_hu=float(rng.uniform(1.0, 5.0)), oedema_mm=float(rng.uniform(2.0, 8.0)),
                  oedema_hu=float(rng.uniform(3.0, 9.0)), side=side)

@@ -161,7 +161,8 @@ def patient_id(seed: int, index: int) -> str:
 def ct_slice(patient: Patient, j: int, seed: int, size: int, profile: ScannerProfile = STANDARD) -> CTSlice:
     """What the DICOM file of slice ``j`` of ``patient`` says beside its pixels."""
     return CTSlice(uid_sources=("flexunet-synth", FAMILY, profile.name, str(seed)), series_key=patient.index,
-                   slice_index=j, patient_name=f"SYNTH^T{patient.index:04d}", patient_id=patient_id(seed, patient.index),
+                   slice_index=j, patient_name=f"SYNTH^T{patient.index:04d}",
+                   patient_id=patient_id(seed, patient.index),
                    sex=patient.sex, age=patient.age, spacing_mm=patient.spacing_mm(size),
                    location_mm=round(patient.z_mm(j), 3), thickness_mm=SLICE_THICKNESS_MM, window=WINDOW,
                    rescale_intercept=RESCALE_INTERCEPT, manufacturer=f"FlexUNet synthetic ({profile.name} scanner)",
