@@ -149,7 +149,7 @@ def section(head: Head, h: float, z_mm: float, size: int, spacing_mm: float) -> 
                        [AIR, SCALP, BONE, CSF], WM).astype(np.uint8)
     sec = Section(x, y, u, v, rho, alpha, dd, brain_mm, h, np.zeros(x.shape, np.float32), tissue)
     _scalp_and_bone(head, sec, depth, scalp, skull, phi)
-    _brain(head, sec, z_mm)
+    _brain(head, sec, *_gyral_field(head, x0[0].astype(np.float64), y0[:, 0].astype(np.float64), z_mm))
     _skull_base(head, sec)
     return sec
 
@@ -164,19 +164,22 @@ def _scalp_and_bone(head: Head, sec: Section, depth: np.ndarray, scalp: float, s
                           [-1000.0, scalp_hu, bone_hu], head.csf_hu)
 
 
-def _gyral_field(head: Head, x: np.ndarray, y: np.ndarray, z_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """The gyral field (unit sd) and its in-plane gradient's length (per mm)."""
-    f = np.zeros(x.shape, np.float32)
-    gx = np.zeros(x.shape, np.float32)
-    gy = np.zeros(x.shape, np.float32)
-    for kx, ky, kz, phase, amp in head.gyri:
-        arg = np.float32(kx) * x + np.float32(ky) * y + np.float32(kz * z_mm + phase)
-        f += np.float32(amp) * np.cos(arg)
-        sin = np.float32(amp) * np.sin(arg)
-        gx -= np.float32(kx) * sin
-        gy -= np.float32(ky) * sin
-    norm = np.float32(math.sqrt(float((head.gyri[:, 4] ** 2).sum()) / 2.0))
-    return f / norm, np.hypot(gx, gy) / norm
+def _gyral_field(head: Head, cols: np.ndarray, rows: np.ndarray, z_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The gyral field (unit sd) and its in-plane gradient's length (per mm) on the pixel grid.
+
+    ``cols``, ``rows``: the grid's x and y (mm, image axes, about the head's centre).  Each plane
+    wave ``exp(i(k . (x, y) + kz z + phase))`` in the head's turned frame is a product of a wave
+    along the columns and one along the rows, so the sum over waves is one matrix product.
+    """
+    kx, ky, kz, phase, amp = head.gyri.T
+    c, s = math.cos(head.yaw), math.sin(head.yaw)
+    along_cols = np.exp(1j * (np.outer(kx * c - ky * s, cols) + (kz * z_mm + phase)[:, None]))   # (M, W)
+    along_rows = np.exp(1j * np.outer(rows, kx * s + ky * c))                                      # (H, M)
+    f = (along_rows @ (amp[:, None] * along_cols)).real
+    gx = -(along_rows @ ((amp * kx)[:, None] * along_cols)).imag
+    gy = -(along_rows @ ((amp * ky)[:, None] * along_cols)).imag
+    norm = math.sqrt(float((amp ** 2).sum()) / 2.0)
+    return (f / norm).astype(np.float32), (np.hypot(gx, gy) / norm).astype(np.float32)
 
 
 def _segment_distance(u: np.ndarray, v: np.ndarray, p: tuple[float, float], q: tuple[float, float]) -> np.ndarray:
@@ -198,9 +201,8 @@ def bell(h: float, centre: float, half: float) -> float:
     return float(np.clip(1.0 - ((h - centre) / half) ** 2, 0.0, 1.0))
 
 
-def _brain(head: Head, sec: Section, z_mm: float) -> None:
+def _brain(head: Head, sec: Section, f: np.ndarray, grad: np.ndarray) -> None:
     brain = sec.dd >= 0
-    f, grad = _gyral_field(head, sec.x, sec.y, z_mm)
     near = np.abs(f) / np.maximum(grad, np.float32(0.02))            # mm to the nearest zero line
     kx, ky, phase, _ = head.shading[0]
     depth = head.sulcus_depth_mm * (0.6 + 0.4 * np.cos(kx * sec.x + ky * sec.y + phase))

@@ -26,6 +26,7 @@ from flexunet.utils.lazy import LazyModule
 ndimage = LazyModule("scipy.ndimage")  # imported on first use: see flexunet.utils.lazy
 
 Range = tuple[float, float]
+SUBSAMPLES = 4                      # samples of a projection profile per pixel (streak_noise)
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,8 @@ def streak_noise(size: int, spacing_mm: float, rng: np.random.Generator, views: 
     views along one random direction more (dense bone in the beam path): more streaks that way.
     """
     n = int(math.ceil(size * math.sqrt(2.0))) + 4
-    centre = (size - 1) / 2.0
-    grid = np.arange(size, dtype=np.float32) - np.float32(centre)
+    grid = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    fine = np.arange(n * SUBSAMPLES) / SUBSAMPLES            # the profile sampled finely: nearest ~ linear
     heavy = rng.uniform(0.0, math.pi)
     out = np.zeros((size, size), np.float32)
     for k in range(views):
@@ -115,11 +116,10 @@ def streak_noise(size: int, spacing_mm: float, rng: np.random.Generator, views: 
         profile = ndimage.gaussian_filter1d(profile, max(grain_mm / spacing_mm, 0.4))
         profile -= ndimage.gaussian_filter1d(profile, max(4.0 * grain_mm / spacing_mm, 1.5))
         weight = 1.0 + anisotropy * math.cos(angle - heavy) ** 8
-        t = grid[None, :] * np.float32(math.cos(angle)) + grid[:, None] * np.float32(math.sin(angle))
-        t += np.float32(n / 2.0)
-        i0 = np.clip(t.astype(np.int32), 0, n - 2)
-        frac = t - i0
-        out += np.float32(weight) * (profile[i0] * (1 - frac) + profile[i0 + 1] * frac)
+        table = (weight * np.interp(fine, np.arange(n), profile)).astype(np.float32)
+        along_cols = (grid * math.cos(angle) * SUBSAMPLES).astype(np.float32)
+        along_rows = ((grid * math.sin(angle) + n / 2.0) * SUBSAMPLES + 0.5).astype(np.float32)
+        out += table[(along_rows[:, None] + along_cols[None, :]).astype(np.int32)]
     return out / np.float32(max(float(out.std()), 1e-6))
 
 
