@@ -5,6 +5,7 @@ Tiny sets (<= 30 slices of 48-64 px) so the file runs in seconds.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import json
@@ -14,13 +15,14 @@ import numpy as np
 import pytest
 
 from conftest import make_cfg, snapshot
+from flexunet.cli.args import COMMANDS
 from flexunet.dataset.prepare import prepare_dataset
 from flexunet.dataset.split import split_dataset
 from flexunet.synthetic.head import CSF, GM, WM, make_head, section
 from flexunet.synthetic.lesions import SynthOptions
 from flexunet.synthetic.mimics import Mimics
 from flexunet.synthetic.scanner import PROFILES
-from flexunet.synthetic.synth import DATASET_DIR, dataset_root, synthesize
+from flexunet.synthetic.synth import DATASET_DIR, FAMILIES, dataset_root, synthesize
 from flexunet.synthetic.territory import ct_slice, make_patient, patient_id, plan_slices, render_slice
 from flexunet.utils.errors import DataError
 
@@ -141,3 +143,8 @@ def test_cli_family_and_scanner(tmp_path: Path) -> None:
                  "--scanner", "soft"]) == 0
     doc = json.loads((tmp_path / "a" / DATASET_DIR / "synth.json").read_text())
     assert (doc["family"], doc["scanner"], doc["count"]) == ("territory", "soft", 2)
+    # the parser offers what synthesize takes
+    parser = argparse.ArgumentParser()
+    next(add for name, _, add in COMMANDS if name == "synth")(parser)
+    choices = {a.dest: tuple(a.choices) for a in parser._actions if a.choices}
+    assert choices == {"family": FAMILIES, "scanner": tuple(PROFILES)}

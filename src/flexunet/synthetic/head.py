@@ -13,7 +13,7 @@ cortical tables, temporalis muscle at the sides of the scalp.  Inside:
 - lateral ventricles of unequal size (one 65-100% of the other) beside a shifted midline, the
   third ventricle, temporal horns, the falx in the interhemispheric fissure, the tentorium;
 - at the skull base, bone cut partly by the slice (petrous ridges, sphenoid wings): islands of
-  200-1400 HU inside the head's outline.
+  150-950 HU inside the head's outline.
 
 Coordinates: ``x`` lateral, ``y`` posterior (mm, the head's own frame); ``u, v`` the brain's unit
 disc; ``alpha`` the angle in a hemisphere from the front (0) over the side (pi/2) to the back (pi).

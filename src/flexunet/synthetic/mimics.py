@@ -4,14 +4,14 @@ Hypodense, like an infarct:
 
 - old lacunes: 1.5-4 mm spots of near-CSF density in the deep grey and white matter (an acute
   lacunar infarct is only 5-12 HU below its surroundings);
-- an old territorial infarct (encephalomalacia): a sector of CSF-like density (6-14 HU) with a
-  sharp edge, in one patient of seven;
+- an old territorial infarct (encephalomalacia): a sector 3-8 HU above CSF with a sharp edge,
+  in one patient of seven;
 - periventricular white-matter hypodensity (leukoaraiosis), 3-8 HU, more often with age;
 - the interpetrous dark band of beam hardening across the posterior fossa (skull-base slices).
 
 Hyperdense, like a haemorrhage:
 
-- calcifications (pineal, choroid plexus, pallidum, a falx plaque): 1-3.5 mm, 70-500 HU;
+- calcifications (pineal, choroid plexus, pallidum, a falx plaque): 1-3.5 mm, 70-610 HU;
 - a hyperdense middle cerebral artery (clot in the vessel, 55-75 HU) in the Sylvian fissure;
 - the falx and tentorium and the bone at the skull base (drawn with the head:
   :mod:`flexunet.synthetic.head`).
