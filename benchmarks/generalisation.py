@@ -5,8 +5,8 @@ For each family, variant and size it synthesises a stroke-CT set with `flexunet 
 prepares and splits it (flexunet's own functions), runs `plan` with the time budget, trains,
 evaluates on the test subset and prints one row: family, variant, scanner, size, per-class test
 Dice (whole set, summed counts), epochs, minutes, machine.  Scanner shift (``--shifts``): the
-same model is then scored on as many test slices of *other* patients (another seed) drawn
-through each scanner profile asked (`flexunet synth --scanner`): one more row per profile, and
+same model is then scored on ``--shift-count`` slices (72) of *other* patients (another seed)
+drawn through each scanner profile asked (`flexunet synth --scanner`): one more row per profile, and
 "standard" on those patients is the control that tells the scanner's effect from theirs.
 With ``--original CONFIG`` it also runs that config (the original's, e.g.
 /work/shared/seed/train_eval_infer.config) with only its image size, dataset paths and output
@@ -235,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="scanner profiles the trained models are also tested under, on other patients, "
                         "comma-separated, of standard,sharp,soft ('' for none; default standard,sharp: the "
                         "control and the shift)")
+    p.add_argument("--shift-count", type=int, default=72,
+                   help="slices of other patients (seed + 1000) each scanner profile is tested on (default 72)")
     p.add_argument("--sizes", default="128,256", help="image sizes in px, comma-separated")
     p.add_argument("--count", type=int, default=240, help="slices per synthetic set (default 240)")
     p.add_argument("--seed", type=int, default=137)
@@ -275,7 +277,6 @@ def run_set(args: argparse.Namespace, family: str, variant: str, size: int, shif
     """The rows of one (family, variant, size): each run on its own test subset, then on each shift's."""
     work = _work(args.workdir, family, variant, size)
     dataset = make_variant(work / "data", variant, size, args.count, args.seed, family)
-    test_count = sum(1 for _ in (dataset / "test" / "images").iterdir())
     runs = []
     if "plan" in args.runs.split(","):
         runs.append(("plan", lambda: run_planned(dataset, work, args.minutes, args.epochs_cap)))
@@ -289,10 +290,11 @@ def run_set(args: argparse.Namespace, family: str, variant: str, size: int, shif
         scored = [{"family": family, "variant": variant, "scanner": "standard", "test": "split", "size": size,
                    "config": name, "machine": machine, **result}]
         for scanner in shifts:
-            images = make_variant(work / f"shift-{scanner}", variant, size, test_count, args.seed + SHIFT_SEED,
-                                  family, scanner, split=False)
+            images = make_variant(work / f"shift-{scanner}", variant, size, args.shift_count,
+                                  args.seed + SHIFT_SEED, family, scanner, split=False)
             dice = score_on(config, sets, images.resolve(), (work / f"{name}-eval-{scanner}").resolve())
-            scored.append({**scored[0], "scanner": scanner, "test": "others", "dice": dice, "test_slices": test_count})
+            scored.append({**scored[0], "scanner": scanner, "test": "others", "dice": dice,
+                           "test_slices": args.shift_count})
         for row in scored:
             print(table([row]).splitlines()[-1], flush=True)
         rows += scored
