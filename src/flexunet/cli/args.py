@@ -83,6 +83,12 @@ def _args_synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", choices=("teknofest", "nifti"), default="teknofest",
                    help="teknofest: PNG/DICOM slices in the TEKNOFEST layout (default); nifti: one volume per "
                         "patient in nnU-Net's raw layout")
+    p.add_argument("--family", default="phantom", choices=("phantom", "territory"),
+                   help="generator: phantom (the demo's; the options above) or territory (a second one, designed "
+                        "apart: vascular-territory infarcts, other anatomy, look-alikes, a scanner per patient)")
+    p.add_argument("--scanner", default="standard", choices=("standard", "sharp", "soft"),
+                   help="scanner profile shifting the images: standard (none), sharp (sharper kernel, more noise, "
+                        "+2..5 HU), soft (smoother kernel, thick slices, -2..-4 HU)")
 
 
 def _args_stage(p: argparse.ArgumentParser) -> None:

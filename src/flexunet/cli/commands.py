@@ -32,7 +32,7 @@ from flexunet.synthetic.nifti_writer import synthesize_nifti
 from flexunet.synthetic.synth import synthesize
 from flexunet.training.autotune import cache_command
 from flexunet.training.train import train
-from flexunet.utils.errors import ConfigError, FlexUNetError
+from flexunet.utils.errors import ConfigError, DataError, FlexUNetError
 
 log = logging.getLogger("flexunet")
 
@@ -69,9 +69,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
         ischemic_hu=parse_range(args.ischemic_hu), hemorrhage_hu=parse_range(args.hemorrhage_hu),
         lesion_size=parse_range(args.lesion_size) if args.lesion_size else None,
         prevalence=args.prevalence, noise=args.noise, lookalikes=args.lookalikes)
-    write = synthesize_nifti if args.format == "nifti" else synthesize
-    write(Path(args.out), count=args.count, seed=args.seed, size=args.size, overwrite=args.overwrite,
-          progress=not args.quiet, workers=args.workers, options=options)
+    if args.format == "nifti":
+        if args.family != "phantom" or args.scanner != "standard":
+            raise DataError(f"synth: --format nifti writes the phantom family through the standard scanner, not "
+                            f"--family {args.family} --scanner {args.scanner}; drop them or use --format teknofest")
+        synthesize_nifti(Path(args.out), count=args.count, seed=args.seed, size=args.size, overwrite=args.overwrite,
+                         progress=not args.quiet, workers=args.workers, options=options)
+    else:
+        synthesize(Path(args.out), count=args.count, seed=args.seed, size=args.size, overwrite=args.overwrite,
+                   progress=not args.quiet, workers=args.workers, options=options, family=args.family,
+                   scanner=args.scanner)
     return 0
 
 

@@ -53,8 +53,22 @@ class Lesion:
     edge_mm: float                  # width of the soft edge (signed-distance units)
 
 
+class SliceSeries:
+    """Pixel spacing and slice heights of a patient's series (for a dataclass with these three fields)."""
+
+    spacing512_mm: float            # pixel spacing at 512 px; field of view = 512 * this
+    h0: float                       # height of slice 0 in the head, -1 (base) .. 1 (vertex)
+    dh: float
+
+    def spacing_mm(self, size: int) -> float:
+        return self.spacing512_mm * 512.0 / size
+
+    def height(self, j: int) -> float:
+        return self.h0 + j * self.dh
+
+
 @dataclass(frozen=True)
-class Patient:
+class Patient(SliceSeries):
     """Everything fixed for one patient's series of slices."""
 
     index: int
@@ -82,12 +96,6 @@ class Patient:
     lesions: tuple[Lesion, ...]
     age: int
     sex: str
-
-    def spacing_mm(self, size: int) -> float:
-        return self.spacing512_mm * 512.0 / size
-
-    def height(self, j: int) -> float:
-        return self.h0 + j * self.dh
 
 
 def make_patient(seed: int, index: int, options: SynthOptions = DEFAULT_OPTIONS) -> Patient:

@@ -12,6 +12,11 @@
 The slices are drawn by the phantom (:mod:`flexunet.synthetic.phantom`: patients, lesions,
 ``render_slice``); the DICOM files by :func:`flexunet.dataset.dicom.dicom_bytes`.  Harder sets:
 ``SynthOptions`` (flexunet.synthetic.lesions); its defaults are the demo's data, byte for byte.
+
+``family="territory"`` draws the slices from a second generator designed apart from the phantom
+(:mod:`flexunet.synthetic.territory`) into the same layout; ``scanner`` names a
+:class:`flexunet.synthetic.scanner.ScannerProfile` that shifts either family's images as another
+scanner would show them ("standard": unchanged).
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ from flexunet.dataset.masks import STROKE_CLASS_NAMES, STROKE_RGB_MAP, palette_c
 from flexunet.model.predict import blend
 from flexunet.synthetic.lesions import DEFAULT_OPTIONS, SynthOptions
 from flexunet.synthetic.phantom import RESCALE_INTERCEPT, SLICE_THICKNESS_MM, Patient, plan_slices
+from flexunet.synthetic import territory
 from flexunet.synthetic.render import render_slice
+from flexunet.synthetic.scanner import ScannerProfile, scanner_profile, shifted
 from flexunet.utils.errors import DataError
 from flexunet.utils.io import save_image, write_bytes, write_json
 from flexunet.utils.outputs import check_not_inside_others, claim_output_file, owner_of
@@ -46,6 +53,7 @@ FIRST_ID = 10000
 WINDOW_CENTRE = 40.0
 WINDOW_WIDTH = 80.0
 OVERLAY_ALPHA = 0.5
+FAMILIES = ("phantom", territory.FAMILY)
 
 
 # --------------------------------------------------------------------------- renderings
@@ -112,19 +120,27 @@ def ct_slice(patient: Patient, j: int, seed: int, size: int) -> CTSlice:
                    rescale_intercept=RESCALE_INTERCEPT)
 
 
-def _make_slice(task: tuple[Path, int, int, int, Patient, int, SynthOptions]) -> np.ndarray:
+def _make_slice(task: tuple[Path, int, int, int, Any, int, SynthOptions, ScannerProfile]) -> np.ndarray:
     """Render and write global slice ``i``; its pixel count per class."""
-    root, seed, size, i, patient, j, options = task
-    hu, label = render_slice(patient, j, size, np.random.default_rng([seed, 1, i]), options,
-                             np.random.default_rng([seed, 2, i]))
+    root, seed, size, i, patient, j, options, scanner = task
+    if isinstance(patient, territory.Patient):
+        hu, label = territory.render_slice(patient, j, size, seed, i, scanner)
+        info = territory.ct_slice(patient, j, seed, size, scanner)
+    else:
+        hu, label = render_slice(patient, j, size, np.random.default_rng([seed, 1, i]), options,
+                                 np.random.default_rng([seed, 2, i]))
+        hu = shifted(hu, scanner, patient.spacing_mm(size), np.random.default_rng([seed, 3, patient.index]),
+                     np.random.default_rng([seed, 4, i]))
+        info = ct_slice(patient, j, seed, size)
     slice_id = str(FIRST_ID + i)
-    write_slice(root, slice_id, hu, label, dicom_bytes(hu, ct_slice(patient, j, seed, size)))
+    write_slice(root, slice_id, hu, label, dicom_bytes(hu, info))
     return np.bincount(label.ravel(), minlength=len(CLASS_NAMES))
 
 
 def synthesize(out_dir: Path, count: int, seed: int, size: int = 512, progress: bool = True,
                overwrite: bool = False, workers: int = 1,
-               options: SynthOptions = DEFAULT_OPTIONS) -> dict[str, Any]:
+               options: SynthOptions = DEFAULT_OPTIONS, family: str = "phantom",
+               scanner: str | ScannerProfile = "standard") -> dict[str, Any]:
     """Write ``count`` synthetic slices in the TEKNOFEST raw layout under ``out_dir``.
 
     Returns a summary: count, patients, root (the YARISMA folder), size, seed, seconds,
@@ -134,15 +150,24 @@ def synthesize(out_dir: Path, count: int, seed: int, size: int = 512, progress: 
     STROKE-DATASET folder already holds files unless ``overwrite`` (files of the same
     names are then replaced).  ``workers`` > 1 renders in that many processes; the files
     are the same.  ``options`` (contrast, lesion size, prevalence, noise, look-alikes)
-    makes a harder set; its defaults are the demo's data, byte for byte.
+    makes a harder set; its defaults are the demo's data, byte for byte.  ``family``: "phantom"
+    (the demo's) or "territory" (a second, independent generator; ``options`` stay the defaults);
+    ``scanner``: a profile name of :data:`flexunet.synthetic.scanner.PROFILES`.
     """
     out_dir = Path(out_dir)
     _check_arguments(out_dir, count, seed, size, overwrite, options, workers)
+    if family not in FAMILIES:
+        raise DataError(f"synth: family = {family!r}; expected one of {', '.join(FAMILIES)}")
+    if family != "phantom" and not options.is_default:
+        raise DataError(f"synth: the lesion and noise options ({options.as_dict()}) shape the phantom family "
+                        f"only; leave them at their defaults with family = {family!r}")
+    profile = scanner_profile(scanner)
     start = time.perf_counter()
     claim_output_file(out_dir / DATASET_DIR, "synth")  # before the first slice: a broken run is still synth's
     root = dataset_root(out_dir)
-    plan = plan_slices(int(seed), int(count), options)
-    tasks = [(root, int(seed), int(size), i, patient, j, options) for i, (patient, j) in enumerate(plan)]
+    plan: list[tuple[Any, int]] = (plan_slices(int(seed), int(count), options) if family == "phantom"
+                                   else territory.plan_slices(int(seed), int(count)))
+    tasks = [(root, int(seed), int(size), i, patient, j, options, profile) for i, (patient, j) in enumerate(plan)]
     if workers > 1 and count > 1:
         context = multiprocessing.get_context("spawn")     # safe even after TensorFlow is imported
         with ProcessPoolExecutor(min(workers, count), mp_context=context) as pool:
@@ -152,6 +177,7 @@ def synthesize(out_dir: Path, count: int, seed: int, size: int = 512, progress: 
         counts = [_make_slice(task) for task in Progress(tasks, "synth", enabled=progress, unit="slice")]
     summary = _summary(np.array(counts), plan, root, int(seed), int(size), time.perf_counter() - start)
     summary["options"] = options.as_dict()
+    summary["family"], summary["scanner"] = family, profile.name
     write_json(out_dir / DATASET_DIR / "synth.json", summary)
     if overwrite:
         _warn_stale(root, count)
@@ -160,7 +186,7 @@ def synthesize(out_dir: Path, count: int, seed: int, size: int = 512, progress: 
     return summary
 
 
-def _summary(counts: np.ndarray, plan: list[tuple[Patient, int]], root: Path, seed: int, size: int,
+def _summary(counts: np.ndarray, plan: list[tuple[Any, int]], root: Path, seed: int, size: int,
              seconds: float) -> dict[str, Any]:
     present = counts > 0
     lesion = present[:, 1:].any(1)
@@ -183,14 +209,15 @@ def patient_id(seed: int, index: int) -> str:
     return f"SYN{seed}-{index:04d}"
 
 
-def known_volumes(counts: np.ndarray, plan: list[tuple[Patient, int]], seed: int, size: int
+def known_volumes(counts: np.ndarray, plan: list[tuple[Any, int]], seed: int, size: int
                   ) -> dict[str, dict[str, float]]:
     """Each patient's lesion volume in mL by class name: the rendered mask pixels of its slices x the
     voxel (pixel spacing squared x SLICE_THICKNESS_MM, the spacing of its slice positions)."""
     out: dict[str, dict[str, float]] = {}
     for (patient, _), row in zip(plan, counts):
         voxel = patient.spacing_mm(size) ** 2 * SLICE_THICKNESS_MM / 1000.0
-        mine = out.setdefault(patient_id(seed, patient.index), {name: 0.0 for name in CLASS_NAMES[1:]})
+        pid = (territory.patient_id if isinstance(patient, territory.Patient) else patient_id)(seed, patient.index)
+        mine = out.setdefault(pid, {name: 0.0 for name in CLASS_NAMES[1:]})
         for k, name in enumerate(CLASS_NAMES[1:], start=1):
             mine[name] += float(row[k]) * voxel
     return {pid: {name: round(v, 6) for name, v in classes.items()} for pid, classes in out.items()}
