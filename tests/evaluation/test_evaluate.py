@@ -317,3 +317,12 @@ def test_evaluate_then_replaces_both_together(tiny_project, capsys):
     now = _results(root)
     assert now["evaluation.csv"] != before["evaluation.csv"] and now["per_image.csv"] != before["per_image.csv"]
     assert (root / "evaluation.csv").read_text().startswith("ce_dice,")
+
+
+def test_evaluate_scores_what_infer_writes_flips_and_small_components(known_case):
+    cfg, root = known_case
+    cfg = cfg.replace("infer", flip_tta=True, min_component_size=10)   # c.png's false alarm: 9 px
+    report = evaluate_model(cfg, progress=False)["report"]
+    isch = report["classes"]["ischemic"]["whole_set"]
+    assert (isch["tp"], isch["fp"], isch["fn"]) == (96, 0, 48)       # the 3x3 false alarm is gone, as infer drops it
+    assert report["prediction"] == {"flip_tta_axes": [2, 1], "min_component_size": 10}

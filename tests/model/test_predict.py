@@ -15,7 +15,7 @@ from flexunet.config.loader import parse_config
 from flexunet.preprocessing.pipeline import decode_image
 from flexunet.model.network import build_model
 from flexunet.model.predict import (blend, model_input, overlay_image, pad_batch, predict_indices,
-                              predict_probs, predict_tiled, ramp, read_input, resize_indices, tile_starts)
+                              predict_probs, predict_tiled, ramp, read_input, resize_indices, tile_starts, tta_flips)
 
 CONFIG = config_text()
 BGR = '\n[image]\ncolor_order = "BGR"\n'
@@ -90,6 +90,15 @@ def test_flip_tta_averages_identity_and_flips():
     expected = (p + p[:, :, ::-1] + p[:, ::-1]) / 3
     np.testing.assert_allclose(predict_probs(PatternModel(), x, flip_tta=True), expected, atol=1e-7)
     np.testing.assert_allclose(predict_probs(PatternModel(), x), p)
+    # only the axes asked for: columns (2) alone averages identity and the left-right mirror
+    np.testing.assert_allclose(predict_probs(PatternModel(), x, flip_tta=(2,)), (p + p[:, :, ::-1]) / 2, atol=1e-7)
+
+
+@pytest.mark.parametrize("hflip,vflip,axes", [(True, True, (2, 1)), (True, False, (2,)), (False, True, (1,)),
+                                              (False, False, (2,))])
+def test_tta_mirrors_only_what_training_mirrored(tmp_path, hflip, vflip, axes):
+    cfg = make_cfg(tmp_path, augmentor={"hflip": hflip, "vflip": vflip})
+    assert tta_flips(cfg) == axes
 
 
 # --------------------------------------------------------------------------- tiling

@@ -50,6 +50,7 @@ from flexunet.model.intervals import DEFINITION, Interval, dice_intervals, notes
 from flexunet.model.metrics import COUNTS, LESION_COUNTS, SCORES, MetricAccumulator
 from flexunet.model.run_folder import best_model_path
 from flexunet.model.precision import model_precision
+from flexunet.model.predict import predict_probs, remove_small_components, tta_flips
 from flexunet.model.trained import load_trained, model_sha256
 from flexunet.utils.errors import DataError
 from flexunet.utils.io import StagedFiles, csv_text, staged_files
@@ -185,12 +186,14 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
     bar = Progress([], "evaluate", total=len(pairs), enabled=progress, unit="img")
     dataset = make_dataset(cfg, pairs, training=False, batch_size=cfg.eval.batch_size)
     seen = 0
+    flips = tta_flips(cfg) if cfg.infer.flip_tta else ()   # scored as `flexunet infer` predicts: [infer] flips
     for images, onehot in dataset:
-        probs = np.asarray(model.predict_on_batch(images), np.float32)
+        probs = predict_probs(model, np.asarray(images), flips)
         onehot = np.asarray(onehot, np.float32)
         loss_mean.add(loss_fn(onehot, probs), weight=len(probs))
         dice_mean.add(dice_coef_multiclass(onehot, probs))
         for ref, pred, p in zip(onehot.argmax(-1), probs.argmax(-1), probs):
+            pred = remove_small_components(pred, cfg.infer.min_component_size)[0]   # and its post-processing
             name = pairs[seen][0].name
             acc.add(ref, pred, name, spacings.get(name))
             review.add(name, p, ref, pred)
@@ -228,6 +231,8 @@ def _report(cfg: Config, acc: MetricAccumulator, loss: float, dice: float, model
         "model": str(model_path) if model_path is not None else None,
         "model_sha256": model_hash,   # the file evaluated: report warns when the best model is no longer it
         "compute_dtype": compute,     # float32, or the run's training precision where it agrees (model.precision)
+        "prediction": {"flip_tta_axes": list(tta_flips(cfg)) if cfg.infer.flip_tta else [],   # as infer predicts
+                       "min_component_size": cfg.infer.min_component_size},
         "test_images_dir": str(Path(cfg.test.images_dir).resolve()),   # what was scored: the report shows these
         "test_masks_dir": str(Path(cfg.test.masks_dir).resolve()),
         "num_images": body.pop("num_images"),

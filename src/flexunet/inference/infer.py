@@ -50,7 +50,7 @@ from flexunet.inference.volumes import (SliceGeometry, check_pixel_spacing, geom
                                         hemorrhage_classes, series_volumes, slice_spacing)
 from flexunet.inference.writing import (UNCERTAIN_FILE, VOLUMES_FILE, SliceOutputs, protected_dirs, staged,
                                         write_tables)
-from flexunet.model.predict import model_batch, predict_probs, predict_tiled, read_input, tile_starts
+from flexunet.model.predict import model_batch, predict_probs, predict_tiled, read_input, tile_starts, tta_flips
 from flexunet.model.precision import model_precision
 from flexunet.model.trained import load_trained
 from flexunet.utils.errors import DataError
@@ -265,7 +265,7 @@ def _run_batches(cfg: Config, model: Any, files: Sequence[Path], tiled: bool, ou
 
     At most two batches' outputs wait to be written; records are merged into ``summary`` in file order.
     """
-    flips = cfg.infer.flip_tta or cfg.infer.uncertainty     # uncertainty is the entropy of the mean over flips
+    flips = tta_flips(cfg) if cfg.infer.flip_tta or cfg.infer.uncertainty else ()   # uncertainty: entropy over flips
     chunks = list(_chunks(files, 1 if tiled else cfg.infer.batch_size))
     pool: Any = ThreadPoolExecutor(workers, thread_name_prefix="infer") if workers > 0 else _Inline()
     bar = Progress([], "infer", total=len(files), enabled=progress, unit="img")

@@ -67,26 +67,35 @@ def pad_batch(batch: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([batch, np.zeros((size - len(batch),) + batch.shape[1:], batch.dtype)])
 
 
-def predict_probs(model: Any, batch: np.ndarray, flip_tta: bool = False, pad_to: int | None = None) -> np.ndarray:
+def tta_flips(cfg: Config) -> tuple[int, ...]:
+    """The batch axes flip TTA mirrors: those the training augmentation mirrored (``[augmentor] hflip``:
+    2, columns; ``vflip``: 1, rows), so a model never sees a mirror image it was not trained on (an
+    axial slice's front and back are not interchangeable); horizontal alone where it mirrored none."""
+    axes = tuple(axis for axis, on in ((2, cfg.augmentor.hflip), (1, cfg.augmentor.vflip)) if on)
+    return axes or (2,)
+
+
+def predict_probs(model: Any, batch: np.ndarray, flip_tta: bool | Sequence[int] = False,
+                  pad_to: int | None = None) -> np.ndarray:
     """Softmax (B, H, W, K) of a float32 batch (B, H, W, C); with ``flip_tta`` averaged over flips.
 
-    ``pad_to``: a shorter batch is padded with zero images to that many and the padding dropped
-    from the result, so a model's predict function is traced for one batch shape only.
+    ``flip_tta``: the batch axes to mirror (:func:`tta_flips`), True for both (rows and columns),
+    False or () for none.  ``pad_to``: a shorter batch is padded with zero images to that many and
+    the padding dropped from the result, so a model's predict function is traced for one batch shape.
     """
     count = len(batch)
     if pad_to is not None and count < pad_to:
         return predict_probs(model, pad_batch(batch, pad_to), flip_tta)[:count]
     batch = np.asarray(batch, np.float32)
+    axes = (2, 1) if flip_tta is True else tuple(flip_tta or ())
     probs = np.asarray(model.predict_on_batch(batch), np.float32)
-    if flip_tta:
-        hflip = model.predict_on_batch(np.ascontiguousarray(batch[:, :, ::-1]))
-        vflip = model.predict_on_batch(np.ascontiguousarray(batch[:, ::-1]))
-        probs = (probs + np.asarray(hflip, np.float32)[:, :, ::-1]
-                 + np.asarray(vflip, np.float32)[:, ::-1]) / 3.0
-    return probs
+    for axis in axes:
+        mirrored = np.asarray(model.predict_on_batch(np.ascontiguousarray(np.flip(batch, axis))), np.float32)
+        probs = probs + np.flip(mirrored, axis)
+    return probs / (1 + len(axes)) if axes else probs
 
 
-def predict_indices(model: Any, batch: np.ndarray, flip_tta: bool = False) -> np.ndarray:
+def predict_indices(model: Any, batch: np.ndarray, flip_tta: bool | Sequence[int] = False) -> np.ndarray:
     """Class indices (B, H, W) uint8 of a float32 batch (B, H, W, C) of 0..255 images."""
     return predict_probs(model, batch, flip_tta).argmax(-1).astype(np.uint8)
 
@@ -144,7 +153,7 @@ def _model_size(model: Any) -> tuple[int | None, int | None]:
 
 
 def predict_tiled(model: Any, image: np.ndarray, cfg: Config, tile: int, overlap: int,
-                  batch_size: int, flip_tta: bool = False) -> np.ndarray:
+                  batch_size: int, flip_tta: bool | Sequence[int] = False) -> np.ndarray:
     """Softmax (H, W, K) of one image of any size, tile by tile, overlaps blended with linear ramps.
 
     ``image`` is uint8 RGB (a :func:`read_input`).  Each tile (``tile`` square, smaller at a
