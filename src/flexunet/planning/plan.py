@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from flexunet.planning.fingerprint import MERGED_SHOWN, SUBSETS, fingerprint_dataset
-from flexunet.planning.probe import (AUGMENT_SHARE_LIMIT, AUGMENTATION, Candidate, augment_seconds, probe_ladder,
+from flexunet.planning.probe import (AUGMENT_SHARE_LIMIT, Candidate, augment_seconds, augmentation_text, probe_ladder,
                                      probe_speed)
 from flexunet.planning.sizes import size_lines, size_warnings, subset_sizes
 from flexunet.utils.errors import DataError, FlexUNetError
@@ -278,7 +278,7 @@ overlays   = True
 batch_size = {c['batch_size'][0]}
 
 {mask_section(fp)}{prepare_section(fp)}
-{AUGMENTATION}"""
+{augmentation_text(c['generator'][0])}"""
     return lines
 
 
