@@ -14,6 +14,7 @@ from flexunet.dataset.masks import read_mask
 from flexunet.dataset.nifti import axial_slices
 from flexunet.inference.infer import infer_images
 from flexunet.utils.errors import DataError
+from flexunet.utils.outputs import OWNER_FILE
 
 VOXEL_ML = 0.8 * 0.9 * 5.0 / 1000
 
@@ -118,3 +119,29 @@ def test_a_window_other_than_the_training_slices_is_warned(tmp_path, model, capl
         infer_images(cfg, model=model, progress=False)
     said = [r.getMessage() for r in caplog.records if r.name == "flexunet.inference.nifti_infer"]
     assert len(said) == 1 and "prepared with window [40.0, 80.0] (now [127.5, 255.0])" in said[0]
+
+
+def test_label_volumes_never_replace_a_users_file(tmp_path, model):
+    """The ownership rule for NIfTI outputs: a folder of the user's files, one named as a label volume."""
+    import hashlib
+
+    from flexunet.utils.errors import FlexUNetError
+
+    write_nifti(tmp_path / "in" / "case0_0000.nii.gz", *stored_as(nifti_truth(0)[0], "LPS"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "case0.nii.gz").write_bytes(b"the user's own segmentation")
+    (out / "notes.txt").write_text("the user's notes")
+    digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
+    for overwrite in (False, True):
+        with pytest.raises(FlexUNetError, match=r"case0\.nii\.gz"):
+            infer_images(cfg_for(tmp_path), model=model, progress=False, overwrite=overwrite)
+        assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()} == digest
+    (out / "case0.nii.gz").unlink()                # beside the notes only: refused, then allowed with --overwrite
+    with pytest.raises(FlexUNetError, match="pass --overwrite to write beside them"):
+        infer_images(cfg_for(tmp_path), model=model, progress=False)
+    infer_images(cfg_for(tmp_path), model=model, progress=False, overwrite=True)
+    assert (out / "notes.txt").read_text() == "the user's notes" and nib.load(out / "case0.nii.gz").shape
+    infer_images(cfg_for(tmp_path), model=model, progress=False, overwrite=True)     # its own, replaced
+    assert sorted(p.name for p in out.iterdir()) == sorted(["case0.nii.gz", "notes.txt", "volumes.csv",
+                                                            OWNER_FILE])

@@ -154,6 +154,7 @@ def aim(command: str, root: Path, x: str) -> list[str]:
         "prepare": lambda: ["prepare", c, *_set("prepare.output_dir", x)],
         "split": lambda: ["split", c, *_split_at(x)],
         "synth": lambda: ["synth", x, "--count", "2", "--size", "32"],
+        "synth-nifti": lambda: ["synth", x, "--format", "nifti", "--count", "2", "--size", "32"],
         "augment": lambda: ["augment", c, *_set("train.images_dir", _in(x, "images")),
                             *_set("train.masks_dir", _in(x, "masks"))],
         "demo": lambda: ["demo", "--out", x, "--count", "8", "--size", "32", "--epochs", "1"],
@@ -176,6 +177,7 @@ COLLIDING = {
     "prepare": ["images/x.png", "masks/x.png"],
     "split": ["train/images/x.png", "split.json"],
     "synth": ["STROKE-DATASET/PNG/1.png"],
+    "synth-nifti": ["Dataset001_SynthStroke/dataset.json"],
     "demo": [CONFIG_NAME],
     "inspect": ["summary.txt"],
 }
@@ -255,6 +257,7 @@ TABLE = {
     "prepare":           "RR   RR     RR     RR    RR  RR      RR     RR      RR   RR   RR",
     "split":             "RR   RR     RR     RR    RR  RR      RR     RR      RR   RR   RR",
     "synth":             "RR   RR     OO     OO    OO  RR      OO     RR      RR   RR   OO",
+    "synth-nifti":       "RR   RR     OO     OO    OO  RR      OO     RR      RR   RR   OO",
     "augment":           "RR   --     --     --    --  RR      OO     RR      --   RR   --",
     "demo":              "R-   R-     R-     R-    R-  R-      R-     R-      R-   R-   R-",
     "inspect":           "P-   P-     P-     P-    P-  P-      P-     P-      P-   P-   P-",
