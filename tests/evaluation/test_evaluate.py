@@ -325,4 +325,22 @@ def test_evaluate_scores_what_infer_writes_flips_and_small_components(known_case
     report = evaluate_model(cfg, progress=False)["report"]
     isch = report["classes"]["ischemic"]["whole_set"]
     assert (isch["tp"], isch["fp"], isch["fn"]) == (96, 0, 48)       # the 3x3 false alarm is gone, as infer drops it
-    assert report["prediction"] == {"flip_tta_axes": [2, 1], "min_component_size": 10}
+    assert report["prediction"] == {"flip_tta_axes": [2, 1], "min_component_size": [10, 10, 10],
+                                    "min_component_size_from": "[infer] min_component_size"}
+
+
+def test_evaluate_removes_the_components_the_run_chose_on_its_validation_set(known_case):
+    """[infer] min_component_size = "auto" (the default): the sizes in the run's postprocess.json, per class."""
+    from flexunet.model.postprocess import write_record
+
+    cfg, root = known_case
+    assert cfg.infer.min_component_size == "auto"
+    before = evaluate_model(cfg, progress=False, overwrite=True)["report"]     # no record: every component kept
+    assert before["classes"]["ischemic"]["whole_set"]["fp"] == 9 and before["prediction"]["min_component_size"] == [0, 0, 0]
+    write_record(cfg.train.model_dir, {"min_component_size": [0, 10, 0]})      # ischemic specks under 10 px go
+    report = evaluate_model(cfg, progress=False, overwrite=True)["report"]
+    isch, haem = report["classes"]["ischemic"]["whole_set"], report["classes"]["hemorrhagic"]["whole_set"]
+    assert (isch["tp"], isch["fp"]) == (before["classes"]["ischemic"]["whole_set"]["tp"], 0)
+    assert haem == before["classes"]["hemorrhagic"]["whole_set"]
+    assert report["prediction"]["min_component_size"] == [0, 10, 0]
+    assert report["prediction"]["min_component_size_from"] == "postprocess.json"

@@ -130,7 +130,10 @@ class InferSettings:
     overlay_alpha: float = opt(0.45, Float(lo=0.0, hi=1.0), "overlay opacity")
     class_index_masks: bool = opt(False, Bool(), "also write class-index PNGs (pixel = class)")
     flip_tta: bool = opt(False, Bool(), "average predictions over horizontal/vertical flips")
-    min_component_size: int = opt(0, NONNEG_INT, "remove predicted components smaller than this")
+    min_component_size: int | str = opt("auto", Auto(NONNEG_INT),
+                                        "remove predicted components smaller than this many pixels (0: keep all); "
+                                        "\"auto\": per class, the size the run chose on its validation set "
+                                        "(postprocess.json in [train] model_dir; none: keep all)")
     volumes: bool = opt(True, Bool(), "DICOM and NIfTI inputs: write volumes.csv (mL per patient, series and "
                         "class); missing or uneven slice spacing: a warning and no volumes (set True: an error)")
     uncertainty: bool = opt(False, Bool(), "write per-pixel uncertainty maps (entropy over flip TTA; an "

@@ -50,6 +50,7 @@ from flexunet.inference.volumes import (SliceGeometry, check_pixel_spacing, geom
                                         hemorrhage_classes, series_volumes, slice_spacing)
 from flexunet.inference.writing import (UNCERTAIN_FILE, VOLUMES_FILE, SliceOutputs, protected_dirs, staged,
                                         write_tables)
+from flexunet.model.postprocess import run_sizes, sizes_text
 from flexunet.model.predict import model_batch, predict_probs, predict_tiled, read_input, tile_starts, tta_flips
 from flexunet.model.precision import model_precision
 from flexunet.model.trained import load_trained
@@ -146,8 +147,10 @@ def _warn_tiles(cfg: Config, shape: tuple[int, ...]) -> None:
 
 
 def _warn_min_component(cfg: Config, shape: tuple[int, ...]) -> None:
-    size = cfg.infer.min_component_size
     h, w = shape[:2]
+    size = max(run_sizes(cfg, (h, w)))
+    if size:
+        log.info("predicted components removed below: %s", sizes_text(cfg, run_sizes(cfg, (h, w))))
     if size > h * w:
         log.warning("[infer] min_component_size = %d is more than the %dx%d = %d pixels of an image: every "
                     "predicted component is removed and every mask is blank; lower it (or 0 to keep all)",
@@ -214,7 +217,7 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
         write_tables(cfg, stage, summary["volumes"] if geometry else None, summary["uncertainty"])
         claim_output_dir(out_dir, "infer", names)
     if summary["removed_components"] and summary["blank"] == summary["images"]:
-        log.warning("[infer] min_component_size = %d removed every predicted component: all %d masks are blank; "
+        log.warning("[infer] min_component_size = %s removed every predicted component: all %d masks are blank; "
                     "lower it", cfg.infer.min_component_size, summary["images"])
     seconds = time.perf_counter() - start
     summary.update(seconds=seconds, images_per_second=summary["images"] / seconds if seconds > 0 else 0.0)

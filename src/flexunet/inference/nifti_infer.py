@@ -40,6 +40,7 @@ from flexunet.inference.uncertainty import slice_score
 from flexunet.inference.volumes import SliceGeometry, hemorrhage_classes, series_volumes
 from flexunet.inference.writing import (UNCERTAIN_FILE, VOLUMES_FILE, SliceOutputs, entropy_at, protected_dirs,
                                         staged, write_tables)
+from flexunet.model.postprocess import run_sizes
 from flexunet.model.predict import (model_batch, predict_probs, remove_small_components, resize_indices,
                                     tta_flips)
 from flexunet.model.trained import load_trained
@@ -174,7 +175,7 @@ def predict_volume(cfg: Config, model: Any, volume: Volume, summary: dict[str, A
         batch = model_batch([slice_image(cfg, s) for s in hu[first:first + size]], cfg)
         for j, probs in enumerate(predict_probs(model, batch, flips, pad_to=size), start=first):
             square = resize_indices(probs.argmax(-1).astype(np.uint8), (side, side))
-            index[j], removed = remove_small_components(_crop(square, (h, w)), cfg.infer.min_component_size)
+            index[j], removed = remove_small_components(_crop(square, (h, w)), run_sizes(cfg, (h, w)))
             summary["removed_components"] += removed
             if entropy is not None:
                 entropy[j] = _crop(entropy_at(probs, (side, side)), (h, w))

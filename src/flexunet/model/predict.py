@@ -109,19 +109,22 @@ def resize_indices(index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.asarray(Image.fromarray(index).resize((w, h), Image.NEAREST))
 
 
-def remove_small_components(index: np.ndarray, min_size: int) -> tuple[np.ndarray, int]:
-    """Set 8-connected foreground components smaller than ``min_size`` pixels to 0; return (mask, removed)."""
+def remove_small_components(index: np.ndarray, min_size: int | Sequence[int]) -> tuple[np.ndarray, int]:
+    """Set 8-connected foreground components smaller than ``min_size`` pixels to 0 (one size for every class,
+    or one per class index: :func:`flexunet.model.postprocess.component_sizes`); return (mask, removed)."""
     index = np.asarray(index)
-    if min_size <= 1:
+    sizes = min_size if isinstance(min_size, (tuple, list)) else None
+    if (max(sizes, default=0) if sizes is not None else min_size) <= 1:
         return index, 0
     out = index.copy()
     removed = 0
     for k in np.unique(index):
-        if k == 0:
+        size = (sizes[k] if k < len(sizes) else 0) if sizes is not None else min_size
+        if k == 0 or size <= 1:
             continue
         labels, n = ndimage.label(index == k, structure=EIGHT)
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
-        small = sizes < min_size
+        counts = np.bincount(labels.ravel(), minlength=n + 1)
+        small = counts < size
         small[0] = False
         if small.any():
             out[small[labels]] = 0

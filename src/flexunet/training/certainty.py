@@ -21,34 +21,39 @@ from flexunet.config.loader import Config
 from flexunet.dataset.records import find_manifest, slice_groups
 from flexunet.model.intervals import Interval, dice_intervals, notes
 from flexunet.model.metrics import class_counts
+from flexunet.model.postprocess import ComponentChooser
 from flexunet.model.predict import predict_probs
 from flexunet.model.run_folder import best_model_path
 
 log = logging.getLogger(__name__)
 
 
-def valid_counts(model: Any, dataset: Any, batch_size: int, num_classes: int) -> np.ndarray:
+def valid_counts(model: Any, dataset: Any, batch_size: int, num_classes: int,
+                 chooser: ComponentChooser | None = None) -> np.ndarray:
     """Per-slice (tp, fp, fn) of every class over a validation dataset of (images, one-hot) batches:
-    (slices, 3, classes)."""
+    (slices, 3, classes); each slice also goes to ``chooser`` (the post-processing choice)."""
     rows = []
     for images, onehot in dataset:
         probs = predict_probs(model, np.asarray(images), pad_to=batch_size)
         for ref, pred in zip(np.asarray(onehot).argmax(-1), probs.argmax(-1)):
+            if chooser is not None:
+                chooser.add(ref, pred)
             counts = class_counts(ref, pred, num_classes)
             rows.append([counts["tp"], counts["fp"], counts["fn"]])
     return np.asarray(rows, np.float64).reshape(len(rows), 3, num_classes)
 
 
 def best_epoch_intervals(cfg: Config, model: Any, dataset: Any, pairs: list[tuple[Path, Path]],
-                         state: dict) -> dict[str, Interval]:
+                         state: dict, chooser: ComponentChooser | None = None) -> dict[str, Interval]:
     """Per foreground class, the best epoch's validation Dice with its interval (loads the best model's
-    weights into ``model`` when the last epoch was not the best); logs one line."""
+    weights into ``model`` when the last epoch was not the best); logs one line.  The same pass feeds
+    ``chooser`` (:mod:`flexunet.model.postprocess`)."""
     if not state.get("best_epoch"):
         return {}
     begun = time.perf_counter()
     if state["best_epoch"] != state["epoch"]:
         model.load_weights(best_model_path(cfg.train.model_dir))
-    counts = valid_counts(model, dataset, cfg.train.batch_size, cfg.model.num_classes)
+    counts = valid_counts(model, dataset, cfg.train.batch_size, cfg.model.num_classes, chooser)
     if len(counts) != len(pairs):
         log.warning("validation intervals skipped: the pass gave %d of %d slices", len(counts), len(pairs))
         return {}

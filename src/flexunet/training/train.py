@@ -24,6 +24,8 @@ from pathlib import Path
 from flexunet.config.inputs import input_folders
 from flexunet.config.loader import Config, dump_config
 from flexunet.dataset.leak_record import RECORD_FILE, compare_data, write_record
+from flexunet.model.postprocess import RECORD as POSTPROCESS_RECORD
+from flexunet.model.postprocess import ComponentChooser, write_record as write_postprocess
 from flexunet.model.precision import RECORD as PRECISION_RECORD
 from flexunet.model.run_folder import apply_run, best_model_name
 from flexunet.model.trained import check_precision
@@ -38,7 +40,8 @@ from flexunet.utils.outputs import check_output_dir, claim_output_dir, folder_ow
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("best_model.keras", "best_model.weights.h5", "last_checkpoint", "train_eval_infer.config",
-             "logs", "summary.txt", "data_record.json", "model_meta.json", PRECISION_RECORD)
+             "logs", "summary.txt", "data_record.json", "model_meta.json", PRECISION_RECORD,
+             POSTPROCESS_RECORD)
 # what training writes to [train] eval_dir (callbacks.write_curves); recorded as train's in its marker
 CURVE_FILES = ("train_losses.csv", "train_metrics.csv", "history.json", "train_losses.png", "train_metrics.png")
 
@@ -219,6 +222,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
 
     log.info("training %d epochs from epoch %d: %d train / %d valid images, %d steps per epoch, batch %d",
              t.epochs - first, first + 1, len(train_pairs), len(valid_pairs), steps, t.batch_size)
+    remove_path(t.model_dir / POSTPROCESS_RECORD)  # chosen again for the model this run ends with
     start = time.perf_counter()
     verbose = (1 if sys.stderr.isatty() else 2) if progress else 0
     try:
@@ -253,13 +257,29 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
     if collapse:  # a warning: said once mid-run, said again where the run's figures are read
         log.warning("%s (found after epoch %d)", collapse["message"], collapse["epoch"])
     intervals = {}
+    chooser = ComponentChooser(cfg.model.num_classes, cfg.model.image_height, cfg.model.image_width)
     try:  # one forward pass of the best model over the validation set; the run is whole without it
         if t.strategy != "multiworker":
             intervals = {name: {"dice": iv.dice, **iv.as_json()} for name, iv in
-                         best_epoch_intervals(cfg, model, valid_ds, valid_pairs, state).items()}
+                         best_epoch_intervals(cfg, model, valid_ds, valid_pairs, state, chooser).items()}
     except (OSError, ValueError, FlexUNetError) as exc:
         log.warning("the best epoch's validation interval was not computed: %s", exc)
+    if chooser.slices == len(valid_pairs) and is_chief():
+        _choose_postprocessing(cfg, chooser)
     return {**_summary(cfg, state, seconds, best_model_name(cfg)), "timing": timing, "valid_intervals": intervals}
+
+
+def _choose_postprocessing(cfg: Config, chooser: ComponentChooser) -> dict:
+    """The smallest predicted component kept per class, chosen on the validation pass and recorded in the run
+    folder (:mod:`flexunet.model.postprocess`); one line."""
+    record = chooser.choose(cfg.class_names)
+    write_postprocess(cfg.train.model_dir, record)
+    sizes = record["min_component_size"]
+    log.info("post-processing chosen on %d validation slices: %s", chooser.slices, ", ".join(
+        f"{name} " + (f"components under {sizes[k]} px removed (Dice {info['valid_dice']['0']:.3f} -> "
+                      f"{info['valid_dice'][str(sizes[k])]:.3f})" if sizes[k] else "all kept")
+        for k, (name, info) in enumerate(record["classes"].items(), start=1)))
+    return record
 
 
 def _check_precision(cfg: Config, valid_pairs: list) -> dict:
