@@ -29,12 +29,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from flexunet.model.metrics import EIGHT
 from flexunet.utils.io import write_json
+from flexunet.utils.lazy import LazyModule
 
 log = logging.getLogger(__name__)
+ndimage = LazyModule("scipy.ndimage")  # imported on first use: see flexunet.utils.lazy
 
 RECORD = "postprocess.json"
 BASE_CANDIDATES = (3, 5, 8, 12, 20)   # pixels of a 128x128 input; scaled with the input's area
