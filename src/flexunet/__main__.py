@@ -1,3 +1,3 @@
-from flexunet.cli.main import main
+from flexunet.cli.main import run
 
-raise SystemExit(main())
+run()

@@ -10,6 +10,7 @@ exits 2; Ctrl-C exits 130.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -126,5 +127,23 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
+def run() -> None:
+    """The console entry (``flexunet``, ``python -m flexunet``): :func:`main`, then exit with its code.
+
+    After Ctrl-C (130) the process ends at once, once its streams are flushed: a tf.data pipeline
+    interrupted mid-epoch keeps threads that wait for the GIL (tf.numpy_function augmentation) while
+    interpreter shutdown garbage-collects the iterator that waits for them, a deadlock (an interrupted
+    ``train`` printed its line and never exited).  Everything a command writes is whole, or removed,
+    before :func:`main` returns, so nothing is left for shutdown to do."""
+    code = main()
+    if code == 130:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(130)
+    raise SystemExit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    run()
