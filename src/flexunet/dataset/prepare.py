@@ -36,7 +36,7 @@ from flexunet.dataset.masks import describe_unmapped
 from flexunet.dataset.nifti import ORIENTATION
 from flexunet.dataset.prepare_nifti import (UNLABELLED, find_layout, given_class_names, nifti_class_names,
                                             process_volume, volume_jobs)
-from flexunet.dataset.prepare_slice import SliceJob, process_slice
+from flexunet.dataset.prepare_slice import SliceJob, SliceOutput, process_slice
 from flexunet.dataset.records import MANIFEST_VERSION, RECORD_NAMES, rgb_map_list, write_manifest
 from flexunet.utils.errors import DataError, FlexUNetError, MaskError
 from flexunet.utils.io import DICOM_SUFFIXES, IMAGE_SUFFIXES, by_stem, list_files
@@ -222,9 +222,8 @@ def _slice_source(cfg: Config, raw_dir: Path, classes: Sequence[str] | None) -> 
                         f"{'DICOM/<id>.dcm' if p.source == 'dicom' else 'PNG/<id>.png'} with MASKS/<id>.png")
 
     def jobs(tmp: Path) -> list[SliceJob]:
-        return [SliceJob(sid, image, mask, header, p.source, p.size, p.image_resize, p.window_center,
-                         p.window_width, p.three_windows, dict(cfg.mask.rgb_map), cfg.mask.tolerance, tmp,
-                         cfg.mask.format)
+        output = SliceOutput.of(cfg, tmp)
+        return [SliceJob(sid, image, mask, header, p.source, cfg.mask.tolerance, output)
                 for sid, image, mask, header in pairs]
 
     names = given_class_names(cfg, classes) if classes else cfg.class_names

@@ -22,12 +22,11 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from flexunet.config.loader import Config, class_name_clash
-from flexunet.dataset.dicom import window_rgb
 from flexunet.dataset.nifti import axial_slices, case_name, list_nifti, nifti_stem, read_labels, read_volume
-from flexunet.dataset.prepare_slice import scaled_spacing, write_pair
+from flexunet.dataset.prepare_slice import SliceOutput, scaled_spacing
 from flexunet.utils.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -59,14 +58,7 @@ class VolumeJob:
     image: Path
     label: Path
     class_names: tuple[str, ...]
-    size: int
-    image_resize: str
-    window_center: float
-    window_width: float
-    three_windows: bool
-    rgb_map: Mapping[tuple[int, int, int], int]
-    mask_format: str
-    out_dir: Path
+    output: SliceOutput
 
 
 # --------------------------------------------------------------------------- the layout
@@ -197,23 +189,19 @@ def process_volume(job: VolumeJob) -> list[dict[str, Any]]:
     rows = []
     for k in range(len(hu)):
         slice_id = f"{job.case}_{k:04d}"
-        rgb = window_rgb(hu[k], job.window_center, job.window_width, job.three_windows)
-        written = write_pair(job.out_dir, slice_id, rgb, index[k], job.size, job.image_resize, job.rgb_map,
-                             job.mask_format)
+        written = job.output.write(slice_id, job.output.window(hu[k]), index[k])
         rows.append({
             "id": slice_id, **written, "source_image": str(job.image), "source_mask": str(job.label),
             "group": job.case, "group_kind": "patient", "patient_id": job.case, "series_uid": job.image.name,
             "instance_number": k + 1, "slice_position": image.slice_position(k),
             "slice_thickness": image.zooms[2], "volume": job.case, "slice_index": k,
             "volume_shape": list(image.data.shape),
-            "pixel_spacing": list(scaled_spacing(image.pixel_spacing, index[k].shape, job.size)),
+            "pixel_spacing": list(scaled_spacing(image.pixel_spacing, index[k].shape, job.output.size)),
             "unmapped_pixels": 0, "_notes": [], "_unmapped": {},
         })
     return rows
 
 
 def volume_jobs(cfg: Config, layout: NiftiLayout, class_names: tuple[str, ...], out_dir: Path) -> list[VolumeJob]:
-    p = cfg.prepare
-    return [VolumeJob(case, image, label, class_names, p.size, p.image_resize, p.window_center, p.window_width,
-                      p.three_windows, dict(cfg.mask.rgb_map), cfg.mask.format, out_dir)
-            for case, image, label in layout.pairs]
+    output = SliceOutput.of(cfg, out_dir)
+    return [VolumeJob(case, image, label, class_names, output) for case, image, label in layout.pairs]

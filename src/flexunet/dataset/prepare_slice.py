@@ -20,6 +20,36 @@ from flexunet.utils.io import read_image, safe_output_path, save_image
 
 
 @dataclass(frozen=True)
+class SliceOutput:
+    """How every prepared slice is windowed and written, whatever its source (picklable): ``[prepare]``
+    size, resize and window, ``[mask]`` colours and format, and the folder."""
+
+    out_dir: Path
+    size: int
+    image_resize: str
+    window_center: float
+    window_width: float
+    three_windows: bool
+    rgb_map: Mapping[tuple[int, int, int], int]
+    mask_format: str = "rgb"
+
+    @classmethod
+    def of(cls, cfg: Any, out_dir: Path) -> "SliceOutput":
+        p = cfg.prepare
+        return cls(out_dir, p.size, p.image_resize, p.window_center, p.window_width, p.three_windows,
+                   dict(cfg.mask.rgb_map), cfg.mask.format)
+
+    def window(self, hu: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 of a HU slice in ``[prepare]``'s window(s)."""
+        return window_rgb(hu, self.window_center, self.window_width, self.three_windows)
+
+    def write(self, slice_id: str, image: np.ndarray, index: np.ndarray) -> dict[str, Any]:
+        """:func:`write_pair` of one slice into ``out_dir``."""
+        return write_pair(self.out_dir, slice_id, image, index, self.size, self.image_resize, self.rgb_map,
+                          self.mask_format)
+
+
+@dataclass(frozen=True)
 class SliceJob:
     """Everything a worker needs for one slice (picklable)."""
 
@@ -28,15 +58,8 @@ class SliceJob:
     mask: Path
     header: Path | None           # DICOM/<id>.dcm to read the group from (png source)
     source: str
-    size: int
-    image_resize: str
-    window_center: float
-    window_width: float
-    three_windows: bool
-    rgb_map: Mapping[tuple[int, int, int], int]
     tolerance: float
-    out_dir: Path
-    mask_format: str = "rgb"
+    output: SliceOutput
 
 
 def border_background(image: np.ndarray) -> np.ndarray:
@@ -105,7 +128,7 @@ def _load_image(job: SliceJob, notes: list[str]) -> tuple[np.ndarray, dict[str, 
     if job.source == "dicom":
         sl = read_dicom(job.image)
         notes.extend(sl.warnings)
-        return window_rgb(sl.hu, job.window_center, job.window_width, job.three_windows), sl.meta
+        return job.output.window(sl.hu), sl.meta
     meta: dict[str, Any] = {}
     if job.header is not None:
         try:
@@ -130,15 +153,15 @@ def process_slice(job: SliceJob) -> dict[str, Any]:
     """
     notes: list[str] = []
     image, meta = _load_image(job, notes)
-    decoded = read_mask(job.mask, job.rgb_map, job.tolerance, map_unmapped=True, mask_format=job.mask_format)
+    decoded = read_mask(job.mask, job.output.rgb_map, job.tolerance, map_unmapped=True,
+                        mask_format=job.output.mask_format)
     if image.shape[:2] != decoded.index.shape:
         raise DataError(f"{job.mask}: mask is {decoded.index.shape[1]}x{decoded.index.shape[0]} but "
                         f"{job.image.name} is {image.shape[1]}x{image.shape[0]} (WxH); expected the same size")
-    written = write_pair(job.out_dir, job.id, image, decoded.index, job.size, job.image_resize, job.rgb_map,
-                         job.mask_format)
+    written = job.output.write(job.id, image, decoded.index)
     spacing = meta.get("pixel_spacing")
     if spacing is not None:
-        spacing = scaled_spacing(spacing, decoded.index.shape, job.size)
+        spacing = scaled_spacing(spacing, decoded.index.shape, job.output.size)
     group, group_kind = _group(job, meta)
     return {
         "id": job.id,
