@@ -23,7 +23,6 @@ post-processing nnU-Net chooses the same way.  Measured in docs/generalisation.m
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from flexunet.model.metrics import EIGHT
+from flexunet.utils.io import read_record as read_json_record
 from flexunet.utils.io import write_json
 from flexunet.utils.lazy import LazyModule
 
@@ -109,14 +109,10 @@ def write_record(model_dir: Path, record: dict[str, Any]) -> Path:
 def read_record(model_dir: Path) -> dict[str, Any] | None:
     """The run folder's record (None where it has none; an unreadable one: a warning and None)."""
     path = Path(model_dir) / RECORD
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    doc = read_json_record(path, "every predicted component is kept")
+    if doc is None:
         return None
-    except (OSError, ValueError):
-        log.warning("%s: unreadable; every predicted component is kept", path)
-        return None
-    sizes = doc.get("min_component_size") if isinstance(doc, dict) else None
+    sizes = doc.get("min_component_size")
     if not (isinstance(sizes, list) and all(isinstance(s, int) and s >= 0 for s in sizes)):
         log.warning("%s: no list of sizes under \"min_component_size\"; every predicted component is kept", path)
         return None

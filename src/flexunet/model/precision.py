@@ -17,13 +17,13 @@ Pure bookkeeping: Keras is imported only inside :func:`precision_policy`.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from flexunet.utils.io import read_record as read_json_record
 from flexunet.utils.io import write_json
 
 log = logging.getLogger(__name__)
@@ -92,15 +92,7 @@ def write_record(model_dir: Path, record: dict[str, Any]) -> Path:
 
 def read_record(model_dir: Path) -> dict[str, Any] | None:
     """The run folder's record (None when it has none, or an unreadable one: float32 is then used)."""
-    path = Path(model_dir) / RECORD
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        log.warning("%s: unreadable; the model runs in float32", path)
-        return None
-    return doc if isinstance(doc, dict) else None
+    return read_json_record(Path(model_dir) / RECORD, "the model runs in float32")
 
 
 def inference_precision(model_dir: Path) -> str:

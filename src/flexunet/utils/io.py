@@ -11,6 +11,7 @@ import contextlib
 import csv
 import io as _io
 import json
+import logging
 import math
 import os
 import shutil
@@ -74,6 +75,21 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """``obj`` as JSON (indent 2) by :func:`json_text`: NaN and infinities written as null."""
     write_text(path, json_text(obj, indent=2) + "\n")
+
+
+def read_record(path: str | os.PathLike, otherwise: str) -> dict[str, Any] | None:
+    """A JSON object a run keeps beside its model (None when there is none); an unreadable one, or one that
+    is not an object: a warning "<path>: unreadable; <otherwise>" and None."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        doc = None
+    if not isinstance(doc, dict):
+        logging.getLogger(__name__).warning("%s: unreadable; %s", path, otherwise)
+        return None
+    return doc
 
 
 def csv_text(header: Sequence[Any], rows: Iterable[Sequence[Any]]) -> str:
