@@ -130,11 +130,13 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """The console entry (``flexunet``, ``python -m flexunet``): :func:`main`, then exit with its code.
 
-    After Ctrl-C (130) the process ends at once, once its streams are flushed: a tf.data pipeline
-    interrupted mid-epoch keeps threads that wait for the GIL (tf.numpy_function augmentation) while
-    interpreter shutdown garbage-collects the iterator that waits for them, a deadlock (an interrupted
-    ``train`` printed its line and never exited).  Everything a command writes is whole, or removed,
-    before :func:`main` returns, so nothing is left for shutdown to do."""
+    After Ctrl-C (130) the process ends at once, once its streams are flushed.  A ``train`` interrupted
+    mid-epoch printed its line and then never exited in 4 of 5 tries: gdb shows interpreter shutdown
+    garbage-collecting the training tf.data iterator, whose ``MapAndBatchDatasetOp`` destructor waits for
+    its runner thread, itself waiting in ``ParallelMapDatasetOp::GetNextInternal`` for an element whose
+    Python map function (the tf.numpy_function augmentation) no longer runs once the interpreter is
+    finalizing.  Everything a command writes is whole, or removed, before :func:`main` returns, so
+    nothing is left for shutdown to do."""
     code = main()
     if code == 130:
         logging.shutdown()
