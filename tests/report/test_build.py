@@ -150,6 +150,24 @@ def test_numbers_equal_evaluation_json(run):
     assert ("(4 slices, drawn again 1000 times): two figures whose intervals overlap widely are not shown to "
             "differ by this set.") in text and "Only 4 slices: a bootstrap over so few is rough" in text
     assert ev["interval_definition"] in text
+    # how the scored masks were predicted: the run's post-processing record, as evaluate applied it
+    from flexunet.report.sections import prediction_text
+    assert f"Prediction. {prediction_text(ev['prediction'], list(ev['classes']))}" in text
+
+
+def test_the_prediction_rule_says_what_was_removed_and_why():
+    from flexunet.report.sections import prediction_text
+
+    names = ["ischemic", "hemorrhagic"]
+    chosen = {"flip_tta_axes": [], "min_component_size": [0, 0, 5], "min_component_size_from": "postprocess.json"}
+    assert prediction_text(chosen, names) == ("one pass, no mirroring; predicted components removed: hemorrhagic "
+                                              "under 5 px (chosen on the validation set when training ended).")
+    given = {"flip_tta_axes": [2], "min_component_size": [9, 9, 9], "min_component_size_from": "[infer] min_component_size"}
+    assert prediction_text(given, names) == ("averaged over 1 mirror image(s) and the original; predicted components "
+                                             "removed: ischemic under 9 px, hemorrhagic under 9 px (from [infer] "
+                                             "min_component_size).")
+    assert prediction_text({"flip_tta_axes": [], "min_component_size": [0, 0, 0]}, names).endswith(
+        "every predicted component kept.")
 
 
 def test_dataset_numbers_equal_stats_json(run):

@@ -193,8 +193,28 @@ def evaluation_section(b: Build) -> str:
                       ("interval_definition", "Intervals")):
         if ev.get(key):
             parts.append(f'<p class="rule"><strong>{name}.</strong> {esc(ev[key])}</p>')
+    if ev.get("prediction"):
+        parts.append(f'<p class="rule"><strong>Prediction.</strong> {esc(prediction_text(ev["prediction"], classes))}</p>')
     parts.append("<h3>Confusion matrix</h3>" + _confusion(b))
     return "\n".join(parts)
+
+
+def prediction_text(prediction: Mapping[str, Any], classes: list[str]) -> str:
+    """How the scored masks were predicted, as `flexunet infer` writes them: flips and the smallest component
+    kept per class (evaluation.json's ``prediction``)."""
+    flips = prediction.get("flip_tta_axes") or []
+    text = (f"averaged over {len(flips)} mirror image(s) and the original" if flips else "one pass, no mirroring")
+    sizes = prediction.get("min_component_size")
+    if isinstance(sizes, list) and len(sizes) == len(classes) + 1 and any(sizes[1:]):
+        source = prediction.get("min_component_size_from", "")
+        chosen = "chosen on the validation set when training ended" if source == "postprocess.json" else f"from {source}"
+        removed = ", ".join(f"{c} under {n} px" for c, n in zip(classes, sizes[1:]) if n)
+        text += f"; predicted components removed: {removed} ({chosen})"
+    elif isinstance(sizes, int) and sizes > 1:          # evaluation.json of an older version: one size
+        text += f"; predicted components under {sizes} px removed"
+    else:
+        text += "; every predicted component kept"
+    return text + "."
 
 
 def _interval_row(ev: Mapping[str, Any], classes: list[str]) -> str:
