@@ -222,7 +222,6 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
 
     log.info("training %d epochs from epoch %d: %d train / %d valid images, %d steps per epoch, batch %d",
              t.epochs - first, first + 1, len(train_pairs), len(valid_pairs), steps, t.batch_size)
-    remove_path(t.model_dir / POSTPROCESS_RECORD)  # chosen again for the model this run ends with
     start = time.perf_counter()
     verbose = (1 if sys.stderr.isatty() else 2) if progress else 0
     try:
