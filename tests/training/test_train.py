@@ -416,11 +416,11 @@ def test_nan_in_a_later_epoch_keeps_the_earlier_ones(tmp_path, capsys, pipeline,
     assert (tmp_path / "eval" / "history.json").read_text() == history
 
 
-def _spawn_training(tmp_path: Path, pipeline, epochs: int) -> tuple[subprocess.Popen, Path]:
+def _spawn_training(tmp_path: Path, pipeline, epochs: int, patience: int = 10) -> tuple[subprocess.Popen, Path]:
     """`flexunet train` in a real process, with epochs long enough (about a second) to land a signal inside one."""
     config = write_pipeline_config(tmp_path, data=str(pipeline["dataset"]))
     args = [sys.executable, "-m", "flexunet", "-q", "train", str(config), "--set", f"train.epochs={epochs}",
-            "--set", "train.batch_size=2", "--set", "train.steps_per_epoch=60"]
+            "--set", "train.batch_size=2", "--set", "train.steps_per_epoch=60", "--set", f"train.patience={patience}"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     # Ctrl-C as a terminal sends it: to a process whose SIGINT is not ignored. A suite started as a background
     # job of a non-interactive shell (`cmd &`) inherits SIGINT ignored, and so would this child.
@@ -466,8 +466,8 @@ def test_kill_9_mid_epoch_then_resume_loses_nothing(tmp_path, capsys, pipeline):
 
 
 def test_ctrl_c_exits_cleanly_with_the_checkpoint_intact(tmp_path, pipeline):
-    # many epochs: however fast an epoch is on this machine, the signal lands inside one
-    proc, _ = _spawn_training(tmp_path, pipeline, epochs=500)
+    # many epochs and no early stopping: however fast an epoch is on this machine, the signal lands inside one
+    proc, _ = _spawn_training(tmp_path, pipeline, epochs=500, patience=0)
     state = tmp_path / "models" / "last_checkpoint" / "state.json"
     try:
         _wait_for_epoch(proc, state, 1)
@@ -477,7 +477,7 @@ def test_ctrl_c_exits_cleanly_with_the_checkpoint_intact(tmp_path, pipeline):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, (err, state.read_text())   # the state says how far a run that ended got
     assert "Traceback" not in err
     lines = [ln for ln in err.splitlines() if ln.startswith("flexunet ")]
     saved = json.loads(state.read_text())["epoch"]
