@@ -154,6 +154,7 @@ def test_planned_config_loads_and_trains_one_epoch(dataset: Path, tmp_path: Path
     assert cfg.model.image_width == 32 and cfg.model.image_channels == 1 and cfg.model.normalization
     assert cfg.model.loss == "ce_dice" and cfg.train.lr_schedule == "cosine" and cfg.train.output_bias == "prior"
     assert cfg.model.generator and cfg.augmentor.intensity          # a scanner look per image (generalisation.md)
+    assert cfg.model.dropout_rate == 0.05 and "the net overfits its few training patients" in text   # ditto
     assert (cfg.intensity.kernel, cfg.intensity.gamma) == (0.7, 0.3) and cfg.intensity.noise == 4.0
     assert cfg.train.monitor == "val_loss" and cfg.train.patience >= cfg.train.epochs // 2
     # green 68 px, red 36 px in the 8 slices: green 2, red 2*sqrt(68/36) (the rarer class weighs more)

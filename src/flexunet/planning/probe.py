@@ -49,6 +49,7 @@ noise  = 4.0
 kernel = 0.7
 gamma  = 0.3
 """
+DROPOUT = 0.05                   # [model] dropout_rate: level i drops DROPOUT * i (docs/generalisation.md)
 AUGMENT_SHARE_LIMIT = 0.25       # online augmentation is planned when it costs less than this share of a step
 
 
@@ -180,7 +181,7 @@ def _probe_config(c: Candidate, size: int, channels: int, num_classes: int) -> s
     return (f"[model]\nimage_width = {size}\nimage_height = {size}\nimage_channels = {channels}\n"
             f"num_classes = {num_classes}\nbase_filters = {c.base_filters}\nnum_layers = {c.levels}\n"
             f"max_filters = {c.max_filters}\n"
-            f"base_kernels = (3,3)\nnormalization = True\ndropout_rate = 0.0\nloss = \"ce_dice\"\n"
+            f"base_kernels = (3,3)\nnormalization = True\ndropout_rate = {DROPOUT}\nloss = \"ce_dice\"\n"
             f"clipvalue = None\nlearning_rate = 0.001\n[train]\nbatch_size = {c.batch_size}\n"
             f"[mask]\nrgb_map = {{{', '.join(f'({i},{i},{i}):{i}' for i in range(num_classes))}}}\n")
 
