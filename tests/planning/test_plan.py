@@ -154,7 +154,9 @@ def test_planned_config_loads_and_trains_one_epoch(dataset: Path, tmp_path: Path
     assert cfg.model.image_width == 32 and cfg.model.image_channels == 1 and cfg.model.normalization
     assert cfg.model.loss == "ce_dice" and cfg.train.lr_schedule == "cosine" and cfg.train.output_bias == "prior"
     assert cfg.model.generator and cfg.augmentor.intensity          # a scanner look per image (generalisation.md)
-    assert cfg.model.dropout_rate == 0.05 and "the net overfits its few training patients" in text   # ditto
+    filters = cfg.model.base_filters                                # dropout from 16 filters (generalisation.md)
+    assert cfg.model.dropout_rate == (0.05 if filters >= 16 else 0.0), filters
+    assert f"a net of {filters} filters" in text
     assert (cfg.intensity.kernel, cfg.intensity.gamma) == (0.7, 0.3) and cfg.intensity.noise == 4.0
     assert cfg.train.monitor == "val_loss" and cfg.train.patience >= cfg.train.epochs // 2
     # green 68 px, red 36 px in the 8 slices: green 2, red 2*sqrt(68/36) (the rarer class weighs more)
@@ -175,6 +177,16 @@ def test_planned_config_loads_and_trains_one_epoch(dataset: Path, tmp_path: Path
     assert summary["epochs"] == 1 and (cfg.train.model_dir / summary["best_model"]).exists()
     evaluation = evaluate_model(cfg, progress=False)
     assert set(evaluation["report"]["classes"]) == {"green", "red"}
+
+
+def test_dropout_is_planned_for_nets_that_overfit_not_for_small_ones():
+    from flexunet.planning.probe import dropout_for, dropout_lines
+
+    assert [dropout_for(f) for f in (8, 16, 32, 64)] == [0.0, 0.05, 0.05, 0.05]
+    assert dropout_lines(16, 5).splitlines() == [
+        "; dropout 0.05 x level (the bridge 0.20): a net of 16 filters overfits a few training patients without "
+        "it (docs/generalisation.md)", "dropout_rate   = 0.05"]
+    assert dropout_lines(8, 5).splitlines()[1] == "dropout_rate   = 0.0"
 
 
 def test_cli_refuses_to_overwrite_a_config(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from flexunet.planning.fingerprint import MERGED_SHOWN, SUBSETS, fingerprint_dataset
-from flexunet.planning.probe import (AUGMENT_SHARE_LIMIT, DROPOUT, Candidate, augment_seconds, augmentation_text,
+from flexunet.planning.probe import (AUGMENT_SHARE_LIMIT, Candidate, augment_seconds, augmentation_text, dropout_lines,
                                      probe_ladder, probe_speed)
 from flexunet.planning.sizes import size_lines, size_warnings, subset_sizes
 from flexunet.utils.errors import DataError, FlexUNetError
@@ -207,8 +207,7 @@ base_filters   = {c['base_filters'][0]}
 base_kernels   = (3,3)
 ; {c['levels'][1]}
 num_layers     = {c['levels'][0]}
-{max_filters_line(c['max_filters'])}; dropout {DROPOUT} x level (the bridge {DROPOUT * (c['levels'][0] - 1):.2f}): without it the net overfits its few training patients (docs/generalisation.md)
-dropout_rate   = {DROPOUT}
+{max_filters_line(c['max_filters'])}{dropout_lines(c['base_filters'][0], c['levels'][0])}
 dilation       = (1,1)
 ; Adam at 1e-3 suits BatchNorm nets; clipping by value is off (it slows Adam and BatchNorm needs none)
 optimizer      = "Adam"
