@@ -84,17 +84,18 @@ def test_candidate_sizes_scale_with_the_input_area():
 
 
 def test_sizes_come_from_the_setting_or_the_record_scaled_to_the_mask(tmp_path, caplog):
-    assert component_sizes(7, tmp_path, 3, (128, 128)) == (7, 7, 7)         # a number: every class, as given
-    assert component_sizes("auto", tmp_path, 3, (128, 128)) == (0, 0, 0)    # no record: keep all
+    assert component_sizes(7, tmp_path, 3, (128, 128)).at() == (7, 7, 7)    # a number: every class, as given
+    assert component_sizes(7, tmp_path, 3, (128, 128)).at((512, 512)) == (7, 7, 7)   # in the mask's own pixels
+    assert component_sizes("auto", tmp_path, 3, (128, 128)).at() == (0, 0, 0)    # no record: keep all
     write_record(tmp_path, {"min_component_size": [0, 5, 12]})
-    assert component_sizes("auto", tmp_path, 3, (128, 128)) == (0, 5, 12)
-    assert component_sizes("auto", tmp_path, 3, (128, 128), (512, 512)) == (0, 80, 192)   # written at 512 px
+    assert component_sizes("auto", tmp_path, 3, (128, 128)).at() == (0, 5, 12)
+    assert component_sizes("auto", tmp_path, 3, (128, 128)).at((512, 512)) == (0, 80, 192)   # written at 512 px
     (tmp_path / RECORD).write_text("{not json")
     with caplog.at_level(logging.WARNING):
         assert read_record(tmp_path) is None
     assert "postprocess.json: unreadable; every predicted component is kept" in caplog.text
     (tmp_path / RECORD).write_text(json.dumps({"min_component_size": "big"}))
-    assert component_sizes("auto", tmp_path, 3, (128, 128)) == (0, 0, 0)
+    assert component_sizes("auto", tmp_path, 3, (128, 128)).at() == (0, 0, 0)
 
 
 def test_per_class_sizes_remove_only_their_class():

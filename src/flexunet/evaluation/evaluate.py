@@ -50,7 +50,7 @@ from flexunet.model.intervals import DEFINITION, Interval, dice_intervals, notes
 from flexunet.model.metrics import COUNTS, LESION_COUNTS, SCORES, MetricAccumulator
 from flexunet.model.run_folder import best_model_path
 from flexunet.model.precision import model_precision
-from flexunet.model.postprocess import run_sizes, sizes_text
+from flexunet.model.postprocess import ComponentSizes, run_sizes
 from flexunet.model.predict import predict_probs, remove_small_components, tta_flips
 from flexunet.model.trained import load_trained, model_sha256
 from flexunet.utils.errors import DataError
@@ -189,15 +189,15 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
     seen = 0
     flips = tta_flips(cfg) if cfg.infer.flip_tta else ()   # scored as `flexunet infer` predicts: [infer] flips
     sizes = run_sizes(cfg)                                 # and its post-processing (model.postprocess)
-    if any(sizes):
-        log.info("predicted components removed below: %s", sizes_text(cfg, sizes))
+    if any(sizes.at()):
+        log.info("predicted components removed below: %s", sizes.text(cfg.class_names))
     for images, onehot in dataset:
         probs = predict_probs(model, np.asarray(images), flips)
         onehot = np.asarray(onehot, np.float32)
         loss_mean.add(loss_fn(onehot, probs), weight=len(probs))
         dice_mean.add(dice_coef_multiclass(onehot, probs))
         for ref, pred, p in zip(onehot.argmax(-1), probs.argmax(-1), probs):
-            pred = remove_small_components(pred, sizes)[0]
+            pred = remove_small_components(pred, sizes.at())[0]
             name = pairs[seen][0].name
             acc.add(ref, pred, name, spacings.get(name))
             review.add(name, p, ref, pred)
@@ -209,7 +209,7 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
 
     csv_path = Path(cfg.eval.evaluation_csv)
     report = {**_report(cfg, acc, loss_mean.value, dice_mean.value, model_path, model_hash, manifest,
-                        model_precision(model)),
+                        model_precision(model), sizes),
               "leak_check": leaks, **review.report()}
     for name, interval in set_intervals(acc, slice_groups(manifest, [p.name for p, _ in pairs]),
                                         cfg.train.seed).items():
@@ -229,16 +229,14 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
 
 
 def _report(cfg: Config, acc: MetricAccumulator, loss: float, dice: float, model_path: Path | None,
-            model_hash: str | None, manifest: Path | None, compute: str) -> dict[str, Any]:
+            model_hash: str | None, manifest: Path | None, compute: str, sizes: ComponentSizes) -> dict[str, Any]:
     body = acc.summary()
     return {
         "model": str(model_path) if model_path is not None else None,
         "model_sha256": model_hash,   # the file evaluated: report warns when the best model is no longer it
         "compute_dtype": compute,     # float32, or the run's training precision where it agrees (model.precision)
         "prediction": {"flip_tta_axes": list(tta_flips(cfg)) if cfg.infer.flip_tta else [],   # as infer predicts
-                       "min_component_size": list(run_sizes(cfg)),
-                       "min_component_size_from": ("postprocess.json" if cfg.infer.min_component_size == "auto"
-                                                   else "[infer] min_component_size")},
+                       "min_component_size": list(sizes.at()), "min_component_size_from": sizes.source},
         "test_images_dir": str(Path(cfg.test.images_dir).resolve()),   # what was scored: the report shows these
         "test_masks_dir": str(Path(cfg.test.masks_dir).resolve()),
         "num_images": body.pop("num_images"),

@@ -50,7 +50,7 @@ from flexunet.inference.volumes import (SliceGeometry, check_pixel_spacing, geom
                                         hemorrhage_classes, series_volumes, slice_spacing)
 from flexunet.inference.writing import (UNCERTAIN_FILE, VOLUMES_FILE, SliceOutputs, protected_dirs, staged,
                                         write_tables)
-from flexunet.model.postprocess import run_sizes, sizes_text
+from flexunet.model.postprocess import ComponentSizes, run_sizes
 from flexunet.model.predict import model_batch, predict_probs, predict_tiled, read_input, tile_starts, tta_flips
 from flexunet.model.precision import model_precision
 from flexunet.model.trained import load_trained
@@ -146,11 +146,11 @@ def _warn_tiles(cfg: Config, shape: tuple[int, ...]) -> None:
                     t.overlapping, t.split_size, t.split_size - t.overlapping, count, w, h, usual, quarter)
 
 
-def _warn_min_component(cfg: Config, shape: tuple[int, ...]) -> None:
+def _warn_min_component(cfg: Config, sizes: ComponentSizes, shape: tuple[int, ...]) -> None:
     h, w = shape[:2]
-    size = max(run_sizes(cfg, (h, w)))
+    size = max(sizes.at((h, w)))
     if size:
-        log.info("predicted components removed below: %s", sizes_text(cfg, run_sizes(cfg, (h, w))))
+        log.info("predicted components removed below: %s", sizes.text(cfg.class_names, (h, w)))
     if size > h * w:
         log.warning("[infer] min_component_size = %d is more than the %dx%d = %d pixels of an image: every "
                     "predicted component is removed and every mask is blank; lower it (or 0 to keep all)",
@@ -208,7 +208,7 @@ def infer_images(cfg: Config, model: Any = None, tiled: bool = False, progress: 
     masks: dict[str, np.ndarray] = {}
     start = time.perf_counter()
     with staged(out_dir) as stage:
-        _run_batches(cfg, model, files, tiled, SliceOutputs(stage, out_dir, set(geometry)), summary, masks,
+        _run_batches(cfg, model, files, tiled, SliceOutputs(stage, out_dir, set(geometry), run_sizes(cfg)), summary, masks,
                      progress, workers)
         if geometry:
             summary["volumes"] = volume_rows(geometry, masks, cfg.class_names)
@@ -280,7 +280,7 @@ def _run_batches(cfg: Config, model: Any, files: Sequence[Path], tiled: bool, ou
             if n + 1 < len(chunks):
                 reading = pool.submit(_read_batch, cfg, chunks[n + 1], tiled)
             if n == 0:
-                _first_batch_warnings(cfg, originals[0].shape, tiled)
+                _first_batch_warnings(cfg, outputs.sizes, originals[0].shape, tiled)
             probs = _predict(cfg, model, originals, batch, flips)
             while len(writing) >= 2:
                 _collect(writing.popleft(), summary, masks, bar)
@@ -293,8 +293,8 @@ def _run_batches(cfg: Config, model: Any, files: Sequence[Path], tiled: bool, ou
         bar.close()
 
 
-def _first_batch_warnings(cfg: Config, shape: tuple[int, ...], tiled: bool) -> None:
-    _warn_min_component(cfg, shape)
+def _first_batch_warnings(cfg: Config, sizes: ComponentSizes, shape: tuple[int, ...], tiled: bool) -> None:
+    _warn_min_component(cfg, sizes, shape)
     if tiled:
         _warn_tiles(cfg, shape)
 

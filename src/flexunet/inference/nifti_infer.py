@@ -40,7 +40,7 @@ from flexunet.inference.uncertainty import slice_score
 from flexunet.inference.volumes import SliceGeometry, hemorrhage_classes, series_volumes
 from flexunet.inference.writing import (UNCERTAIN_FILE, VOLUMES_FILE, SliceOutputs, entropy_at, protected_dirs,
                                         staged, write_tables)
-from flexunet.model.postprocess import run_sizes
+from flexunet.model.postprocess import ComponentSizes, run_sizes
 from flexunet.model.predict import (model_batch, predict_probs, remove_small_components, resize_indices,
                                     tta_flips)
 from flexunet.model.trained import load_trained
@@ -125,10 +125,10 @@ def infer_volumes(cfg: Config, files: Sequence[Path], out_dir: Path, model: Any 
     start = time.perf_counter()
     bar = Progress([], "infer", total=len(cases), enabled=progress, unit="volume")
     with staged(out_dir) as stage:
-        writer = SliceOutputs(stage, out_dir, set())
+        writer = SliceOutputs(stage, out_dir, set(), run_sizes(cfg))
         for case, path in cases.items():
             volume = read_volume(path)
-            index, entropy = predict_volume(cfg, model, volume, summary)
+            index, entropy = predict_volume(cfg, model, volume, summary, writer.sizes)
             _write_volume(cfg, stage, out_dir, writer, case, volume, index, entropy, fmt, summary)
             if cfg.infer.volumes:
                 summary["volumes"] += volume_table(case, path.name, volume, index, cfg.class_names)
@@ -161,10 +161,10 @@ def _crop(square: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return square[top:top + h, left:left + w]
 
 
-def predict_volume(cfg: Config, model: Any, volume: Volume, summary: dict[str, Any]
+def predict_volume(cfg: Config, model: Any, volume: Volume, summary: dict[str, Any], sizes: ComponentSizes
                    ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(K, H, W) uint8 class indices of the axial slices of ``volume``, and their (K, H, W) float32
-    normalised entropy with ``[infer] uncertainty`` (else None)."""
+    """(K, H, W) uint8 class indices of the axial slices of ``volume`` (components smaller than ``sizes``
+    removed), and their (K, H, W) float32 normalised entropy with ``[infer] uncertainty`` (else None)."""
     hu = axial_slices(volume.data)
     k, h, w = hu.shape
     side, size = max(h, w), cfg.infer.batch_size
@@ -175,7 +175,7 @@ def predict_volume(cfg: Config, model: Any, volume: Volume, summary: dict[str, A
         batch = model_batch([slice_image(cfg, s) for s in hu[first:first + size]], cfg)
         for j, probs in enumerate(predict_probs(model, batch, flips, pad_to=size), start=first):
             square = resize_indices(probs.argmax(-1).astype(np.uint8), (side, side))
-            index[j], removed = remove_small_components(_crop(square, (h, w)), run_sizes(cfg, (h, w)))
+            index[j], removed = remove_small_components(_crop(square, (h, w)), sizes.at((h, w)))
             summary["removed_components"] += removed
             if entropy is not None:
                 entropy[j] = _crop(entropy_at(probs, (side, side)), (h, w))

@@ -27,7 +27,7 @@ from flexunet.config.loader import Config
 from flexunet.dataset.masks import index_to_palette_image
 from flexunet.inference.uncertainty import entropy_map, heatmap, slice_score
 from flexunet.inference.volumes import VOLUME_COLUMNS
-from flexunet.model.postprocess import run_sizes
+from flexunet.model.postprocess import ComponentSizes
 from flexunet.model.predict import overlay_image, remove_small_components, resize_indices
 from flexunet.utils.io import csv_text, safe_output_path, save_image, write_bytes, write_text
 
@@ -96,13 +96,14 @@ class SliceOutputs:
     :meth:`write` touches nothing shared, so worker threads may run it side by side.
     """
 
-    def __init__(self, stage: Path, out_dir: Path, keep_masks: set[str]) -> None:
+    def __init__(self, stage: Path, out_dir: Path, keep_masks: set[str], sizes: ComponentSizes) -> None:
         self.stage, self.out_dir, self.keep_masks = stage, out_dir, keep_masks
+        self.sizes = sizes          # the smallest component kept per class (model.postprocess), read once
 
     def write(self, cfg: Config, path: Path, original: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
         """The mask (and overlay, class-index mask, uncertainty map) of one image; its summary record."""
         index = resize_indices(probs.argmax(-1).astype(np.uint8), original.shape)
-        index, removed = remove_small_components(index, run_sizes(cfg, index.shape[:2]))
+        index, removed = remove_small_components(index, self.sizes.at(index.shape[:2]))
         entropy = entropy_at(probs, index.shape) if cfg.infer.uncertainty else None
         return self.write_slice(cfg, path.stem, original, index, entropy, removed, path.name)
 

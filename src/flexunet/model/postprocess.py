@@ -22,8 +22,8 @@ post-processing nnU-Net chooses the same way.  Measured in docs/generalisation.m
 
 from __future__ import annotations
 
-import functools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -119,43 +119,42 @@ def read_record(model_dir: Path) -> dict[str, Any] | None:
     return doc
 
 
-def _mtime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None
+@dataclass(frozen=True)
+class ComponentSizes:
+    """The smallest predicted component a command keeps per class (index 0, the background, unused), read
+    once per command (:func:`run_sizes`).  ``model_shape``: the sizes are pixels of the model's input (the
+    run's record), scaled to each mask written; None: pixels of the mask itself (a number in the config)."""
+
+    sizes: tuple[int, ...]
+    model_shape: tuple[int, int] | None
+    source: str                            # "postprocess.json" or "[infer] min_component_size"
+
+    def at(self, shape: tuple[int, int] | None = None) -> tuple[int, ...]:
+        """The sizes in masks of ``shape`` pixels (default: the model's input)."""
+        if self.model_shape is None or shape is None:
+            return self.sizes
+        scale = (shape[0] * shape[1]) / float(self.model_shape[0] * self.model_shape[1])
+        return tuple(0 if s <= 1 else max(2, round(s * scale)) for s in self.sizes)
+
+    def text(self, class_names: Sequence[str], shape: tuple[int, int] | None = None) -> str:
+        """How the sizes read in a log line: "ischemic 5 px, hemorrhagic 0 px (the run's postprocess.json)"."""
+        sizes = self.at(shape)
+        where = "the run's postprocess.json" if self.source == RECORD else self.source
+        return ", ".join(f"{class_names[k]} {sizes[k]} px" for k in range(1, len(sizes))) + f" ({where})"
 
 
-@functools.lru_cache(maxsize=8)
-def _cached_record(model_dir: str, mtime: float | None) -> dict[str, Any] | None:
-    """:func:`read_record` once per record file and change (infer asks for every image)."""
-    return read_record(Path(model_dir))
-
-
-def component_sizes(setting: int | str, model_dir: Path, num_classes: int, model_shape: tuple[int, int],
-                    shape: tuple[int, int] | None = None) -> tuple[int, ...]:
-    """The smallest component kept per class (index 0, the background, unused) in masks of ``shape``
-    pixels (default: the model's input): ``[infer] min_component_size`` when a number, else the run's
-    record scaled from the model's input to ``shape`` (zeros without a record)."""
+def component_sizes(setting: int | str, model_dir: Path, num_classes: int,
+                    model_shape: tuple[int, int]) -> ComponentSizes:
+    """``[infer] min_component_size`` when a number (every class, in the written mask's pixels), else
+    ("auto") the run's record in pixels of the model's input of ``model_shape`` (zeros without one)."""
     if setting != "auto":
-        return (int(setting),) * num_classes
-    record = _cached_record(str(model_dir), _mtime(Path(model_dir) / RECORD))
-    if record is None:
-        return (0,) * num_classes
-    sizes = (list(record["min_component_size"]) + [0] * num_classes)[:num_classes]
-    scale = 1.0 if shape is None else (shape[0] * shape[1]) / float(model_shape[0] * model_shape[1])
-    return tuple(0 if s <= 1 else max(2, round(s * scale)) for s in sizes)
+        return ComponentSizes((int(setting),) * num_classes, None, "[infer] min_component_size")
+    record = read_record(model_dir)
+    sizes = (list(record["min_component_size"]) if record else []) + [0] * num_classes
+    return ComponentSizes(tuple(sizes[:num_classes]), tuple(model_shape), RECORD)
 
 
-def run_sizes(cfg: Any, shape: tuple[int, int] | None = None) -> tuple[int, ...]:
-    """:func:`component_sizes` of a config: ``[infer] min_component_size`` and ``[train] model_dir``'s record,
-    for masks of ``shape`` pixels (default: the model's input size)."""
+def run_sizes(cfg: Any) -> ComponentSizes:
+    """:func:`component_sizes` of a config: ``[infer] min_component_size`` and ``[train] model_dir``'s record."""
     return component_sizes(cfg.infer.min_component_size, cfg.train.model_dir, cfg.model.num_classes,
-                           (cfg.model.image_height, cfg.model.image_width), shape)
-
-
-def sizes_text(cfg: Any, sizes: Sequence[int]) -> str:
-    """How the sizes read in a log line: "ischemic 5 px, hemorrhagic 0 px (postprocess.json)"."""
-    where = "the run's postprocess.json" if cfg.infer.min_component_size == "auto" else "[infer] min_component_size"
-    names = cfg.class_names
-    return ", ".join(f"{names[k]} {sizes[k]} px" for k in range(1, len(sizes))) + f" ({where})"
+                           (cfg.model.image_height, cfg.model.image_width))

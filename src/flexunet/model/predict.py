@@ -111,15 +111,15 @@ def resize_indices(index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def remove_small_components(index: np.ndarray, min_size: int | Sequence[int]) -> tuple[np.ndarray, int]:
     """Set 8-connected foreground components smaller than ``min_size`` pixels to 0 (one size for every class,
-    or one per class index: :func:`flexunet.model.postprocess.component_sizes`); return (mask, removed)."""
+    or one per class index: :class:`flexunet.model.postprocess.ComponentSizes`); return (mask, removed)."""
     index = np.asarray(index)
-    sizes = min_size if isinstance(min_size, (tuple, list)) else None
-    if (max(sizes, default=0) if sizes is not None else min_size) <= 1:
+    sizes = list(min_size) if isinstance(min_size, (tuple, list)) else [min_size] * (int(index.max(initial=0)) + 1)
+    if max(sizes, default=0) <= 1:
         return index, 0
     out = index.copy()
     removed = 0
     for k in np.unique(index):
-        size = (sizes[k] if k < len(sizes) else 0) if sizes is not None else min_size
+        size = sizes[k] if k < len(sizes) else 0
         if k == 0 or size <= 1:
             continue
         labels, n = ndimage.label(index == k, structure=EIGHT)
