@@ -30,8 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from flexunet.model.metrics import EIGHT
-from flexunet.utils.io import read_record as read_json_record
-from flexunet.utils.io import write_json
+from flexunet.utils.io import read_json_record, write_json
 from flexunet.utils.lazy import LazyModule
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from flexunet.utils.io import read_record as read_json_record
-from flexunet.utils.io import write_json
+from flexunet.utils.io import read_json_record, write_json
 
 log = logging.getLogger(__name__)
 

@@ -77,7 +77,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json_text(obj, indent=2) + "\n")
 
 
-def read_record(path: str | os.PathLike, otherwise: str) -> dict[str, Any] | None:
+def read_json_record(path: str | os.PathLike, otherwise: str) -> dict[str, Any] | None:
     """A JSON object a run keeps beside its model (None when there is none); an unreadable one, or one that
     is not an object: a warning "<path>: unreadable; <otherwise>" and None."""
     try:
