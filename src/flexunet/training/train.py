@@ -24,8 +24,7 @@ from pathlib import Path
 from flexunet.config.inputs import input_folders
 from flexunet.config.loader import Config, dump_config
 from flexunet.dataset.leak_record import RECORD_FILE, compare_data, write_record
-from flexunet.model.postprocess import RECORD as POSTPROCESS_RECORD
-from flexunet.model.postprocess import ComponentChooser, write_record as write_postprocess
+from flexunet.model.postprocess import RECORD as POSTPROCESS_RECORD, ComponentChooser, write_record as write_postprocess
 from flexunet.model.precision import RECORD as PRECISION_RECORD
 from flexunet.model.run_folder import apply_run, best_model_name
 from flexunet.model.trained import check_precision
