@@ -310,3 +310,50 @@ def test_a_prepared_nifti_dataset_is_planned_with_its_class_names_and_window(tmp
     assert (cfg.prepare.window_center, cfg.prepare.window_width, cfg.prepare.three_windows) == (127.5, 255.0, False)
     assert cfg.prepare.size == 32 and result["fingerprint_data"]["prepared"]["source"] == "nifti"
     assert "prepared from NIfTI in Hounsfield units" in out.read_text()
+
+
+def test_a_step_is_timed_by_its_fastest_repeat() -> None:
+    import time
+
+    from flexunet.planning.probe import fastest
+
+    waits = iter([0.3, 0.01, 0.3])                     # a step slowed twice by another program's work
+    assert 0.01 <= fastest(lambda: time.sleep(next(waits)), 3) < 0.2
+
+
+def test_plan_says_when_other_programs_slowed_its_timings(dataset: Path, tmp_path: Path, monkeypatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    import flexunet.planning.probe as probe
+
+    class Busy:                                         # other programs kept 1.5 of 2 cores busy meanwhile
+        cores = None
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.cores = 1.5
+
+    monkeypatch.setattr(probe, "OtherLoad", Busy)
+    monkeypatch.setattr(probe, "cpu_cores", lambda: 2)
+    out = tmp_path / "busy" / "train_eval_infer.config"
+    with caplog.at_level(logging.WARNING):
+        plan_dataset(dataset, out, minutes=3, probe=fake_probe, machine=AVX2)
+    said = "other programs kept 1.5 of 2 cores busy while the nets were timed"
+    assert any(said in r.getMessage() for r in caplog.records)
+    text = " ".join(ln.lstrip("; ") for ln in out.read_text().splitlines())
+    assert said in text and "run plan again when it is quiet" in text            # beside the net it chose
+    assert json.loads((out.parent / "fingerprint.json").read_text())["probe"]["other_programs_cores"] == 1.5
+    monkeypatch.setattr(Busy, "__exit__", lambda self, *exc: setattr(self, "cores", 0.3))   # under a quarter
+    caplog.clear()
+    plan_dataset(dataset, out, minutes=3, probe=fake_probe, machine=AVX2, overwrite=True)
+    assert "other programs" not in out.read_text() and not any("other programs" in r.getMessage()
+                                                                 for r in caplog.records)
+
+
+def test_timing_the_augmentation_warns_of_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    from flexunet.planning.probe import augment_seconds
+
+    with caplog.at_level(logging.WARNING):           # plan's own probe config: no warning about a file nobody wrote
+        assert augment_seconds(32, 1, repeats=2) > 0
+    assert [r.getMessage() for r in caplog.records] == []

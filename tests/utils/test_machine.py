@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from flexunet.utils.machine import Machine, _cpuinfo, detect, machine_key, precision_candidates, precision_reason
 
 XEON = """processor\t: 0
@@ -63,3 +65,51 @@ def test_precision_candidates_follow_the_flags():
     assert precision_candidates(Machine("AMD", 2, frozenset({"avx512f"}))) == ("float32",)   # AVX-512 alone: no
     gpu = Machine("AMD Old CPU", 1, old.flags, gpus=("GPU",))
     assert precision_candidates(gpu) == ("float32", "float16") and "GPU" in precision_reason(gpu)
+
+
+def _stat(cpu0: tuple, cpu1: tuple) -> str:
+    """/proc/stat's first lines: user nice system idle iowait irq softirq steal per CPU."""
+    total = tuple(a + b for a, b in zip(cpu0, cpu1))
+    return "".join(f"{name} {' '.join(map(str, v))} 0 0\n" for name, v in (("cpu", total), ("cpu0", cpu0),
+                                                                           ("cpu1", cpu1))) + "intr 1 2\n"
+
+
+def _self_stat(utime: int, stime: int) -> str:
+    """/proc/self/stat: pid (comm) then fields 3.. (state ppid ... utime=14 stime=15)."""
+    return "123 (python (x)) S " + " ".join(["0"] * 10) + f" {utime} {stime} 0 0 20 0\n"
+
+
+def test_other_load_counts_the_cores_other_programs_kept_busy(tmp_path, monkeypatch):
+    import flexunet.utils.machine as machine
+
+    stat, self_stat = tmp_path / "stat", tmp_path / "self_stat"
+    clock = iter([10.0, 12.0])                                        # the block runs 2 s
+    monkeypatch.setattr(machine.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(machine.os, "sysconf", lambda name: 100)     # 100 ticks a second
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    stat.write_text(_stat((1000, 0, 100, 5000, 0, 0, 0, 0), (2000, 0, 0, 5000, 0, 0, 0, 0)))
+    self_stat.write_text(_self_stat(50, 10))
+    with machine.OtherLoad(stat, self_stat) as load:
+        # 2 s on 2 cores = 400 ticks: the CPUs did 350 ticks of work (idle and iowait not counted),
+        # this process 90 of them (utime + stime, its threads included): others 260 ticks = 1.3 cores
+        stat.write_text(_stat((1150, 0, 120, 5050, 30, 0, 0, 0), (2170, 10, 0, 5000, 0, 0, 0, 0)))
+        self_stat.write_text(_self_stat(130, 20))
+    assert load.cores == pytest.approx(1.3)
+
+
+def test_other_load_counts_only_this_process_cpus_and_says_none_without_proc(tmp_path, monkeypatch):
+    import flexunet.utils.machine as machine
+
+    stat, self_stat = tmp_path / "stat", tmp_path / "self_stat"
+    clock = iter([0.0, 1.0, 2.0, 3.0])
+    monkeypatch.setattr(machine.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(machine.os, "sysconf", lambda name: 100)
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    stat.write_text(_stat((0,) * 8, (0,) * 8))
+    self_stat.write_text(_self_stat(0, 0))
+    with machine.OtherLoad(stat, self_stat) as load:
+        stat.write_text(_stat((40, 0, 0, 60, 0, 0, 0, 0), (100, 0, 0, 0, 0, 0, 0, 0)))   # cpu1 is not ours
+    assert load.cores == pytest.approx(0.4)
+    with machine.OtherLoad(tmp_path / "missing", self_stat) as load:
+        pass
+    assert load.cores is None

@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 
 from flexunet.planning.fingerprint import MERGED_SHOWN, SUBSETS, fingerprint_dataset
 from flexunet.planning.probe import (AUGMENT_SHARE_LIMIT, Candidate, augment_seconds, augmentation_text, dropout_lines,
-                                     probe_ladder, probe_speed)
+                                     busy_note, probe_ladder, probe_speed)
 from flexunet.planning.sizes import size_lines, size_warnings, subset_sizes
 from flexunet.utils.errors import DataError, FlexUNetError
 from flexunet.utils.io import write_json, write_text
@@ -129,7 +129,8 @@ def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, 
         "max_filters": pick.max_filters,
         "base_filters": (pick.base_filters, f"measured on this machine in {pick.precision} ({probe}); the largest "
                                             f"net that fits {EPOCH_CAP} epochs in {minutes:g} min, else "
-                                            f"{GOOD_EPOCHS}, else the fastest"),
+                                            f"{GOOD_EPOCHS}, else the fastest"
+                                            + busy_note(speeds)),
         "precision": (pick.precision, f"the nets were timed in {pick.precision}"
                       + (f": {precision_why}" if precision_why else "") + "; \"auto\": train times float32 "
                       + ("too and keeps the lower precision only where it is faster and as accurate"
@@ -387,7 +388,7 @@ def plan_dataset(dataset: Path, out: Path | None = None, minutes: float = 10.0, 
     choices = choose(fp, speeds, minutes, chosen_size, size_why, augment_seconds(chosen_size, channels),
                      precision_reason(machine))
     fp["probe"] = {f"{c.base_filters}x{c.levels}@{c.batch_size}": round(s, 4) for c, s in speeds.items()}
-    fp["probe"]["precision"] = precision
+    fp["probe"].update(precision=precision, other_programs_cores=speeds.other_cores)
     fp["probe"]["augment_s_per_image"] = round(choices["generator_s"], 5)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_json(fp_path, fp)

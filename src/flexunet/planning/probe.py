@@ -22,6 +22,7 @@ import numpy as np
 from flexunet.config.loader import parse_config
 from flexunet.dataset.transforms import random_augment
 from flexunet.model.precision import precision_policy
+from flexunet.utils.machine import OtherLoad, cpu_cores
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ gamma  = 0.3
 DROPOUT = 0.05                   # [model] dropout_rate of nets of DROPOUT_FROM filters or more: level i drops DROPOUT * i
 DROPOUT_FROM = 16                # smaller nets underfit: dropout cost them Dice on both families (docs/generalisation.md)
 AUGMENT_SHARE_LIMIT = 0.25       # online augmentation is planned when it costs less than this share of a step
+BUSY_SHARE = 0.25                # other programs' load (share of the cores) over which plan says its timings are slow
 
 
 def dropout_for(base_filters: int) -> float:
@@ -139,15 +141,49 @@ def deeper(c: Candidate, size: int) -> Candidate | None:
 Probe = Callable[..., dict]   # (candidates, size, channels, num_classes) -> {candidate: seconds per step}
 
 
+class Timings(dict):
+    """Seconds per step of each probed net ({Candidate: s}), and how many of the ``cores`` other
+    programs kept busy while they were timed (``other_cores``; None where the system does not say)."""
+
+    other_cores: float | None = None
+    cores: int = 1
+
+    def busy_text(self) -> str:
+        """Why these timings may be slow, or "" on a quiet machine."""
+        if self.other_cores is None or self.other_cores < BUSY_SHARE * self.cores:
+            return ""
+        return (f"other programs kept {self.other_cores:.1f} of {self.cores} cores busy while the nets were "
+                f"timed: a quiet machine may fit a larger net (run plan again when it is quiet)")
+
+
+def busy_note(speeds: dict) -> str:
+    """"; " and :meth:`Timings.busy_text` where the timings were slowed, else "" (a reason's tail)."""
+    text = speeds.busy_text() if isinstance(speeds, Timings) else ""
+    return f"; {text}" if text else ""
+
+
 def probe_ladder(probe: Probe, size: int, channels: int, num_classes: int, precision: str,
-                 epochs_fit: Callable[[Candidate, float], float], cap: int) -> dict[Candidate, float]:
+                 epochs_fit: Callable[[Candidate, float], float], cap: int) -> Timings:
     """Seconds per step of :func:`candidates_for`'s nets, then of larger ones while they may fit.
 
     ``epochs_fit(candidate, s_per_step)``: epochs of the schedule that fit the budget.  A wider net
     is probed only when the widest that fits ``cap`` epochs would still fit them if its step grew
     in proportion to the filters (the least it grows), the deeper one only when the net it deepens
-    fits ``cap`` epochs: a slow machine times the same three nets as ever.
+    fits ``cap`` epochs: a slow machine times the same three nets as ever.  Other programs' load
+    meanwhile is measured and, where it is large, said in a warning (the timings are slower than
+    this machine's own speed, so the planned net may be smaller than a quiet machine's).
     """
+    with OtherLoad() as load:
+        speeds = _ladder(probe, size, channels, num_classes, precision, epochs_fit, cap)
+    timings = Timings(speeds)
+    timings.other_cores, timings.cores = load.cores, cpu_cores()
+    if timings.busy_text():
+        log.warning("plan: %s", timings.busy_text())
+    return timings
+
+
+def _ladder(probe: Probe, size: int, channels: int, num_classes: int, precision: str,
+            epochs_fit: Callable[[Candidate, float], float], cap: int) -> dict[Candidate, float]:
     speeds = dict(probe(candidates_for(size, precision), size, channels, num_classes))
     fits = lambda c: epochs_fit(c, speeds[c]) >= cap  # noqa: E731
     top = max(speeds, key=lambda c: c.rank)
@@ -170,7 +206,8 @@ def probe_ladder(probe: Probe, size: int, channels: int, num_classes: int, preci
 def probe_speed(candidates: Sequence[Candidate], size: int, channels: int, num_classes: int,
                 steps: int = 3) -> dict[Candidate, float]:
     """Seconds per training step of each candidate on this machine (BatchNorm, CE + Dice, Adam), in the
-    candidate's precision."""
+    candidate's precision: the fastest of ``steps`` timed steps (another program's work only ever
+    slows a step, so the fastest is the nearest to this machine's own speed)."""
     import keras
 
     from flexunet.model.network import compile_model
@@ -185,14 +222,21 @@ def probe_speed(candidates: Sequence[Candidate], size: int, channels: int, num_c
         x = rng.uniform(0, 255, (cand.batch_size, size, size, channels)).astype(np.float32)
         y = np.eye(num_classes, dtype=np.float32)[rng.integers(0, num_classes, (cand.batch_size, size, size))]
         model.train_on_batch(x, y)                       # build and trace: not timed
-        start = time.perf_counter()
-        for _ in range(steps):
-            model.train_on_batch(x, y)
-        out[cand] = (time.perf_counter() - start) / steps
+        out[cand] = fastest(lambda: model.train_on_batch(x, y), steps)
         keras.backend.clear_session()
         log.info("plan: probe %d filters x %d levels, batch %d, %s: %.3f s per step", cand.base_filters,
                  cand.levels, cand.batch_size, cand.precision, out[cand])
     return out
+
+
+def fastest(step: Callable[[], object], repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` calls of ``step``."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def _probe_config(c: Candidate, size: int, channels: int, num_classes: int) -> str:
@@ -206,7 +250,7 @@ def _probe_config(c: Candidate, size: int, channels: int, num_classes: int) -> s
 
 def augment_seconds(size: int, channels: int, repeats: int = 20) -> float:
     """Seconds per image of the planned online augmentation (``random_augment``) on this machine."""
-    cfg = parse_config("[model]\nnum_classes = 2\n[mask]\nrgb_map = {(0,0,0):0, (1,1,1):1}\n" + AUGMENTATION,
+    cfg = parse_config("[model]\nnum_classes = 2\ngenerator = True\n[mask]\nrgb_map = {(0,0,0):0, (1,1,1):1}\n" + AUGMENTATION,
                        "<plan augmentation>")
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (size, size, channels)).astype(np.uint8)

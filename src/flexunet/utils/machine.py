@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,59 @@ def cpu_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def _busy_ticks(stat_text: str, cpus: set[int] | None) -> int:
+    """Clock ticks the CPUs in ``cpus`` (all where None) spent on any work, from /proc/stat's text."""
+    total = 0
+    for line in stat_text.splitlines():
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu" or (cpus is not None and int(name[3:]) not in cpus):
+            continue
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+        total += user + nice + system + irq + softirq + steal
+    return total
+
+
+def _own_ticks(self_stat_text: str) -> int:
+    """Clock ticks this process (all its threads) has run, from /proc/self/stat's text."""
+    fields = self_stat_text.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])            # utime, stime: fields 14 and 15 of the whole line
+
+
+class OtherLoad:
+    """How many of this process's cores other programs kept busy while the block ran.
+
+    ``with OtherLoad() as load: ...`` then ``load.cores`` (e.g. 1.3 of 2), or None where the
+    system does not say (no /proc/stat).  A timing taken beside another program's work is slower
+    than the machine's own speed: whoever chooses by a timing should know.
+    """
+
+    def __init__(self, stat: Path = Path("/proc/stat"), self_stat: Path = Path("/proc/self/stat")) -> None:
+        self.stat, self.self_stat = stat, self_stat
+        self.cores: float | None = None
+        self._start: tuple[float, int, int] | None = None
+        cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        self._cpus = set(cpus) if cpus is not None else None
+
+    def _sample(self) -> tuple[float, int, int] | None:
+        try:
+            return (time.monotonic(), _busy_ticks(self.stat.read_text(), self._cpus),
+                    _own_ticks(self.self_stat.read_text()))
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def __enter__(self) -> "OtherLoad":
+        self._start = self._sample()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        end = self._sample()
+        if self._start is None or end is None or end[0] <= self._start[0]:
+            return
+        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        busy, own = end[1] - self._start[1], end[2] - self._start[2]
+        self.cores = max(0.0, (busy - own) / hz / (end[0] - self._start[0]))
 
 
 def gpu_names() -> tuple[str, ...]:
