@@ -49,6 +49,31 @@ def test_reducer_waits_reducer_patience_epochs(train_project):
     assert lrs == pytest.approx([0.01, 0.01, 0.01, 0.005, 0.005, 0.005, 0.0025, 0.0025, 0.0025])
 
 
+def test_a_new_best_model_drops_the_records_made_for_the_previous_one(train_project):
+    """postprocess.json and precision.json are chosen and checked on the best model at a run's end: a resumed
+    run that saves a better model and stops before its end must not apply them to the new one."""
+    from flexunet.model.network import compile_model, configure_runtime
+    from flexunet.training.callbacks import RunController
+    from flexunet.training.checkpoint import initial_state
+
+    cfg = load_config(train_project, ["train.patience=0"])
+    configure_runtime(cfg)
+    model = compile_model(cfg)
+    model.optimizer.build(model.trainable_variables)
+    cfg.train.model_dir.mkdir(parents=True, exist_ok=True)
+    records = [cfg.train.model_dir / name for name in ("postprocess.json", "precision.json")]
+    ctl = RunController(cfg, initial_state(cfg), cfg.train.model_dir / "best_model.keras")
+    ctl.set_model(model)
+    ctl.on_epoch_end(0, {"loss": 1.0, "val_loss": 1.0})
+    for path in records:
+        path.write_text("{}")
+    ctl.on_epoch_end(1, {"loss": 1.0, "val_loss": 1.2})                 # not better: the records stay
+    assert all(path.exists() for path in records)
+    ctl.on_epoch_end(2, {"loss": 1.0, "val_loss": 0.8})                 # a new best model: they go
+    assert not any(path.exists() for path in records)
+    assert (cfg.train.model_dir / "best_model.keras").exists()
+
+
 def test_tiny_model_learns(train_project):
     from flexunet.training.train import train
 

@@ -28,6 +28,7 @@ from PIL import Image
 from flexunet.config.loader import Config, metric_suffix
 from flexunet.dataset.masks import index_to_palette_image
 from flexunet.model.postprocess import RECORD as POSTPROCESS_RECORD
+from flexunet.model.precision import RECORD as PRECISION_RECORD
 from flexunet.model.predict import model_batch, overlay_image, predict_indices, read_input, resize_indices
 from flexunet.model.run_folder import metadata
 from flexunet.training.checkpoint import current_best_name, monitor_mode, save_best, save_checkpoint
@@ -109,7 +110,8 @@ class RunController(keras.callbacks.Callback):
                      self.state["best"], value)
             self.state.update(best=float(value), best_epoch=epoch + 1, reducer_wait=0, stop_wait=0)
             save_best(self.model, self.best_path, self.cfg, self.state)
-            remove_path(self.best_path.parent / POSTPROCESS_RECORD)  # chosen for the previous best model
+            for record in (POSTPROCESS_RECORD, PRECISION_RECORD):   # chosen or checked for the previous best model
+                remove_path(self.best_path.parent / record)
         else:
             self.state["reducer_wait"] += 1
             self.state["stop_wait"] += 1
