@@ -247,3 +247,22 @@ def test_vary_intensity_gamma_keeps_the_order_of_grey_levels():
     assert len({(int(o[16, 10]), int(o[16, 24])) for o in outs}) > 1 and darker < brighter
     assert {int(o[16, 10]) for o in outs} != {80}                 # grey levels move
 
+
+
+def test_vary_intensity_lowres_loses_a_small_lesion_s_detail_in_half_the_draws():
+    image = np.zeros((40, 40), np.uint8)
+    image[4:36, 4:36] = 80
+    image[19:21, 19:21] = 200                                     # a bright 2x2 px spot: a small bleed
+    outs = [A.vary_intensity(image, 0.0, 0.0, 0.0, rng(s), lowres=0.5) for s in range(20)]
+    changed = [not np.array_equal(o, image) for o in outs]
+    assert 4 <= sum(changed) <= 16                                # about half the draws resample the slice
+    for out, moved in zip(outs, changed):
+        assert out.shape == image.shape and out.dtype == image.dtype
+        assert (out[image == 0] == 0).all()                       # black stays black
+        if moved:                                                 # the spot spread thin, never brighter
+            assert out[19:21, 19:21].max() <= 200 and np.abs(out.astype(int) - image).sum() > 0
+    assert max(200 - int(o[19:21, 19:21].max()) for o in outs) > 20     # some draws dim the spot
+    assert np.array_equal(A.vary_intensity(image, 0.0, 0.0, 0.0, rng(5), lowres=0.5), outs[5])   # seeded
+    rgb = np.repeat(image[..., None], 3, axis=-1)                 # a colour image keeps R = G = B
+    out = A.vary_intensity(rgb, 0.0, 0.0, 0.0, rng(next(i for i, c in enumerate(changed) if c)), lowres=0.5)
+    assert out.shape == rgb.shape and (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()

@@ -238,6 +238,9 @@ class IntensitySettings:
                                                     "-kernel .. kernel blurs (< 0) or sharpens (> 0) the slice")
     gamma: float = opt(0.0, Float(lo=0.0, hi=2.0), "largest gamma change: a gamma drawn from 1/(1+gamma) .. "
                                                    "1+gamma on the grey levels")
+    lowres: float = opt(0.0, Float(lo=0.0, hi=0.9), "largest resolution loss: in half the draws the slice is "
+                                                    "shrunk to a zoom drawn from 1 - lowres .. 1 (nearest) and enlarged "
+                                                    "back (linear), as a coarser scan shows it")
 
 
 @dataclass(frozen=True)

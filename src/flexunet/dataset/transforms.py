@@ -276,13 +276,18 @@ def brighten(image: np.ndarray, mask: np.ndarray, alpha: float, beta: float) -> 
 
 
 def vary_intensity(image: np.ndarray, gain: float, offset: float, noise: float,
-                   rng: np.random.Generator, kernel: float = 0.0, gamma: float = 0.0) -> np.ndarray:
-    """A random scanner look: reconstruction kernel, contrast gain, gamma, brightness shift, noise.
+                   rng: np.random.Generator, kernel: float = 0.0, gamma: float = 0.0,
+                   lowres: float = 0.0) -> np.ndarray:
+    """A random scanner look: resolution, reconstruction kernel, contrast gain, gamma, brightness shift, noise.
 
     The largest change of each is given; the draws are uniform (noise: its standard deviation).
     ``kernel`` k: an amount drawn from -k .. k; below 0 the slice is blurred toward a Gaussian of sigma
     1 px (a soft kernel, thicker slices), above 0 sharpened by the same unsharp mask (a sharp kernel).
-    ``gamma`` g: a gamma drawn from 1/(1+g) .. 1+g on the grey levels within the body.  Black
+    ``gamma`` g: a gamma drawn from 1/(1+g) .. 1+g on the grey levels within the body.  ``lowres`` r:
+    in half the draws the slice is shrunk to a zoom drawn from 1-r .. 1 by nearest neighbour and
+    enlarged back by linear interpolation (nnU-Net's simulated low resolution, which enlarges by cubic
+    interpolation: linear never rings brighter than the slice): a coarser scan's lost detail, small
+    lesions' contrast spread thin.  Black
     pixels (outside the body of a windowed CT slice) stay black; the noise is the same in every
     channel, so a grey image stays grey.  Online augmentation: the network cannot take one scanner's
     or one patient's grey levels or sharpness for a class, only contrasts within the image.  A knob
@@ -290,6 +295,11 @@ def vary_intensity(image: np.ndarray, gain: float, offset: float, noise: float,
     """
     img = image.astype(np.float64).reshape(image.shape[:2] + (-1,))      # (H, W, C), C = 1 for a 2-D image
     body = img.max(axis=-1, keepdims=True) > 0
+    if lowres > 0 and rng.random() < 0.5:
+        zoom = rng.uniform(1.0 - lowres, 1.0)
+        small = ndimage.zoom(img, (zoom, zoom, 1), order=0)
+        img = np.clip(ndimage.zoom(small, (img.shape[0] / small.shape[0], img.shape[1] / small.shape[1], 1),
+                                   order=1), 0, 255)
     if kernel > 0:
         amount = rng.uniform(-kernel, kernel)
         smooth = ndimage.gaussian_filter(img, sigma=(1.0, 1.0, 0))
@@ -358,5 +368,5 @@ def random_augment(image: np.ndarray, mask: np.ndarray, cfg: Config, rng: np.ran
         image, mask = brighten(image, mask, cfg.brightening.alpha, cfg.brightening.beta)
     if take(a.intensity):
         i = cfg.intensity
-        image = vary_intensity(image, i.gain, i.offset, i.noise, rng, i.kernel, i.gamma)
+        image = vary_intensity(image, i.gain, i.offset, i.noise, rng, i.kernel, i.gamma, i.lowres)
     return image, mask
