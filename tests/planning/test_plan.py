@@ -154,6 +154,7 @@ def test_planned_config_loads_and_trains_one_epoch(dataset: Path, tmp_path: Path
     assert cfg.model.image_width == 32 and cfg.model.image_channels == 1 and cfg.model.normalization
     assert cfg.model.loss == "ce_dice" and cfg.train.lr_schedule == "cosine" and cfg.train.output_bias == "prior"
     assert cfg.model.generator and cfg.augmentor.intensity          # a scanner look per image (generalisation.md)
+    assert cfg.augmentor.shrinks == (0.7, 0.8, 0.9, 1.1, 1.25, 1.4)    # scaling 0.7-1.4 online (generalisation.md)
     filters = cfg.model.base_filters                                # dropout from 16 filters (generalisation.md)
     assert cfg.model.dropout_rate == (0.05 if filters >= 16 else 0.0), filters
     assert f"a net of {filters} filters" in text
@@ -229,6 +230,7 @@ def test_costly_online_augmentation_is_planned_off_without_a_notice(
     with caplog.at_level(logging.WARNING, logger="flexunet.config.loader"):
         cfg = load_config(out)
     assert not cfg.model.generator and "(over 25%): off" in out.read_text()
+    assert cfg.augmentor.shrinks == (0.9,)                             # `augment` would write a file per scale
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]   # nothing set that cannot run
 
 

@@ -113,3 +113,7 @@ def test_other_load_counts_only_this_process_cpus_and_says_none_without_proc(tmp
     with machine.OtherLoad(tmp_path / "missing", self_stat) as load:
         pass
     assert load.cores is None
+    clock = iter([0.0, 0.01])                                            # 10 ms: one clock tick, no figure
+    with machine.OtherLoad(stat, self_stat) as load:
+        stat.write_text(_stat((41, 0, 0, 60, 0, 0, 0, 0), (100, 0, 0, 0, 0, 0, 0, 0)))
+    assert load.cores is None

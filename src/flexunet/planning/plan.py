@@ -117,7 +117,7 @@ def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, 
     aug_share = augment_s * pick.batch_size / max(speeds[pick], 1e-9)
     generator = aug_share < AUGMENT_SHARE_LIMIT
     return {
-        "generator": (generator, f"online flips and small rotations ([augmentor]) cost "
+        "generator": (generator, f"online flips, small rotations and scaling ([augmentor]) cost "
                                  f"{augment_s * 1e3:.1f} ms per image here, {aug_share:.0%} of a training step"
                       + (f": worth it for {train_n} train slices seen {epochs} times" if generator
                          else f" (over {AUGMENT_SHARE_LIMIT:.0%}): off")),

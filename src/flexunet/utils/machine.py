@@ -111,9 +111,11 @@ class OtherLoad:
     """How many of this process's cores other programs kept busy while the block ran.
 
     ``with OtherLoad() as load: ...`` then ``load.cores`` (e.g. 1.3 of 2), or None where the
-    system does not say (no /proc/stat).  A timing taken beside another program's work is slower
+    system does not say (no /proc/stat) or the block was too short to tell (under :attr:`shortest`).  A timing taken beside another program's work is slower
     than the machine's own speed: whoever chooses by a timing should know.
     """
+
+    shortest = 0.5                              # seconds: a shorter block says None
 
     def __init__(self, stat: Path = Path("/proc/stat"), self_stat: Path = Path("/proc/self/stat")) -> None:
         self.stat, self.self_stat = stat, self_stat
@@ -135,8 +137,8 @@ class OtherLoad:
 
     def __exit__(self, *exc) -> None:
         end = self._sample()
-        if self._start is None or end is None or end[0] <= self._start[0]:
-            return
+        if self._start is None or end is None or end[0] - self._start[0] < self.shortest:
+            return                              # a clock tick is 10 ms: a shorter block's figure is noise
         hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         busy, own = end[1] - self._start[1], end[2] - self._start[2]
         self.cores = max(0.0, (busy - own) / hz / (end[0] - self._start[0]))
