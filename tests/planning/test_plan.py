@@ -13,7 +13,7 @@ import pytest
 
 from flexunet.cli.main import main
 from flexunet.config.loader import load_config
-from flexunet.planning.plan import EPOCH_CAP, Candidate, choose, epochs_fit, plan_dataset, probe_speed
+from flexunet.planning.plan import EPOCH_CAP, EPOCH_MAX, Candidate, choose, epochs_fit, plan_dataset, probe_speed
 from flexunet.planning.probe import candidates_for, levels_for, probe_ladder
 from flexunet.utils.machine import Machine
 from test_fingerprint import make_set
@@ -44,11 +44,13 @@ def test_epochs_and_net_fit_the_budget() -> None:
     assert [c.base_filters for c in cands] == [32, 16, 8]
     speeds = {c: 0.04 * c.base_filters for c in cands}           # 32: 1.28 s, 16: 0.64 s, 8: 0.32 s per step
     roomy = choose(_fp(160, 20), speeds, 60.0, 128, "x")
-    assert roomy["base_filters"][0] == 32 and roomy["epochs"][0] == 30
-    # 10 min: 32 filters fit 19.7 epochs (1.1 x 1.28 s x (20 + 5/3) steps = 30.5 s each), 16 fit 39: the
-    # whole 30-epoch schedule on the smaller net beats a cut one on the larger
+    assert roomy["base_filters"][0] == 32 and roomy["epochs"][0] == EPOCH_MAX == 45   # time left: more epochs
+    # 10 min: 32 filters fit 19.7 epochs (1.1 x 1.28 s x (20 + 5/3) steps = 30.5 s each), 16 fit 39.3: the
+    # whole 30-epoch schedule on the smaller net beats a cut one on the larger, and the time left over
+    # goes to epochs 31-39
     middle = choose(_fp(160, 20), speeds, 10.0, 128, "x")
-    assert middle["base_filters"][0] == 16 and middle["epochs"][0] == 30
+    assert middle["base_filters"][0] == 16 and middle["epochs"][0] == 39
+    assert "at most 45" in middle["epochs"][1]
     tight = choose(_fp(160, 20), speeds, 2.0, 128, "x")
     step_s = speeds[Candidate(8, 5, 8)]
     epoch_s = 1.1 * step_s * (20 + 5 / 3)
@@ -96,7 +98,7 @@ def test_a_faster_machine_plans_a_larger_network_and_a_slow_one_as_before() -> N
     fastest = Timed(0.01)                                                # 32: 0.32 s, 48: 0.48, 64: 0.64
     _, picked = _ladder(fastest)
     assert [c.base_filters for c in fastest.probed] == [32, 16, 8, 48, 64]
-    assert picked["base_filters"][0] == 64 and picked["epochs"][0] == EPOCH_CAP and picked["max_filters"] is None
+    assert picked["base_filters"][0] == 64 and picked["epochs"][0] == 39 and picked["max_filters"] is None
     assert "64 filters: 0.64 s/step" in picked["base_filters"][1]
     # a step that grows with the square of the filters: 48 is timed (linear growth would fit), does not fit
     square = Timed(0.5 / 32 ** 2, power=2.0)                             # 32: 0.5 s, 48: 1.125 s (0.75 if linear)
