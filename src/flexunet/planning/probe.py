@@ -26,6 +26,7 @@ from flexunet.utils.machine import OtherLoad, cpu_cores
 
 log = logging.getLogger(__name__)
 
+SCALES = "shrinks  = (0.7, 0.8, 0.9, 1.1, 1.25, 1.4)"   # online; augmentation_text's offline text keeps one
 AUGMENTATION = """[generator]
 augmentation = True
 
@@ -36,7 +37,7 @@ augmentation = True
 ; has a front and a back)
 rotation = True
 angles   = (-10, -5, 5, 10)
-shrinks  = (0.7, 0.8, 0.9, 1.1, 1.25, 1.4)
+""" + SCALES + """
 shears   = ()
 hflip    = True
 vflip    = False
@@ -52,7 +53,6 @@ noise  = 4.0
 kernel = 0.7
 gamma  = 0.3
 """
-SCALES = "shrinks  = (0.7, 0.8, 0.9, 1.1, 1.25, 1.4)"
 DROPOUT = 0.05                   # [model] dropout_rate of nets of DROPOUT_FROM filters or more: level i drops DROPOUT * i
 DROPOUT_FROM = 16                # smaller nets underfit: dropout cost them Dice on both families (docs/generalisation.md)
 AUGMENT_SHARE_LIMIT = 0.25       # online augmentation is planned when it costs less than this share of a step
