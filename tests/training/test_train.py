@@ -513,3 +513,36 @@ def test_ctrl_c_exits_cleanly_with_the_checkpoint_intact(tmp_path, pipeline):
     assert sorted(p.name for p in checkpoint.iterdir()) == ["model.weights.h5", "model_meta.json", "optimizer.npz",
                                                             "rng.npz", "state.json"]
     assert (tmp_path / "models" / "best_model.keras").is_file() and not leftovers(tmp_path)
+
+
+def test_weight_averaging_validates_saves_and_resumes_the_averaged_weights(train_project, tmp_path):
+    """[train] ema: the best model on disk is the one validation scored (the averaged weights, not the raw ones),
+    and a run stopped and resumed equals an uninterrupted one (the checkpoint holds the averages swapped in)."""
+    from flexunet.model.network import compile_model, configure_runtime
+    from flexunet.model.run_folder import best_model_path
+    from flexunet.preprocessing.pipeline import make_dataset, subset_pairs
+    from flexunet.training.train import train
+
+    overrides = ["train.epochs=4", "train.patience=0", "train.ema=0.9"]
+    full = load_config(train_project, overrides + [f"train.model_dir={tmp_path / 'full'}",
+                                                   f"train.eval_dir={tmp_path / 'full_eval'}"])
+    train(full, progress=False)
+    hist = _history(full)
+    plain = load_config(train_project, [*overrides[:2], f"train.model_dir={tmp_path / 'plain'}",
+                                        f"train.eval_dir={tmp_path / 'plain_eval'}"])
+    train(plain, progress=False)
+    assert _history(plain)["val_loss"] != hist["val_loss"]  # the averages, not the raw weights, were validated
+
+    configure_runtime(full)
+    model = compile_model(full)
+    model.load_weights(best_model_path(full.train.model_dir))
+    best = int(np.argmin(hist["val_loss"]))
+    scored = model.evaluate(make_dataset(full, subset_pairs(full, "valid"), training=False), verbose=0,
+                            return_dict=True)
+    assert scored["loss"] == pytest.approx(hist["val_loss"][best], rel=1e-4)
+
+    part = overrides + [f"train.model_dir={tmp_path / 'part'}", f"train.eval_dir={tmp_path / 'part_eval'}"]
+    train(load_config(train_project, part[1:] + ["train.epochs=2"]), progress=False)
+    resumed = load_config(train_project, part)
+    train(resumed, resume=True, progress=False)
+    assert _history(resumed) == _history(full)

@@ -169,6 +169,8 @@ def make_optimizer(cfg: Config):
     kwargs = {"learning_rate": m.learning_rate}
     if m.clipvalue is not None:
         kwargs["clipvalue"] = m.clipvalue
+    if cfg.train.ema > 0:  # Polyak averaging; training.train swaps the averages in to validate and save
+        kwargs.update(use_ema=True, ema_momentum=cfg.train.ema)
     name = m.optimizer.lower()
     table = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "sgd": keras.optimizers.SGD,
              "rmsprop": keras.optimizers.RMSprop}

@@ -61,6 +61,24 @@ def scheduled_lr(cfg: Config, epoch: int) -> float:
     return base
 
 
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """``[train] ema``: the optimizer's moving averages of the weights are in the model while it is
+    validated and from each epoch's end to the next epoch's start (so the best model and the checkpoint
+    hold them, the raw weights waiting in the optimizer's average slots); training steps use the raw
+    weights.  Unlike Keras's own callback, the last epoch does not overwrite the raw weights with the
+    averages, so a finished run extended with ``--resume`` continues exactly; after ``fit`` the model
+    holds raw weights again (train loads the best model's).  ``swapped``: the run resumes from a checkpoint."""
+
+    def __init__(self, swapped: bool = False) -> None:
+        super().__init__(swap_on_epoch=True)
+        self._ema_weights_in_model = swapped
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not self._ema_weights_in_model:
+            self._swap_variables()
+            self._ema_weights_in_model = True
+
+
 class RunController(keras.callbacks.Callback):
     """LR schedule, best checkpoint, LR reducer, early stopping, collapse guard, stop file, CSVs, resume point."""
 

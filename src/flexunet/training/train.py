@@ -26,7 +26,7 @@ from flexunet.config.loader import Config, dump_config
 from flexunet.dataset.leak_record import RECORD_FILE, compare_data, write_record
 from flexunet.model.postprocess import RECORD as POSTPROCESS_RECORD, ComponentChooser, write_record as write_postprocess
 from flexunet.model.precision import RECORD as PRECISION_RECORD
-from flexunet.model.run_folder import apply_run, best_model_name
+from flexunet.model.run_folder import apply_run, best_model_name, best_model_path
 from flexunet.model.trained import check_precision
 from flexunet.training import autotune
 from flexunet.training.certainty import best_epoch_intervals
@@ -167,7 +167,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
     import keras
 
     from flexunet.model.network import compile_model, configure_runtime, prior_bias, summary_text
-    from flexunet.training.callbacks import EpochChangeInferencer, NanGuard, RunController, current_lr
+    from flexunet.training.callbacks import (AveragedWeights, EpochChangeInferencer, NanGuard, RunController,
+                                             current_lr)
     from flexunet.training.timing import EpochClock, timing_line
 
     configure_runtime(cfg)
@@ -211,8 +212,10 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
     valid_ds = make_dataset(cfg, valid_pairs, training=False)
 
     nan_guard, clock = NanGuard(), EpochClock(begun)
-    callbacks = [clock, nan_guard, RunController(cfg, state, t.model_dir / best_model_name(cfg),
-                                          _class_shares(counts, len(train_pairs)))]
+    callbacks = [clock, nan_guard]
+    if t.ema > 0:  # validation and every save (best, checkpoint) see the averaged weights
+        callbacks.append(AveragedWeights(swapped=resume))
+    callbacks.append(RunController(cfg, state, t.model_dir / best_model_name(cfg), _class_shares(counts, len(train_pairs))))
     if samples:
         callbacks.append(EpochChangeInferencer(cfg, samples))
     if t.tensorboard:
@@ -254,6 +257,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
                               f"(or set on_collapse = \"warn\" to train on)")
     if collapse:  # a warning: said once mid-run, said again where the run's figures are read
         log.warning("%s (found after epoch %d)", collapse["message"], collapse["epoch"])
+    if t.ema > 0 and state.get("best_epoch"):  # a run stopped early ends with its raw weights in the model
+        model.load_weights(best_model_path(t.model_dir))
     intervals = {}
     chooser = ComponentChooser(cfg.model.num_classes, cfg.model.image_height, cfg.model.image_width)
     try:  # one forward pass of the best model over the validation set; the run is whole without it
