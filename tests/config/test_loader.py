@@ -337,6 +337,15 @@ def test_ignored_values_are_warned_about_once_each(write_config, tiny_config_tex
     assert [r.getMessage() for r in caplog.records] == [
         "--set [augmentor] intensity = True: online augmentation only ([model] generator = True); "
         "`flexunet augment` writes no intensity variants"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="flexunet.config.loader"):  # the original's alpha at 128 px
+        _load_tiny(write_config, tiny_config_text, "augmentor.deformation=True", "model.generator=True",
+                   "model.image_width=128", "model.image_height=128", "deformation.alpha=1300")
+        _load_tiny(write_config, tiny_config_text, "augmentor.deformation=True", "model.generator=True",
+                   "model.image_width=128", "model.image_height=128", "deformation.alpha=150")
+    assert [r.getMessage() for r in caplog.records] == [
+        "--set [deformation] alpha = 1300: with sigma 8 it moves pixels by about 26 px (rms) on 128-px images, "
+        "21% of the side: lesions lose their shape (the original's 1300 with sigma 8 is 5% of a 512-px slice)"]
 
 
 # --------------------------------------------------------------------------- the seed's range is numpy's
