@@ -113,7 +113,9 @@ class TrainSettings:
                            "class while others learn: a warning")
     collapse_patience: int = opt(3, POS_INT, "epochs in a row a present class must go (almost) unpredicted")
     ema: float = opt(0.0, Float(lo=0.0, hi=1.0, hi_open=True),
-                     "weight averaging: the momentum of an exponential moving average of the weights, taken every step (0.99: about the last 100 steps); validation, the best model and every saved checkpoint use the averaged weights; 0: off")
+                     "weight averaging: the momentum of an exponential moving average of the weights, taken "
+                     "every step (0.99: about the last 100 steps); validation, the best model and every saved "
+                     "checkpoint use the averaged weights; 0: off")
 
 
 @dataclass(frozen=True)

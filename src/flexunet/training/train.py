@@ -215,7 +215,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
     callbacks = [clock, nan_guard]
     if t.ema > 0:  # validation and every save (best, checkpoint) see the averaged weights
         callbacks.append(AveragedWeights(swapped=resume))
-    callbacks.append(RunController(cfg, state, t.model_dir / best_model_name(cfg), _class_shares(counts, len(train_pairs))))
+    callbacks.append(RunController(cfg, state, t.model_dir / best_model_name(cfg),
+                                   _class_shares(counts, len(train_pairs))))
     if samples:
         callbacks.append(EpochChangeInferencer(cfg, samples))
     if t.tensorboard:
