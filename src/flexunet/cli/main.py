@@ -103,6 +103,13 @@ def _import_tensorflow_quietly() -> None:
 # --------------------------------------------------------------------------- the entry point
 
 
+# Ctrl-C's exception, kept until run()'s os._exit: its traceback holds the frames of an interrupted
+# ``fit`` and so the training tf.data iterator; freed in the main thread, that iterator's destructor waits
+# for an element of the Python map function, which needs the interpreter lock the main thread holds (the
+# Ctrl-C test hung after its "interrupted" line once in a full-suite run, passing alone).
+_INTERRUPTED: list[BaseException] = []
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
@@ -114,9 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     except FlexUNetError as exc:
         kind = "" if exc.exit_code == 130 else "error: "  # Ctrl-C is not an error
         print(f"flexunet {args.command}: {kind}{exc}", file=sys.stderr)
+        if exc.exit_code == 130:
+            _INTERRUPTED.append(exc)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print(f"flexunet {args.command}: interrupted", file=sys.stderr)
+        _INTERRUPTED.append(exc)
         return 130
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM):
