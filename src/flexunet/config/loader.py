@@ -352,9 +352,10 @@ def _notices(cfg: Config) -> list[str]:
         out.append(f"{cfg.where('augmentor', 'intensity')}: online augmentation only ([model] generator = True); "
                    f"`flexunet augment` writes no intensity variants")
     d, side = cfg.deformation, min(cfg.model.image_height, cfg.model.image_width)
-    shift = d.alpha * 0.163 / min(d.sigmoids or (d.sigmoid,))  # rms of uniform(-1, 1) noise Gaussian-smoothed
+    sigma = min(d.sigmoids or (d.sigmoid,))  # the smallest sigma moves pixels the most
+    shift = d.alpha * 0.163 / sigma  # rms of uniform(-1, 1) noise Gaussian-smoothed
     if cfg.augmentor.deformation and cfg.model.generator and shift > 0.1 * side:
-        out.append(f"{cfg.where('deformation', 'alpha')}: with sigma {min(d.sigmoids or (d.sigmoid,)):g} it moves "
+        out.append(f"{cfg.where('deformation', 'alpha')}: with sigma {sigma:g} it moves "
                    f"pixels by about {shift:.0f} px (rms) on {side}-px images, {100 * shift / side:.0f}% of the "
                    f"side: lesions lose their shape (the original's 1300 with sigma 8 is 5% of a 512-px slice)")
     return out
