@@ -175,7 +175,9 @@ def test_planned_config_loads_and_trains_one_epoch(dataset: Path, tmp_path: Path
     from flexunet.evaluation.evaluate import evaluate_model
     from flexunet.training.train import train
 
-    cfg = load_config(out, ["train.epochs=1", "model.base_filters=4", "model.num_layers=3"])
+    # XLA and precision as set by hand: the "auto" probe is tests/training/test_autotune.py's (20 s here)
+    cfg = load_config(out, ["train.epochs=1", "model.base_filters=4", "model.num_layers=3",
+                            "train.jit_compile=False", "train.mixed_precision=None"])
     summary = train(cfg, progress=False)
     assert summary["epochs"] == 1 and (cfg.train.model_dir / summary["best_model"]).exists()
     evaluation = evaluate_model(cfg, progress=False)
