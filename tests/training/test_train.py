@@ -74,12 +74,20 @@ def test_a_new_best_model_drops_the_records_made_for_the_previous_one(train_proj
     assert (cfg.train.model_dir / "best_model.keras").exists()
 
 
-def test_tiny_model_learns(train_project):
+def test_tiny_model_learns(train_project, monkeypatch):
+    import flexunet.training.callbacks as callbacks
     from flexunet.training.train import train
 
+    drawn: list[tuple[str, int]] = []  # (plot, epochs it shows)
+    plot = callbacks._plot
+    monkeypatch.setattr(callbacks, "_plot", lambda path, title, hist, *keys: (
+        drawn.append((path.name, len(hist["loss"]))), plot(path, title, hist, *keys)))
     cfg = load_config(train_project, ["train.epochs=30", "train.patience=0", "train.deterministic=False",
                                       "model.learning_rate=0.02", "train.epoch_change_infer=True"])
     summary = train(cfg, progress=False)
+    # the curve plots: drawn after the first epoch and, showing all 30, at the end; not after each sub-second epoch
+    assert drawn[:2] == [("train_losses.png", 1), ("train_metrics.png", 1)]
+    assert drawn[-2:] == [("train_losses.png", 30), ("train_metrics.png", 30)] and len(drawn) < 30, drawn
     hist = _history(cfg)
     # learned, and still learned at the end: both classes found (one class alone plateaus near 0.48)
     assert max(hist["val_mean_dice"]) > 0.9 and hist["val_mean_dice"][-1] > 0.85, hist["val_mean_dice"]

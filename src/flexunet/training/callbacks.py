@@ -10,7 +10,8 @@ so exact on ``--resume``), and does at each epoch end, in this order:
    by ``reducer_factor``; after ``patience`` bad epochs stop (EarlyStopping);
 3. the collapse guard (:func:`flexunet.training.guard.find_collapse`): warn, or stop with ``on_collapse = "stop"``;
 4. honour the stop file (``break_training`` beside the config);
-5. write train_losses.csv, train_metrics.csv, their plots and history.json (atomically);
+5. write train_losses.csv, train_metrics.csv and history.json (atomically), and their plots when
+   :data:`PLOT_EVERY_S` have passed since the last drawing (and once more at the end of training);
 6. save the last-epoch checkpoint: weights, optimizer state, and this state
    (the best model and the checkpoint: :mod:`flexunet.training.checkpoint`).
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from pathlib import Path
 
 import keras
@@ -79,6 +81,11 @@ class AveragedWeights(keras.callbacks.SwapEMAWeights):
             self._ema_weights_in_model = True
 
 
+# the curve plots are redrawn after an epoch when this long has passed since the last drawing, and at the end
+# of training: every epoch of a real run, not 2 figures per second of a tiny one
+PLOT_EVERY_S = 20.0
+
+
 class RunController(keras.callbacks.Callback):
     """LR schedule, best checkpoint, LR reducer, early stopping, collapse guard, stop file, CSVs, resume point."""
 
@@ -97,6 +104,8 @@ class RunController(keras.callbacks.Callback):
         self.watched = {cfg.class_names[i]: Watched(metric_suffix(cfg.class_names[i]), *shares[i]) for i in shares}
         t = cfg.train
         self.scheduled = t.lr_schedule != "constant" or t.warmup_epochs > 0
+        self.plotted_at = -math.inf  # when the curve plots were last drawn (time.monotonic)
+        self.plots_behind = False
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if self.scheduled:
@@ -149,9 +158,19 @@ class RunController(keras.callbacks.Callback):
             self.state["stopped_by"] = f"stop file {self.stop_file}"
             log.info("stop file %s found: training ends after epoch %d (file removed)", self.stop_file, epoch + 1)
             self.stop_file.unlink(missing_ok=True)
-        write_curves(self.cfg, hist, self.state.get("collapse"))
+        # the CSVs and history.json every epoch; the plots (0.1-0.3 s each) at most every PLOT_EVERY_S, and at the end
+        plots = time.monotonic() - self.plotted_at >= PLOT_EVERY_S
+        write_curves(self.cfg, hist, self.state.get("collapse"), plots=plots)
+        if plots:
+            self.plotted_at = time.monotonic()
+        self.plots_behind = not plots
         save_checkpoint(self.model, self.cfg.train.model_dir, self.state,
                         meta=metadata(self.cfg, current_best_name(self.best_path), self.state))
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.plots_behind:
+            plot_curves(self.cfg, self.state["history"])
+            self.plots_behind = False
 
     def _guard(self, hist: dict) -> None:
         """3. the collapse guard: one line, once per collapse; with on_collapse = "stop", a network that
@@ -219,9 +238,9 @@ class EpochChangeInferencer(keras.callbacks.Callback):
 # --------------------------------------------------------------------------- files
 
 
-def write_curves(cfg: Config, hist: dict, collapse: dict | None = None) -> None:
-    """train_losses.csv, train_metrics.csv (the original's formats), their plots, history.json
-    (with the collapse guard's finding under ``collapse`` when it fired)."""
+def write_curves(cfg: Config, hist: dict, collapse: dict | None = None, plots: bool = True) -> None:
+    """train_losses.csv, train_metrics.csv (the original's formats), history.json (with the collapse
+    guard's finding under ``collapse`` when it fired) and, with ``plots``, their plots."""
     eval_dir = cfg.train.eval_dir
     n = len(hist.get("loss", []))
     rows = ["epoch, loss, val_loss"]
@@ -235,8 +254,15 @@ def write_curves(cfg: Config, hist: dict, collapse: dict | None = None) -> None:
     write_text(eval_dir / "train_metrics.csv", "\n".join(rows) + "\n")
     extra = {"collapse": collapse} if collapse else {}
     write_json(eval_dir / "history.json", {"epochs": list(range(1, n + 1)), **hist, **extra})
-    _plot(eval_dir / "train_losses.png", "train_losses", hist, "loss", "val_loss")
-    _plot(eval_dir / "train_metrics.png", "train_metrics", hist, m0, m1)
+    if plots:
+        plot_curves(cfg, hist)
+
+
+def plot_curves(cfg: Config, hist: dict) -> None:
+    """train_losses.png and train_metrics.png: the CSVs' curves."""
+    m0, m1 = (list(cfg.train.metrics) + ["", ""])[:2]
+    _plot(cfg.train.eval_dir / "train_losses.png", "train_losses", hist, "loss", "val_loss")
+    _plot(cfg.train.eval_dir / "train_metrics.png", "train_metrics", hist, m0, m1)
 
 
 def _fmt(hist: dict, key: str, e: int) -> str:
