@@ -399,7 +399,7 @@ def pipeline_config_text(data: str = "./dataset/Stroke", run: str = ".", **chang
         "dataset": {"class_names": CLASS_NAMES},
         "train": {"epochs": 1, "batch_size": 4, "model_dir": f"{run}/models", "eval_dir": f"{run}/eval",
                   "images_dir": f"{data}/train/images", "masks_dir": f"{data}/train/masks", "tensorboard": False,
-                  "seed": 7},
+                  "jit_compile": False, "seed": 7},  # XLA's "auto" probe: test_autotune and the shipped configs
         "valid": {"images_dir": f"{data}/valid/images", "masks_dir": f"{data}/valid/masks"},
         "test": {"images_dir": f"{data}/test/images", "masks_dir": f"{data}/test/masks"},
         "infer": {"images_dir": f"{data}/mini_test/images", "output_dir": f"{run}/out"},
@@ -493,7 +493,8 @@ SYNTH_CONFIG = config_text(
     model={"num_layers": 3, "base_kernels": (3, 3), "learning_rate": 0.01, "loss": "ce_dice"},
     dataset={"class_names": ["background", "ischemic", "hemorrhagic"]},
     train={"epochs": 1, "batch_size": 4, "model_dir": "./models", "eval_dir": "./eval",
-           "images_dir": "./dataset/D/train/images", "masks_dir": "./dataset/D/train/masks", "seed": 7},
+           "images_dir": "./dataset/D/train/images", "masks_dir": "./dataset/D/train/masks", "seed": 7,
+           "jit_compile": False},  # XLA's "auto" probe (12 s here) is test_autotune's and the shipped configs'
     valid={"images_dir": "./dataset/D/valid/images", "masks_dir": "./dataset/D/valid/masks"},
     test={"images_dir": "./dataset/D/test/images", "masks_dir": "./dataset/D/test/masks"},
     infer={"images_dir": "./dataset/D/mini_test/images", "output_dir": "./out"},
@@ -505,8 +506,8 @@ SYNTH_CONFIG = config_text(
 @pytest.fixture(scope="session")
 def synth_run(tmp_path_factory) -> Path:
     """A project trained once through the CLI on synthetic slices: raw/ (synth, 30 slices of 64 px), master/
-    (32 px), dataset/D/, models/ (1 epoch, every [train] default else); returns its folder.  Never change it:
-    :func:`synth_project` gives a copy."""
+    (32 px), dataset/D/, models/ (1 epoch, no XLA, every other [train] key at its default); returns its
+    folder.  Never change it: :func:`synth_project` gives a copy."""
     from flexunet.cli.main import main
 
     root = tmp_path_factory.mktemp("synth_run")
