@@ -463,3 +463,23 @@ def test_report_warns_when_the_evaluation_is_an_earlier_models(tiny_project, cap
     code, lines, err = cli(capsys, "report", str(tiny_project), *off)
     assert code == 0 and "evaluation.json does not record which model it evaluated" in err, err
     assert "does not record which model it evaluated" in _report_page(root)
+
+
+def test_the_gallery_and_viewer_show_the_masks_the_evaluation_scored(tiny_project, capsys):
+    """An evaluation that mirrored and removed small components ([infer] flip_tta, min_component_size): the
+    report predicts its slices again the same way, from evaluation.json (not from the config it is given),
+    so its per-slice Dice agree with per_image.csv: no 'differs' warning."""
+    from flexunet.model.predict import model_batch, predict_indices, read_input
+    from flexunet.model.trained import load_trained
+
+    cfg = load_config(tiny_project)
+    images = sorted(cfg.test.images_dir.iterdir())
+    raw = predict_indices(load_trained(cfg), model_batch([read_input(p, cfg) for p in images], cfg))
+    assert raw.any()  # the 1-epoch model predicts foreground, which the evaluation below removes
+    removal = ("--set", "infer.min_component_size=100000", "--set", "infer.flip_tta=True")
+    assert cli(capsys, "evaluate", str(tiny_project), *removal)[0] == 0
+    prediction = json.loads((tiny_project.parent / "eval" / "evaluation.json").read_text())["prediction"]
+    assert prediction["flip_tta_axes"] and prediction["min_component_size"][1:] == [100000, 100000]
+    code, _, err = cli(capsys, "report", str(tiny_project))
+    assert code == 0 and "differs from per_image.csv" not in err, err
+    assert 'class="warning"' not in _report_page(tiny_project.parent)

@@ -17,7 +17,8 @@ from flexunet.config.loader import Config
 from flexunet.dataset.masks import index_to_rgb, read_config_mask
 from flexunet.inference.uncertainty import entropy_map, heatmap
 from flexunet.model.metrics import image_scores
-from flexunet.model.predict import model_batch, model_input, overlay_image, predict_probs, read_input
+from flexunet.model.predict import (model_batch, model_input, overlay_image, predict_probs, read_input,
+                                    remove_small_components)
 from flexunet.report.data import RANKS, image_means, rank_images
 from flexunet.report.html import FIGURES, Build, esc, figure_html, fmt, note
 from flexunet.report.viewer import ViewerSlice, group_slices, viewer_group_html, viewer_page_parts
@@ -59,8 +60,8 @@ def gallery_section(b: Build, per_image: Sequence[Mapping[str, Any]]) -> str:
         dice_by_image.setdefault(row["image"], {})[row["class"]] = row["dice"]
     parts = [f"<p>Test slices ranked by their mean foreground Dice (from per_image.csv; classes absent from both "
              f"masks left out; {excluded} image(s) with no class in either mask excluded). Predictions: the best "
-             f"model, predicted again for this page. Columns: image, ground truth, prediction, prediction over "
-             f"the image.</p>"]
+             f"model, predicted again for this page as the evaluation predicted them (its mirroring and removed "
+             f"components). Columns: image, ground truth, prediction, prediction over the image.</p>"]
     if len(means) < 3 * k:
         parts.append(note(f"{len(means)} ranked image(s) for {k} per rank: {min(k, max(1, len(means) // 3))} "
                           f"per rank shown, none twice."))
@@ -98,15 +99,30 @@ def _predict_pairs(b: Build, pairs: Sequence[tuple[Path, Path]]
     for start in range(0, len(pairs), step):
         chunk = pairs[start:start + step]
         originals = [read_input(image, cfg) for image, _ in chunk]
-        probs = predict_probs(b.model, model_batch(originals, cfg))
+        probs = predict_probs(b.model, model_batch(originals, cfg), _evaluated_flips(b))
         for (_, mask), rgb, prob in zip(chunk, originals, probs):
             shown = np.asarray(Image.fromarray(rgb[..., :3]).resize((w, h), Image.BILINEAR))
             yield shown, model_mask(read_config_mask(mask, cfg).index, cfg).numpy(), prob
 
 
+def _evaluated_flips(b: Build) -> tuple[int, ...]:
+    """The mirror axes the evaluation averaged over (evaluation.json's ``prediction``; none when absent)."""
+    flips = (b.evaluation.get("prediction") or {}).get("flip_tta_axes") or ()
+    return tuple(int(axis) for axis in flips)
+
+
+def _as_evaluated(b: Build, prob: np.ndarray) -> np.ndarray:
+    """The class indices of a softmax as the evaluation scored them: argmax, then the predicted components it
+    removed (evaluation.json's ``prediction``: ``min_component_size`` per class, or one size from older runs)."""
+    sizes = (b.evaluation.get("prediction") or {}).get("min_component_size") or 0
+    if not (isinstance(sizes, int) or isinstance(sizes, list) and all(isinstance(n, int) for n in sizes)):
+        sizes = 0  # not what evaluate writes: nothing removed
+    return remove_small_components(prob.argmax(-1).astype(np.uint8), sizes)[0]
+
+
 def _predict_cases(b: Build, pairs: Sequence[tuple[Path, Path]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(image as shown, ground truth, prediction) per pair, at the model's input size, as evaluation sees them."""
-    return [(shown, truth, prob.argmax(-1).astype(np.uint8)) for shown, truth, prob in _predict_pairs(b, pairs)]
+    """(image as shown, ground truth, prediction) per pair, at the model's input size, as evaluation scored them."""
+    return [(shown, truth, _as_evaluated(b, prob)) for shown, truth, prob in _predict_pairs(b, pairs)]
 
 
 def _case(b: Build, rank: str, i: int, name: str, mean: float, truth: np.ndarray, pred: np.ndarray,
@@ -194,7 +210,7 @@ def _viewer_slices(b: Build, pairs: Sequence[tuple[Path, Path]]) -> list[Any]:
     cfg = b.cfg
     out = []
     for (image, _), (shown, truth, prob) in zip(pairs, _predict_pairs(b, pairs)):
-        pred = prob.argmax(-1).astype(np.uint8)
+        pred = _as_evaluated(b, prob)
         dice = image_scores(truth, pred, cfg.model.num_classes)["dice"]
         out.append(ViewerSlice(image.name, shown, truth, pred,
                                {n: float(dice[k]) for k, n in enumerate(cfg.class_names) if k > 0},
@@ -223,7 +239,7 @@ def _uncertainty_strip(b: Build, image: Path, i: int) -> str:
     """The slice beside its normalised-entropy heatmap, at the model's size."""
     cfg = b.cfg
     rgb = read_input(image, cfg)
-    probs = predict_probs(b.model, model_input(rgb, cfg)[None])[0]
+    probs = predict_probs(b.model, model_input(rgb, cfg)[None], _evaluated_flips(b))[0]
     heat = heatmap(entropy_map(probs))
     h, w = heat.shape[:2]
     shown = np.asarray(Image.fromarray(rgb[..., :3]).resize((w, h), Image.BILINEAR))
