@@ -57,6 +57,63 @@ def test_input_normalize_scales_inputs(tiny_config_text):
     assert "input_normalize" not in [layer.name for layer in build_model(raw).layers]
 
 
+def _brain(rng, offset: float = 0.0) -> np.ndarray:
+    """A 32x32 RGB 'slice' (0..255): black air around a brain of greys 60..180 (plus ``offset``) and a white bone
+    rim, as a brain window shows it."""
+    x = np.zeros((32, 32, 3), "float32")
+    x[4:28, 4:28] = 255.0                                                 # bone
+    x[6:26, 6:26] = rng.uniform(60, 180, (20, 20, 1)) + offset            # brain, the same grey in R, G, B
+    return x
+
+
+def test_centre_intensity_cancels_a_calibration_offset(tiny_config_text):
+    """The layer subtracts the image's mean mid-grey: the brain shifted by +25 grey levels comes out as it did
+    without the shift; air and bone (outside 5-95%) do not enter the mean; a blank image passes unchanged."""
+    from flexunet.model.network import CentreIntensity
+
+    rng = np.random.default_rng(3)
+    x = _brain(rng)
+    shifted = x.copy()
+    shifted[6:26, 6:26] += 25.0
+    layer = CentreIntensity(255.0)
+    out = np.asarray(layer(np.stack([x, shifted, np.zeros_like(x)])))
+    brain = x[6:26, 6:26, 0]
+    np.testing.assert_allclose(out[0, 6:26, 6:26, 0], brain - brain.mean(), atol=1e-3)
+    np.testing.assert_allclose(out[1, 6:26, 6:26], out[0, 6:26, 6:26], atol=1e-3)
+    np.testing.assert_allclose(out[0, 0, 0], -brain.mean() * np.ones(3), atol=1e-3)     # air: 0 minus the mean
+    np.testing.assert_array_equal(out[2], 0.0)
+    # in the network, after input_normalize: the brain's centred grey is the same whatever the offset
+    cfg = parse_config(tiny_config_text, overrides=["model.centre_intensity=True", "model.image_width=32",
+                                                    "model.image_height=32"])
+    model = build_model(cfg.model)
+    names = [layer.name for layer in model.layers]
+    assert names.index("centre_intensity") == names.index("input_normalize") + 1
+    import keras
+
+    probe = keras.Model(model.inputs[0], model.get_layer("centre_intensity").output)
+    centred = np.asarray(probe(np.stack([x, shifted])))
+    np.testing.assert_allclose(centred[0, 6:26, 6:26], centred[1, 6:26, 6:26], atol=1e-5)
+    assert "centre_intensity" not in [layer.name for layer in build_model(parse_config(tiny_config_text).model).layers]
+
+
+def test_a_keras_file_with_centre_intensity_loads_as_saved(tiny_config_text, tmp_path):
+    """The layer is registered with Keras: a .keras file holding it loads (safe mode) and predicts the same;
+    under a mixed policy it computes in float32."""
+    from flexunet.model.precision import precision_policy
+    from flexunet.model.trained import _load_keras_file
+
+    cfg = parse_config(tiny_config_text, overrides=["model.centre_intensity=True", "model.image_width=32",
+                                                    "model.image_height=32"])
+    model = build_model(cfg.model)
+    path = tmp_path / "best_model.keras"
+    model.save(path)
+    x = np.stack([_brain(np.random.default_rng(i), 10.0 * i) for i in range(2)])
+    np.testing.assert_allclose(np.asarray(_load_keras_file(path)(x)), np.asarray(model(x)), atol=1e-6)
+    with precision_policy("bfloat16"):
+        mixed = build_model(cfg.model)
+    assert mixed.get_layer("centre_intensity").dtype_policy.compute_dtype == "float32"
+
+
 def test_forward_flops_by_hand(tiny_config_text):
     # one level: two 3x3 convs (3->4, 4->4) at 64x64 and the 1x1 head 4->3
     m = dataclasses.replace(parse_config(tiny_config_text).model, num_layers=1)

@@ -41,6 +41,14 @@ def filters_run(tmp_path_factory) -> Path:
     return cfg
 
 
+@pytest.fixture(scope="module")
+def centre_run(tmp_path_factory) -> Path:
+    """Trained with --set model.centre_intensity=True, full .keras model."""
+    cfg = _project(tmp_path_factory.mktemp("centre"))
+    assert main(["-q", "train", str(cfg), "--set", "model.centre_intensity=True"]) == 0
+    return cfg
+
+
 def _masks(folder: Path) -> dict[str, bytes]:
     from PIL import Image
 
@@ -55,7 +63,8 @@ def _infer(cfg: Path, out: str, *sets: str, strict: bool = False) -> int:
 
 
 @pytest.mark.parametrize("run, override", [("bn_run", "model.normalization=True"),
-                                           ("filters_run", "model.base_filters=8")])
+                                           ("filters_run", "model.base_filters=8"),
+                                           ("centre_run", "model.centre_intensity=True")])
 def test_infer_with_the_plain_config_equals_the_overrides_repeated(run, override, request, capsys):
     cfg = request.getfixturevalue(run)
     key = override.split("=")[0].split(".")[1]

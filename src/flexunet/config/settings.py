@@ -24,6 +24,9 @@ class ModelSettings:
     image_channels: int = opt(3, Int(lo=1, hi=4), "input channels (3 = RGB, 1 = grey)")
     input_normalize: bool = opt(True, Bool(), "scale inputs from 0..255 to 0..1 inside the model")
     normalization: bool = opt(False, Bool(), "BatchNormalization after each convolution")
+    centre_intensity: bool = opt(False, Bool(), "subtract each image's mean grey of its mid-grey pixels "
+                                 "(0.05..0.95 of the range: the brain in a brain window) inside the model, so a "
+                                 "scanner's calibration offset cancels (plan writes True)")
     num_classes: int = opt(None, Int(lo=2), "classes including background (required)")
     base_filters: int = opt(16, POS_INT, "filters at level 0; level i has base_filters*2**i")
     max_filters: int | None = opt(None, Optional(POS_INT), "cap on filters per level (None: no cap)")

@@ -12,6 +12,10 @@ For levels ``i = 0 .. num_layers-1`` (the last is the bridge):
    losses and metrics, which cast to float32, and BatchNorm, whose variables and statistics Keras
    keeps in float32 under a mixed policy).
 
+Before level 0: ``input_normalize`` scales 0..255 to 0..1, and ``centre_intensity`` (off in the
+original; on in the configs ``flexunet plan`` writes) subtracts each image's own mean mid-grey
+(:class:`CentreIntensity`, computed in float32), so a scanner's calibration offset cancels.
+
 With the stroke config (16 filters, 9x9 kernels, 8 levels, 512x512x3, 3 classes) this is
 124,996,883 parameters (125,045,779 with ``normalization = True``), as the original.
 """
@@ -23,7 +27,7 @@ import logging
 from dataclasses import dataclass
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from flexunet.config.loader import Config, ModelSettings
 from flexunet.model.precision import policy_name
@@ -77,6 +81,32 @@ def _block(x, level: Level, m: ModelSettings, prefix: str, seed: int | None):
     return x
 
 
+@keras.saving.register_keras_serializable(package="flexunet")
+class CentreIntensity(layers.Layer):
+    """Each image minus the mean grey of its mid-grey pixels (5-95% of ``scale``, channels averaged).
+
+    In a brain window the mid-grey pixels are the brain: air and background sit at 0, bone at the
+    top. An offset added to the brain's grey (one scanner's calibration against another's) moves
+    the mean by the same amount and cancels; an image with no mid-grey pixel is left as it is.
+    Registered with Keras (package ``flexunet``): a ``.keras`` file holding it loads where
+    ``flexunet`` is imported; the SavedModel and ONNX exports need no FlexUNet.
+    """
+
+    def __init__(self, scale: float = 1.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.scale = float(scale)
+
+    def call(self, x):
+        grey = ops.mean(x, axis=-1, keepdims=True)
+        inside = ops.cast((grey > 0.05 * self.scale) & (grey < 0.95 * self.scale), x.dtype)
+        count = ops.sum(inside, axis=(1, 2, 3), keepdims=True)
+        mean = ops.sum(grey * inside, axis=(1, 2, 3), keepdims=True) / ops.maximum(count, 1.0)
+        return x - mean
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale}
+
+
 def build_model(m: ModelSettings, seed: int | None = None, name: str = "FlexUNet") -> keras.Model:
     """Build the network the [model] settings describe (not compiled).
 
@@ -87,6 +117,8 @@ def build_model(m: ModelSettings, seed: int | None = None, name: str = "FlexUNet
     schedule = levels(m)
     inputs = keras.Input((m.image_height, m.image_width, m.image_channels), name="image")
     x = layers.Rescaling(1.0 / 255.0, name="input_normalize")(inputs) if m.input_normalize else inputs
+    if m.centre_intensity:
+        x = CentreIntensity(1.0 if m.input_normalize else 255.0, dtype="float32", name="centre_intensity")(x)
 
     skips = []
     for level in schedule:

@@ -43,9 +43,9 @@ META = "model_meta.json"
 META_IN_KERAS = "flexunet_meta.json"   # member of the .keras zip
 META_ATTR = "flexunet_meta"            # root attribute of a .weights.h5 file
 
-ARCHITECTURE_KEYS = ("model", "image_width", "image_height", "image_channels", "input_normalize", "normalization",
-                     "num_classes", "base_filters", "max_filters", "base_kernels", "num_layers", "dropout_rate",
-                     "dilation", "activation", "final_activation")
+ARCHITECTURE_KEYS = ("model", "image_width", "image_height", "image_channels", "input_normalize",
+                     "centre_intensity", "normalization", "num_classes", "base_filters", "max_filters",
+                     "base_kernels", "num_layers", "dropout_rate", "dilation", "activation", "final_activation")
 # (section, key) the run folder decides: the network, and what its inputs and outputs mean
 RUN_KEYS: tuple[tuple[str, str], ...] = (
     *(("model", k) for k in ARCHITECTURE_KEYS),
