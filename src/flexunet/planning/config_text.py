@@ -52,6 +52,9 @@ image_height   = {size}
 ; {c['channels'][1]}
 image_channels = {c['channels'][0]}
 input_normalize = True
+; each image minus its own mean brain grey (its mid-grey pixels), inside the network: a scanner
+; calibrated a few HU off is not another tissue (docs/generalisation.md, sixth round)
+centre_intensity = True
 ; BatchNorm after every convolution: without it a net of this depth saturates its softmax on
 ; lesions of {c['lesion_share']:.2%} of the pixels and stops learning
 normalization  = True

@@ -249,7 +249,8 @@ def _probe_config(c: Candidate, size: int, channels: int, num_classes: int) -> s
     return (f"[model]\nimage_width = {size}\nimage_height = {size}\nimage_channels = {channels}\n"
             f"num_classes = {num_classes}\nbase_filters = {c.base_filters}\nnum_layers = {c.levels}\n"
             f"max_filters = {c.max_filters}\n"
-            f"base_kernels = (3,3)\nnormalization = True\ndropout_rate = {dropout_for(c.base_filters)}\nloss = \"ce_dice\"\n"
+            f"base_kernels = (3,3)\nnormalization = True\ncentre_intensity = True\n"
+            f"dropout_rate = {dropout_for(c.base_filters)}\nloss = \"ce_dice\"\n"
             f"clipvalue = None\nlearning_rate = 0.001\n[train]\nbatch_size = {c.batch_size}\n"
             f"[mask]\nrgb_map = {{{', '.join(f'({i},{i},{i}):{i}' for i in range(num_classes))}}}\n")
 
