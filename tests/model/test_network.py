@@ -82,6 +82,15 @@ def test_centre_intensity_cancels_a_calibration_offset(tiny_config_text):
     np.testing.assert_allclose(out[1, 6:26, 6:26], out[0, 6:26, 6:26], atol=1e-3)
     np.testing.assert_allclose(out[0, 0, 0], -brain.mean() * np.ones(3), atol=1e-3)     # air: 0 minus the mean
     np.testing.assert_array_equal(out[2], 0.0)
+    # three windows: one HU offset is a different grey offset in each channel; each channel's cancels
+    windows = x.copy()
+    windows[6:26, 6:26, 1] *= 0.5                                          # the brain, greyer in window 2
+    moved = windows.copy()
+    moved[6:26, 6:26] += np.array([25.0, 12.5, 4.0], "float32")
+    out = np.asarray(layer(np.stack([windows, moved])))
+    np.testing.assert_allclose(out[1, 6:26, 6:26], out[0, 6:26, 6:26], atol=1e-3)
+    np.testing.assert_allclose(out[0, 6:26, 6:26, 1], windows[6:26, 6:26, 1] - windows[6:26, 6:26, 1].mean(),
+                               atol=1e-3)
     # in the network, after input_normalize: the brain's centred grey is the same whatever the offset
     cfg = parse_config(tiny_config_text, overrides=["model.centre_intensity=True", "model.image_width=32",
                                                     "model.image_height=32"])

@@ -83,11 +83,13 @@ def _block(x, level: Level, m: ModelSettings, prefix: str, seed: int | None):
 
 @keras.saving.register_keras_serializable(package="flexunet")
 class CentreIntensity(layers.Layer):
-    """Each image minus the mean grey of its mid-grey pixels (5-95% of ``scale``, channels averaged).
+    """Each channel of an image minus its mean over the image's mid-grey pixels (those whose grey, the
+    channels' mean, is within 5-95% of ``scale``).
 
     In a brain window the mid-grey pixels are the brain: air and background sit at 0, bone at the
     top. An offset added to the brain's grey (one scanner's calibration against another's) moves
-    the mean by the same amount and cancels; an image with no mid-grey pixel is left as it is.
+    the mean by the same amount and cancels, in each channel on its own (``three_windows`` shows
+    one HU offset as three different grey offsets); an image with no mid-grey pixel is left as it is.
     Registered with Keras (package ``flexunet``): a ``.keras`` file holding it loads where
     ``flexunet`` is imported; the SavedModel and ONNX exports need no FlexUNet.
     """
@@ -99,8 +101,8 @@ class CentreIntensity(layers.Layer):
     def call(self, x):
         grey = ops.mean(x, axis=-1, keepdims=True)
         inside = ops.cast((grey > 0.05 * self.scale) & (grey < 0.95 * self.scale), x.dtype)
-        count = ops.sum(inside, axis=(1, 2, 3), keepdims=True)
-        mean = ops.sum(grey * inside, axis=(1, 2, 3), keepdims=True) / ops.maximum(count, 1.0)
+        count = ops.sum(inside, axis=(1, 2), keepdims=True)
+        mean = ops.sum(x * inside, axis=(1, 2), keepdims=True) / ops.maximum(count, 1.0)   # per channel
         return x - mean
 
     def get_config(self):
