@@ -1,0 +1,72 @@
+"""Whole-set Dice per class of trained runs when every foreground class's softmax probability is multiplied
+by a weight before the argmax (weight 1: the argmax `evaluate` and `infer` use today).
+
+Inference only: each run's best model predicts its validation and test subsets and any extra test sets
+once; every weight is scored on those probabilities.  No post-processing, no flips.
+
+    PYTHONPATH=src python benchmarks/decision_weight.py RUN/train_eval_infer.config [...] \\
+        --sets standard=SHIFT_STD/master,sharp=SHIFT_SHARP/master --weights 1,1.5,2,3,5 --json out.json
+
+An extra set is a folder with ``images/`` and ``masks/`` (scored as the run's ``[test]`` subset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from flexunet.config.loader import load_config
+from flexunet.model.trained import load_trained
+from flexunet.preprocessing.pipeline import make_dataset, subset_pairs
+
+
+def _probs(model, config: Path, folder: str | None, subset: str):
+    cfg = load_config(config) if folder is None else load_config(
+        config, [f"test.images_dir='{folder}/images'", f"test.masks_dir='{folder}/masks'"])
+    probs, refs = [], []
+    for images, onehot in make_dataset(cfg, subset_pairs(cfg, subset), training=False, batch_size=8):
+        probs.append(np.asarray(model.predict_on_batch(np.asarray(images)), np.float32))
+        refs.append(np.asarray(onehot).argmax(-1))
+    return np.concatenate(probs), np.concatenate(refs)
+
+
+def dice_per_class(probs: np.ndarray, ref: np.ndarray, weight: float) -> list[float | None]:
+    """Whole-set Dice of each foreground class after scaling the foreground probabilities by ``weight``."""
+    scale = np.full(probs.shape[-1], weight, np.float32)
+    scale[0] = 1.0
+    pred = (probs * scale).argmax(-1)
+    out = []
+    for k in range(1, probs.shape[-1]):
+        both, total = int(((pred == k) & (ref == k)).sum()), int((pred == k).sum() + (ref == k).sum())
+        out.append(round(2 * both / total, 3) if total else None)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("configs", nargs="+", type=Path, help="trained runs' configs")
+    parser.add_argument("--sets", default="", help="extra test sets, name=folder, comma-separated")
+    parser.add_argument("--weights", default="1,1.5,2,3,5")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    weights = [float(w) for w in args.weights.split(",")]
+    extra = [tuple(item.split("=", 1)) for item in args.sets.split(",") if item]
+    rows = {}
+    for config in args.configs:
+        model = load_trained(load_config(config))
+        sets = [("valid", None, "valid"), ("test", None, "test")] + [(n, f, "test") for n, f in extra]
+        scored = {name: _probs(model, config, folder, subset) for name, folder, subset in sets}
+        rows[str(config)] = {str(w): {name: dice_per_class(p, r, w) for name, (p, r) in scored.items()}
+                             for w in weights}
+        for w in weights:
+            print(config, f"weight {w:g}:", "  ".join(f"{n} {'/'.join(f'{d:.3f}' if d is not None else '-' for d in v)}"
+                                                      for n, v in rows[str(config)][str(w)].items()), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
