@@ -325,8 +325,28 @@ def test_evaluate_scores_what_infer_writes_flips_and_small_components(known_case
     report = evaluate_model(cfg, progress=False)["report"]
     isch = report["classes"]["ischemic"]["whole_set"]
     assert (isch["tp"], isch["fp"], isch["fn"]) == (96, 0, 48)       # the 3x3 false alarm is gone, as infer drops it
-    assert report["prediction"] == {"flip_tta_axes": [2, 1], "min_component_size": [10, 10, 10],
+    assert report["prediction"] == {"flip_tta_axes": [2, 1], "foreground_weight": 1.0, "min_component_size": [10, 10, 10],
                                     "min_component_size_from": "[infer] min_component_size"}
+
+
+def test_the_lesion_classes_lower_bar_is_scored_as_infer_writes_it(known_case):
+    """[infer] foreground_weight = 3: a pixel the net gives p(ischemic) = 0.47 p(background) is ischemic for
+    evaluate and for infer alike; pixels it is sure of do not move; evaluation.json records the weight."""
+    from flexunet.inference.infer import infer_images
+
+    cfg, root = known_case
+    test = root / "data" / "Stroke" / "test"
+    write_case(test, "f.png", {GREEN: [box(8, 16, 8, 16)]}, {(0, 120, 0): [box(8, 16, 8, 16)]})   # logits 12.75, 12.0
+    plain = evaluate_model(cfg, progress=False)["report"]
+    weighted_cfg = cfg.replace("infer", foreground_weight=3.0, images_dir=test / "images", output_dir=root / "out")
+    weighted = evaluate_model(weighted_cfg, progress=False, overwrite=True)["report"]
+    p, w = plain["classes"]["ischemic"]["whole_set"], weighted["classes"]["ischemic"]["whole_set"]
+    assert (w["tp"], w["fp"], w["fn"]) == (p["tp"] + 64, p["fp"], p["fn"] - 64)
+    assert weighted["classes"]["hemorrhagic"]["whole_set"] == plain["classes"]["hemorrhagic"]["whole_set"]
+    assert (plain["prediction"]["foreground_weight"], weighted["prediction"]["foreground_weight"]) == (1.0, 3.0)
+    infer_images(weighted_cfg, progress=False)
+    written = np.asarray(Image.open(root / "out" / "f.png"))            # 'P' mode: pixel = class index
+    assert (written[8:16, 8:16] == 1).all() and written.sum() == 64
 
 
 def test_evaluate_removes_the_components_the_run_chose_on_its_validation_set(known_case):

@@ -14,7 +14,7 @@ from conftest import RGB_MAP, config_text, make_cfg
 from flexunet.config.loader import parse_config
 from flexunet.preprocessing.pipeline import decode_image
 from flexunet.model.network import build_model
-from flexunet.model.predict import (blend, model_input, overlay_image, pad_batch, predict_indices,
+from flexunet.model.predict import (blend, decide, model_input, overlay_image, pad_batch, predict_indices,
                               predict_probs, predict_tiled, ramp, read_input, resize_indices, tile_starts, tta_flips)
 
 CONFIG = config_text()
@@ -82,6 +82,19 @@ class PatternModel:
                            np.tile(np.arange(h)[:, None], (1, w)) / 3.0], -1)
         p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
         return np.repeat(p[None], b, 0).astype(np.float32)
+
+
+def test_decide_is_the_argmax_with_the_lesion_classes_weighted():
+    """weight 1: the plain argmax; weight w: a lesion class wins where its probability times w is the largest,
+    so p = (0.6, 0.3, 0.1) is background at 1 and class 1 at 3; background's own probability is never scaled."""
+    probs = np.array([[[0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.9, 0.06, 0.04], [0.5, 0.1, 0.4]]], np.float32)
+    np.testing.assert_array_equal(decide(probs), probs.argmax(-1))
+    assert decide(probs).dtype == np.uint8
+    np.testing.assert_array_equal(decide(probs, 3.0), [[1, 1, 0, 2]])
+    p = PatternModel().predict_on_batch(np.zeros((2, 8, 8, 3), np.float32))
+    np.testing.assert_array_equal(predict_indices(PatternModel(), np.zeros((2, 8, 8, 3), np.float32), foreground_weight=4.0),
+                                  decide(p, 4.0))
+    assert (decide(p, 4.0) != 0).sum() > (decide(p) != 0).sum()
 
 
 def test_flip_tta_averages_identity_and_flips():

@@ -168,6 +168,10 @@ def test_the_prediction_rule_says_what_was_removed_and_why():
                                              "min_component_size).")
     assert prediction_text({"flip_tta_axes": [], "min_component_size": [0, 0, 0]}, names).endswith(
         "every predicted component kept.")
+    weighted = {"flip_tta_axes": [], "foreground_weight": 3.0, "min_component_size": [0, 0, 0]}
+    assert prediction_text(weighted, names) == ("one pass, no mirroring; a pixel is marked as a lesion class where "
+                                                "that class's probability is above 1/3 of background's "
+                                                "(foreground_weight 3); every predicted component kept.")
 
 
 def test_dataset_numbers_equal_stats_json(run):
@@ -465,21 +469,30 @@ def test_report_warns_when_the_evaluation_is_an_earlier_models(tiny_project, cap
     assert "does not record which model it evaluated" in _report_page(root)
 
 
-def test_the_gallery_and_viewer_show_the_masks_the_evaluation_scored(tiny_project, capsys):
-    """An evaluation that mirrored and removed small components ([infer] flip_tta, min_component_size): the
-    report predicts its slices again the same way, from evaluation.json (not from the config it is given),
-    so its per-slice Dice agree with per_image.csv: no 'differs' warning."""
-    from flexunet.model.predict import model_batch, predict_indices, read_input
+@pytest.mark.parametrize("rule", ["removal", "weight"])
+def test_the_gallery_and_viewer_show_the_masks_the_evaluation_scored(tiny_project, capsys, rule):
+    """An evaluation that mirrored and removed small components ([infer] flip_tta, min_component_size), or
+    that marked lesions at a lower bar ([infer] foreground_weight): the report predicts its slices again the
+    same way, from evaluation.json (not from the config it is given), so its per-slice Dice agree with
+    per_image.csv: no 'differs' warning."""
+    from flexunet.model.predict import decide, model_batch, predict_probs, read_input
     from flexunet.model.trained import load_trained
 
     cfg = load_config(tiny_project)
     images = sorted(cfg.test.images_dir.iterdir())
-    raw = predict_indices(load_trained(cfg), model_batch([read_input(p, cfg) for p in images], cfg))
-    assert raw.any()  # the 1-epoch model predicts foreground, which the evaluation below removes
-    removal = ("--set", "infer.min_component_size=100000", "--set", "infer.flip_tta=True")
-    assert cli(capsys, "evaluate", str(tiny_project), *removal)[0] == 0
+    probs = predict_probs(load_trained(cfg), model_batch([read_input(p, cfg) for p in images], cfg))
+    if rule == "removal":
+        assert decide(probs).any()  # the 1-epoch model predicts foreground, which the evaluation below removes
+        sets = ("--set", "infer.min_component_size=100000", "--set", "infer.flip_tta=True")
+    else:
+        assert (decide(probs, 20.0) != decide(probs)).any()   # the lower bar moves pixels of this model
+        sets = ("--set", "infer.foreground_weight=20", "--set", "infer.min_component_size=0")
+    assert cli(capsys, "evaluate", str(tiny_project), *sets)[0] == 0
     prediction = json.loads((tiny_project.parent / "eval" / "evaluation.json").read_text())["prediction"]
-    assert prediction["flip_tta_axes"] and prediction["min_component_size"][1:] == [100000, 100000]
+    if rule == "removal":
+        assert prediction["flip_tta_axes"] and prediction["min_component_size"][1:] == [100000, 100000]
+    else:
+        assert prediction["foreground_weight"] == 20.0
     code, _, err = cli(capsys, "report", str(tiny_project))
     assert code == 0 and "differs from per_image.csv" not in err, err
     assert 'class="warning"' not in _report_page(tiny_project.parent)

@@ -137,6 +137,10 @@ class InferSettings:
     overlay_alpha: float = opt(0.45, Float(lo=0.0, hi=1.0), "overlay opacity")
     class_index_masks: bool = opt(False, Bool(), "also write class-index PNGs (pixel = class)")
     flip_tta: bool = opt(False, Bool(), "average predictions over horizontal/vertical flips")
+    foreground_weight: float = opt(1.0, Float(lo=1.0, hi=100.0),
+                                   "each foreground class's probability times this before the argmax (1: the "
+                                   "plain argmax; plan writes 3: Dice rewards marking a pixel the net is unsure "
+                                   "of); evaluate, the report and the end of training decide the same way")
     min_component_size: int | str = opt("auto", Auto(NONNEG_INT),
                                         "remove predicted components smaller than this many pixels (0: keep all); "
                                         "\"auto\": per class, the size the run chose on its validation set "

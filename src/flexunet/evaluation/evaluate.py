@@ -51,7 +51,7 @@ from flexunet.model.metrics import COUNTS, LESION_COUNTS, SCORES, MetricAccumula
 from flexunet.model.run_folder import best_model_path
 from flexunet.model.precision import model_precision
 from flexunet.model.postprocess import ComponentSizes, run_sizes
-from flexunet.model.predict import predict_probs, remove_small_components, tta_flips
+from flexunet.model.predict import decide, predict_probs, remove_small_components, tta_flips
 from flexunet.model.trained import load_trained, model_sha256
 from flexunet.utils.errors import DataError
 from flexunet.utils.io import StagedFiles, csv_text, staged_files
@@ -196,7 +196,7 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
         onehot = np.asarray(onehot, np.float32)
         loss_mean.add(loss_fn(onehot, probs), weight=len(probs))
         dice_mean.add(dice_coef_multiclass(onehot, probs))
-        for ref, pred, p in zip(onehot.argmax(-1), probs.argmax(-1), probs):
+        for ref, pred, p in zip(onehot.argmax(-1), decide(probs, cfg.infer.foreground_weight), probs):
             pred = remove_small_components(pred, sizes.at())[0]
             name = pairs[seen][0].name
             acc.add(ref, pred, name, spacings.get(name))
@@ -236,6 +236,7 @@ def _report(cfg: Config, acc: MetricAccumulator, loss: float, dice: float, model
         "model_sha256": model_hash,   # the file evaluated: report warns when the best model is no longer it
         "compute_dtype": compute,     # float32, or the run's training precision where it agrees (model.precision)
         "prediction": {"flip_tta_axes": list(tta_flips(cfg)) if cfg.infer.flip_tta else [],   # as infer predicts
+                       "foreground_weight": cfg.infer.foreground_weight,
                        "min_component_size": list(sizes.at()), "min_component_size_from": sizes.source},
         "test_images_dir": str(Path(cfg.test.images_dir).resolve()),   # what was scored: the report shows these
         "test_masks_dir": str(Path(cfg.test.masks_dir).resolve()),

@@ -8,8 +8,10 @@ with ``--tiled``):
    with ``--tiled`` in ``split_size`` tiles overlapping by ``overlapping`` pixels whose
    softmax outputs are blended with linear ramps, so no seam shows;
 3. optionally average the softmax over identity, horizontal and vertical flips
-   (``flip_tta``), take the argmax, resize it back to the input's size (nearest) and set
-   predicted components smaller than ``min_component_size`` pixels to background;
+   (``flip_tta``), decide each pixel's class (the argmax, lesion classes weighted by
+   ``foreground_weight``: :func:`flexunet.model.predict.decide`), resize it back to the
+   input's size (nearest) and set predicted components smaller than ``min_component_size``
+   pixels to background;
 4. write ``<output_dir>/<stem>.png``: a 'P' mode PNG, pixel = class index, palette =
    rgb_map colours (as the original); optionally ``overlays/<stem>.png`` (mask over image,
    with a legend of class names) and ``class_index/<stem>.png`` (greyscale class indices);

@@ -6,7 +6,7 @@ For each ``.nii`` / ``.nii.gz`` file of ``[infer] images_dir``:
    slice windowed from HU, padded to a square and resized as ``flexunet prepare`` made the training
    slices (``[prepare] window_center`` / ``window_width`` / ``three_windows``, ``size``, ``image_resize``);
 2. predict the slices in batches of ``[infer] batch_size`` (flip-averaged with ``flip_tta`` or
-   ``uncertainty``); the argmax at the model's size is resized back (nearest) to the padded square,
+   ``uncertainty``); the classes decided at the model's size (``foreground_weight``) are resized back (nearest) to the padded square,
    the padding cropped, small components removed as ``[infer] min_component_size`` says;
 3. ``fmt`` "nifti": ``<output_dir>/<CASE>.nii.gz``, uint8 class indices mapped back to the input's voxel
    order, with its shape, affine and header (``CASE``: the file name less ``.nii.gz`` and nnU-Net's
@@ -41,7 +41,7 @@ from flexunet.inference.volumes import SliceGeometry, hemorrhage_classes, series
 from flexunet.inference.writing import (UNCERTAIN_FILE, VOLUMES_FILE, SliceOutputs, entropy_at, protected_dirs,
                                         staged, write_tables)
 from flexunet.model.postprocess import ComponentSizes, run_sizes
-from flexunet.model.predict import (model_batch, predict_probs, remove_small_components, resize_indices,
+from flexunet.model.predict import (decide, model_batch, predict_probs, remove_small_components, resize_indices,
                                     tta_flips)
 from flexunet.model.trained import load_trained
 from flexunet.utils.errors import DataError
@@ -174,7 +174,7 @@ def predict_volume(cfg: Config, model: Any, volume: Volume, summary: dict[str, A
     for first in range(0, k, size):
         batch = model_batch([slice_image(cfg, s) for s in hu[first:first + size]], cfg)
         for j, probs in enumerate(predict_probs(model, batch, flips, pad_to=size), start=first):
-            square = resize_indices(probs.argmax(-1).astype(np.uint8), (side, side))
+            square = resize_indices(decide(probs, cfg.infer.foreground_weight), (side, side))
             index[j], removed = remove_small_components(_crop(square, (h, w)), sizes.at((h, w)))
             summary["removed_components"] += removed
             if entropy is not None:

@@ -28,7 +28,7 @@ from flexunet.dataset.masks import index_to_palette_image
 from flexunet.inference.uncertainty import entropy_map, heatmap, slice_score
 from flexunet.inference.volumes import VOLUME_COLUMNS
 from flexunet.model.postprocess import ComponentSizes
-from flexunet.model.predict import overlay_image, remove_small_components, resize_indices
+from flexunet.model.predict import decide, overlay_image, remove_small_components, resize_indices
 from flexunet.utils.io import csv_text, safe_output_path, save_image, write_bytes, write_text
 
 VOLUMES_FILE = "volumes.csv"
@@ -102,7 +102,7 @@ class SliceOutputs:
 
     def write(self, cfg: Config, path: Path, original: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
         """The mask (and overlay, class-index mask, uncertainty map) of one image; its summary record."""
-        index = resize_indices(probs.argmax(-1).astype(np.uint8), original.shape)
+        index = resize_indices(decide(probs, cfg.infer.foreground_weight), original.shape)
         index, removed = remove_small_components(index, self.sizes.at(index.shape[:2]))
         entropy = entropy_at(probs, index.shape) if cfg.infer.uncertainty else None
         return self.write_slice(cfg, path.stem, original, index, entropy, removed, path.name)

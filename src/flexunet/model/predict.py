@@ -8,7 +8,9 @@ report and the benchmark all call it, so they feed the network exactly as traini
    resize to the model size, float32 0..255, by the very function the training pipeline
    uses (:func:`flexunet.preprocessing.images.model_image`);
 3. :func:`predict_probs` / :func:`predict_indices` (optionally averaged over flips), or
-   :func:`predict_tiled` for images of any size;
+   :func:`predict_tiled` for images of any size; :func:`decide`: the class of each pixel from a
+   softmax, the one decision `infer`, `evaluate`, the report and the end of training take
+   (``[infer] foreground_weight``);
 4. :func:`resize_indices`: class indices back to the image's size (nearest);
    :func:`remove_small_components`; :func:`overlay_image`: the mask over the image.
 
@@ -95,9 +97,22 @@ def predict_probs(model: Any, batch: np.ndarray, flip_tta: bool | Sequence[int] 
     return probs / (1 + len(axes)) if axes else probs
 
 
-def predict_indices(model: Any, batch: np.ndarray, flip_tta: bool | Sequence[int] = False) -> np.ndarray:
-    """Class indices (B, H, W) uint8 of a float32 batch (B, H, W, C) of 0..255 images."""
-    return predict_probs(model, batch, flip_tta).argmax(-1).astype(np.uint8)
+def decide(probs: np.ndarray, foreground_weight: float = 1.0) -> np.ndarray:
+    """uint8 class indices (..., H, W) of a softmax (..., H, W, K): the argmax after each foreground class's
+    probability is multiplied by ``foreground_weight`` (``[infer] foreground_weight``; 1: the plain argmax).
+    A pixel goes to a lesion class once that class's probability exceeds background's / weight."""
+    probs = np.asarray(probs)
+    if foreground_weight != 1.0:
+        scale = np.full(probs.shape[-1], foreground_weight, np.float32)
+        scale[0] = 1.0
+        probs = probs * scale
+    return probs.argmax(-1).astype(np.uint8)
+
+
+def predict_indices(model: Any, batch: np.ndarray, flip_tta: bool | Sequence[int] = False,
+                    foreground_weight: float = 1.0) -> np.ndarray:
+    """Class indices (B, H, W) uint8 of a float32 batch (B, H, W, C) of 0..255 images (:func:`decide`)."""
+    return decide(predict_probs(model, batch, flip_tta), foreground_weight)
 
 
 def resize_indices(index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

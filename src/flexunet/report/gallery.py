@@ -17,7 +17,7 @@ from flexunet.config.loader import Config
 from flexunet.dataset.masks import index_to_rgb, read_config_mask
 from flexunet.inference.uncertainty import entropy_map, heatmap
 from flexunet.model.metrics import image_scores
-from flexunet.model.predict import (model_batch, model_input, overlay_image, predict_probs, read_input,
+from flexunet.model.predict import (decide, model_batch, model_input, overlay_image, predict_probs, read_input,
                                     remove_small_components)
 from flexunet.report.data import RANKS, image_means, rank_images
 from flexunet.report.html import FIGURES, Build, esc, figure_html, fmt, note
@@ -112,12 +112,16 @@ def _evaluated_flips(b: Build) -> tuple[int, ...]:
 
 
 def _as_evaluated(b: Build, prob: np.ndarray) -> np.ndarray:
-    """The class indices of a softmax as the evaluation scored them: argmax, then the predicted components it
-    removed (evaluation.json's ``prediction``: ``min_component_size`` per class, or one size from older runs)."""
-    sizes = (b.evaluation.get("prediction") or {}).get("min_component_size") or 0
+    """The class indices of a softmax as the evaluation scored them: its decision (``foreground_weight``;
+    1 for older runs), then the predicted components it removed (evaluation.json's ``prediction``:
+    ``min_component_size`` per class, or one size from older runs)."""
+    prediction = b.evaluation.get("prediction") or {}
+    sizes = prediction.get("min_component_size") or 0
     if not (isinstance(sizes, int) or isinstance(sizes, list) and all(isinstance(n, int) for n in sizes)):
         sizes = 0  # not what evaluate writes: nothing removed
-    return remove_small_components(prob.argmax(-1).astype(np.uint8), sizes)[0]
+    weight = prediction.get("foreground_weight", 1.0)
+    weight = float(weight) if isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0 else 1.0
+    return remove_small_components(decide(prob, weight), sizes)[0]
 
 
 def _predict_cases(b: Build, pairs: Sequence[tuple[Path, Path]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:

@@ -204,6 +204,10 @@ def prediction_text(prediction: Mapping[str, Any], classes: list[str]) -> str:
     kept per class (evaluation.json's ``prediction``)."""
     flips = prediction.get("flip_tta_axes") or []
     text = (f"averaged over {len(flips)} mirror image(s) and the original" if flips else "one pass, no mirroring")
+    weight = prediction.get("foreground_weight", 1.0)
+    if isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 1.0:
+        text += (f"; a pixel is marked as a lesion class where that class's probability is above 1/{weight:g} of "
+                 f"background's (foreground_weight {weight:g})")
     sizes = prediction.get("min_component_size")
     if isinstance(sizes, list) and len(sizes) == len(classes) + 1 and any(sizes[1:]):
         source = prediction.get("min_component_size_from", "")

@@ -226,7 +226,8 @@ class EpochChangeInferencer(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         size = (max(1, self.cfg.model.image_width // 2), max(1, self.cfg.model.image_height // 2))
         tiles = []
-        for path, original, index in zip(self.images, self.originals, predict_indices(self.model, self.batch)):
+        indices = predict_indices(self.model, self.batch, foreground_weight=self.cfg.infer.foreground_weight)
+        for path, original, index in zip(self.images, self.originals, indices):
             save_image(self.out / f"Epoch_{epoch + 1}_{path.stem}.png",
                        index_to_palette_image(resize_indices(index, original.shape), self.cfg.mask.rgb_map))
             small = np.asarray(Image.fromarray(original).resize(size, Image.BILINEAR))

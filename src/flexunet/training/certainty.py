@@ -22,20 +22,21 @@ from flexunet.dataset.records import find_manifest, slice_groups
 from flexunet.model.intervals import Interval, dice_intervals, notes
 from flexunet.model.metrics import class_counts
 from flexunet.model.postprocess import ComponentChooser
-from flexunet.model.predict import predict_probs
+from flexunet.model.predict import decide, predict_probs
 from flexunet.model.run_folder import best_model_path
 
 log = logging.getLogger(__name__)
 
 
 def valid_counts(model: Any, dataset: Any, batch_size: int, num_classes: int,
-                 chooser: ComponentChooser | None = None) -> np.ndarray:
-    """Per-slice (tp, fp, fn) of every class over a validation dataset of (images, one-hot) batches:
+                 chooser: ComponentChooser | None = None, foreground_weight: float = 1.0) -> np.ndarray:
+    """Per-slice (tp, fp, fn) of every class over a validation dataset of (images, one-hot) batches, each
+    slice's classes decided as ``infer`` decides them (:func:`flexunet.model.predict.decide`):
     (slices, 3, classes); each slice also goes to ``chooser`` (the post-processing choice)."""
     rows = []
     for images, onehot in dataset:
         probs = predict_probs(model, np.asarray(images), pad_to=batch_size)
-        for ref, pred in zip(np.asarray(onehot).argmax(-1), probs.argmax(-1)):
+        for ref, pred in zip(np.asarray(onehot).argmax(-1), decide(probs, foreground_weight)):
             if chooser is not None:
                 chooser.add(ref, pred)
             counts = class_counts(ref, pred, num_classes)
@@ -53,7 +54,8 @@ def best_epoch_intervals(cfg: Config, model: Any, dataset: Any, pairs: list[tupl
     begun = time.perf_counter()
     if state["best_epoch"] != state["epoch"]:
         model.load_weights(best_model_path(cfg.train.model_dir))
-    counts = valid_counts(model, dataset, cfg.train.batch_size, cfg.model.num_classes, chooser)
+    counts = valid_counts(model, dataset, cfg.train.batch_size, cfg.model.num_classes, chooser,
+                          cfg.infer.foreground_weight)
     if len(counts) != len(pairs):
         log.warning("validation intervals skipped: the pass gave %d of %d slices", len(counts), len(pairs))
         return {}
