@@ -8,6 +8,7 @@ the dataset and the evaluated folders the page describes, and the epoch-change m
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 import json
 import logging
 import math
@@ -26,6 +27,31 @@ log = logging.getLogger("flexunet.report.build")
 
 
 RANKS = ("best", "median", "worst")
+
+
+@dataclass(frozen=True)
+class PredictionRule:
+    """How ``evaluate`` predicted the masks it scored (evaluation.json's ``prediction``), as the report
+    predicts and describes them again; a value evaluate would not write reads as the plain default."""
+
+    flips: tuple[int, ...] = ()           # mirror axes averaged over
+    weight: float = 1.0                   # [infer] foreground_weight (absent before it existed: 1)
+    sizes: int | list[int] = 0            # smallest component kept, per class (one size from older versions)
+    sizes_from: str = ""
+
+    @classmethod
+    def of(cls, prediction: Mapping[str, Any] | None) -> "PredictionRule":
+        p = prediction if isinstance(prediction, Mapping) else {}
+        flips = p.get("flip_tta_axes") or ()
+        flips = tuple(int(a) for a in flips) if isinstance(flips, (list, tuple)) and all(
+            isinstance(a, int) and not isinstance(a, bool) for a in flips) else ()
+        weight = p.get("foreground_weight", 1.0)
+        if not (isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0):
+            weight = 1.0
+        sizes = p.get("min_component_size") or 0
+        if not (isinstance(sizes, int) or isinstance(sizes, list) and all(isinstance(n, int) for n in sizes)):
+            sizes = 0
+        return cls(flips, float(weight), sizes, str(p.get("min_component_size_from", "")))
 
 
 class ReportError(FlexUNetError):

@@ -19,7 +19,7 @@ from flexunet.inference.uncertainty import entropy_map, heatmap
 from flexunet.model.metrics import image_scores
 from flexunet.model.predict import (decide, model_batch, model_input, overlay_image, predict_probs, read_input,
                                     remove_small_components)
-from flexunet.report.data import RANKS, image_means, rank_images
+from flexunet.report.data import RANKS, PredictionRule, image_means, rank_images
 from flexunet.report.html import FIGURES, Build, esc, figure_html, fmt, note
 from flexunet.report.viewer import ViewerSlice, group_slices, viewer_group_html, viewer_page_parts
 from flexunet.utils.errors import FlexUNetError
@@ -107,21 +107,14 @@ def _predict_pairs(b: Build, pairs: Sequence[tuple[Path, Path]]
 
 def _evaluated_flips(b: Build) -> tuple[int, ...]:
     """The mirror axes the evaluation averaged over (evaluation.json's ``prediction``; none when absent)."""
-    flips = (b.evaluation.get("prediction") or {}).get("flip_tta_axes") or ()
-    return tuple(int(axis) for axis in flips)
+    return PredictionRule.of(b.evaluation.get("prediction")).flips
 
 
 def _as_evaluated(b: Build, prob: np.ndarray) -> np.ndarray:
-    """The class indices of a softmax as the evaluation scored them: its decision (``foreground_weight``;
-    1 for older runs), then the predicted components it removed (evaluation.json's ``prediction``:
-    ``min_component_size`` per class, or one size from older runs)."""
-    prediction = b.evaluation.get("prediction") or {}
-    sizes = prediction.get("min_component_size") or 0
-    if not (isinstance(sizes, int) or isinstance(sizes, list) and all(isinstance(n, int) for n in sizes)):
-        sizes = 0  # not what evaluate writes: nothing removed
-    weight = prediction.get("foreground_weight", 1.0)
-    weight = float(weight) if isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0 else 1.0
-    return remove_small_components(decide(prob, weight), sizes)[0]
+    """The class indices of a softmax as the evaluation scored them (:class:`PredictionRule`): its decision
+    (``foreground_weight``), then the predicted components it removed."""
+    rule = PredictionRule.of(b.evaluation.get("prediction"))
+    return remove_small_components(decide(prob, rule.weight), rule.sizes)[0]
 
 
 def _predict_cases(b: Build, pairs: Sequence[tuple[Path, Path]]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:

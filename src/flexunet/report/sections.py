@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 from flexunet.dataset.stats import dataset_stats
 from flexunet.model.intervals import Interval, notes as interval_notes
 from flexunet.model.run_folder import best_model_path
-from flexunet.report.data import dataset_dir_of, epoch_montages, read_json
+from flexunet.report.data import PredictionRule, dataset_dir_of, epoch_montages, read_json
 from flexunet.report.html import Build, esc, figure_html, fmt, has, html_table, lookup, note, value_cell, warning
 from flexunet.report.plots import plot_dice, plot_learning_rate, plot_loss
 from flexunet.utils.errors import DataError
@@ -201,16 +201,14 @@ def evaluation_section(b: Build) -> str:
 
 def prediction_text(prediction: Mapping[str, Any], classes: list[str]) -> str:
     """How the scored masks were predicted, as `flexunet infer` writes them: flips and the smallest component
-    kept per class (evaluation.json's ``prediction``)."""
-    flips = prediction.get("flip_tta_axes") or []
+    kept per class (evaluation.json's ``prediction``, read as :class:`PredictionRule`)."""
+    rule = PredictionRule.of(prediction)
+    flips, weight, sizes, source = rule.flips, rule.weight, rule.sizes, rule.sizes_from
     text = (f"averaged over {len(flips)} mirror image(s) and the original" if flips else "one pass, no mirroring")
-    weight = prediction.get("foreground_weight", 1.0)
-    if isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 1.0:
+    if weight > 1.0:
         text += (f"; a pixel is marked as a lesion class where that class's probability is above 1/{weight:g} of "
                  f"background's (foreground_weight {weight:g})")
-    sizes = prediction.get("min_component_size")
     if isinstance(sizes, list) and len(sizes) == len(classes) + 1 and any(sizes[1:]):
-        source = prediction.get("min_component_size_from", "")
         chosen = "chosen on the validation set when training ended" if source == "postprocess.json" else f"from {source}"
         removed = ", ".join(f"{c} under {n} px" for c, n in zip(classes, sizes[1:]) if n)
         text += f"; predicted components removed: {removed} ({chosen})"
