@@ -130,7 +130,7 @@ images_dir = "{d['test']['images']}"
 output_dir = "./infer_output"
 overlays   = True
 ; a pixel is marked as a lesion class where that class's probability is above a third of
-; background's: the Dice of both synthetic families rose, no set fell by more than 0.01
+; background's: both synthetic families' mean Dice rose, no set fell by more than 0.01
 ; (docs/generalisation.md, seventh round); evaluate, the report and training's end decide alike
 foreground_weight = 3.0
 
