@@ -7,8 +7,8 @@ For each ``.nii`` / ``.nii.gz`` file of ``[infer] images_dir``:
    slices (``[prepare] window_center`` / ``window_width`` / ``three_windows``, ``size``, ``image_resize``);
 2. predict the slices in batches of ``[infer] batch_size`` (flip-averaged with ``flip_tta`` or
    ``uncertainty``); the classes decided at the model's size (``foreground_weight``) are resized
-   back (nearest) to the padded square,
-   the padding cropped, small components removed as ``[infer] min_component_size`` says;
+   back (nearest) to the padded square, the padding cropped, small components removed as
+   ``[infer] min_component_size`` says;
 3. ``fmt`` "nifti": ``<output_dir>/<CASE>.nii.gz``, uint8 class indices mapped back to the input's voxel
    order, with its shape, affine and header (``CASE``: the file name less ``.nii.gz`` and nnU-Net's
    ``_0000``); with ``[infer] uncertainty`` also ``uncertainty/<CASE>.nii.gz`` (float32 normalised
