@@ -248,7 +248,7 @@ def write_curves(cfg: Config, hist: dict, collapse: dict | None = None, plots: b
     for e in range(n):
         rows.append(f"{e + 1}, {_fmt(hist, 'loss', e)}, {_fmt(hist, 'val_loss', e)}")
     write_text(eval_dir / "train_losses.csv", "\n".join(rows) + "\n")
-    m0, m1 = (list(cfg.train.metrics) + ["", ""])[:2]
+    m0, m1 = _curve_metrics(cfg)
     rows = [f"epoch,{m0},{m1},"]
     for e in range(n):
         rows.append(f"{e + 1},{_fmt(hist, m0, e)},{_fmt(hist, m1, e)},")
@@ -259,9 +259,15 @@ def write_curves(cfg: Config, hist: dict, collapse: dict | None = None, plots: b
         plot_curves(cfg, hist)
 
 
+def _curve_metrics(cfg: Config) -> tuple[str, str]:
+    """The two logged metrics train_metrics.csv and its plot show: the first two of ``[train] metrics``."""
+    m0, m1 = (list(cfg.train.metrics) + ["", ""])[:2]
+    return m0, m1
+
+
 def plot_curves(cfg: Config, hist: dict) -> None:
     """train_losses.png and train_metrics.png: the CSVs' curves."""
-    m0, m1 = (list(cfg.train.metrics) + ["", ""])[:2]
+    m0, m1 = _curve_metrics(cfg)
     _plot(cfg.train.eval_dir / "train_losses.png", "train_losses", hist, "loss", "val_loss")
     _plot(cfg.train.eval_dir / "train_metrics.png", "train_metrics", hist, m0, m1)
 
