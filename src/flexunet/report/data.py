@@ -8,11 +8,11 @@ the dataset and the evaluated folders the page describes, and the epoch-change m
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
 import json
 import logging
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
