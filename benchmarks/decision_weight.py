@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from flexunet.config.loader import load_config
+from flexunet.model.metrics import class_counts, scores_from_counts
+from flexunet.model.predict import decide
 from flexunet.model.trained import load_trained
 from flexunet.preprocessing.pipeline import make_dataset, subset_pairs
 
@@ -34,15 +36,11 @@ def _probs(model, config: Path, folder: str | None, subset: str):
 
 
 def dice_per_class(probs: np.ndarray, ref: np.ndarray, weight: float) -> list[float | None]:
-    """Whole-set Dice of each foreground class after scaling the foreground probabilities by ``weight``."""
-    scale = np.full(probs.shape[-1], weight, np.float32)
-    scale[0] = 1.0
-    pred = (probs * scale).argmax(-1)
-    out = []
-    for k in range(1, probs.shape[-1]):
-        both, total = int(((pred == k) & (ref == k)).sum()), int((pred == k).sum() + (ref == k).sum())
-        out.append(round(2 * both / total, 3) if total else None)
-    return out
+    """Whole-set Dice of each foreground class, the classes decided as ``infer`` decides them at ``weight``
+    (:func:`flexunet.model.predict.decide`); None for a class in neither the masks nor the prediction."""
+    counts = class_counts(ref, decide(probs, weight), probs.shape[-1])
+    dice = scores_from_counts(counts["tp"], counts["fp"], counts["fn"])["dice"]
+    return [None if np.isnan(d) else round(float(d), 3) for d in dice[1:]]
 
 
 def main() -> None:
