@@ -48,10 +48,16 @@ def main() -> None:
     parser.add_argument("configs", nargs="+", type=Path, help="trained runs' configs")
     parser.add_argument("--sets", default="", help="extra test sets, name=folder, comma-separated")
     parser.add_argument("--weights", default="1,1.5,2,3,5")
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=Path, help="write the figures and the machine as JSON (a new file)")
     args = parser.parse_args()
+    if args.json is not None and args.json.exists():
+        parser.error(f"--json {args.json}: exists; expected a new file (nothing is replaced)")
     weights = [float(w) for w in args.weights.split(",")]
     extra = [tuple(item.split("=", 1)) for item in args.sets.split(",") if item]
+    from flexunet.utils.machine import describe
+
+    machine = describe()
+    print(f"machine: {machine}")
     rows = {}
     for config in args.configs:
         model = load_trained(load_config(config))
@@ -63,7 +69,7 @@ def main() -> None:
             print(config, f"weight {w:g}:", "  ".join(f"{n} {'/'.join(f'{d:.3f}' if d is not None else '-' for d in v)}"
                                                       for n, v in rows[str(config)][str(w)].items()), flush=True)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        args.json.write_text(json.dumps({"machine": machine, "runs": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -253,8 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", default="plan,original", help="which of plan,original to run (original needs "
                                                             "--original)")
     p.add_argument("--workdir", type=Path, default=Path("generalisation-work"))
-    p.add_argument("--json", type=Path, help="write the rows as JSON")
+    p.add_argument("--json", type=Path, help="write the rows as JSON (a new file)")
     args = p.parse_args(argv)
+    if args.json is not None and args.json.exists():
+        p.error(f"--json {args.json}: exists; expected a new file (nothing is replaced)")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     families = args.family.split(",")
     shifts = [s for s in args.shifts.split(",") if s]
