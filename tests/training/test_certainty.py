@@ -53,3 +53,27 @@ def test_the_best_epochs_weights_are_scored_not_the_last_ones(tmp_path: Path) ->
     assert (ischemic.unit, ischemic.units, ischemic.low, ischemic.high) == ("slices", 2, 0.0, 1.0)
     assert found["hemorrhagic"].low is None                                   # in no mask: no interval
     assert best_epoch_intervals(cfg, last, data, pairs, {"best_epoch": None, "epoch": 0}) == {}
+
+
+class _LeftHalfModel:
+    """Class 1 at 0.8 in the left half of every image, background at 0.9 in the right: not mirror-symmetric."""
+
+    def predict_on_batch(self, batch: np.ndarray) -> np.ndarray:
+        n, h, w = batch.shape[:3]
+        probs = np.zeros((n, h, w, 3), np.float32)
+        probs[:, :, : w // 2] = (0.2, 0.8, 0.0)
+        probs[:, :, w // 2:] = (0.9, 0.1, 0.0)
+        return probs
+
+
+def test_the_validation_pass_predicts_with_the_flips_infer_uses() -> None:
+    from flexunet.training.certainty import valid_counts
+
+    onehot = np.zeros((1, 4, 4, 3), np.float32)
+    onehot[..., 0] = 1.0
+    onehot[:, :, :2] = (0.0, 1.0, 0.0)                                     # the left half is class 1
+    data = [(np.zeros((1, 4, 4, 1), np.float32), onehot)]
+    plain = valid_counts(_LeftHalfModel(), data, 1, 3)
+    assert plain[0, :, 1].tolist() == [8, 0, 0]                            # tp, fp, fn: found as it is
+    mirrored = valid_counts(_LeftHalfModel(), data, 1, 3, flips=(2,))
+    assert mirrored[0, :, 1].tolist() == [0, 0, 8]                         # averaged with its mirror: 0.45 < 0.55

@@ -4,8 +4,9 @@ Keras' validation pass sums each class's counts over the whole set, so the per-s
 bootstrap needs are not kept.  One forward pass of the best model over the validation set (the
 cost of one epoch's validation, a fraction of one training epoch) gives them; the interval is
 then :func:`flexunet.model.intervals.dice_intervals` over the validation patients (from the
-manifest, else the slices), seeded with ``[train] seed``.  The point estimate is the Dice the
-best epoch logged (``val_dice_<class>``), computed again from the same counts.
+manifest, else the slices), seeded with ``[train] seed``.  The point estimate is the best epoch's
+validation Dice computed again from the same counts, the model run as ``infer`` runs it (its flips and
+decision weight: with neither, the ``val_dice_<class>`` the epoch logged).
 """
 
 from __future__ import annotations
@@ -22,20 +23,22 @@ from flexunet.dataset.records import find_manifest, slice_groups
 from flexunet.model.intervals import Interval, dice_intervals, notes
 from flexunet.model.metrics import class_counts
 from flexunet.model.postprocess import ComponentChooser
-from flexunet.model.predict import decide, predict_probs
+from flexunet.model.predict import decide, predict_probs, tta_flips
 from flexunet.model.run_folder import best_model_path
 
 log = logging.getLogger(__name__)
 
 
 def valid_counts(model: Any, dataset: Any, batch_size: int, num_classes: int,
-                 chooser: ComponentChooser | None = None, foreground_weight: float = 1.0) -> np.ndarray:
+                 chooser: ComponentChooser | None = None, foreground_weight: float = 1.0,
+                 flips: tuple[int, ...] = ()) -> np.ndarray:
     """Per-slice (tp, fp, fn) of every class over a validation dataset of (images, one-hot) batches, each
-    slice's classes decided as ``infer`` decides them (:func:`flexunet.model.predict.decide`):
-    (slices, 3, classes); each slice also goes to ``chooser`` (the post-processing choice)."""
+    slice predicted and its classes decided as ``infer`` does (averaged over the mirrors ``flips``,
+    :func:`flexunet.model.predict.decide` at ``foreground_weight``): (slices, 3, classes); each slice
+    also goes to ``chooser`` (the post-processing choice)."""
     rows = []
     for images, onehot in dataset:
-        probs = predict_probs(model, np.asarray(images), pad_to=batch_size)
+        probs = predict_probs(model, np.asarray(images), flips, pad_to=batch_size)
         for ref, pred in zip(np.asarray(onehot).argmax(-1), decide(probs, foreground_weight)):
             if chooser is not None:
                 chooser.add(ref, pred)
@@ -55,7 +58,7 @@ def best_epoch_intervals(cfg: Config, model: Any, dataset: Any, pairs: list[tupl
     if state["best_epoch"] != state["epoch"]:
         model.load_weights(best_model_path(cfg.train.model_dir))
     counts = valid_counts(model, dataset, cfg.train.batch_size, cfg.model.num_classes, chooser,
-                          cfg.infer.foreground_weight)
+                          cfg.infer.foreground_weight, tta_flips(cfg) if cfg.infer.flip_tta else ())
     if len(counts) != len(pairs):
         log.warning("validation intervals skipped: the pass gave %d of %d slices", len(counts), len(pairs))
         return {}
