@@ -2,7 +2,10 @@
 by a weight before the argmax (weight 1: the argmax `evaluate` and `infer` use today).
 
 Inference only: each run's best model predicts its validation and test subsets and any extra test sets
-once; every weight is scored on those probabilities.  No post-processing, no flips.
+once; every weight is scored on those probabilities.  No post-processing, no flips, unless asked:
+``--flips`` scores every weight twice, without and with the flip TTA ``infer`` runs with
+``flip_tta = True`` (the mirrors the run's training used); ``--postprocess`` removes the small components
+each run's training chose (its ``postprocess.json``), as ``evaluate`` and ``infer`` do.
 
     PYTHONPATH=src python benchmarks/decision_weight.py RUN/train_eval_infer.config [...] \\
         --sets standard=SHIFT_STD/master,sharp=SHIFT_SHARP/master --weights 1,1.5,2,3,5 --json out.json
@@ -20,25 +23,31 @@ import numpy as np
 
 from flexunet.config.loader import load_config
 from flexunet.model.metrics import class_counts, scores_from_counts
-from flexunet.model.predict import decide
+from flexunet.model.postprocess import read_record
+from flexunet.model.predict import decide, predict_probs, remove_small_components, tta_flips
 from flexunet.model.trained import load_trained
 from flexunet.preprocessing.pipeline import make_dataset, subset_pairs
 
 
-def _probs(model, config: Path, folder: str | None, subset: str):
+def _probs(model, config: Path, folder: str | None, subset: str, flips: tuple[int, ...] = ()):
     cfg = load_config(config) if folder is None else load_config(
         config, [f"test.images_dir='{folder}/images'", f"test.masks_dir='{folder}/masks'"])
     probs, refs = [], []
     for images, onehot in make_dataset(cfg, subset_pairs(cfg, subset), training=False, batch_size=8):
-        probs.append(np.asarray(model.predict_on_batch(np.asarray(images)), np.float32))
+        probs.append(predict_probs(model, np.asarray(images), flips))
         refs.append(np.asarray(onehot).argmax(-1))
     return np.concatenate(probs), np.concatenate(refs)
 
 
-def dice_per_class(probs: np.ndarray, ref: np.ndarray, weight: float) -> list[float | None]:
+def dice_per_class(probs: np.ndarray, ref: np.ndarray, weight: float,
+                   min_sizes: list[int] | None = None) -> list[float | None]:
     """Whole-set Dice of each foreground class, the classes decided as ``infer`` decides them at ``weight``
-    (:func:`flexunet.model.predict.decide`); None for a class in neither the masks nor the prediction."""
-    counts = class_counts(ref, decide(probs, weight), probs.shape[-1])
+    (:func:`flexunet.model.predict.decide`), components under ``min_sizes`` (per class) removed; None for a
+    class in neither the masks nor the prediction."""
+    index = decide(probs, weight)
+    if min_sizes:
+        index = np.stack([remove_small_components(one, min_sizes)[0] for one in index])
+    counts = class_counts(ref, index, probs.shape[-1])
     dice = scores_from_counts(counts["tp"], counts["fp"], counts["fn"])["dice"]
     return [None if np.isnan(d) else round(float(d), 3) for d in dice[1:]]
 
@@ -48,6 +57,8 @@ def main() -> None:
     parser.add_argument("configs", nargs="+", type=Path, help="trained runs' configs")
     parser.add_argument("--sets", default="", help="extra test sets, name=folder, comma-separated")
     parser.add_argument("--weights", default="1,1.5,2,3,5")
+    parser.add_argument("--flips", action="store_true", help="score each weight without and with flip TTA")
+    parser.add_argument("--postprocess", action="store_true", help="remove the small components each run chose")
     parser.add_argument("--json", type=Path, help="write the figures and the machine as JSON (a new file)")
     args = parser.parse_args()
     if args.json is not None and args.json.exists():
@@ -60,14 +71,19 @@ def main() -> None:
     print(f"machine: {machine}")
     rows = {}
     for config in args.configs:
-        model = load_trained(load_config(config))
+        cfg = load_config(config)
+        model = load_trained(cfg)
+        record = read_record(cfg.train.model_dir) if args.postprocess else None
+        sizes = list(record["min_component_size"]) if record else None
         sets = [("valid", None, "valid"), ("test", None, "test")] + [(n, f, "test") for n, f in extra]
-        scored = {name: _probs(model, config, folder, subset) for name, folder, subset in sets}
-        rows[str(config)] = {str(w): {name: dice_per_class(p, r, w) for name, (p, r) in scored.items()}
-                             for w in weights}
-        for w in weights:
-            print(config, f"weight {w:g}:", "  ".join(f"{n} {'/'.join(f'{d:.3f}' if d is not None else '-' for d in v)}"
-                                                      for n, v in rows[str(config)][str(w)].items()), flush=True)
+        for flips in ((), tta_flips(cfg)) if args.flips else ((),):
+            key = f"{config}" + (f" flips {','.join(map(str, flips))}" if flips else "")
+            scored = {name: _probs(model, config, folder, subset, flips) for name, folder, subset in sets}
+            rows[key] = {str(w): {name: dice_per_class(p, r, w, sizes) for name, (p, r) in scored.items()}
+                         for w in weights}
+            for w in weights:
+                print(key, f"weight {w:g}:", "  ".join(f"{n} {'/'.join(f'{d:.3f}' if d is not None else '-' for d in v)}"
+                                                       for n, v in rows[key][str(w)].items()), flush=True)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "runs": rows}, indent=1))
 
