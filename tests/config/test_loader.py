@@ -333,10 +333,13 @@ def test_ignored_values_are_warned_about_once_each(write_config, tiny_config_tex
     assert cfg.warnings == ()  # not unknown keys: --strict still accepts them
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="flexunet.config.loader"):
-        _load_tiny(write_config, tiny_config_text, "augmentor.intensity=True", "model.generator=False")
+        _load_tiny(write_config, tiny_config_text, "augmentor.intensity=True", "augmentor.lesion_paste=True",
+                   "model.generator=False")
     assert [r.getMessage() for r in caplog.records] == [
         "--set [augmentor] intensity = True: online augmentation only ([model] generator = True); "
-        "`flexunet augment` writes no intensity variants"]
+        "`flexunet augment` writes no intensity variants",
+        "--set [augmentor] lesion_paste = True: online augmentation only ([model] generator = True); "
+        "`flexunet augment` writes no lesion paste variants"]
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="flexunet.config.loader"):  # the original's alpha at 128 px
         _load_tiny(write_config, tiny_config_text, "augmentor.deformation=True", "model.generator=True",

@@ -348,9 +348,10 @@ def _notices(cfg: Config) -> list[str]:
     if ("train", "shuffle_buffer") in cfg.origins:
         out.append(f"{cfg.where('train', 'shuffle_buffer')}: unused; every epoch is a full seeded "
                    f"permutation of the file list (the key can be removed)")
-    if cfg.augmentor.intensity and not cfg.model.generator:
-        out.append(f"{cfg.where('augmentor', 'intensity')}: online augmentation only ([model] generator = True); "
-                   f"`flexunet augment` writes no intensity variants")
+    for key in ("intensity", "lesion_paste"):
+        if getattr(cfg.augmentor, key) and not cfg.model.generator:
+            out.append(f"{cfg.where('augmentor', key)}: online augmentation only ([model] generator = True); "
+                       f"`flexunet augment` writes no {key.replace('_', ' ')} variants")
     d, side = cfg.deformation, min(cfg.model.image_height, cfg.model.image_width)
     sigma = min(d.sigmoids or (d.sigmoid,))  # the smallest sigma moves pixels the most
     shift = d.alpha * 0.163 / sigma  # rms of uniform(-1, 1) noise Gaussian-smoothed

@@ -211,6 +211,8 @@ class AugmentorSettings:
     pincdistortion: bool = opt(False, Bool(), "pincushion distortion ([pincdistortion])")
     intensity: bool = opt(False, Bool(), "online only: a random contrast gain, brightness shift and noise per "
                                          "image ([intensity]); images only")
+    lesion_paste: bool = opt(False, Bool(), "online only: one lesion of a training image copied to another "
+                                            "place of like tissue in the same image (docs/generalisation.md)")
     augment_valid: bool = opt(False, Bool(), "offline augmentation of valid too (test never)")
 
 

@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from flexunet.config.loader import Config
+from flexunet.dataset.paste import paste_lesion
 from flexunet.utils.lazy import LazyModule
 
 ndimage = LazyModule("scipy.ndimage")  # imported on first use: see flexunet.utils.lazy
@@ -324,6 +325,7 @@ def random_augment(image: np.ndarray, mask: np.ndarray, cfg: Config, rng: np.ran
                    p: float = 0.5) -> Pair:
     """A random subset of the enabled transforms, each with probability ``p``.
 
+    A lesion copy-paste (``[augmentor] lesion_paste``, :mod:`flexunet.dataset.paste`) comes first.
     The geometric ones are composed into one map (one bilinear resampling of the image,
     one nearest of the mask); sharpen, brighten and ``[augmentor] intensity`` then touch the
     image only.  For generator-mode training (call it through ``tf.numpy_function``).
@@ -340,6 +342,9 @@ def random_augment(image: np.ndarray, mask: np.ndarray, cfg: Config, rng: np.ran
 
     def pick(options: Sequence) -> object:
         return options[int(rng.integers(len(options)))]
+
+    if take(a.lesion_paste):
+        image, mask = paste_lesion(image, mask, rng)
 
     if take(a.hflip):
         steps.append(_hflip_step(shape))
