@@ -98,6 +98,24 @@ def test_sizes_come_from_the_setting_or_the_record_scaled_to_the_mask(tmp_path, 
     assert component_sizes("auto", tmp_path, 3, (128, 128)).at() == (0, 0, 0)
 
 
+def test_sizes_chosen_for_masks_decided_otherwise_are_used_with_a_warning(tmp_path, caplog):
+    chosen_for = {"foreground_weight": 3.0, "flip_tta_axes": [2]}
+    write_record(tmp_path, {"min_component_size": [0, 5, 12], "decision": chosen_for})
+    with caplog.at_level(logging.WARNING):
+        assert component_sizes("auto", tmp_path, 3, (128, 128), dict(chosen_for)).at() == (0, 5, 12)
+        assert not caplog.records                                        # decided alike: nothing to say
+        sizes = component_sizes("auto", tmp_path, 3, (128, 128), {"foreground_weight": 1.0, "flip_tta_axes": []})
+    assert sizes.at() == (0, 5, 12)
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+        "the smallest components kept were chosen for masks decided with foreground_weight 3.0 and flip TTA on "
+        "axes 2; this command decides with foreground_weight 1.0 and no flip TTA, so the removal may not suit "
+        "its masks (train again with these [infer] settings, or set [infer] min_component_size)"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):                                # a number in the config: no record read
+        component_sizes(4, tmp_path, 3, (128, 128), {"foreground_weight": 1.0, "flip_tta_axes": []})
+    assert not caplog.records
+
+
 def test_per_class_sizes_remove_only_their_class():
     index = np.zeros((16, 16), np.uint8)
     index[0:2, 0:2] = 1          # 4 px of class 1

@@ -103,6 +103,7 @@ def test_tiny_model_learns(train_project, monkeypatch):
     # the same pass chose the post-processing: keeping every component it scores the Dice above
     record = json.loads((cfg.train.model_dir / "postprocess.json").read_text())
     assert len(record["min_component_size"]) == 3 and record["slices"] == iv["ci_units"]
+    assert record["decision"] == {"foreground_weight": 1.0, "flip_tta_axes": []}   # the masks it was chosen for
     for k, (name, iv) in enumerate(summary["valid_intervals"].items(), start=1):
         scores = record["classes"][name]["valid_dice"]
         assert scores["0"] == pytest.approx(iv["dice"], abs=1e-9)

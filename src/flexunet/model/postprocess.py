@@ -142,18 +142,40 @@ class ComponentSizes:
         return ", ".join(f"{class_names[k]} {sizes[k]} px" for k in range(1, len(sizes))) + f" ({where})"
 
 
-def component_sizes(setting: int | str, model_dir: Path, num_classes: int,
-                    model_shape: tuple[int, int]) -> ComponentSizes:
+def component_sizes(setting: int | str, model_dir: Path, num_classes: int, model_shape: tuple[int, int],
+                    decision: dict[str, Any] | None = None) -> ComponentSizes:
     """``[infer] min_component_size`` when a number (every class, in the written mask's pixels), else
-    ("auto") the run's record in pixels of the model's input of ``model_shape`` (zeros without one)."""
+    ("auto") the run's record in pixels of the model's input of ``model_shape`` (zeros without one).
+    ``decision``: how this command decides (:func:`decision_of`); a record chosen for masks decided
+    otherwise is still used, with a warning."""
     if setting != "auto":
         return ComponentSizes((int(setting),) * num_classes, None, "[infer] min_component_size")
     record = read_record(model_dir)
+    chosen_for = (record or {}).get("decision")
+    if decision is not None and isinstance(chosen_for, dict) and chosen_for != decision:
+        log.warning("%s: the smallest components kept were chosen for masks decided with %s; this command "
+                    "decides with %s, so the removal may not suit its masks (train again with these [infer] "
+                    "settings, or set [infer] min_component_size)", Path(model_dir) / RECORD,
+                    _decision_text(chosen_for), _decision_text(decision))
     sizes = (list(record["min_component_size"]) if record else []) + [0] * num_classes
     return ComponentSizes(tuple(sizes[:num_classes]), tuple(model_shape), RECORD)
+
+
+def decision_of(cfg: Any) -> dict[str, Any]:
+    """How a config's commands decide a pixel's class: ``[infer] foreground_weight`` and the flip TTA axes."""
+    from flexunet.model.predict import tta_flips
+
+    return {"foreground_weight": float(cfg.infer.foreground_weight),
+            "flip_tta_axes": list(tta_flips(cfg)) if cfg.infer.flip_tta else []}
+
+
+def _decision_text(decision: dict[str, Any]) -> str:
+    axes = decision.get("flip_tta_axes") or []
+    return (f"foreground_weight {decision.get('foreground_weight')} and "
+            + (f"flip TTA on axes {', '.join(map(str, axes))}" if axes else "no flip TTA"))
 
 
 def run_sizes(cfg: Any) -> ComponentSizes:
     """:func:`component_sizes` of a config: ``[infer] min_component_size`` and ``[train] model_dir``'s record."""
     return component_sizes(cfg.infer.min_component_size, cfg.train.model_dir, cfg.model.num_classes,
-                           (cfg.model.image_height, cfg.model.image_width))
+                           (cfg.model.image_height, cfg.model.image_width), decision_of(cfg))

@@ -24,7 +24,8 @@ from pathlib import Path
 from flexunet.config.inputs import input_folders
 from flexunet.config.loader import Config, dump_config
 from flexunet.dataset.leak_record import RECORD_FILE, compare_data, write_record
-from flexunet.model.postprocess import RECORD as POSTPROCESS_RECORD, ComponentChooser, write_record as write_postprocess
+from flexunet.model.postprocess import RECORD as POSTPROCESS_RECORD, ComponentChooser, decision_of
+from flexunet.model.postprocess import write_record as write_postprocess
 from flexunet.model.precision import RECORD as PRECISION_RECORD
 from flexunet.model.run_folder import apply_run, best_model_name, best_model_path
 from flexunet.model.trained import check_precision
@@ -276,7 +277,7 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
 def _choose_postprocessing(cfg: Config, chooser: ComponentChooser) -> dict:
     """The smallest predicted component kept per class, chosen on the validation pass and recorded in the run
     folder (:mod:`flexunet.model.postprocess`); one line."""
-    record = chooser.choose(cfg.class_names)
+    record = {**chooser.choose(cfg.class_names), "decision": decision_of(cfg)}   # the masks it was chosen for
     write_postprocess(cfg.train.model_dir, record)
     sizes = record["min_component_size"]
     log.info("post-processing chosen on %d validation slices: %s", chooser.slices, ", ".join(
