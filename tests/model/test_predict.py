@@ -14,8 +14,10 @@ from conftest import RGB_MAP, config_text, make_cfg
 from flexunet.config.loader import parse_config
 from flexunet.preprocessing.pipeline import decode_image
 from flexunet.model.network import build_model
+from flexunet.model.postprocess import decision_of
 from flexunet.model.predict import (blend, decide, model_input, overlay_image, pad_batch, predict_indices,
-                              predict_probs, predict_tiled, ramp, read_input, resize_indices, tile_starts, tta_flips)
+                              predict_probs, predict_tiled, prediction_flips, ramp, read_input, resize_indices,
+                              tile_starts, tta_flips)
 
 CONFIG = config_text()
 BGR = '\n[image]\ncolor_order = "BGR"\n'
@@ -112,6 +114,17 @@ def test_flip_tta_averages_identity_and_flips():
 def test_tta_mirrors_only_what_training_mirrored(tmp_path, hflip, vflip, axes):
     cfg = make_cfg(tmp_path, augmentor={"hflip": hflip, "vflip": vflip})
     assert tta_flips(cfg) == axes
+
+
+
+@pytest.mark.parametrize("flip_tta,uncertainty,axes", [(False, False, ()), (True, False, (2,)), (False, True, (2,)),
+                                                        (True, True, (2,))])
+def test_infer_evaluate_and_training_predict_with_the_same_flips(tmp_path, flip_tta, uncertainty, axes):
+    """uncertainty's entropy is over the flips and its masks are their mean: evaluate must score those masks."""
+    cfg = make_cfg(tmp_path, augmentor={"hflip": True, "vflip": False},
+                   infer={"flip_tta": flip_tta, "uncertainty": uncertainty})
+    assert prediction_flips(cfg) == axes
+    assert decision_of(cfg) == {"foreground_weight": 1.0, "flip_tta_axes": list(axes)}
 
 
 # --------------------------------------------------------------------------- tiling

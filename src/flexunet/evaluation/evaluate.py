@@ -51,7 +51,7 @@ from flexunet.model.metrics import COUNTS, LESION_COUNTS, SCORES, MetricAccumula
 from flexunet.model.run_folder import best_model_path
 from flexunet.model.precision import model_precision
 from flexunet.model.postprocess import ComponentSizes, run_sizes
-from flexunet.model.predict import decide, predict_probs, remove_small_components, tta_flips
+from flexunet.model.predict import decide, predict_probs, prediction_flips, remove_small_components
 from flexunet.model.trained import load_trained, model_sha256
 from flexunet.utils.errors import DataError
 from flexunet.utils.io import StagedFiles, csv_text, staged_files
@@ -187,7 +187,7 @@ def evaluate_model(cfg: Config, model: Any = None, progress: bool = True, overwr
     bar = Progress([], "evaluate", total=len(pairs), enabled=progress, unit="img")
     dataset = make_dataset(cfg, pairs, training=False, batch_size=cfg.eval.batch_size)
     seen = 0
-    flips = tta_flips(cfg) if cfg.infer.flip_tta else ()   # scored as `flexunet infer` predicts: [infer] flips
+    flips = prediction_flips(cfg)   # scored as `flexunet infer` predicts: its flips
     sizes = run_sizes(cfg)                                 # and its post-processing (model.postprocess)
     if any(sizes.at()):
         log.info("predicted components removed below: %s", sizes.text(cfg.class_names))
@@ -235,7 +235,7 @@ def _report(cfg: Config, acc: MetricAccumulator, loss: float, dice: float, model
         "model": str(model_path) if model_path is not None else None,
         "model_sha256": model_hash,   # the file evaluated: report warns when the best model is no longer it
         "compute_dtype": compute,     # float32, or the run's training precision where it agrees (model.precision)
-        "prediction": {"flip_tta_axes": list(tta_flips(cfg)) if cfg.infer.flip_tta else [],   # as infer predicts
+        "prediction": {"flip_tta_axes": list(prediction_flips(cfg)),   # as infer predicts
                        "foreground_weight": cfg.infer.foreground_weight,
                        "min_component_size": list(sizes.at()), "min_component_size_from": sizes.source},
         "test_images_dir": str(Path(cfg.test.images_dir).resolve()),   # what was scored: the report shows these

@@ -53,7 +53,7 @@ from flexunet.inference.volumes import (SliceGeometry, check_pixel_spacing, geom
 from flexunet.inference.writing import (UNCERTAIN_FILE, VOLUMES_FILE, SliceOutputs, protected_dirs, staged,
                                         write_tables)
 from flexunet.model.postprocess import ComponentSizes, run_sizes
-from flexunet.model.predict import model_batch, predict_probs, predict_tiled, read_input, tile_starts, tta_flips
+from flexunet.model.predict import model_batch, predict_probs, predict_tiled, prediction_flips, read_input, tile_starts
 from flexunet.model.precision import model_precision
 from flexunet.model.trained import load_trained
 from flexunet.utils.errors import DataError
@@ -270,7 +270,7 @@ def _run_batches(cfg: Config, model: Any, files: Sequence[Path], tiled: bool, ou
 
     At most two batches' outputs wait to be written; records are merged into ``summary`` in file order.
     """
-    flips = tta_flips(cfg) if cfg.infer.flip_tta or cfg.infer.uncertainty else ()   # uncertainty: entropy over flips
+    flips = prediction_flips(cfg)   # uncertainty: entropy over flips
     chunks = list(_chunks(files, 1 if tiled else cfg.infer.batch_size))
     pool: Any = ThreadPoolExecutor(workers, thread_name_prefix="infer") if workers > 0 else _Inline()
     bar = Progress([], "infer", total=len(files), enabled=progress, unit="img")

@@ -42,8 +42,8 @@ from flexunet.inference.volumes import SliceGeometry, hemorrhage_classes, series
 from flexunet.inference.writing import (UNCERTAIN_FILE, VOLUMES_FILE, SliceOutputs, entropy_at, protected_dirs,
                                         staged, write_tables)
 from flexunet.model.postprocess import ComponentSizes, run_sizes
-from flexunet.model.predict import (decide, model_batch, predict_probs, remove_small_components, resize_indices,
-                                    tta_flips)
+from flexunet.model.predict import (decide, model_batch, predict_probs, prediction_flips, remove_small_components,
+                                    resize_indices)
 from flexunet.model.trained import load_trained
 from flexunet.utils.errors import DataError
 from flexunet.utils.io import write_bytes
@@ -169,7 +169,7 @@ def predict_volume(cfg: Config, model: Any, volume: Volume, summary: dict[str, A
     hu = axial_slices(volume.data)
     k, h, w = hu.shape
     side, size = max(h, w), cfg.infer.batch_size
-    flips = tta_flips(cfg) if cfg.infer.flip_tta or cfg.infer.uncertainty else ()   # uncertainty: entropy over flips
+    flips = prediction_flips(cfg)   # uncertainty: entropy over flips
     index = np.zeros((k, h, w), np.uint8)
     entropy = np.zeros((k, h, w), np.float32) if cfg.infer.uncertainty else None
     for first in range(0, k, size):

@@ -163,10 +163,10 @@ def component_sizes(setting: int | str, model_dir: Path, num_classes: int, model
 
 def decision_of(cfg: Any) -> dict[str, Any]:
     """How a config's commands decide a pixel's class: ``[infer] foreground_weight`` and the flip TTA axes."""
-    from flexunet.model.predict import tta_flips
+    from flexunet.model.predict import prediction_flips
 
     return {"foreground_weight": float(cfg.infer.foreground_weight),
-            "flip_tta_axes": list(tta_flips(cfg)) if cfg.infer.flip_tta else []}
+            "flip_tta_axes": list(prediction_flips(cfg))}
 
 
 def _decision_text(decision: dict[str, Any]) -> str:

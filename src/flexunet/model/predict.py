@@ -77,6 +77,13 @@ def tta_flips(cfg: Config) -> tuple[int, ...]:
     return axes or (2,)
 
 
+def prediction_flips(cfg: Config) -> tuple[int, ...]:
+    """The mirrors ``infer`` averages a prediction over, and so ``evaluate``, the end of training's
+    validation pass and the post-processing record: :func:`tta_flips` with ``[infer] flip_tta``, or with
+    ``[infer] uncertainty`` (its entropy is over the flips, and the mask is the flips' mean); none else."""
+    return tta_flips(cfg) if cfg.infer.flip_tta or cfg.infer.uncertainty else ()
+
+
 def predict_probs(model: Any, batch: np.ndarray, flip_tta: bool | Sequence[int] = False,
                   pad_to: int | None = None) -> np.ndarray:
     """Softmax (B, H, W, K) of a float32 batch (B, H, W, C); with ``flip_tta`` averaged over flips.

@@ -23,7 +23,7 @@ from flexunet.dataset.records import find_manifest, slice_groups
 from flexunet.model.intervals import Interval, dice_intervals, notes
 from flexunet.model.metrics import class_counts
 from flexunet.model.postprocess import ComponentChooser
-from flexunet.model.predict import decide, predict_probs, tta_flips
+from flexunet.model.predict import decide, predict_probs, prediction_flips
 from flexunet.model.run_folder import best_model_path
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def best_epoch_intervals(cfg: Config, model: Any, dataset: Any, pairs: list[tupl
     if state["best_epoch"] != state["epoch"]:
         model.load_weights(best_model_path(cfg.train.model_dir))
     counts = valid_counts(model, dataset, cfg.train.batch_size, cfg.model.num_classes, chooser,
-                          cfg.infer.foreground_weight, tta_flips(cfg) if cfg.infer.flip_tta else ())
+                          cfg.infer.foreground_weight, prediction_flips(cfg))
     if len(counts) != len(pairs):
         log.warning("validation intervals skipped: the pass gave %d of %d slices", len(counts), len(pairs))
         return {}
