@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from flexunet.model.metrics import EIGHT
+from flexunet.model.predict import prediction_flips
 from flexunet.utils.io import read_json_record, write_json
 from flexunet.utils.lazy import LazyModule
 
@@ -163,8 +164,6 @@ def component_sizes(setting: int | str, model_dir: Path, num_classes: int, model
 
 def decision_of(cfg: Any) -> dict[str, Any]:
     """How a config's commands decide a pixel's class: ``[infer] foreground_weight`` and the flip TTA axes."""
-    from flexunet.model.predict import prediction_flips
-
     return {"foreground_weight": float(cfg.infer.foreground_weight),
             "flip_tta_axes": list(prediction_flips(cfg))}
 
