@@ -50,7 +50,7 @@ from flexunet.model.intervals import DEFINITION, Interval, dice_intervals, notes
 from flexunet.model.metrics import COUNTS, LESION_COUNTS, SCORES, MetricAccumulator
 from flexunet.model.run_folder import best_model_path
 from flexunet.model.precision import model_precision
-from flexunet.model.postprocess import ComponentSizes, run_sizes
+from flexunet.model.postprocess import ComponentSizes, decision_of, run_sizes
 from flexunet.model.predict import decide, predict_probs, prediction_flips, remove_small_components
 from flexunet.model.trained import load_trained, model_sha256
 from flexunet.utils.errors import DataError
@@ -235,8 +235,7 @@ def _report(cfg: Config, acc: MetricAccumulator, loss: float, dice: float, model
         "model": str(model_path) if model_path is not None else None,
         "model_sha256": model_hash,   # the file evaluated: report warns when the best model is no longer it
         "compute_dtype": compute,     # float32, or the run's training precision where it agrees (model.precision)
-        "prediction": {"flip_tta_axes": list(prediction_flips(cfg)),   # as infer predicts
-                       "foreground_weight": cfg.infer.foreground_weight,
+        "prediction": {**decision_of(cfg),   # as infer predicts: its flips and foreground_weight
                        "min_component_size": list(sizes.at()), "min_component_size_from": sizes.source},
         "test_images_dir": str(Path(cfg.test.images_dir).resolve()),   # what was scored: the report shows these
         "test_masks_dir": str(Path(cfg.test.masks_dir).resolve()),
