@@ -244,8 +244,9 @@ def test_costly_online_augmentation_is_planned_off_without_a_notice(
 # --------------------------------------------------------------------------- the mask format
 
 
-def _plan_train_evaluate(data: Path, project: Path) -> tuple[dict, str, dict, dict]:
-    """plan -> train (1 epoch, tiny, deterministic) -> evaluate; (config, config text, history, evaluation)."""
+def _plan_train_evaluate(data: Path, project: Path, train_too: bool = True) -> tuple[dict, str, dict, dict]:
+    """plan -> train (1 epoch, tiny, deterministic) -> evaluate; (config, config text, history, evaluation);
+    with ``train_too=False`` the plan only (history and evaluation empty)."""
     from flexunet.evaluation.evaluate import evaluate_model
     from flexunet.training.train import train
 
@@ -253,6 +254,8 @@ def _plan_train_evaluate(data: Path, project: Path) -> tuple[dict, str, dict, di
     plan_dataset(data, out, minutes=3, probe=fake_probe, classes=["bright", "dim"])
     cfg = load_config(out, ["train.epochs=1", "model.base_filters=4", "model.num_layers=3", "train.deterministic=True",
                             "train.jit_compile=False", "train.mixed_precision=None"])
+    if not train_too:
+        return cfg, out.read_text(), {}, {}
     history = train(cfg, progress=False)["history"]
     return cfg, out.read_text(), history, evaluate_model(cfg, progress=False)
 
@@ -262,10 +265,10 @@ def test_index_masks_plan_train_and_evaluate_as_colour_masks_do(dataset: Path, t
     from test_fingerprint import as_index_masks
 
     runs = {}
-    for kind in ("colour", "L", "P"):
+    for kind in ("colour", "L", "P"):       # palette masks: planned here; read as grey ones in test_pipeline
         data = dataset if kind == "colour" else as_index_masks(dataset, tmp_path / f"data_{kind}", kind)
         with caplog.at_level(logging.INFO, logger="flexunet.planning.plan"):
-            runs[kind] = _plan_train_evaluate(data, tmp_path / kind)
+            runs[kind] = _plan_train_evaluate(data, tmp_path / kind, train_too=kind != "P")
         said = [r.getMessage() for r in caplog.records if r.name == "flexunet.planning.plan" and "[mask] format" in r.getMessage()]
         assert said and said[-1].startswith(f'plan: [mask] format = "{"rgb" if kind == "colour" else "index"}"')
     cfg, text, history, evaluation = runs["colour"]
@@ -279,10 +282,11 @@ def test_index_masks_plan_train_and_evaluate_as_colour_masks_do(dataset: Path, t
         assert f"every mask is a single-channel or palette PNG (8 {name} ({kind})) whose pixel values are 0..2" \
             in said and "class indices" in said
         assert [line for line in section.splitlines() if not line.startswith(";")] == ["[mask]", 'format = "index"', ""]
-        assert ihistory == history                                   # the same training, step for step
-        assert ievaluation["loss"] == evaluation["loss"]
-        assert ievaluation["dice_coef_multiclass"] == evaluation["dice_coef_multiclass"]
-        assert json.dumps(ievaluation["classes"], sort_keys=True) == json.dumps(evaluation["classes"], sort_keys=True)
+    _, _, ihistory, ievaluation = runs["L"]
+    assert ihistory == history                                       # the same training, step for step
+    assert ievaluation["loss"] == evaluation["loss"]
+    assert ievaluation["dice_coef_multiclass"] == evaluation["dice_coef_multiclass"]
+    assert json.dumps(ievaluation["classes"], sort_keys=True) == json.dumps(evaluation["classes"], sort_keys=True)
     assert set(evaluation["classes"]) == {"bright", "dim"} and evaluation["num_images"] == 2
 
 
