@@ -41,20 +41,20 @@ def _fp(train: int, rare: int) -> dict:
 def test_epochs_and_net_fit_the_budget() -> None:
     cands = candidates_for(128)
     assert levels_for(128) == 5 and levels_for(256) == 6 and levels_for(48) == 3
-    assert [c.base_filters for c in cands] == [32, 16, 8]
-    speeds = {c: 0.04 * c.base_filters for c in cands}           # 32: 1.28 s, 16: 0.64 s, 8: 0.32 s per step
+    assert [c.base_filters for c in cands] == [16, 8]
+    speeds = {c: 0.08 * c.base_filters for c in cands}           # 16: 1.28 s, 8: 0.64 s per step
     roomy = choose(_fp(160, 20), speeds, 60.0, 128, "x")
-    assert roomy["base_filters"][0] == 32 and roomy["epochs"][0] == EPOCH_MAX == 45   # time left: more epochs
-    # 10 min: 32 filters fit 19.7 epochs (1.1 x 1.28 s x (20 + 5/3) steps = 30.5 s each), 16 fit 39.3: the
+    assert roomy["base_filters"][0] == 16 and roomy["epochs"][0] == EPOCH_MAX == 45   # time left: more epochs
+    # 10 min: 16 filters fit 19.7 epochs (1.1 x 1.28 s x (20 + 5/3) steps = 30.5 s each), 8 fit 39.3: the
     # whole 30-epoch schedule on the smaller net beats a cut one on the larger, and the time left over
     # goes to epochs 31-39
     middle = choose(_fp(160, 20), speeds, 10.0, 128, "x")
-    assert middle["base_filters"][0] == 16 and middle["epochs"][0] == 39
-    assert "at most 45" in middle["epochs"][1]
-    tight = choose(_fp(160, 20), speeds, 2.0, 128, "x")
-    step_s = speeds[Candidate(8, 5, 8)]
+    assert middle["base_filters"][0] == 8 and middle["epochs"][0] == 39
+    assert "at most 45" in middle["epochs"][1] and "none wider than 16" in middle["base_filters"][1]
+    tight = choose(_fp(160, 20), {c: 4 * s for c, s in speeds.items()}, 2.0, 128, "x")
+    step_s = 4 * speeds[Candidate(8, 5, 8)]
     epoch_s = 1.1 * step_s * (20 + 5 / 3)
-    assert tight["base_filters"][0] == 8 and tight["epochs"][0] == int(2 * 60 // epoch_s) < 30
+    assert tight["base_filters"][0] == 8 and tight["epochs"][0] == int(2 * 60 // epoch_s) < 20
     assert "s/step" in tight["base_filters"][1]
 
 
@@ -86,37 +86,34 @@ def _ladder(probe: Timed, size: int = 128, minutes: float = 10.0, precision: str
     return speeds, choose(fp, speeds, minutes, size, "x")
 
 
-def test_a_faster_machine_plans_a_larger_network_and_a_slow_one_as_before() -> None:
+def test_a_faster_machine_plans_more_epochs_not_a_wider_network() -> None:
     # 160 train + 40 valid slices of 128 px, 10 min: a net fits 30 epochs at <= 0.84 s per step
-    slow = Timed(0.04)                                                   # 32 filters 1.28 s: as before
+    slow = Timed(0.08)                                                   # 16 filters 1.28 s: 8 filters
     speeds, picked = _ladder(slow)
-    assert [c.base_filters for c in slow.probed] == [32, 16, 8] and picked["base_filters"][0] == 16
-    assert picked == choose(_fp(160, 20), {c: 0.04 * c.base_filters for c in candidates_for(128)}, 10.0, 128, "x")
-    faster = Timed(0.02)                                                 # 32: 0.64 s; 48 would be >= 0.96
+    assert [c.base_filters for c in slow.probed] == [16, 8] and picked["base_filters"][0] == 8
+    assert picked == choose(_fp(160, 20), {c: 0.08 * c.base_filters for c in candidates_for(128)}, 10.0, 128, "x")
+    faster = Timed(0.04)                                                 # 16: 0.64 s, 39 epochs fit
     _, picked = _ladder(faster)
-    assert [c.base_filters for c in faster.probed] == [32, 16, 8] and picked["base_filters"][0] == 32
-    fastest = Timed(0.01)                                                # 32: 0.32 s, 48: 0.48, 64: 0.64
+    assert [c.base_filters for c in faster.probed] == [16, 8]
+    assert (picked["base_filters"][0], picked["epochs"][0]) == (16, 39)
+    fastest = Timed(0.005)                                               # 16: 0.08 s: room for 64 filters
     _, picked = _ladder(fastest)
-    assert [c.base_filters for c in fastest.probed] == [32, 16, 8, 48, 64]
-    assert picked["base_filters"][0] == 64 and picked["epochs"][0] == 39 and picked["max_filters"] is None
-    assert "64 filters: 0.64 s/step" in picked["base_filters"][1]
-    # a step that grows with the square of the filters: 48 is timed (linear growth would fit), does not fit
-    square = Timed(0.5 / 32 ** 2, power=2.0)                             # 32: 0.5 s, 48: 1.125 s (0.75 if linear)
-    _, picked = _ladder(square)
-    assert [c.base_filters for c in square.probed] == [32, 16, 8, 48] and picked["base_filters"][0] == 32
+    assert [c.base_filters for c in fastest.probed] == [16, 8]          # nothing wider is even timed
+    assert (picked["base_filters"][0], picked["epochs"][0], picked["max_filters"]) == (16, EPOCH_MAX, None)
+    assert "16 filters: 0.08 s/step" in picked["base_filters"][1]
 
 
 def test_at_256_px_a_fast_machine_adds_a_level_to_the_widest_net_that_fits() -> None:
     # 160 + 40 slices of 256 px, batch 4, 10 min: 30 epochs fit at <= 0.42 s per step
-    fast = Timed(0.004)                                                  # 64: 0.256 s; 7 levels: 0.31 s
+    fast = Timed(0.016)                                                  # 16: 0.256 s; 7 levels: 0.31 s
     speeds, picked = _ladder(fast, size=256)
     deep = fast.probed[-1]
-    assert [c.base_filters for c in fast.probed] == [32, 16, 8, 48, 64, 64]
-    assert (deep.levels, deep.max_filters) == (levels_for(256) + 1, 64 * 2 ** (levels_for(256) - 1))
-    assert picked["levels"][0] == 7 and picked["max_filters"] == 2048 and "one level more" in picked["levels"][1]
+    assert [c.base_filters for c in fast.probed] == [16, 8, 16]
+    assert (deep.levels, deep.max_filters) == (levels_for(256) + 1, 16 * 2 ** (levels_for(256) - 1))
+    assert picked["levels"][0] == 7 and picked["max_filters"] == 512 and "one level more" in picked["levels"][1]
     slow = Timed(0.04)
     _ladder(slow, size=256)
-    assert all(c.max_filters is None for c in slow.probed) and len(slow.probed) == 3
+    assert all(c.max_filters is None for c in slow.probed) and len(slow.probed) == 2
 
 
 def test_plan_probes_at_the_precision_training_will_use_and_writes_auto(dataset: Path, tmp_path: Path) -> None:
@@ -133,7 +130,7 @@ def test_plan_probes_at_the_precision_training_will_use_and_writes_auto(dataset:
     out = tmp_path / "deep" / "train_eval_infer.config"
     plan_dataset(dataset, out, minutes=3, size=256, probe=Timed(0.0001), machine=AVX2)
     cfg = load_config(out)
-    assert (cfg.model.num_layers, cfg.model.base_filters, cfg.model.max_filters) == (7, 64, 2048)
+    assert (cfg.model.num_layers, cfg.model.base_filters, cfg.model.max_filters) == (7, 16, 512)
 
 
 def test_probe_times_a_real_training_step() -> None:

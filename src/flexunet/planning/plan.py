@@ -8,9 +8,9 @@ As nnU-Net does, the configuration is derived from the data and the machine:
    a few stray colours merged with a warning each, colours that cannot be placed refused),
    per-class pixel share, lesion component sizes, slices with and without each class, the
    size of every subset;
-2. probe (:mod:`flexunet.planning.probe`): a few timed training steps of 3 candidate networks
-   (and of larger ones while they fit the budget) on this machine, at the precision training
-   will use here, and the online augmentation's cost, a few seconds in all;
+2. probe (:mod:`flexunet.planning.probe`): a few timed training steps of 2 candidate networks, 16
+   and 8 filters (and at 256 px and more of a deeper one where it fits the budget) on this machine,
+   at the precision training will use here, and the online augmentation's cost, a few seconds in all;
 3. choose (``choose``): input size, levels and filters, BatchNorm, CE + Dice, Adam and
    its warm-up + decay schedule, batch size, online augmentation, foreground oversampling,
    epochs that fit the time budget, monitor, cache, channels, mask format, rgb_map and class names;
@@ -30,8 +30,8 @@ from typing import Any, Callable, Sequence
 
 from flexunet.planning.config_text import config_text
 from flexunet.planning.fingerprint import SUBSETS, fingerprint_dataset
-from flexunet.planning.probe import (AUGMENT_SHARE_LIMIT, Candidate, augment_seconds, busy_note, probe_ladder,
-                                     probe_speed)
+from flexunet.planning.probe import (AUGMENT_SHARE_LIMIT, FILTERS_MAX, Candidate, augment_seconds, busy_note,
+                                     probe_ladder, probe_speed)
 from flexunet.planning.sizes import size_lines, size_warnings, subset_sizes
 from flexunet.utils.errors import DataError, FlexUNetError
 from flexunet.utils.io import write_json, write_text
@@ -125,9 +125,11 @@ def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, 
                    + (f"; one level more than usual, at most {pick.max_filters} filters: it fits the budget"
                       if pick.max_filters else "")),
         "max_filters": pick.max_filters,
-        "base_filters": (pick.base_filters, f"measured on this machine in {pick.precision} ({probe}); the largest "
+        "base_filters": (pick.base_filters, f"measured on this machine in {pick.precision} ({probe}); the larger "
                                             f"net that fits {EPOCH_CAP} epochs in {minutes:g} min, else "
-                                            f"{GOOD_EPOCHS}, else the fastest"
+                                            f"{GOOD_EPOCHS}, else the faster; none wider than {FILTERS_MAX}: 32 "
+                                            f"filters gained on one synthetic family and lost on the other "
+                                            f"(docs/generalisation.md), a faster machine's time goes to epochs"
                                             + busy_note(speeds)),
         "precision": (pick.precision, f"the nets were timed in {pick.precision}"
                       + (f": {precision_why}" if precision_why else "") + "; \"auto\": train times float32 "

@@ -1,10 +1,12 @@
 """``flexunet plan``'s probes of this machine: a few timed training steps of each candidate network,
 and the planned online augmentation's cost per image (a few seconds in all).
 
-The candidates (:func:`candidates_for`): 32, 16 and 8 first-level filters at the levels that bring
-the bottleneck to ~8 px, always probed; then, only while the largest so far fits the whole
-schedule in the budget (:func:`probe_ladder`), 48 and 64 filters, and at 256 px and more one
-level more.  Each is timed at the precision training will use on this machine (the fastest of
+The candidates (:func:`candidates_for`): :data:`FILTERS_MAX` (16) and 8 first-level filters at the
+levels that bring the bottleneck to ~8 px, always probed; then, at 256 px and more, only where the
+wider fits the whole schedule in the budget (:func:`probe_ladder`), that net with one level more.
+No wider net: 32 filters, what a machine twice as fast would fit, helped one synthetic family and
+hurt the other (docs/generalisation.md, tenth round), so a faster machine's time goes to epochs.
+Each is timed at the precision training will use on this machine (the fastest of
 :func:`flexunet.utils.machine.precision_candidates`: bfloat16 on CPUs with native bf16, float16 on
 GPUs, else float32), since ``[train] mixed_precision = "auto"`` picks it where it is as accurate.
 """
@@ -56,6 +58,7 @@ gamma  = 0.3
 DROPOUT = 0.05                   # [model] dropout_rate of nets of DROPOUT_FROM filters or more: level i drops DROPOUT * i
 DROPOUT_FROM = 16                # smaller nets underfit: dropout cost them Dice on both families (docs/generalisation.md)
 AUGMENT_SHARE_LIMIT = 0.25       # online augmentation is planned when it costs less than this share of a step
+FILTERS_MAX = 16                 # the widest net plan writes: 32 gained on one family, lost on the other
 BUSY_SHARE = 0.25                # other programs' load (share of the cores) over which plan says its timings are slow
 
 
@@ -125,15 +128,9 @@ def batch_for(size: int) -> int:
 
 
 def candidates_for(size: int, precision: str = "float32") -> list[Candidate]:
-    """The nets always probed: 32, 16 and 8 filters."""
+    """The nets always probed: :data:`FILTERS_MAX` (16) and half as many filters."""
     lv, b = levels_for(size), batch_for(size)
-    return [Candidate(f, lv, b, precision) for f in (32, 16, 8)]
-
-
-def larger_for(size: int, precision: str = "float32") -> list[Candidate]:
-    """Wider nets, probed in this order while the previous fits the schedule: 48 and 64 filters."""
-    lv, b = levels_for(size), batch_for(size)
-    return [Candidate(f, lv, b, precision) for f in (48, 64)]
+    return [Candidate(f, lv, b, precision) for f in (FILTERS_MAX, FILTERS_MAX // 2)]
 
 
 def deeper(c: Candidate, size: int) -> Candidate | None:
@@ -170,12 +167,11 @@ def busy_note(speeds: dict) -> str:
 
 def probe_ladder(probe: Probe, size: int, channels: int, num_classes: int, precision: str,
                  epochs_fit: Callable[[Candidate, float], float], cap: int) -> Timings:
-    """Seconds per step of :func:`candidates_for`'s nets, then of larger ones while they may fit.
+    """Seconds per step of :func:`candidates_for`'s nets, then of a deeper one where it may fit.
 
-    ``epochs_fit(candidate, s_per_step)``: epochs of the schedule that fit the budget.  A wider net
-    is probed only when the widest that fits ``cap`` epochs would still fit them if its step grew
-    in proportion to the filters (the least it grows), the deeper one only when the net it deepens
-    fits ``cap`` epochs: a slow machine times the same three nets as ever.  Other programs' load
+    ``epochs_fit(candidate, s_per_step)``: epochs of the schedule that fit the budget.  The deeper
+    net (:func:`deeper`: 256 px and more) is probed only when the net it deepens, the widest,
+    fits ``cap`` epochs: a slow machine times the same two nets as ever.  Other programs' load
     meanwhile is measured and, where it is large, said in a warning (the timings are slower than
     this machine's own speed, so the planned net may be smaller than a quiet machine's).
     """
@@ -191,16 +187,8 @@ def probe_ladder(probe: Probe, size: int, channels: int, num_classes: int, preci
 def _ladder(probe: Probe, size: int, channels: int, num_classes: int, precision: str,
             epochs_fit: Callable[[Candidate, float], float], cap: int) -> dict[Candidate, float]:
     speeds = dict(probe(candidates_for(size, precision), size, channels, num_classes))
-    fits = lambda c: epochs_fit(c, speeds[c]) >= cap  # noqa: E731
     top = max(speeds, key=lambda c: c.rank)
-    for wider in larger_for(size, precision):
-        if not fits(top) or epochs_fit(top, speeds[top] * wider.base_filters / top.base_filters) < cap:
-            break
-        speeds.update(probe([wider], size, channels, num_classes))
-        if not fits(wider):
-            break
-        top = wider
-    deep = deeper(top, size) if fits(top) else None
+    deep = deeper(top, size) if epochs_fit(top, speeds[top]) >= cap else None
     if deep is not None:
         speeds.update(probe([deep], size, channels, num_classes))
     return speeds
