@@ -4,8 +4,9 @@ and the planned online augmentation's cost per image (a few seconds in all).
 The candidates (:func:`candidates_for`): :data:`FILTERS_MAX` (16) and 8 first-level filters at the
 levels that bring the bottleneck to ~8 px, always probed; then, at 256 px and more, only where the
 wider fits the whole schedule in the budget (:func:`probe_ladder`), that net with one level more.
-No wider net: 32 filters, what a machine twice as fast would fit, helped one synthetic family and
-hurt the other (docs/generalisation.md, tenth round), so a faster machine's time goes to epochs.
+No wider net: 32 filters, what a faster machine (bfloat16 on AMX) would fit, helped one synthetic
+family and hurt the other (docs/generalisation.md, tenth round), so a faster machine's time goes to
+epochs (up to 45) and it ends early.
 Each is timed at the precision training will use on this machine (the fastest of
 :func:`flexunet.utils.machine.precision_candidates`: bfloat16 on CPUs with native bf16, float16 on
 GPUs, else float32), since ``[train] mixed_precision = "auto"`` picks it where it is as accurate.
