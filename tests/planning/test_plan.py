@@ -69,15 +69,15 @@ AMX = Machine("Intel(R) Xeon(R) Processor", 2, frozenset({"avx2", "avx512f", "av
 
 
 class Timed:
-    """A fake probe: ``scale`` seconds per step per filter (x ``power``), 20% more for a net with a level added;
+    """A fake probe: ``scale`` seconds per step per filter, 20% more for a net with a level added;
     it remembers every net it timed."""
 
-    def __init__(self, scale: float, power: float = 1.0) -> None:
-        self.scale, self.power, self.probed = scale, power, []
+    def __init__(self, scale: float) -> None:
+        self.scale, self.probed = scale, []
 
     def __call__(self, candidates, size, channels, num_classes):
         self.probed += list(candidates)
-        return {c: self.scale * c.base_filters ** self.power * (1.2 if c.max_filters else 1.0) for c in candidates}
+        return {c: self.scale * c.base_filters * (1.2 if c.max_filters else 1.0) for c in candidates}
 
 
 def _ladder(probe: Timed, size: int = 128, minutes: float = 10.0, precision: str = "float32"):
@@ -241,20 +241,23 @@ def test_costly_online_augmentation_is_planned_off_without_a_notice(
 # --------------------------------------------------------------------------- the mask format
 
 
-def _plan_train_evaluate(data: Path, project: Path, train_too: bool = True) -> tuple[dict, str, dict, dict]:
-    """plan -> train (1 epoch, tiny, deterministic) -> evaluate; (config, config text, history, evaluation);
-    with ``train_too=False`` the plan only (history and evaluation empty)."""
-    from flexunet.evaluation.evaluate import evaluate_model
-    from flexunet.training.train import train
-
+def _plan(data: Path, project: Path) -> tuple[dict, str]:
+    """plan -> the config as the tiny run trains it (1 epoch, tiny, deterministic), and the config's text."""
     out = project / "train_eval_infer.config"
     plan_dataset(data, out, minutes=3, probe=fake_probe, classes=["bright", "dim"])
     cfg = load_config(out, ["train.epochs=1", "model.base_filters=4", "model.num_layers=3", "train.deterministic=True",
                             "train.jit_compile=False", "train.mixed_precision=None"])
-    if not train_too:
-        return cfg, out.read_text(), {}, {}
+    return cfg, out.read_text()
+
+
+def _plan_train_evaluate(data: Path, project: Path) -> tuple[dict, str, dict, dict]:
+    """plan -> train -> evaluate; (config, config text, history, evaluation)."""
+    from flexunet.evaluation.evaluate import evaluate_model
+    from flexunet.training.train import train
+
+    cfg, text = _plan(data, project)
     history = train(cfg, progress=False)["history"]
-    return cfg, out.read_text(), history, evaluate_model(cfg, progress=False)
+    return cfg, text, history, evaluate_model(cfg, progress=False)
 
 
 def test_index_masks_plan_train_and_evaluate_as_colour_masks_do(dataset: Path, tmp_path: Path,
@@ -265,13 +268,13 @@ def test_index_masks_plan_train_and_evaluate_as_colour_masks_do(dataset: Path, t
     for kind in ("colour", "L", "P"):       # palette masks: planned here; read as grey ones in test_pipeline
         data = dataset if kind == "colour" else as_index_masks(dataset, tmp_path / f"data_{kind}", kind)
         with caplog.at_level(logging.INFO, logger="flexunet.planning.plan"):
-            runs[kind] = _plan_train_evaluate(data, tmp_path / kind, train_too=kind != "P")
+            runs[kind] = _plan_train_evaluate(data, tmp_path / kind) if kind != "P" else _plan(data, tmp_path / kind)
         said = [r.getMessage() for r in caplog.records if r.name == "flexunet.planning.plan" and "[mask] format" in r.getMessage()]
         assert said and said[-1].startswith(f'plan: [mask] format = "{"rgb" if kind == "colour" else "index"}"')
     cfg, text, history, evaluation = runs["colour"]
     assert cfg.mask.format == "rgb" and 'format = "rgb"' in text
     for kind in ("L", "P"):
-        icfg, itext, ihistory, ievaluation = runs[kind]
+        icfg, itext = runs[kind][:2]
         assert icfg.mask.format == "index" and ("mask", "rgb_map") not in icfg.origins
         section = itext[itext.index("[mask]"):itext.index("[generator]")]
         said = " ".join(line[2:] for line in section.splitlines() if line.startswith("; "))

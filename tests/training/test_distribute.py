@@ -59,6 +59,21 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+def _outputs(procs: list[subprocess.Popen], timeout_s: float, what: str) -> list[tuple[str, str]]:
+    """(stdout, stderr) of processes started side by side, all within ``timeout_s``; any still running
+    then is killed and the test fails naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        return [proc.communicate(timeout=max(1.0, deadline - time.monotonic())) for proc in procs]
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{what} did not finish within {timeout_s} s")
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
 def test_two_workers_over_loopback_agree_with_each_other_and_with_one_device(train_project, tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
@@ -70,18 +85,7 @@ def test_two_workers_over_loopback_agree_with_each_other_and_with_one_device(tra
         args = [sys.executable, "-c", WORKER, str(train_project), str(tmp_path / f"w{index}.npz"),
                 json.dumps(OVERRIDES)]
         procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
-    outputs = []
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=max(1.0, deadline - time.monotonic())))
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the two workers did not finish within {TIMEOUT_S} s (a worker waiting for a lost peer?)")
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+    outputs = _outputs(procs, TIMEOUT_S, "the two workers (a worker waiting for a lost peer?)")
     for index, (proc, (out, err)) in enumerate(zip(procs, outputs)):
         assert proc.returncode == 0, f"worker {index} exited {proc.returncode}:\n{err[-3000:]}"
     results = [json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
@@ -131,20 +135,14 @@ def test_mirrored_two_cpu_devices_match_one_device(train_project, tmp_path):
                           "train.eval_dir=" + {str(tmp_path)!r} + "/e_" + strategy, "model.loss='categorical_crossentropy'"])
         print(json.dumps(train(cfg, progress=False)["history"]["loss"]))
     """)
+    strategies = ("default", "mirrored")
+    procs = [subprocess.Popen([sys.executable, "-c", script, strategy], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for strategy in strategies]                  # both at once: most of each is TensorFlow's start-up
     curves = {}
-    procs = {strategy: subprocess.Popen([sys.executable, "-c", script, strategy], stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
-             for strategy in ("default", "mirrored")}     # both at once: most of each is TensorFlow's start-up
-    try:
-        for strategy, proc in procs.items():
-            out, err = proc.communicate(timeout=300)
-            assert proc.returncode == 0, err[-2000:]
-            curves[strategy] = json.loads(out.strip().splitlines()[-1])
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+    for strategy, proc, (out, err) in zip(strategies, procs, _outputs(procs, 300, "the two strategies' runs")):
+        assert proc.returncode == 0, err[-2000:]
+        curves[strategy] = json.loads(out.strip().splitlines()[-1])
     np.testing.assert_allclose(curves["mirrored"], curves["default"], rtol=1e-4, atol=1e-5)
 
 
