@@ -555,3 +555,39 @@ def test_weight_averaging_validates_saves_and_resumes_the_averaged_weights(train
     resumed = load_config(train_project, part)
     train(resumed, resume=True, progress=False)
     assert _history(resumed) == _history(full)
+
+
+def test_best_epochs_average_is_the_mean_of_the_k_best_and_survives_a_resume(train_project, tmp_path):
+    """[train] average_best = 2: the model a run ends with is the element-wise mean of the weights of its
+    2 epochs (of 3) with the lowest validation loss (read here from each epoch's checkpoint), a run resumed
+    epoch by epoch ends with the same one, and its metadata names the epochs."""
+    from flexunet.model.network import compile_model, configure_runtime
+    from flexunet.model.run_folder import best_model_path, read_meta
+    from flexunet.training.checkpoint import load_checkpoint
+    from flexunet.training.train import train
+
+    def run(name, epochs, resume=False):
+        cfg = load_config(train_project, ["train.patience=0", "train.average_best=2", f"train.epochs={epochs}",
+                                          f"train.model_dir={tmp_path / name}", f"train.eval_dir={tmp_path / (name + '_eval')}"])
+        train(cfg, resume=resume, progress=False)
+        return cfg
+
+    full = run("full", 3)
+    configure_runtime(full)
+    model = compile_model(full)
+    per_epoch = []
+    for epochs in range(1, 4):  # the same run, resumed after every epoch: each epoch's weights are in its checkpoint
+        stepped = run("stepped", epochs, resume=epochs > 1)
+        load_checkpoint(model, stepped.train.model_dir, stepped)
+        per_epoch.append(model.get_weights())
+    losses = _history(full)["val_loss"]
+    best = sorted(np.argsort(losses)[:2] + 1)
+    expected = [np.mean([per_epoch[e - 1][i] for e in best], axis=0) for i in range(len(per_epoch[0]))]
+    for cfg in (full, stepped):
+        model.load_weights(best_model_path(cfg.train.model_dir))
+        for got, want in zip(model.get_weights(), expected):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        assert read_meta(best_model_path(cfg.train.model_dir))["averaged_epochs"] == [int(e) for e in best]
+        assert sorted(p.name for p in (cfg.train.model_dir / "best_epochs").iterdir()) == \
+            [f"epoch-{e:03d}.npz" for e in best]
+    assert not np.allclose(per_epoch[best[0] - 1][0], expected[0])  # the mean is not one epoch's weights

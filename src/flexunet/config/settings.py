@@ -119,6 +119,9 @@ class TrainSettings:
                      "weight averaging: the momentum of an exponential moving average of the weights, taken "
                      "every step (0.99: about the last 100 steps); validation, the best model and every saved "
                      "checkpoint use the averaged weights; 0: off")
+    average_best: int = opt(0, NONNEG_INT, "when training ends, the best model becomes the mean of the weights of "
+                            "the K epochs with the best monitored values (kept in model_dir/best_epochs/ as they "
+                            "come); 0 or 1: the single best epoch")
 
 
 @dataclass(frozen=True)

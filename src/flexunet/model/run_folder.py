@@ -154,6 +154,7 @@ def metadata(cfg: Config, best_name: str, state: Mapping[str, Any] | None = None
         "best_model": best_name,
         "epoch": state.get("epoch"), "best_epoch": state.get("best_epoch"),
         "monitor": cfg.train.monitor, "best": state.get("best"),
+        "averaged_epochs": state.get("averaged_epochs"),  # [train] average_best: the epochs the best model averages
         "input": {"height": m.image_height, "width": m.image_width, "channels": m.image_channels,
                   "normalize": m.input_normalize, "color_order": cfg.image.color_order},
         "classes": [{"index": i, "name": name, "colour": colours.get(i)} for i, name in enumerate(cfg.class_names)],

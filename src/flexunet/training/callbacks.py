@@ -33,6 +33,7 @@ from flexunet.model.postprocess import RECORD as POSTPROCESS_RECORD
 from flexunet.model.precision import RECORD as PRECISION_RECORD
 from flexunet.model.predict import model_batch, overlay_image, predict_indices, read_input, resize_indices
 from flexunet.model.run_folder import metadata
+from flexunet.training import averaging
 from flexunet.training.checkpoint import current_best_name, monitor_mode, save_best, save_checkpoint
 from flexunet.training.guard import Watched, collapse_message, find_collapse
 from flexunet.utils.io import remove_path, save_image, write_json, write_text
@@ -152,6 +153,8 @@ class RunController(keras.callbacks.Callback):
             if t.patience and self.state["stop_wait"] >= t.patience:
                 self.model.stop_training = True
                 self.state["stopped_by"] = f"early stopping after {t.patience} epochs without improvement"
+        if t.average_best > 1:
+            averaging.keep(self.model, t.model_dir, self.state, epoch + 1, float(value), t.average_best, self.mode)
         self._guard(hist)
         if self.stop_file.exists():
             self.model.stop_training = True

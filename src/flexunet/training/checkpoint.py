@@ -39,7 +39,7 @@ def monitor_mode(monitor: str) -> str:
 def initial_state(cfg: Config) -> dict:
     mode = monitor_mode(cfg.train.monitor)
     return {"epoch": 0, "best": math.inf if mode == "min" else -math.inf, "best_epoch": None,
-            "reducer_wait": 0, "stop_wait": 0, "history": {}, "stopped_by": None}
+            "reducer_wait": 0, "stop_wait": 0, "history": {}, "stopped_by": None, "kept_epochs": []}
 
 
 def save_best(model: keras.Model, path: Path, cfg: Config, state: dict) -> None:
@@ -229,6 +229,9 @@ def _state_problem(state) -> str | None:
               "lr_factor": (lambda v: is_num(v) and v > 0, "a number > 0"),
               "stopped_by": (lambda v: v is None or isinstance(v, str), "a string or null"),
               "collapse": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+              "kept_epochs": (lambda v: isinstance(v, list) and all(
+                  isinstance(p, list) and len(p) == 2 and is_int(p[0]) and is_num(p[1]) for p in v),
+                  "a list of [epoch, value] pairs"),
               "history": (lambda v: isinstance(v, dict) and all(
                   isinstance(k, str) and isinstance(x, list) and all(e is None or is_num(e) for e in x)
                   for k, x in v.items()), "an object of lists of numbers")}

@@ -30,8 +30,9 @@ from flexunet.model.precision import RECORD as PRECISION_RECORD
 from flexunet.model.run_folder import apply_run, best_model_name, best_model_path
 from flexunet.model.trained import check_precision
 from flexunet.training import autotune
+from flexunet.training import averaging
 from flexunet.training.certainty import best_epoch_intervals
-from flexunet.training.checkpoint import initial_state, load_checkpoint, recover_checkpoint
+from flexunet.training.checkpoint import initial_state, load_checkpoint, recover_checkpoint, save_best
 from flexunet.training.distribute import is_chief, make_strategy, worker_config
 from flexunet.utils.errors import FlexUNetError, Interrupted, TrainingStopped
 from flexunet.utils.io import list_files, remove_path, write_text
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 RUN_FILES = ("best_model.keras", "best_model.weights.h5", "last_checkpoint", "train_eval_infer.config",
              "logs", "summary.txt", "data_record.json", "model_meta.json", PRECISION_RECORD,
-             POSTPROCESS_RECORD)
+             POSTPROCESS_RECORD, averaging.FOLDER)
 # what training writes to [train] eval_dir (callbacks.write_curves); recorded as train's in its marker
 CURVE_FILES = ("train_losses.csv", "train_metrics.csv", "history.json", "train_losses.png", "train_metrics.png")
 
@@ -242,6 +243,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
         clock.mark("data record written")
     seconds = time.perf_counter() - start
     if nan_guard.where is None and state.get("best_epoch") and not str(state.get("stopped_by")).startswith("collapse"):
+        if t.average_best > 1 and averaging.average_into(model, t.model_dir, state):
+            save_best(model, t.model_dir / best_model_name(cfg), cfg, state)
         _check_precision(cfg, valid_pairs)
         clock.mark("precision checked")
     timing = clock.finish()
