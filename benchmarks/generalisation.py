@@ -2,7 +2,8 @@
 
 For each family, variant and size it synthesises a stroke-CT set with `flexunet synth`
 (``--family``: the phantom, with its knobs, and the territory family, designed apart from it),
-prepares and splits it (flexunet's own functions), runs `plan` with the time budget, trains,
+prepares and splits it (flexunet's own functions), or has ``benchmarks/outsider.py`` write one
+(``--family outsider``, a third family written apart from both, already split, index masks), runs `plan` with the time budget, trains,
 evaluates on the test subset and prints one row: family, variant, scanner, size, per-class test
 Dice (whole set, summed counts), epochs, minutes, machine.  Scanner shift (``--shifts``): the
 same model is then scored on ``--shift-count`` slices (72) of *other* patients (another seed)
@@ -12,7 +13,7 @@ With ``--original CONFIG`` it also runs that config (the original's, e.g.
 /work/shared/seed/train_eval_infer.config) with only its image size, dataset paths and output
 folders changed (and its epochs with ``--original-epochs``).
 
-    PYTHONPATH=src python benchmarks/generalisation.py --family phantom,territory --sizes 128 \\
+    PYTHONPATH=src python benchmarks/generalisation.py --family phantom,territory,outsider --sizes 128 \\
         --minutes 10 --shifts standard,sharp --workdir /tmp/gen --json gen.json [--original train_eval_infer.config]
 
 Target (issue 13): per-class test Dice >= 0.90 hemorrhagic and >= 0.50 subtle ischemic at
@@ -42,8 +43,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "rare": {"prevalence": 0.25, "lookalikes": True},
 }
 # the variants each family can make, and those run when --variants is not given
-FAMILY_VARIANTS = {"phantom": tuple(VARIANTS), "territory": ("base",)}
-DEFAULT_VARIANTS = {"phantom": ("subtle", "tiny", "rare"), "territory": ("base",)}
+FAMILY_VARIANTS = {"phantom": tuple(VARIANTS), "territory": ("base",), "outsider": ("base",)}
+DEFAULT_VARIANTS = {"phantom": ("subtle", "tiny", "rare"), "territory": ("base",), "outsider": ("base",)}
 SHIFT_SEED = 1000           # a shifted test set draws patients of seed + SHIFT_SEED: none of the training's
 SCANNERS = ("standard", "sharp", "soft")
 
@@ -105,6 +106,13 @@ def make_variant(root: Path, variant: str, size: int, count: int, seed: int, fam
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
+    if family == "outsider":  # its own writer: the split layout (or images/ + masks/) with index masks
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import outsider
+
+        outsider.generate(dataset, seed, count, size, scanner, split)
+        marker.write_text(json.dumps(recipe))
+        return dataset
     synth = synthesize(root / "raw", count, seed, size=size, progress=False,
                        options=SynthOptions(**_options(family, variant)), family=family, scanner=scanner)
     cfg = load_config(data_config(root, size))
@@ -231,11 +239,11 @@ def _runs(family: str, variants: str | None) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--family", default="phantom,territory",
-                   help="synthetic families, comma-separated, of phantom,territory (default both)")
+    p.add_argument("--family", default="phantom,territory,outsider",
+                   help="synthetic families, comma-separated, of phantom,territory,outsider (default all three)")
     p.add_argument("--variants", default=None,
-                   help=f"comma-separated, of {', '.join(VARIANTS)} (phantom) and base (territory); default "
-                        f"subtle,tiny,rare for the phantom, base for the territory family")
+                   help=f"comma-separated, of {', '.join(VARIANTS)} (phantom) and base (territory, outsider); default "
+                        f"subtle,tiny,rare for the phantom, base for the others")
     p.add_argument("--shifts", default="standard,sharp",
                    help="scanner profiles the trained models are also tested under, on other patients, "
                         "comma-separated, of standard,sharp,soft ('' for none; default standard,sharp: the "
