@@ -154,6 +154,7 @@ def test_planned_config_loads_and_trains_one_epoch(dataset: Path, tmp_path: Path
     assert cfg.model.centre_intensity                              # each image on its own brain grey (generalisation.md)
     assert cfg.infer.foreground_weight == 3.0                       # the lesion classes' lower bar (generalisation.md)
     assert cfg.infer.flip_tta and cfg.augmentor.hflip               # mirrored as trained, averaged (generalisation.md)
+    assert cfg.train.average_best == 5 and cfg.train.monitor == "val_loss"  # the 5 best epochs averaged (generalisation.md)
     assert cfg.model.loss == "ce_dice" and cfg.train.lr_schedule == "cosine" and cfg.train.output_bias == "prior"
     assert cfg.model.generator and cfg.augmentor.intensity          # a scanner look per image (generalisation.md)
     assert cfg.augmentor.shrinks == (0.7, 0.8, 0.9, 1.1, 1.25, 1.4)    # scaling 0.7-1.4 online (generalisation.md)

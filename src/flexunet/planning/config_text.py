@@ -89,6 +89,10 @@ patience       = {c['patience'][0]}
 ; validation Dice, from the {valid_lesions} of {n['valid']} validation slices holding a lesion, jumps
 ; from epoch to epoch and would pick early, unsteady models
 monitor        = "val_loss"
+; the run ends with the mean of the weights of its 5 epochs with the lowest validation loss, not one
+; epoch's: which single epoch ranks first on {n['valid']} validation slices is partly chance
+; (docs/generalisation.md, eleventh round)
+average_best   = 5
 model_dir      = "./models"
 eval_dir       = "./eval"
 images_dir     = "{d['train']['images']}"
