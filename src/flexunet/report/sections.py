@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 
 from flexunet.dataset.stats import dataset_stats
 from flexunet.model.intervals import Interval, notes as interval_notes
-from flexunet.model.run_folder import META, best_model_path
+from flexunet.model.run_folder import best_model_path, read_meta
 from flexunet.report.data import PredictionRule, dataset_dir_of, epoch_montages, read_json
 from flexunet.report.html import Build, esc, figure_html, fmt, has, html_table, lookup, note, value_cell, warning
 from flexunet.report.plots import plot_dice, plot_learning_rate, plot_loss
@@ -41,7 +41,7 @@ def header_html(b: Build) -> str:
     run = f"{state.get('epoch', 'n/a')} epoch(s) trained"
     if state.get("best_epoch"):
         run += f"; best {cfg.train.monitor} {fmt(state.get('best'), 4)} at epoch {state['best_epoch']}"
-    averaged = (read_json(cfg.train.model_dir / META) or {}).get("averaged_epochs")
+    averaged = (read_meta(cfg.train.model_dir) or {}).get("averaged_epochs")
     if averaged:  # [train] average_best
         run += f"; the model is the mean of the weights of epochs {', '.join(map(str, averaged))}"
     if state.get("stopped_by"):
