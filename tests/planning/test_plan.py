@@ -9,6 +9,7 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from flexunet.cli.main import main
@@ -242,13 +243,15 @@ def test_costly_online_augmentation_is_planned_off_without_a_notice(
 # --------------------------------------------------------------------------- the mask format
 
 
+TINY_RUN = ["train.epochs=1", "model.base_filters=4", "model.num_layers=3", "train.deterministic=True",
+            "train.jit_compile=False", "train.mixed_precision=None"]
+
+
 def _plan(data: Path, project: Path) -> tuple[dict, str]:
     """plan -> the config as the tiny run trains it (1 epoch, tiny, deterministic), and the config's text."""
     out = project / "train_eval_infer.config"
     plan_dataset(data, out, minutes=3, probe=fake_probe, classes=["bright", "dim"])
-    cfg = load_config(out, ["train.epochs=1", "model.base_filters=4", "model.num_layers=3", "train.deterministic=True",
-                            "train.jit_compile=False", "train.mixed_precision=None"])
-    return cfg, out.read_text()
+    return load_config(out, TINY_RUN), out.read_text()
 
 
 def _plan_train_evaluate(data: Path, project: Path) -> tuple[dict, str, dict, dict]:
@@ -263,13 +266,18 @@ def _plan_train_evaluate(data: Path, project: Path) -> tuple[dict, str, dict, di
 
 def test_index_masks_plan_train_and_evaluate_as_colour_masks_do(dataset: Path, tmp_path: Path,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Grey (L) and palette (P) index masks are planned as index masks; the grey ones feed training the very
+    batches the colour masks do, and the colour-trained model scores the same on them."""
     from test_fingerprint import as_index_masks
+
+    from flexunet.evaluation.evaluate import evaluate_model
+    from flexunet.preprocessing.pipeline import make_dataset, subset_pairs
 
     runs = {}
     for kind in ("colour", "L", "P"):       # palette masks: planned here; read as grey ones in test_pipeline
         data = dataset if kind == "colour" else as_index_masks(dataset, tmp_path / f"data_{kind}", kind)
         with caplog.at_level(logging.INFO, logger="flexunet.planning.plan"):
-            runs[kind] = _plan_train_evaluate(data, tmp_path / kind) if kind != "P" else _plan(data, tmp_path / kind)
+            runs[kind] = _plan_train_evaluate(data, tmp_path / kind) if kind == "colour" else _plan(data, tmp_path / kind)
         said = [r.getMessage() for r in caplog.records if r.name == "flexunet.planning.plan" and "[mask] format" in r.getMessage()]
         assert said and said[-1].startswith(f'plan: [mask] format = "{"rgb" if kind == "colour" else "index"}"')
     cfg, text, history, evaluation = runs["colour"]
@@ -283,8 +291,16 @@ def test_index_masks_plan_train_and_evaluate_as_colour_masks_do(dataset: Path, t
         assert f"every mask is a single-channel or palette PNG (8 {name} ({kind})) whose pixel values are 0..2" \
             in said and "class indices" in said
         assert [line for line in section.splitlines() if not line.startswith(";")] == ["[mask]", 'format = "index"', ""]
-    _, _, ihistory, ievaluation = runs["L"]
-    assert ihistory == history                                       # the same training, step for step
+    icfg = runs["L"][0]
+    for subset, training in (("train", True), ("valid", False)):     # the same training, batch for batch
+        batches = [list(make_dataset(c, subset_pairs(c, subset), training=training)) for c in (cfg, icfg)]
+        assert len(batches[0]) == len(batches[1]) > 0
+        for (image, onehot), (iimage, ionehot) in zip(*batches):
+            np.testing.assert_array_equal(np.asarray(iimage), np.asarray(image))
+            np.testing.assert_array_equal(np.asarray(ionehot), np.asarray(onehot))
+    assert history["loss"][0] > 0
+    scored = load_config(tmp_path / "L" / "train_eval_infer.config", TINY_RUN + [f"train.model_dir={cfg.train.model_dir}", f"train.eval_dir={tmp_path / 'L_eval'}"])
+    ievaluation = evaluate_model(scored, progress=False)           # the colour-trained model on the index masks
     assert ievaluation["loss"] == evaluation["loss"]
     assert ievaluation["dice_coef_multiclass"] == evaluation["dice_coef_multiclass"]
     assert json.dumps(ievaluation["classes"], sort_keys=True) == json.dumps(evaluation["classes"], sort_keys=True)

@@ -21,6 +21,7 @@ from PIL import Image
 from conftest import TRAIN_CONFIG, cli, make_train_project, run_command, snapshot
 
 from flexunet.config.loader import load_config
+from flexunet.model.run_folder import read_meta
 from flexunet.utils.errors import FlexUNetError
 from flexunet.report.build import build_report
 from flexunet.report.data import RANKS, ReportError, epoch_montages, image_means, rank_images
@@ -83,7 +84,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     root = tmp_path_factory.mktemp("report_run")
     path = make_train_project(root)
-    overrides = ["train.epochs=2", "train.epoch_change_infer=True"]
+    overrides = ["train.epochs=2", "train.epoch_change_infer=True", "train.average_best=2"]
     cfg = load_config(path, overrides)
     train(cfg, progress=False)
     evaluate_model(cfg, progress=False)
@@ -190,6 +191,10 @@ def test_sections_curves_gallery_and_montages(run):
     assert "input 32x32x3" in text and "3 classes (background, bright, dark)" in text and "ce_dice" in text
     assert "figures/curves/loss.png" in page.links and "figures/curves/dice.png" in page.links
     assert "figures/curves/learning_rate.png" in page.links and "figures/confusion_matrix.png" in page.links
+    # [train] average_best: the header names the epochs whose weights the model is the mean of
+    averaged = read_meta(run["root"] / "models")["averaged_epochs"]
+    assert sorted(averaged) == [1, 2]
+    assert f"the model is the mean of the weights of epochs {', '.join(map(str, averaged))}" in text
     # gallery: 4 test images and gallery_per_rank = 2 -> one each, no image twice, in Dice order
     assert [c["data-rank"] for c in page.cases] == list(RANKS)
     gallery = result["gallery"]

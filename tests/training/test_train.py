@@ -161,11 +161,9 @@ def test_stop_and_resume_equals_uninterrupted_and_runs_are_deterministic(train_p
     full = load_config(train_project, overrides + [f"train.model_dir={tmp_path / 'full'}",
                                                    f"train.eval_dir={tmp_path / 'full_eval'}"])
     train(full, progress=False)
-    again = load_config(train_project, overrides + [f"train.model_dir={tmp_path / 'again'}",
-                                                    f"train.eval_dir={tmp_path / 'again_eval'}"])
-    train(again, progress=False)
-    assert _history(again) == _history(full)  # two deterministic runs: bit-identical histories
-
+    # a run stopped after 2 epochs and resumed: bit-identical to the uninterrupted one, which holds only if
+    # two runs of the same seed are (deterministic) and the resume restores the weights, optimizer, schedule,
+    # reducer, bias and data order exactly
     part = overrides + [f"train.model_dir={tmp_path / 'part'}", f"train.eval_dir={tmp_path / 'part_eval'}"]
     train(load_config(train_project, part[1:] + ["train.epochs=2"]), progress=False)
     resumed = load_config(train_project, part)
