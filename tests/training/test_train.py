@@ -162,8 +162,8 @@ def test_stop_and_resume_equals_uninterrupted_and_runs_are_deterministic(train_p
                                                    f"train.eval_dir={tmp_path / 'full_eval'}"])
     train(full, progress=False)
     # a run stopped after 2 epochs and resumed: bit-identical to the uninterrupted one, which holds only if
-    # two runs of the same seed are (deterministic) and the resume restores the weights, optimizer, schedule,
-    # reducer, bias and data order exactly
+    # two runs of one seed are identical (deterministic) and the resume restores the weights, optimizer,
+    # schedule, reducer, bias and data order exactly
     part = overrides + [f"train.model_dir={tmp_path / 'part'}", f"train.eval_dir={tmp_path / 'part_eval'}"]
     train(load_config(train_project, part[1:] + ["train.epochs=2"]), progress=False)
     resumed = load_config(train_project, part)
