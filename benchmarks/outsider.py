@@ -333,8 +333,9 @@ def plan_patients(seed, count, split):
     while sum(counts) < count:
         counts.append(int(rng.integers(5, 11)))
     counts[-1] -= sum(counts) - count
-    if counts[-1] < 3 and len(counts) > 1:
-        counts[-2] += counts.pop()
+    if counts[-1] < 3 and len(counts) > 1:  # too few for a patient: joins the one before
+        last = counts.pop()
+        counts[-1] += last
     subsets, done = [""] * len(counts), 0
     for pid in rng.permutation(len(counts)) if split else []:  # whole patients, about 70/15/15
         subsets[pid] = "train" if done < 0.70 * count else "valid" if done < 0.85 * count else "test"
