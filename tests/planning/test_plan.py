@@ -254,14 +254,14 @@ def _plan(data: Path, project: Path) -> tuple[dict, str]:
     return load_config(out, TINY_RUN), out.read_text()
 
 
-def _plan_train_evaluate(data: Path, project: Path) -> tuple[dict, str, dict, dict]:
-    """plan -> train -> evaluate; (config, config text, history, evaluation)."""
+def _plan_train_evaluate(data: Path, project: Path) -> tuple[dict, str, dict]:
+    """plan -> train -> evaluate; (config, config text, evaluation)."""
     from flexunet.evaluation.evaluate import evaluate_model
     from flexunet.training.train import train
 
     cfg, text = _plan(data, project)
-    history = train(cfg, progress=False)["history"]
-    return cfg, text, history, evaluate_model(cfg, progress=False)
+    train(cfg, progress=False)
+    return cfg, text, evaluate_model(cfg, progress=False)
 
 
 def test_index_masks_plan_train_and_evaluate_as_colour_masks_do(dataset: Path, tmp_path: Path,
@@ -280,7 +280,7 @@ def test_index_masks_plan_train_and_evaluate_as_colour_masks_do(dataset: Path, t
             runs[kind] = _plan_train_evaluate(data, tmp_path / kind) if kind == "colour" else _plan(data, tmp_path / kind)
         said = [r.getMessage() for r in caplog.records if r.name == "flexunet.planning.plan" and "[mask] format" in r.getMessage()]
         assert said and said[-1].startswith(f'plan: [mask] format = "{"rgb" if kind == "colour" else "index"}"')
-    cfg, text, _, evaluation = runs["colour"]
+    cfg, text, evaluation = runs["colour"]
     assert cfg.mask.format == "rgb" and 'format = "rgb"' in text
     for kind in ("L", "P"):
         icfg, itext = runs[kind][:2]
