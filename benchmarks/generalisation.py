@@ -6,7 +6,7 @@ prepares and splits it (flexunet's own functions), or has ``benchmarks/outsider.
 (``--family outsider``, a third family written apart from both, already split, index masks), runs `plan` with the time budget, trains,
 evaluates on the test subset and prints one row: family, variant, scanner, size, per-class test
 Dice (whole set, summed counts), epochs, minutes, machine.  Scanner shift (``--shifts``): the
-same model is then scored on ``--shift-count`` slices (72) of *other* patients (another seed)
+same model is then scored on ``--shift-count`` slices (288) of *other* patients (another seed)
 drawn through each scanner profile asked (`flexunet synth --scanner`): one more row per profile, and
 "standard" on those patients is the control that tells the scanner's effect from theirs.
 With ``--original CONFIG`` it also runs that config (the original's, e.g.
@@ -248,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="scanner profiles the trained models are also tested under, on other patients, "
                         "comma-separated, of standard,sharp,soft ('' for none; default standard,sharp: the "
                         "control and the shift)")
-    p.add_argument("--shift-count", type=int, default=72,
-                   help="slices of other patients (seed + 1000) each scanner profile is tested on (default 72)")
+    p.add_argument("--shift-count", type=int, default=288,
+                   help="slices of other patients (seed + 1000) each scanner profile is tested on (default 288: "
+                        "72 held the bleeds of 4 patients, docs/generalisation.md)")
     p.add_argument("--sizes", default="128,256", help="image sizes in px, comma-separated")
     p.add_argument("--count", type=int, default=240, help="slices per synthetic set (default 240)")
     p.add_argument("--seed", type=int, default=137)
