@@ -3,9 +3,11 @@
 Each run folder (a config trained with another ``[train] seed``; same data) predicts every test set
 as ``flexunet evaluate`` does (its flips, the lesion weight at the decision and its own post-processing;
 the figures match its ``evaluation.json``), then the runs' softmaxes are averaged and decided the same
-way, with a post-processing chosen for the average on the validation set as training chooses a run's. One row per test set: whole-set Dice per class (summed counts) of each run,
-the mean of the runs (what one user's run scores on average), the mean over every pair averaged, and
-all runs averaged (each average with its own post-processing). Test sets: ``own`` (the config's [test] folders) or folders holding images/ and masks/.
+way, with a post-processing chosen for the average on the validation set as training chooses a run's.
+One row per test set: whole-set Dice per class (summed counts) of each run, the mean of the runs (what
+one user's run scores on average), the mean over every pair averaged, and all runs averaged (each
+average with its own post-processing). Test sets: ``own`` (the config's [test] folders) or folders
+holding images/ and masks/.
 
     PYTHONPATH=src python benchmarks/ensemble.py RUN_A RUN_B RUN_C --sets own,/data/others-sharp
 
@@ -22,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flexunet.config.loader import load_config
+from flexunet.config.loader import Config, load_config
+from flexunet.model.metrics import class_counts, dice_from_counts
 from flexunet.model.postprocess import ComponentChooser, run_sizes
 from flexunet.model.predict import decide, predict_probs, prediction_flips, remove_small_components
 from flexunet.model.trained import load_trained
@@ -30,13 +33,14 @@ from flexunet.preprocessing.pipeline import make_dataset, subset_pairs
 from flexunet.utils.machine import describe
 
 
-def run_probs(config: Path, test_set: str, subset: str = "test") -> tuple[np.ndarray, np.ndarray, list[int], float]:
-    """(truth indices, softmax, post-processing sizes, lesion weight) of one run on one test set (or on its
-    [valid] folders: ``subset = "valid"``)."""
+def run_probs(config: Path, model, test_set: str,
+              subset: str = "test") -> tuple[np.ndarray, np.ndarray, list[int], float]:
+    """(truth indices, softmax, post-processing sizes, lesion weight) of one run's ``model`` on one test set
+    (or on its [valid] folders: ``subset = "valid"``)."""
     overrides = [] if test_set == "own" else [f"test.images_dir='{test_set}/images'",
                                               f"test.masks_dir='{test_set}/masks'"]
     cfg = load_config(config, overrides)
-    model, flips = load_trained(cfg), prediction_flips(cfg)
+    flips = prediction_flips(cfg)
     truth, probs = [], []
     for images, onehot in make_dataset(cfg, subset_pairs(cfg, subset), training=False, batch_size=8):
         truth.append(np.asarray(onehot).argmax(-1).astype(np.uint8))
@@ -44,13 +48,20 @@ def run_probs(config: Path, test_set: str, subset: str = "test") -> tuple[np.nda
     return np.concatenate(truth), np.concatenate(probs), list(run_sizes(cfg).at()), cfg.infer.foreground_weight
 
 
-def averaged_sizes(valid: list[tuple], members: tuple[int, ...], config: Path) -> list[int]:
+def same_truth(results: list[tuple], where: str) -> np.ndarray:
+    """The masks every run read (they must be one set); exits naming ``where`` when they differ."""
+    truth = results[0][0]
+    if not all(np.array_equal(r[0], truth) for r in results):
+        sys.exit(f"{where}: the runs read different masks; expected runs of one config and data")
+    return truth
+
+
+def averaged_sizes(valid: list[tuple], members: tuple[int, ...], cfg: Config) -> list[int]:
     """The smallest component kept per class for the average of runs ``members``, chosen on the [valid] set
     (``valid``: :func:`run_probs` of every run on it) by the rule training uses for one run
     (:class:`flexunet.model.postprocess.ComponentChooser`)."""
     truth, weight = valid[0][0], valid[0][3]
     mean = sum(valid[k][1] for k in members) / len(members)
-    cfg = load_config(config)
     chooser = ComponentChooser(cfg.model.num_classes, *truth.shape[1:])
     for ref, pred in zip(truth, decide(mean, weight)):
         chooser.add(ref, pred)
@@ -58,15 +69,13 @@ def averaged_sizes(valid: list[tuple], members: tuple[int, ...], config: Path) -
 
 
 def dice(probs: np.ndarray, truth: np.ndarray, sizes: list[int], weight: float, classes: int) -> np.ndarray:
+    """Whole-set Dice of each foreground class (summed counts, as ``evaluate``'s; NaN for a class in neither)."""
     pred = decide(probs, weight)
     if max(sizes, default=0) > 1:
         pred = np.stack([remove_small_components(p, sizes)[0] for p in pred])
-    out = []
-    for c in range(1, classes):
-        tp = np.sum((pred == c) & (truth == c))
-        wrong = np.sum(pred == c) + np.sum(truth == c) - 2 * tp
-        out.append(2 * tp / max(1, 2 * tp + wrong))
-    return np.array(out)
+    counts = class_counts(truth, pred, classes)
+    with np.errstate(invalid="ignore"):
+        return dice_from_counts(counts["tp"], counts["fp"], counts["fn"])[1:]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,18 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     configs = [run / "train_eval_infer.config" for run in args.runs]
     print(f"machine: {describe()}")
     names = [run.name for run in args.runs]
-    valid = [run_probs(c, "own", "valid") for c in configs]
+    models = [load_trained(load_config(c)) for c in configs]   # each loaded once, for every set
+    valid = [run_probs(c, m, "own", "valid") for c, m in zip(configs, models)]
+    same_truth(valid, "the validation sets")
     everyone = tuple(range(len(configs)))
     couples = list(itertools.combinations(everyone, 2))
-    sizes = {members: averaged_sizes(valid, members, configs[0]) for members in couples + [everyone]}
+    first = load_config(configs[0])
+    sizes = {members: averaged_sizes(valid, members, first) for members in couples + [everyone]}
     print(f"post-processing of the averaged runs, chosen on validation: smallest component kept {sizes[everyone]}")
     print("| test set | " + " | ".join(names) + " | mean of runs | pairs averaged | all averaged |")
     print("|---" * (len(names) + 4) + "|")
     for test_set in args.sets.split(","):
-        results = [run_probs(c, test_set) for c in configs]
-        truth, weight = results[0][0], results[0][3]
-        if any(r[0].shape != truth.shape or not np.array_equal(r[0], truth) for r in results):
-            sys.exit(f"{test_set}: the runs read different test masks; expected runs of one config and data")
+        results = [run_probs(c, m, test_set) for c, m in zip(configs, models)]
+        truth, weight = same_truth(results, test_set), results[0][3]
         classes = results[0][1].shape[-1]
         singles = [dice(probs, truth, sizes, weight, classes) for _, probs, sizes, _ in results]
         pairs = [dice((results[a][1] + results[b][1]) / 2, truth, sizes[(a, b)], weight, classes)
