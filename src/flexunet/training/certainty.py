@@ -48,14 +48,16 @@ def valid_counts(model: Any, dataset: Any, batch_size: int, num_classes: int,
 
 
 def best_epoch_intervals(cfg: Config, model: Any, dataset: Any, pairs: list[tuple[Path, Path]],
-                         state: dict, chooser: ComponentChooser | None = None) -> dict[str, Interval]:
+                         state: dict, chooser: ComponentChooser | None = None,
+                         label: str | None = None) -> dict[str, Interval]:
     """Per foreground class, the best epoch's validation Dice with its interval (loads the best model's
     weights into ``model`` when the last epoch was not the best); logs one line.  The same pass feeds
-    ``chooser`` (:mod:`flexunet.model.postprocess`)."""
-    if not state.get("best_epoch"):
+    ``chooser`` (:mod:`flexunet.model.postprocess`).  ``label``: ``model`` is the run's best model as it
+    is, named so in the line (the members' mean)."""
+    if not (label or state.get("best_epoch")):
         return {}
     begun = time.perf_counter()
-    if state["best_epoch"] != state["epoch"]:
+    if label is None and state["best_epoch"] != state["epoch"]:
         model.load_weights(best_model_path(cfg.train.model_dir))
     counts = valid_counts(model, dataset, cfg.train.batch_size, cfg.model.num_classes, chooser,
                           cfg.infer.foreground_weight, prediction_flips(cfg))
@@ -66,7 +68,7 @@ def best_epoch_intervals(cfg: Config, model: Any, dataset: Any, pairs: list[tupl
     unit, groups = grouping if grouping is not None else ("slices", None)
     found = dice_intervals(counts[:, 0], counts[:, 1], counts[:, 2], groups, unit, seed=cfg.train.seed)
     out = {cfg.class_names[k]: found[k] for k in range(1, cfg.model.num_classes)}
-    log.info("best epoch %d, validation Dice with its 95%% interval: %s (%.1f s)%s", state["best_epoch"],
+    log.info("%s, validation Dice with its 95%% interval: %s (%.1f s)%s", label or f"best epoch {state['best_epoch']}",
              "; ".join(f"{name} {iv.text(3)}" for name, iv in out.items()), time.perf_counter() - begun,
              "".join(f"; {n}" for n in notes(out)))
     return out
