@@ -68,3 +68,15 @@ def test_train_writes_the_summary_inspect_prints(tiny_run, capsys):
     capsys.readouterr()
     assert main(["inspect", str(tiny_run / "train_eval_infer.config")]) == 0
     assert written == capsys.readouterr().out
+
+
+def test_inspect_names_each_member_of_a_members_model() -> None:
+    from flexunet.model.inspection import describe_meta
+
+    meta = {"best_model": "best_model.keras", "monitor": "val_loss",
+            "members": [{"seed": 7, "epoch": 45, "best_epoch": 40, "best": 0.25, "averaged_epochs": [38, 40]},
+                        {"seed": 8, "epoch": 30, "best_epoch": 22, "best": None, "averaged_epochs": None}]}
+    text = describe_meta(meta, "models")
+    assert ("the mean of 2 members: member 1 (seed 7): 45 epoch(s), best val_loss 0.25 at epoch 40, mean of "
+            "epochs 38, 40; member 2 (seed 8): 30 epoch(s), best at epoch 22\n") in text
+    assert "members" not in describe_meta({**meta, "members": None}, "models")

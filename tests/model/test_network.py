@@ -160,3 +160,22 @@ def test_under_a_mixed_policy_softmax_losses_metrics_and_batchnorm_stay_float32(
     assert counts and all(v.dtype == "float32" for v in counts)
     moving = bn[0].moving_mean.numpy()
     assert moving.dtype == np.float32 and np.any(moving != 0)          # the statistics did move, in float32
+
+
+def test_members_are_networks_side_by_side_whose_output_is_the_mean_of_theirs(tiny_config_text):
+    from flexunet.model.network import combine_members
+
+    m = dataclasses.replace(parse_config(tiny_config_text).model, normalization=True, centre_intensity=True)
+    nets = [build_model(m) for _ in range(3)]
+    for k, net in enumerate(nets):   # BatchNorm statistics too: every stored variable must be copied
+        bn = next(layer for layer in net.layers if "bn" in layer.name)
+        bn.set_weights([w + 0.1 * (k + 1) for w in bn.get_weights()])
+    combined = combine_members(m, nets)
+    assert combined.count_params() == 3 * nets[0].count_params()
+    names = {layer.name for layer in combined.layers}
+    assert {"image", "input_normalize", "centre_intensity", "softmax", "m1_head", "m3_enc0_conv1"} <= names
+    assert not names & {"head", "enc0_conv1"}                     # one network's names belong to members=1
+    x = np.random.default_rng(0).uniform(0, 255, (2, m.image_height, m.image_width, m.image_channels))
+    mean = np.mean([net.predict_on_batch(x.astype("float32")) for net in nets], axis=0)
+    np.testing.assert_allclose(combined.predict_on_batch(x.astype("float32")), mean, atol=1e-6)
+    assert [layer.name for layer in build_model(m).layers] == [layer.name for layer in nets[0].layers]

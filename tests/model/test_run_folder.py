@@ -338,6 +338,8 @@ def test_a_truncated_model_meta_is_one_line_for_inspect_in_a_real_process(tiny_p
     ({"input": [32, 32]}, "'input' is an array, expected an object"),
     ({"best_model": 3}, "'best_model' is a number, expected a string"),
     ({"classes": [{"index": "1", "name": "x"}]}, "'classes.0.index' is a string, expected an integer"),
+    ({"members": {"seed": 7}}, "'members' is an object, expected an array"),
+    ({"members": [7, 8]}, "'members.0' is a number, expected an object"),
 ])
 def test_model_meta_of_the_wrong_types_is_one_line(tiny_project, capsys, tmp_path, change, problem):
     meta_path = tiny_project.parent / "models" / "model_meta.json"

@@ -322,6 +322,35 @@ def test_curves_section_shows_the_collapse_guards_line(run):
     assert line not in " ".join("".join(run["page"].text).split())  # a run without it shows none
 
 
+def test_a_members_run_shows_each_members_curves_and_header(run, tmp_path):
+    import dataclasses
+
+    from flexunet.report.html import Build
+    from flexunet.report.sections import curves_section, header_html
+
+    cfg = run["cfg"]
+    model_dir = tmp_path / "models"
+    for k in (1, 2):   # each member's curves beside its checkpoint, as training writes them
+        folder = model_dir / "members" / str(k)
+        folder.mkdir(parents=True)
+        (folder / "history.json").write_text((cfg.train.eval_dir / "history.json").read_text())
+    meta = {**json.loads((cfg.train.model_dir / "model_meta.json").read_text()),
+            "members": [{"seed": 7, "epoch": 2, "best_epoch": 2, "best": 0.5, "averaged_epochs": [1, 2]},
+                        {"seed": 8, "epoch": 2, "best_epoch": 1, "best": 0.6, "averaged_epochs": None}]}
+    (model_dir / "model_meta.json").write_text(json.dumps(meta))
+    (model_dir / "best_model.keras").write_bytes((cfg.train.model_dir / "best_model.keras").read_bytes())
+    two = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, members=2),
+                              train=dataclasses.replace(cfg.train, model_dir=model_dir))
+    b = Build(two, tmp_path / "figures", run["evaluation"], cfg.train.eval_dir, False)
+    html = curves_section(b)
+    assert "<h3>Member 1 (seed 7)</h3>" in html and "<h3>Member 2 (seed 8)</h3>" in html
+    assert {f"curves-{k}/{name}.png" for k in (1, 2) for name in ("loss", "dice")} <= set(b.figures)
+    assert "member 2 (seed 8): 2 epoch(s), best val_loss 0.6 at epoch 1" in header_html(b)
+    (model_dir / "members" / "2" / "history.json").unlink()
+    assert "No training curves" in curves_section(Build(two, tmp_path / "f2", run["evaluation"], cfg.train.eval_dir,
+                                                       False))
+
+
 def test_review_section_shows_calibration_and_the_most_uncertain_slices(run):
     ev, page = run["evaluation"], run["page"]
     text = " ".join("".join(page.text).split())

@@ -23,8 +23,8 @@ from flexunet.dataset.stats import dataset_stats
 from flexunet.evaluation.evaluate import evaluate_model
 from flexunet.inference.export import export_model
 from flexunet.inference.infer import infer_images
-from flexunet.model.inspection import inspect_model
-from flexunet.model.run_folder import apply_run, inspect_target
+from flexunet.model.inspection import describe_members, inspect_model, inspect_target
+from flexunet.model.run_folder import apply_run
 from flexunet.planning.plan import plan_dataset
 from flexunet.report.build import build_report
 from flexunet.synthetic.lesions import SynthOptions, parse_range
@@ -117,6 +117,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                     strict=args.strict, allow_data_change=args.allow_data_change)
     figures = ", ".join(f"{k} {v:.4f}" for k, v in summary["final"].items()
                         if k.startswith(("val_dice", "val_iou", "val_mean", "val_loss")))
+    if summary.get("members"):
+        log.info("train: the mean of %d members (%s): %s", len(summary["members"]), summary["best_model"],
+                 describe_members(summary["members"], summary["monitor"]))
+        return 0
     log.info("train: %d epochs, best %s %.5g at epoch %s (%s); %s", summary["epochs"], summary["monitor"],
              summary["best"], summary["best_epoch"], summary["best_model"], figures)
     return 0

@@ -52,6 +52,9 @@ class ModelSettings:
                          "extra training metrics: list \"dice_coef_multiclass\" to log it; per-class "
                          "dice_/iou_<class>, mean_dice and mean_iou are always logged")
     show_summary: bool = opt(False, Bool(), "print the layer summary when building")
+    members: int = opt(1, Int(lo=1, hi=8), "networks averaged: train fits this many of the network apart, with "
+                       "seeds seed, seed+1, ... (in model_dir/members/), and the model is the mean of their "
+                       "softmax outputs; 1: one network, as the original")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ With the stroke config (16 filters, 9x9 kernels, 8 levels, 512x512x3, 3 classes)
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 from dataclasses import dataclass
@@ -114,30 +115,51 @@ def build_model(m: ModelSettings, seed: int | None = None, name: str = "FlexUNet
 
     ``seed`` fixes the dropout layers when ``dropout_seed_fixing`` is set; weight
     initialisation follows ``keras.utils.set_random_seed`` (the training stage sets it).
+    With ``members = K > 1`` the network is K of the U side by side on the one input, their layers
+    named ``m1_`` .. ``mK_`` + the single network's names, and its output the mean of their softmax
+    outputs (:func:`combine_members` fills it from K separately trained networks).
     """
     drop_seed = seed if m.dropout_seed_fixing else None
-    schedule = levels(m)
     inputs = keras.Input((m.image_height, m.image_width, m.image_channels), name="image")
     x = layers.Rescaling(1.0 / 255.0, name="input_normalize")(inputs) if m.input_normalize else inputs
     if m.centre_intensity:
         x = CentreIntensity(1.0 if m.input_normalize else 255.0, dtype="float32", name="centre_intensity")(x)
+    if m.members == 1:
+        return keras.Model(inputs, _unet(x, m, "", drop_seed), name=name)
+    outputs = [_unet(x, m, f"m{k}_", None if drop_seed is None else drop_seed + k - 1)
+               for k in range(1, m.members + 1)]
+    return keras.Model(inputs, layers.Average(dtype="float32", name="softmax")(outputs), name=name)
 
+
+def _unet(x, m: ModelSettings, prefix: str, drop_seed: int | None):
+    """One U from the (normalised) input to its softmax; every layer's name starts with ``prefix``."""
+    schedule = levels(m)
     skips = []
     for level in schedule:
-        x = _block(x, level, m, "enc", drop_seed)
+        x = _block(x, level, m, f"{prefix}enc", drop_seed)
         if level.index < m.num_layers - 1:
             skips.append(x)
-            x = layers.MaxPooling2D(2, name=f"enc{level.index}_pool")(x)
+            x = layers.MaxPooling2D(2, name=f"{prefix}enc{level.index}_pool")(x)
 
     for level in reversed(schedule[:-1]):
         x = layers.Conv2DTranspose(level.filters, 2, strides=2, padding="same",
-                                   kernel_initializer="he_normal", name=f"dec{level.index}_up")(x)
-        x = layers.Concatenate(name=f"dec{level.index}_concat")([x, skips[level.index]])
-        x = _block(x, level, m, "dec", drop_seed)
+                                   kernel_initializer="he_normal", name=f"{prefix}dec{level.index}_up")(x)
+        x = layers.Concatenate(name=f"{prefix}dec{level.index}_concat")([x, skips[level.index]])
+        x = _block(x, level, m, f"{prefix}dec", drop_seed)
 
-    x = layers.Conv2D(m.num_classes, 1, padding="same", name="head")(x)
-    outputs = layers.Activation("softmax", dtype="float32", name="softmax")(x)
-    return keras.Model(inputs, outputs, name=name)
+    x = layers.Conv2D(m.num_classes, 1, padding="same", name=f"{prefix}head")(x)
+    return layers.Activation("softmax", dtype="float32", name=f"{prefix}softmax")(x)
+
+
+def combine_members(m: ModelSettings, members: list[keras.Model]) -> keras.Model:
+    """The ``members = len(members)`` network of ``m`` holding each single network's weights in its
+    ``m<k>_`` layers: its output is the mean of theirs.  ``members``: networks of ``m`` with ``members = 1``."""
+    combined = build_model(dataclasses.replace(m, members=len(members)))
+    for k, member in enumerate(members, start=1):
+        for layer in member.layers:
+            if layer.weights:
+                combined.get_layer(f"m{k}_{layer.name}").set_weights(layer.get_weights())
+    return combined
 
 
 def forward_flops(model: keras.Model) -> int:

@@ -45,7 +45,7 @@ META_ATTR = "flexunet_meta"            # root attribute of a .weights.h5 file
 
 ARCHITECTURE_KEYS = ("model", "image_width", "image_height", "image_channels", "input_normalize",
                      "centre_intensity", "normalization", "num_classes", "base_filters", "max_filters",
-                     "base_kernels", "num_layers", "dropout_rate", "dilation", "activation", "final_activation")
+                     "base_kernels", "num_layers", "dropout_rate", "dilation", "activation", "final_activation", "members")
 # (section, key) the run folder decides: the network, and what its inputs and outputs mean
 RUN_KEYS: tuple[tuple[str, str], ...] = (
     *(("model", k) for k in ARCHITECTURE_KEYS),
@@ -155,6 +155,7 @@ def metadata(cfg: Config, best_name: str, state: Mapping[str, Any] | None = None
         "epoch": state.get("epoch"), "best_epoch": state.get("best_epoch"),
         "monitor": cfg.train.monitor, "best": state.get("best"),
         "averaged_epochs": state.get("averaged_epochs"),  # [train] average_best: the epochs the best model averages
+        "members": state.get("members"),  # [model] members: each member's seed, epochs and best epoch
         "input": {"height": m.image_height, "width": m.image_width, "channels": m.image_channels,
                   "normalize": m.input_normalize, "color_order": cfg.image.color_order},
         "classes": [{"index": i, "name": name, "colour": colours.get(i)} for i, name in enumerate(cfg.class_names)],
@@ -229,6 +230,12 @@ def _meta_problem(meta: Any) -> str | None:
         problem = check(meta.get("input") or {}, key, kind, "input.")
         if problem:
             return problem
+    problem = check(meta, "members", arr, "")
+    if problem:
+        return problem
+    for i, entry in enumerate(meta.get("members") or []):
+        if not isinstance(entry, dict):
+            return f"'members.{i}' is {_kind_of(entry)}, expected an object"
     for i, entry in enumerate(meta.get("classes") or []):
         if not isinstance(entry, dict):
             return f"'classes.{i}' is {_kind_of(entry)}, expected an object"
@@ -321,29 +328,6 @@ def read_meta(target: str | Path) -> dict[str, Any] | None:
     return None
 
 
-def describe_meta(meta: Mapping[str, Any], source: str) -> str:
-    """The metadata as text for ``flexunet inspect MODEL_FILE``."""
-    i = meta.get("input", {})
-    lines = [f"{source}: {meta.get('best_model')} (best {meta.get('monitor')} {meta.get('best')} at epoch "
-             f"{meta.get('best_epoch')}; {meta.get('epoch')} epoch(s) trained)",
-             f"input: {i.get('height')}x{i.get('width')}x{i.get('channels')}, {i.get('color_order')}, "
-             f"scaled 0..255 -> 0..1 in the model: {i.get('normalize')}",
-             "classes:"]
-    lines += [f"  {c['index']}: {c['name']}  colour {tuple(c['colour']) if c.get('colour') else None}"
-              for c in meta.get("classes", [])]
-    lines.append("run settings:")
-    lines += [f"  {k} = {v!r}" for k, v in meta.get("config", {}).items()]
-    v = meta.get("versions", {})
-    lines.append(f"versions: flexunet {v.get('flexunet')}, tensorflow {v.get('tensorflow')}, "
-                 f"keras {v.get('keras')}")
-    lines.append(f"split sha256: {meta.get('split_sha256')}")
-    speed = meta.get("speed") or {}
-    if speed:
-        lines.append(f"trained in {speed.get('precision')}, XLA {'on' if speed.get('jit_compile') else 'off'} "
-                     f"({speed.get('precision_why')})")
-    return "\n".join(lines) + "\n"
-
-
 def write_meta(model_dir: Path, meta: Mapping[str, Any]) -> None:
     write_json(Path(model_dir) / META, dict(meta))
 
@@ -370,17 +354,3 @@ def best_model_path(model_dir: str | Path) -> Path:
         raise FlexUNetError(f"{model_dir}: no {BEST_KERAS} or {BEST_WEIGHTS}; expected a folder written by "
                             f"'flexunet train' (check [train] model_dir)")
     return max(found, key=lambda p: p.stat().st_mtime_ns)
-
-
-def inspect_target(target: Path) -> str:
-    """``flexunet inspect MODEL_FILE_OR_RUN_DIR``: the metadata as text (an error when there is none)."""
-    if not target.exists():
-        raise FlexUNetError(f"{target}: not found; expected a config file, a model file or a run folder")
-    meta = read_meta(target)
-    if meta is None and target.is_dir() and any((target / n).is_file() for n in BEST_NAMES):
-        meta = read_meta(best_model_path(target))
-    if meta is None:
-        raise FlexUNetError(f"{target}: carries no FlexUNet metadata; expected a best model, a last_checkpoint/ "
-                            f"or a run folder written by 'flexunet train' (a run trained before the metadata "
-                            f"existed has only its {SAVED_CONFIG})")
-    return describe_meta(meta, str(target))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from flexunet.dataset.stats import dataset_stats
+from flexunet.model.inspection import describe_members
 from flexunet.model.intervals import Interval, notes as interval_notes
 from flexunet.model.run_folder import best_model_path, read_meta
 from flexunet.report.data import PredictionRule, dataset_dir_of, epoch_montages, read_json
@@ -41,11 +42,14 @@ def header_html(b: Build) -> str:
     run = f"{state.get('epoch', 'n/a')} epoch(s) trained"
     if state.get("best_epoch"):
         run += f"; best {cfg.train.monitor} {fmt(state.get('best'), 4)} at epoch {state['best_epoch']}"
-    averaged = (read_meta(cfg.train.model_dir) or {}).get("averaged_epochs")
-    if averaged:  # [train] average_best
-        run += f"; the model is the mean of the weights of epochs {', '.join(map(str, averaged))}"
+    meta = read_meta(cfg.train.model_dir) or {}
+    if meta.get("averaged_epochs"):  # [train] average_best
+        run += f"; the model is the mean of the weights of epochs {', '.join(map(str, meta['averaged_epochs']))}"
     if state.get("stopped_by"):
         run += f"; stopped by {state['stopped_by']}"
+    if meta.get("members"):  # [model] members: no run state of its own
+        run = (f"the model is the mean of the softmax outputs of {len(meta['members'])} networks trained apart: "
+               f"{describe_members(meta['members'], cfg.train.monitor)}")
     dataset, how = dataset_dir_of(cfg)
     dates = [("report written", _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")),
              ("best model saved", _mtime(model_path)),
@@ -94,19 +98,30 @@ def dataset_section(b: Build) -> str:
 
 
 def curves_section(b: Build) -> str:
-    path = b.cfg.train.eval_dir / "history.json"
+    """The training curves: the run's, or with ``[model] members`` each member's from its own folder."""
+    cfg = b.cfg
+    if cfg.model.members == 1:
+        return _curves(b, cfg.train.eval_dir, cfg.train.model_dir, "", "curves")
+    return "".join(f"<h3>Member {k} (seed {cfg.train.seed + k - 1})</h3>"
+                   + _curves(b, folder, folder, f"member {k}: ", f"curves-{k}")
+                   for k in range(1, cfg.model.members + 1)
+                   for folder in [cfg.train.model_dir / "members" / str(k)])
+
+
+def _curves(b: Build, eval_dir: Path, model_dir: Path, caption: str, sub: str) -> str:
+    path = eval_dir / "history.json"
     hist = read_json(path)
     if not hist or not hist.get("epochs"):
         return b.note(f"No training curves: {path} not found or empty (written by `flexunet train`).")
-    state = read_json(b.cfg.train.model_dir / "last_checkpoint" / "state.json") or {}
+    state = read_json(model_dir / "last_checkpoint" / "state.json") or {}
     best = state.get("best_epoch")
-    figs = [figure_html(b.add(plot_loss(hist, b.cfg.model.loss, best, b.tmp / "curves" / "loss.png")),
-                        "training and validation loss"),
-            figure_html(b.add(plot_dice(hist, b.cfg, best, b.tmp / "curves" / "dice.png")),
-                        "per-class Dice, training and validation")]
+    figs = [figure_html(b.add(plot_loss(hist, b.cfg.model.loss, best, b.tmp / sub / "loss.png")),
+                        f"{caption}training and validation loss"),
+            figure_html(b.add(plot_dice(hist, b.cfg, best, b.tmp / sub / "dice.png")),
+                        f"{caption}per-class Dice, training and validation")]
     if hist.get("learning_rate"):
-        figs.append(figure_html(b.add(plot_learning_rate(hist, best, b.tmp / "curves" / "learning_rate.png")),
-                                "learning rate"))
+        figs.append(figure_html(b.add(plot_learning_rate(hist, best, b.tmp / sub / "learning_rate.png")),
+                                f"{caption}learning rate"))
     collapse = hist.get("collapse") or {}  # the collapse guard's line, when it fired
     warning = f"<p><strong>{esc(collapse['message'])}</strong></p>" if collapse.get("message") else ""
     return (f"{warning}<p>{len(hist['epochs'])} epoch(s) from {esc(path)}. Dice during training is accumulated "
