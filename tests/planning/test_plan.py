@@ -14,7 +14,7 @@ import pytest
 
 from flexunet.cli.main import main
 from flexunet.config.loader import load_config
-from flexunet.planning.plan import EPOCH_CAP, EPOCH_MAX, Candidate, choose, epochs_fit, plan_dataset, probe_speed
+from flexunet.planning.plan import EPOCH_CAP, EPOCH_MAX, MEMBERS_MAX, Candidate, choose, epochs_fit, plan_dataset, probe_speed
 from flexunet.planning.probe import candidates_for, levels_for, probe_ladder
 from flexunet.utils.machine import Machine
 from test_fingerprint import make_set
@@ -57,6 +57,21 @@ def test_epochs_and_net_fit_the_budget() -> None:
     epoch_s = 1.1 * step_s * (20 + 5 / 3)
     assert tight["base_filters"][0] == 8 and tight["epochs"][0] == int(2 * 60 // epoch_s) < 20
     assert "s/step" in tight["base_filters"][1]
+
+
+def test_time_for_more_than_the_epoch_cap_goes_to_members_trained_apart() -> None:
+    """An epoch of 16 filters is 30.5 s here (1.1 x 1.28 s x (20 + 5/3) steps); a member needs 45 epochs x 1.3
+    (the overrun a run showed over its estimate): 58.5 epochs' time, 29.7 min."""
+    speeds = {c: 0.08 * c.base_filters for c in candidates_for(128)}
+    budgets = {10.0: 1, 29.0: 1, 30.5: 1, 60.0: 2, 90.0: 3, 600.0: MEMBERS_MAX}
+    for minutes, members in budgets.items():
+        picked = choose(_fp(160, 20), speeds, minutes, 128, "x")
+        assert picked["members"][0] == members, minutes
+        if members > 1:
+            assert picked["base_filters"][0] == 16 and picked["epochs"][0] == EPOCH_MAX
+            assert f"{members} networks of 45 epochs" in picked["members"][1]
+            assert f"each of the {members} members" in picked["epochs"][1]
+    assert MEMBERS_MAX == 3 and "needs 117" in choose(_fp(160, 20), speeds, 10.0, 128, "x")["members"][1]
 
 
 def test_oversampling_follows_the_rarest_class() -> None:
@@ -170,7 +185,8 @@ def test_planned_config_loads_and_trains_one_epoch(dataset: Path, tmp_path: Path
     assert cfg.infer.images_dir == (dataset / "test" / "images").resolve()
     assert cfg.train.epochs == result["choices"]["epochs"][0]
     # every value line has a comment line (or a self-evident constant) above it: spot-check the planned ones
-    for key in ("base_filters", "num_layers", "epochs", "batch_size", "foreground_oversampling", "image_channels"):
+    for key in ("base_filters", "num_layers", "epochs", "members", "batch_size", "foreground_oversampling",
+                "image_channels"):
         above = text.splitlines()[[ln.split("=")[0].strip() for ln in text.splitlines()].index(key) - 1]
         assert above.startswith(";"), key
 
@@ -181,7 +197,9 @@ def test_planned_config_loads_and_trains_one_epoch(dataset: Path, tmp_path: Path
     cfg = load_config(out, ["train.epochs=1", "model.base_filters=4", "model.num_layers=3",
                             "train.jit_compile=False", "train.mixed_precision=None"])
     summary = train(cfg, progress=False)
-    assert summary["epochs"] == 1 and (cfg.train.model_dir / summary["best_model"]).exists()
+    # a tiny set at the fake probe's speed leaves time for more networks: one epoch of each member
+    assert cfg.model.members == result["choices"]["members"][0] == 3
+    assert summary["epochs"] == 3 and (cfg.train.model_dir / summary["best_model"]).exists()
     evaluation = evaluate_model(cfg, progress=False)
     assert set(evaluation["report"]["classes"]) == {"green", "red"}
 

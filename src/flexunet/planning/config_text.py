@@ -74,6 +74,8 @@ clipvalue      = None
 loss           = "ce_dice"
 ; {c['class_weights'][1]}
 class_weights  = {c['class_weights'][0]}
+; {c['members'][1]}
+members        = {c['members'][0]}
 
 [dataset]
 class_names    = {json.dumps(names)}

@@ -13,7 +13,8 @@ As nnU-Net does, the configuration is derived from the data and the machine:
    at the precision training will use here, and the online augmentation's cost, a few seconds in all;
 3. choose (``choose``): input size, levels and filters, BatchNorm, CE + Dice, Adam and
    its warm-up + decay schedule, batch size, online augmentation, foreground oversampling,
-   epochs that fit the time budget, monitor, cache, channels, mask format, rgb_map and class names;
+   epochs that fit the time budget (time for more than EPOCH_MAX of them: networks averaged,
+   ``members``), monitor, cache, channels, mask format, rgb_map and class names;
 4. write (:func:`flexunet.planning.config_text.config_text`): the config in the original's dialect, a ``;`` comment above
    every value naming the fact that chose it, and ``fingerprint.json`` beside it.
 
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 EPOCH_CAP = 30                   # the net is the largest that fits this many epochs; time left over goes to
 EPOCH_MAX = 45                   # more of them, up to this many (both families gained: docs/generalisation.md)
 GOOD_EPOCHS = 20                 # failing a net that fits EPOCH_CAP epochs, the largest that fits this many
+MEMBERS_MAX = 3                  # time for more than EPOCH_MAX epochs goes to networks trained apart, averaged
+OVERRUN = 1.3                    # a run took 1.3x the probe's estimate (13.4 min of a planned 10.35; AMD EPYC)
 
 
 # --------------------------------------------------------------------------- the choices
@@ -98,6 +101,7 @@ def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, 
     pick = next((c for c in ranked if fits[c] >= EPOCH_CAP),
                 next((c for c in ranked if fits[c] >= GOOD_EPOCHS), ranked[-1]))
     epochs = int(max(1, min(EPOCH_MAX, math.floor(fits[pick]))))
+    members = max(1, min(MEMBERS_MAX, math.floor(fits[pick] / (EPOCH_MAX * OVERRUN))))
     probe = "; ".join(f"{c.label}: {speeds[c]:.2f} s/step, {fits[c]:.0f} epochs fit" for c in ranked)
     epoch_min = _epoch_seconds(speeds[pick], train_n, valid_n, pick.batch_size) / 60.0
     grey = fp["channels"] == "grey"
@@ -139,7 +143,15 @@ def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, 
                                         f"usable and a step short on a CPU"),
         "epochs": (epochs, f"{minutes:g} min / {epoch_min:.2f} min per epoch ({train_n} train + {valid_n} valid "
                            f"slices at the probed speed), at most {EPOCH_MAX}: with dropout and scaling both "
-                           f"synthetic families still gained from epochs {EPOCH_CAP}-{EPOCH_MAX}"),
+                           f"synthetic families still gained from epochs {EPOCH_CAP}-{EPOCH_MAX}"
+                           + (f"; each of the {members} members trains them" if members > 1 else "")),
+        "members": (members, f"{fits[pick]:.0f} epochs fit in {minutes:g} min"
+                    + (f": {members} networks of {epochs} epochs, trained apart with seeds seed..seed+{members - 1}"
+                       f", their softmax outputs averaged" if members > 1 else
+                       f"; a second network of {EPOCH_MAX} epochs needs {2 * EPOCH_MAX * OVERRUN:.0f}")
+                    + f" ({EPOCH_MAX} epochs x {OVERRUN:g}, the time a run took over its estimate, per network; "
+                      f"at most {MEMBERS_MAX}): three runs averaged beat the runs' mean in every cell of three "
+                      f"synthetic families (docs/generalisation.md, fourteenth round)"),
         "warmup_epochs": (warmup, f"a short linear warm-up for a run of {epochs} epochs keeps Adam's first steps "
                                   f"from saturating the softmax"),
         "patience": (patience, f"early stopping after half of the {epochs} epochs (at least 8) without a lower "
@@ -212,7 +224,9 @@ def plan_dataset(dataset: Path, out: Path | None = None, minutes: float = 10.0, 
     write_json(fp_path, fp)
     write_text(out, config_text(fp, choices, out, dataset, minutes))
     claim_output_dir(out.parent, "plan", [out.name, fp_path.name])
-    log.info("plan: %d classes (%s), %s px, %d filters x %d levels, %d epochs of ~%s -> %s (facts in %s)",
-             len(fp["classes"]), ", ".join(choices["names"]), chosen_size, choices["base_filters"][0],
+    members = choices["members"][0]
+    log.info("plan: %d classes (%s), %s px, %s%d filters x %d levels, %d epochs of ~%s -> %s (facts in %s)",
+             len(fp["classes"]), ", ".join(choices["names"]), chosen_size,
+             f"{members} members of " if members > 1 else "", choices["base_filters"][0],
              choices["levels"][0], choices["epochs"][0], f"{minutes:g} min", out, fp_path.name)
     return {"config": out, "fingerprint": fp_path, "choices": choices, "fingerprint_data": fp}
