@@ -12,7 +12,7 @@ from flexunet.training import autotune
 from flexunet.training.autotune import Probe, resolve
 from flexunet.cli.main import main
 from flexunet.config.loader import load_config, parse_config
-from flexunet.preprocessing.pipeline import subset_pairs
+from flexunet.preprocessing.pipeline import make_dataset, subset_pairs
 from flexunet.utils.errors import ConfigError
 from flexunet.utils.machine import Machine
 from conftest import ROOT
@@ -245,3 +245,15 @@ def test_the_default_trains_as_an_explicit_float32_on_a_cpu_without_native_bf16(
     assert runs[0][0] == runs[1][0]
     assert all(np.array_equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
     assert "no native bfloat16" in runs[0][2] and runs[1][2] == "set by [train] mixed_precision"
+
+
+def test_a_members_config_is_timed_on_one_network_as_each_member_trains(train_project, monkeypatch):
+    import flexunet.model.network as network
+
+    built = []
+    real = network.compile_model
+    monkeypatch.setattr(network, "compile_model", lambda cfg: built.append(cfg.model.members) or real(cfg))
+    cfg = _cfg(train_project).replace("model", members=3)
+    x, y = next(iter(make_dataset(cfg, subset_pairs(cfg, "train"), training=True)))
+    autotune.time_steps(cfg, (x, y), False, "float32")
+    assert built == [1]

@@ -126,6 +126,7 @@ def _measure_training(spec: dict) -> dict:
     from flexunet.preprocessing.pipeline import make_dataset, subset_pairs
 
     cfg = load_config(spec["config"], spec["overrides"])
+    cfg = cfg.replace("model", members=1)   # [model] members trains one network at a time: timed is one
     configure_runtime(cfg)
     batch = cfg.train.batch_size
     pairs = subset_pairs(cfg, "train")[:spec["images"]]

@@ -291,7 +291,7 @@ def time_steps(cfg: Config, batch, jit: bool, precision: str,
     from flexunet.model.network import compile_model, configure_runtime
 
     probe_cfg = cfg.replace("train", jit_compile=jit, mixed_precision=None if precision == "float32" else precision)
-    probe_cfg = probe_cfg.replace("model", show_summary=False)
+    probe_cfg = probe_cfg.replace("model", show_summary=False, members=1)   # members train one at a time
     configure_runtime(probe_cfg)  # the seed: every candidate starts from the same weights
     try:
         model = compile_model(probe_cfg)
