@@ -148,8 +148,8 @@ def choose(fp: dict, speeds: dict[Candidate, float], minutes: float, size: int, 
         "members": (members, f"{fits[pick]:.0f} epochs fit in {minutes:g} min"
                     + (f": {members} networks of {epochs} epochs, trained apart with seeds seed..seed+{members - 1}"
                        f", their softmax outputs averaged" if members > 1 else
-                       f"; a second network of {EPOCH_MAX} epochs needs {2 * EPOCH_MAX * OVERRUN:.0f}")
-                    + f" ({EPOCH_MAX} epochs x {OVERRUN:g}, the time a run took over its estimate, per network; "
+                       f"; two networks would need {2 * EPOCH_MAX * OVERRUN:.0f}")
+                    + f" ({EPOCH_MAX} epochs x {OVERRUN:g} per network: runs took {OVERRUN:g}x their estimate; "
                       f"at most {MEMBERS_MAX}): three runs averaged beat the runs' mean in every cell of three "
                       f"synthetic families (docs/generalisation.md, fourteenth round)"),
         "warmup_epochs": (warmup, f"a short linear warm-up for a run of {epochs} epochs keeps Adam's first steps "
