@@ -49,6 +49,9 @@ def test_each_member_is_a_run_of_its_own_seed_and_the_model_is_their_mean(tmp_pa
     assert rc == 0, err
     alone, second = load_trained(load_config(single)).get_weights(), load_trained(runs[1]).get_weights()
     assert len(alone) == len(second) and all(np.array_equal(a, b) for a, b in zip(alone, second))
+    chosen = [json.loads((d / "postprocess.json").read_text()) for d in (load_config(single).train.model_dir,
+                                                                          folders[1])]
+    assert chosen[0] == chosen[1]                                  # its post-processing chosen as the run's
 
 
 def test_resume_goes_on_with_the_interrupted_member_and_overwrite_takes_every_member(tmp_path, capsys,

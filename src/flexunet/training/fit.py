@@ -23,12 +23,15 @@ from typing import Any
 
 from flexunet.config.loader import Config, dump_config
 from flexunet.dataset.leak_record import RECORD_FILE, write_record
+from flexunet.model.postprocess import ComponentChooser, decision_of
+from flexunet.model.postprocess import write_record as write_postprocess
 from flexunet.model.run_folder import best_model_name, best_model_path
 from flexunet.model.trained import check_precision
 from flexunet.training import averaging
+from flexunet.training.certainty import best_epoch_intervals
 from flexunet.training.checkpoint import initial_state, load_checkpoint, recover_checkpoint, save_best
-from flexunet.training.distribute import make_strategy
-from flexunet.utils.errors import Interrupted, TrainingStopped
+from flexunet.training.distribute import is_chief, make_strategy
+from flexunet.utils.errors import FlexUNetError, Interrupted, TrainingStopped
 from flexunet.utils.io import write_text
 
 log = logging.getLogger(__name__)
@@ -162,6 +165,40 @@ def fit_network(cfg: Config, resume: bool, data: RunData, record: bool):
     if t.ema > 0 and state.get("best_epoch"):  # a run stopped early ends with its raw weights in the model
         model.load_weights(best_model_path(t.model_dir))
     return model, state, seconds, timing
+
+
+def finish_network(cfg: Config, model: Any, state: dict, valid_pairs: list, label: str | None = None) -> dict:
+    """One forward pass of the run's best model over the validation set: its Dice with a 95% interval per
+    class (:mod:`flexunet.training.certainty`) and the post-processing chosen on it, recorded in the run
+    folder.  ``label``: how the line names the model (the members' mean).  The intervals, as JSON."""
+    from flexunet.preprocessing.pipeline import make_dataset
+
+    t = cfg.train
+    valid_ds = make_dataset(cfg, valid_pairs, training=False)
+    intervals = {}
+    chooser = ComponentChooser(cfg.model.num_classes, cfg.model.image_height, cfg.model.image_width)
+    try:  # the run is whole without it
+        if t.strategy != "multiworker":
+            intervals = {name: {"dice": iv.dice, **iv.as_json()} for name, iv in
+                         best_epoch_intervals(cfg, model, valid_ds, valid_pairs, state, chooser, label).items()}
+    except (OSError, ValueError, FlexUNetError) as exc:
+        log.warning("the best epoch's validation interval was not computed: %s", exc)
+    if chooser.slices == len(valid_pairs) and is_chief():
+        choose_postprocessing(cfg, chooser)
+    return intervals
+
+
+def choose_postprocessing(cfg: Config, chooser: ComponentChooser) -> dict:
+    """The smallest predicted component kept per class, chosen on the validation pass and recorded in the run
+    folder (:mod:`flexunet.model.postprocess`); one line."""
+    record = {**chooser.choose(cfg.class_names), "decision": decision_of(cfg)}   # the masks it was chosen for
+    write_postprocess(cfg.train.model_dir, record)
+    sizes = record["min_component_size"]
+    log.info("post-processing chosen on %d validation slices: %s", chooser.slices, ", ".join(
+        f"{name} " + (f"components under {sizes[k]} px removed (Dice {info['valid_dice']['0']:.3f} -> "
+                      f"{info['valid_dice'][str(sizes[k])]:.3f})" if sizes[k] else "all kept")
+        for k, (name, info) in enumerate(record["classes"].items(), start=1)))
+    return record
 
 
 def check_run_precision(cfg: Config, valid_pairs: list) -> dict:

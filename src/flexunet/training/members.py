@@ -3,7 +3,8 @@
 1. member k (1..K) is a run of its own in ``model_dir/members/k/`` (:func:`member_config`): the run's
    config with ``seed + k - 1`` and ``members = 1``, its curves beside its checkpoint, epoch-change
    inference for member 1 only; it trains as a single run does (its best model, ``average_best``,
-   the guards, its resumable checkpoint), and is a run folder ``evaluate`` can load on its own;
+   the guards, its resumable checkpoint, its validation interval and post-processing), and is a run
+   folder ``evaluate`` can load on its own;
 2. ``--resume`` goes on with the member that was interrupted and skips those that ended
    (:func:`member_resumes`);
 3. the run's best model is the K-member network (:func:`flexunet.model.network.combine_members`):
@@ -27,7 +28,7 @@ from flexunet.model.precision import precision_policy
 from flexunet.model.run_folder import CHECKPOINT, best_model_name, best_model_path, read_meta
 from flexunet.model.trained import load_trained
 from flexunet.training.checkpoint import read_state, recover_checkpoint, save_best
-from flexunet.training.fit import RunData, check_run_precision, fit_network, record_data
+from flexunet.training.fit import RunData, check_run_precision, finish_network, fit_network, record_data
 from flexunet.utils.errors import FlexUNetError
 from flexunet.utils.io import remove_path, write_text
 
@@ -84,9 +85,12 @@ def fit_members(cfg: Config, resume: bool, data: RunData):
         for k, again in enumerate(resumes, start=1):
             log.info("member %d of %d (seed %d) in %s", k, cfg.model.members, t.seed + k - 1,
                      member_dir(t.model_dir, k))
-            _, state, took, done = fit_network(member_config(cfg, k), again, data, record=False)
+            member = member_config(cfg, k)
+            model, state, took, done = fit_network(member, again, data, record=False)
             if done is None:  # it had ended: the epochs its best model averages are in its metadata
                 state["averaged_epochs"] = (read_meta(member_dir(t.model_dir, k)) or {}).get("averaged_epochs")
+            else:  # its own interval and post-processing: a member's folder is a run as a single one
+                finish_network(member, model, state, data.valid_pairs)
             states.append(state)
             seconds += took
             timing, trained = done if done is not None else timing, trained or done is not None

@@ -22,15 +22,13 @@ from pathlib import Path
 from flexunet.config.inputs import input_folders
 from flexunet.config.loader import Config
 from flexunet.dataset.leak_record import RECORD_FILE, compare_data
-from flexunet.model.postprocess import RECORD as POSTPROCESS_RECORD, ComponentChooser, decision_of
-from flexunet.model.postprocess import write_record as write_postprocess
+from flexunet.model.postprocess import RECORD as POSTPROCESS_RECORD
 from flexunet.model.precision import RECORD as PRECISION_RECORD
 from flexunet.model.run_folder import apply_run, best_model_name
 from flexunet.training import autotune, averaging, members
-from flexunet.training.certainty import best_epoch_intervals
 from flexunet.training.checkpoint import recover_checkpoint
 from flexunet.training.distribute import is_chief, worker_config
-from flexunet.training.fit import RunData, fit_network
+from flexunet.training.fit import RunData, finish_network, fit_network
 from flexunet.utils.errors import FlexUNetError
 from flexunet.utils.io import list_files, remove_path
 from flexunet.utils.outputs import check_output_dir, claim_output_dir, folder_owners
@@ -148,7 +146,7 @@ def require_tensorboard(cfg: Config) -> None:
 
 
 def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_data_change: bool = False) -> dict:
-    from flexunet.preprocessing.pipeline import check_masks, make_dataset, subset_pairs
+    from flexunet.preprocessing.pipeline import check_masks, subset_pairs
 
     begun = time.perf_counter()
     require_tensorboard(cfg)
@@ -167,33 +165,8 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
         model, state, seconds, timing = members.fit_members(cfg, resume, data)
     if timing is None:  # --resume of a run that had ended
         return _summary(cfg, state, 0.0, best_model_name(cfg))
-    t = cfg.train
-    valid_ds = make_dataset(cfg, valid_pairs, training=False)
-    intervals = {}
-    chooser = ComponentChooser(cfg.model.num_classes, cfg.model.image_height, cfg.model.image_width)
-    try:  # one forward pass of the best model over the validation set; the run is whole without it
-        if t.strategy != "multiworker":
-            intervals = {name: {"dice": iv.dice, **iv.as_json()} for name, iv in
-                         best_epoch_intervals(cfg, model, valid_ds, valid_pairs, state, chooser,
-                                              members.label(cfg)).items()}
-    except (OSError, ValueError, FlexUNetError) as exc:
-        log.warning("the best epoch's validation interval was not computed: %s", exc)
-    if chooser.slices == len(valid_pairs) and is_chief():
-        _choose_postprocessing(cfg, chooser)
+    intervals = finish_network(cfg, model, state, valid_pairs, members.label(cfg))
     return {**_summary(cfg, state, seconds, best_model_name(cfg)), "timing": timing, "valid_intervals": intervals}
-
-
-def _choose_postprocessing(cfg: Config, chooser: ComponentChooser) -> dict:
-    """The smallest predicted component kept per class, chosen on the validation pass and recorded in the run
-    folder (:mod:`flexunet.model.postprocess`); one line."""
-    record = {**chooser.choose(cfg.class_names), "decision": decision_of(cfg)}   # the masks it was chosen for
-    write_postprocess(cfg.train.model_dir, record)
-    sizes = record["min_component_size"]
-    log.info("post-processing chosen on %d validation slices: %s", chooser.slices, ", ".join(
-        f"{name} " + (f"components under {sizes[k]} px removed (Dice {info['valid_dice']['0']:.3f} -> "
-                      f"{info['valid_dice'][str(sizes[k])]:.3f})" if sizes[k] else "all kept")
-        for k, (name, info) in enumerate(record["classes"].items(), start=1)))
-    return record
 
 
 def warn_absent_classes(cfg: Config, counts, num_train: int) -> list[int]:
