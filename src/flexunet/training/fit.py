@@ -57,6 +57,7 @@ def fit_network(cfg: Config, resume: bool, data: RunData, record: bool):
     data record there and check the precision (a member leaves both to the run it belongs to)."""
     from flexunet.preprocessing.pipeline import make_dataset, steps_per_epoch
 
+    begun = data.begun if record else time.perf_counter()   # a member's timing line is its own
     t = cfg.train
     train_pairs, valid_pairs, counts = data.train_pairs, data.valid_pairs, data.counts
     presence = counts[:len(train_pairs)] > 0
@@ -111,7 +112,7 @@ def fit_network(cfg: Config, resume: bool, data: RunData, record: bool):
         train_ds = train_ds.repeat()
     valid_ds = make_dataset(cfg, valid_pairs, training=False)
 
-    nan_guard, clock = NanGuard(), EpochClock(data.begun)
+    nan_guard, clock = NanGuard(), EpochClock(begun)
     callbacks = [clock, nan_guard]
     if t.ema > 0:  # validation and every save (best, checkpoint) see the averaged weights
         callbacks.append(AveragedWeights(swapped=resume))
