@@ -42,6 +42,7 @@ SAVED_CONFIG = "train_eval_infer.config"
 META = "model_meta.json"
 META_IN_KERAS = "flexunet_meta.json"   # member of the .keras zip
 META_ATTR = "flexunet_meta"            # root attribute of a .weights.h5 file
+MEMBERS = "members"                    # [model] members: member k is a run folder of its own in members/k/
 
 ARCHITECTURE_KEYS = ("model", "image_width", "image_height", "image_channels", "input_normalize",
                      "centre_intensity", "normalization", "num_classes", "base_filters", "max_filters",
@@ -341,6 +342,11 @@ def drop_stale_best(model_dir: Path, current: str) -> None:
 
 
 # --------------------------------------------------------------------------- the best model
+
+
+def member_dir(model_dir: str | Path, k: int) -> Path:
+    """Member ``k``'s run folder (1..K) in a ``[model] members`` run folder."""
+    return Path(model_dir) / MEMBERS / str(k)
 
 
 def best_model_path(model_dir: str | Path) -> Path:

@@ -8,10 +8,11 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from flexunet.config.loader import Config
 from flexunet.dataset.stats import dataset_stats
 from flexunet.model.inspection import describe_members
 from flexunet.model.intervals import Interval, notes as interval_notes
-from flexunet.model.run_folder import best_model_path, read_meta
+from flexunet.model.run_folder import best_model_path, member_dir, read_meta
 from flexunet.report.data import PredictionRule, dataset_dir_of, epoch_montages, read_json
 from flexunet.report.html import Build, esc, figure_html, fmt, has, html_table, lookup, note, value_cell, warning
 from flexunet.report.plots import plot_dice, plot_learning_rate, plot_loss
@@ -30,6 +31,24 @@ def _mtime(path: Path | None) -> str:
     return _dt.datetime.fromtimestamp(Path(path).stat().st_mtime).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _run_line(cfg: Config) -> str:
+    """How the run trained: its epochs, best epoch, averaged epochs and ending, or with ``[model] members``
+    (no run state of its own) each member's."""
+    meta = read_meta(cfg.train.model_dir) or {}
+    if meta.get("members"):
+        return (f"the model is the mean of the softmax outputs of {len(meta['members'])} networks trained apart: "
+                f"{describe_members(meta['members'], cfg.train.monitor)}")
+    state = read_json(cfg.train.model_dir / "last_checkpoint" / "state.json") or {}
+    run = f"{state.get('epoch', 'n/a')} epoch(s) trained"
+    if state.get("best_epoch"):
+        run += f"; best {cfg.train.monitor} {fmt(state.get('best'), 4)} at epoch {state['best_epoch']}"
+    if meta.get("averaged_epochs"):  # [train] average_best
+        run += f"; the model is the mean of the weights of epochs {', '.join(map(str, meta['averaged_epochs']))}"
+    if state.get("stopped_by"):
+        run += f"; stopped by {state['stopped_by']}"
+    return run
+
+
 def header_html(b: Build) -> str:
     cfg, m, ev = b.cfg, b.cfg.model, b.evaluation
     model_path = best_model_path(cfg.train.model_dir)
@@ -38,18 +57,7 @@ def header_html(b: Build) -> str:
     summary = (f"{m.model}: {fmt(params)} parameters, input {m.image_height}x{m.image_width}x{m.image_channels}, "
                f"{m.num_classes} classes ({names}), loss {m.loss}, optimizer {m.optimizer} "
                f"(learning rate {m.learning_rate:g}), {m.num_layers} levels from {m.base_filters} filters")
-    state = read_json(cfg.train.model_dir / "last_checkpoint" / "state.json") or {}
-    run = f"{state.get('epoch', 'n/a')} epoch(s) trained"
-    if state.get("best_epoch"):
-        run += f"; best {cfg.train.monitor} {fmt(state.get('best'), 4)} at epoch {state['best_epoch']}"
-    meta = read_meta(cfg.train.model_dir) or {}
-    if meta.get("averaged_epochs"):  # [train] average_best
-        run += f"; the model is the mean of the weights of epochs {', '.join(map(str, meta['averaged_epochs']))}"
-    if state.get("stopped_by"):
-        run += f"; stopped by {state['stopped_by']}"
-    if meta.get("members"):  # [model] members: no run state of its own
-        run = (f"the model is the mean of the softmax outputs of {len(meta['members'])} networks trained apart: "
-               f"{describe_members(meta['members'], cfg.train.monitor)}")
+    run = _run_line(cfg)
     dataset, how = dataset_dir_of(cfg)
     dates = [("report written", _dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")),
              ("best model saved", _mtime(model_path)),
@@ -105,7 +113,7 @@ def curves_section(b: Build) -> str:
     return "".join(f"<h3>Member {k} (seed {cfg.train.seed + k - 1})</h3>"
                    + _curves(b, folder, folder, f"member {k}: ", f"curves-{k}")
                    for k in range(1, cfg.model.members + 1)
-                   for folder in [cfg.train.model_dir / "members" / str(k)])
+                   for folder in [member_dir(cfg.train.model_dir, k)])
 
 
 def _curves(b: Build, eval_dir: Path, model_dir: Path, caption: str, sub: str) -> str:

@@ -29,7 +29,7 @@ from flexunet.model.run_folder import best_model_name, best_model_path
 from flexunet.model.trained import check_precision
 from flexunet.training import averaging
 from flexunet.training.certainty import best_epoch_intervals
-from flexunet.training.checkpoint import initial_state, load_checkpoint, recover_checkpoint, save_best
+from flexunet.training.checkpoint import initial_state, load_checkpoint, save_best
 from flexunet.training.distribute import is_chief, make_strategy
 from flexunet.utils.errors import FlexUNetError, Interrupted, TrainingStopped
 from flexunet.utils.io import write_text
@@ -54,7 +54,8 @@ class RunData:
 def fit_network(cfg: Config, resume: bool, data: RunData, record: bool):
     """Train one network in ``cfg.train.model_dir``; returns (its best model, the run state, seconds of fitting,
     the timing: None when a resumed run had already ended, its model then untrained).  ``record``: write the
-    data record there and check the precision (a member leaves both to the run it belongs to)."""
+    data record there and check the precision (a member leaves both to the run it belongs to).  On ``resume``
+    the caller has recovered the folder's checkpoint (it decides from it whether there is one to resume)."""
     from flexunet.preprocessing.pipeline import make_dataset, steps_per_epoch
 
     begun = data.begun if record else time.perf_counter()   # a member's timing line is its own
@@ -62,8 +63,6 @@ def fit_network(cfg: Config, resume: bool, data: RunData, record: bool):
     train_pairs, valid_pairs, counts = data.train_pairs, data.valid_pairs, data.counts
     presence = counts[:len(train_pairs)] > 0
     samples = data.samples if t.epoch_change_infer else []
-    if resume:
-        recover_checkpoint(t.model_dir)
 
     import keras
 

@@ -25,7 +25,7 @@ from typing import Any
 from flexunet.config.loader import Config, dump_config
 from flexunet.model.inspection import describe_members
 from flexunet.model.precision import precision_policy
-from flexunet.model.run_folder import CHECKPOINT, best_model_name, best_model_path, read_meta
+from flexunet.model.run_folder import CHECKPOINT, best_model_name, best_model_path, member_dir, read_meta
 from flexunet.model.trained import load_trained
 from flexunet.training.checkpoint import read_state, recover_checkpoint, save_best
 from flexunet.training.fit import RunData, check_run_precision, finish_network, fit_network, record_data
@@ -33,13 +33,6 @@ from flexunet.utils.errors import FlexUNetError
 from flexunet.utils.io import remove_path, write_text
 
 log = logging.getLogger(__name__)
-
-FOLDER = "members"
-
-
-def member_dir(model_dir: Path, k: int) -> Path:
-    return Path(model_dir) / FOLDER / str(k)
-
 
 def member_config(cfg: Config, k: int) -> Config:
     """Member ``k``'s config: its own seed and folder, one network, epoch-change montages from member 1 only."""

@@ -24,7 +24,7 @@ from flexunet.config.loader import Config
 from flexunet.dataset.leak_record import RECORD_FILE, compare_data
 from flexunet.model.postprocess import RECORD as POSTPROCESS_RECORD
 from flexunet.model.precision import RECORD as PRECISION_RECORD
-from flexunet.model.run_folder import apply_run, best_model_name
+from flexunet.model.run_folder import MEMBERS, apply_run, best_model_name, member_dir
 from flexunet.training import autotune, averaging, members
 from flexunet.training.checkpoint import recover_checkpoint
 from flexunet.training.distribute import is_chief, worker_config
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 RUN_FILES = ("best_model.keras", "best_model.weights.h5", "last_checkpoint", "train_eval_infer.config",
              "logs", "summary.txt", "data_record.json", "model_meta.json", PRECISION_RECORD,
-             POSTPROCESS_RECORD, averaging.FOLDER, members.FOLDER)
+             POSTPROCESS_RECORD, averaging.FOLDER, MEMBERS)
 # what training writes to [train] eval_dir (callbacks.write_curves); recorded as train's in its marker
 CURVE_FILES = ("train_losses.csv", "train_metrics.csv", "history.json", "train_losses.png", "train_metrics.png")
 
@@ -80,7 +80,7 @@ def _prepare_model_dir(cfg: Config, resume: bool, overwrite: bool) -> None:
     if resume:
         if model_dir.is_dir():
             recover_checkpoint(model_dir)
-        point = members.member_dir(model_dir, 1) if cfg.model.members > 1 else model_dir
+        point = member_dir(model_dir, 1) if cfg.model.members > 1 else model_dir
         if not previous_run(model_dir) or not (point / "last_checkpoint" / "state.json").is_file():
             raise FlexUNetError(f"{model_dir}: nothing to resume (no run of `flexunet train` with a "
                                 f"last_checkpoint/ there); start a new run without --resume")
