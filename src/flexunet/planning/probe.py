@@ -231,7 +231,7 @@ def quick_step(step: Callable[[], object], repeats: int,
     """Seconds of a quick call of ``step``: the lower quartile of ``repeats`` timed calls.
 
     Another program's work only ever slows a step, so a low figure is the nearest to this machine's
-    own speed; but a 2-core virtual machine's steps also vary on their own (0.53-0.83 s for one
+    own speed; but a 2-core virtual machine's steps also vary on their own (AMD EPYC, AVX2: 0.53-0.83 s for one
     16-filter step in one quiet process). The fastest of 3, what plan took before, gave 0.60-0.75 s
     in seven plans of one set (32-39 epochs planned); the lower quartile of 12 has about the same
     centre (the fastest of 3 sits at the lower quartile on average) and about half the spread: 0.60-0.69 s
