@@ -23,7 +23,7 @@ from conftest import (BLUE, GREEN, cli, colour_model, disk_full_on, inputs_snaps
                       one_error, pipeline_run_copy, run_command, snapshot)
 from flexunet.utils.errors import FlexUNetError
 from flexunet.evaluation.evaluate import KerasMean, evaluate_model, pixel_spacings, seed_evaluation_text
-from flexunet.model.metrics import hd95
+from flexunet.model.metrics import hd95, surface_dice
 
 GREY = (60, 60, 60)
 SIZE = 32
@@ -140,6 +140,9 @@ def test_evaluate_known_case(known_case):
     assert isch["per_image"]["hd95_px"]["n_valid"] == 2
     assert isch["per_image"]["hd95_px"]["mean"] == pytest.approx(hd95(ref_e, pred_e) / 2)
     assert isch["per_image"]["hd95_mm"]["n_valid"] == 0      # no spacing known
+    # NSD at 1 px: a 1, b 0 (missed), c 0 (false alarm), d empty (excluded), e as the metric computes it
+    assert isch["per_image"]["nsd"]["mean"] == pytest.approx((1 + 0 + 0 + surface_dice(ref_e, pred_e)) / 4)
+    assert 0 < surface_dice(ref_e, pred_e) < 1 and report["nsd_definition"].startswith("normalised surface Dice")
     assert report["num_images"] == 5 and report["empty_rule"].startswith("Dice/IoU")
     # how sure: the whole-set Dice's bootstrap interval over the 5 slices (no manifest names patients)
     lo, hi = isch["dice_ci95"]
@@ -160,6 +163,7 @@ def test_evaluate_known_case(known_case):
     assert float(by_key[("e.png", "ischemic")]["dice"]) == pytest.approx(2 / 3, abs=1e-6)
     assert by_key[("d.png", "ischemic")]["dice"] == ""          # NaN: both empty
     assert by_key[("c.png", "ischemic")]["fp"] == "9"
+    assert float(by_key[("e.png", "ischemic")]["nsd"]) == pytest.approx(surface_dice(ref_e, pred_e), abs=1e-6)
     lines = (root / "eval" / "confusion_matrix.csv").read_text().splitlines()
     assert lines[0] == "reference \\ prediction,background,ischemic,hemorrhagic"
     assert lines[2].split(",")[:3] == ["ischemic", "48", "96"]

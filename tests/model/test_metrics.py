@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flexunet.model.metrics import (EMPTY_RULE, MetricAccumulator, boundary, detection_scores, hd95, image_scores,
-                              lesion_counts, scores_from_counts, summarize)
+                              lesion_counts, scores_from_counts, summarize, surface_dice)
 
 nan = float("nan")
 
@@ -131,15 +131,61 @@ def test_hd95_agrees_with_brute_force_on_random_blobs(seed):
     assert hd95(a, b, spacing) == pytest.approx(brute_hd95(a, b, spacing), abs=1e-9)
 
 
+@pytest.mark.parametrize("name", ["hd95", "nsd"])
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.integers(3, 14), st.integers(3, 14), st.floats(0.05, 0.95))
-def test_hd95_agrees_with_brute_force_property(seed, h, w, density):
+def test_boundary_metrics_agree_with_brute_force_property(name, seed, h, w, density):
+    metric, brute = {"hd95": (hd95, brute_hd95), "nsd": (surface_dice, brute_nsd)}[name]
     rng = np.random.default_rng(seed)
     a = rng.random((h, w)) < density
     b = rng.random((h, w)) < density
-    expected = brute_hd95(a, b)
-    got = hd95(a, b)
+    expected = brute(a, b)
+    got = metric(a, b)
     assert (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected, abs=1e-9)
+
+
+def brute_nsd(a: np.ndarray, b: np.ndarray, tolerance: float = 1.5) -> float:
+    """All pairwise boundary distances: the share of both boundaries within ``tolerance`` of the other."""
+    ea, eb = np.argwhere(brute_boundary(a)), np.argwhere(brute_boundary(b))
+    if len(ea) + len(eb) == 0:
+        return nan
+    if len(ea) == 0 or len(eb) == 0:
+        return 0.0
+    d = np.sqrt(((ea[:, None, :] - eb[None, :, :]) ** 2).sum(-1))
+    return float(((d.min(1) <= tolerance).sum() + (d.min(0) <= tolerance).sum()) / (len(ea) + len(eb)))
+
+
+def test_a_mask_one_pixel_off_keeps_its_surface_dice_and_loses_overlap():
+    ref = np.zeros((12, 12), bool)
+    ref[3:6, 2:9] = True                          # a lesion 3 px thick
+    shifted = np.roll(ref, 1, axis=0)              # the same lesion one row lower
+    assert surface_dice(ref, shifted) == 1.0       # every boundary pixel within 1 px of the other's
+    assert surface_dice(ref, np.roll(shifted, 1, axis=1)) == 1.0   # a diagonal neighbour is within one pixel too
+    assert image_scores(ref.astype(int), shifted.astype(int), 2)["dice"][1] == pytest.approx(2 * 14 / 42)
+    two_off = np.roll(ref, 2, axis=0)              # two rows: the far rows' pixels no longer match
+    assert surface_dice(ref, two_off) == pytest.approx(brute_nsd(ref, two_off)) and surface_dice(ref, two_off) < 1
+    assert math.isnan(surface_dice(np.zeros_like(ref), np.zeros_like(ref)))   # neither: undefined
+    assert surface_dice(ref, np.zeros_like(ref)) == 0.0                        # a miss
+    assert surface_dice(np.zeros_like(ref), ref) == 0.0                        # a false alarm
+
+
+def test_whole_set_surface_dice_sums_the_boundary_counts_of_the_images():
+    a_ref = np.zeros((10, 10), int)
+    a_ref[2:5, 2:8] = 1
+    b_ref = np.zeros((10, 10), int)
+    b_ref[1:9, 1:9] = 1
+    a_pred, b_pred = np.roll(a_ref, 3, axis=1), b_ref.copy()
+    acc = MetricAccumulator(2, ["background", "lesion"])
+    acc.add(a_ref, a_pred, "a.png")
+    acc.add(b_ref, b_pred, "b.png")
+    acc.add(np.zeros((10, 10), int), np.zeros((10, 10), int), "empty.png")
+    lesion = acc.summary()["classes"]["lesion"]
+    edges = [brute_boundary(m == 1).sum() for m in (a_ref, a_pred, b_ref, b_pred)]
+    matched_a = brute_nsd(a_ref == 1, a_pred == 1) * (edges[0] + edges[1])
+    assert lesion["whole_set"]["nsd"] == pytest.approx((matched_a + edges[2] + edges[3]) / sum(edges))
+    assert lesion["per_image"]["nsd"]["n_valid"] == 2      # the empty image is not scored
+    assert lesion["per_image"]["nsd"]["mean"] == pytest.approx((brute_nsd(a_ref == 1, a_pred == 1) + 1) / 2)
+    assert [r["nsd"] for r in acc.per_image_rows()][:2] == [pytest.approx(brute_nsd(a_ref == 1, a_pred == 1)), 1.0]
 
 
 # --------------------------------------------------------------------------- lesions

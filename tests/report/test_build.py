@@ -140,7 +140,7 @@ def test_numbers_equal_evaluation_json(run):
     for name in ev["classes"]:
         for sub in ("per_image.dice.mean", "per_image.dice.median", "per_image.dice.n_valid", "per_image.iou.mean",
                     "per_image.precision.mean", "per_image.recall.mean", "per_image.hd95_px.mean", "n_empty",
-                    "whole_set.dice", "dice_ci95", "lesions.recall", "lesions.precision", "lesions.f1",
+                    "per_image.nsd.mean", "whole_set.nsd", "whole_set.dice", "dice_ci95", "lesions.recall", "lesions.precision", "lesions.f1",
                     "false_positive_slices.rate"):
             assert f"classes.{name}.{sub}" in keys, sub
     assert {"seed_metrics.dice_coef_multiclass", "mean_foreground.per_image_dice",
@@ -150,7 +150,7 @@ def test_numbers_equal_evaluation_json(run):
     # how to read the intervals, and what they rest on: the 4 test slices (no manifest names patients)
     assert ("(4 slices, drawn again 1000 times): two figures whose intervals overlap widely are not shown to "
             "differ by this set.") in text and "Only 4 slices: a bootstrap over so few is rough" in text
-    assert ev["interval_definition"] in text
+    assert ev["interval_definition"] in text and f"NSD. {ev['nsd_definition']}" in text
     # how the scored masks were predicted: the run's post-processing record, as evaluate applied it
     from flexunet.report.sections import prediction_text
     assert f"Prediction. {prediction_text(ev['prediction'], list(ev['classes']))}" in text

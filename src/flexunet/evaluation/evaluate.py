@@ -47,7 +47,7 @@ from flexunet.dataset.leak_record import check_test_images
 from flexunet.dataset.records import find_manifest, manifest_items, slice_groups
 from flexunet.evaluation.review import Review, bland_altman_png, manifest_geometry, reliability_png
 from flexunet.model.intervals import DEFINITION, Interval, dice_intervals, notes
-from flexunet.model.metrics import COUNTS, LESION_COUNTS, SCORES, MetricAccumulator
+from flexunet.model.metrics import COUNTS, LESION_COUNTS, NSD_DEFINITION, SCORES, MetricAccumulator
 from flexunet.model.run_folder import best_model_path
 from flexunet.model.precision import model_precision
 from flexunet.model.postprocess import ComponentSizes, decision_of, run_sizes
@@ -246,6 +246,7 @@ def _report(cfg: Config, acc: MetricAccumulator, loss: float, dice: float, model
         "empty_rule": body.pop("empty_rule"),
         "hd95_definition": ("symmetric 95th percentile of boundary-to-boundary distances (max of the two directed "
                  "P95), boundary = 4-connected edge pixels; NaN unless the class is in both masks"),
+        "nsd_definition": NSD_DEFINITION,
         "interval_definition": DEFINITION,
         "lesion_definition": "8-connected components; a reference lesion is detected when any predicted pixel "
                    "of its class overlaps it; a predicted component is a true positive when it overlaps "
@@ -276,6 +277,7 @@ def _brief(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
         out[name] = {**{m: c["per_image"][m]["mean"] for m in SCORES},
                      "hd95_px": c["per_image"]["hd95_px"]["mean"],
                      "hd95_mm": c["per_image"]["hd95_mm"]["mean"],
+                     "whole_set_nsd": c["whole_set"]["nsd"],
                      "n_valid": c["per_image"]["dice"]["n_valid"], "n_empty": c["n_empty"],
                      "whole_set_dice": c["whole_set"]["dice"], "lesion_f1": c["lesions"]["f1"],
                      "whole_set_dice_ci95": c.get("dice_ci95"),
@@ -293,9 +295,9 @@ def _log_summary(summary: dict[str, Any]) -> None:
              SEED_METRIC, _fmt(summary[SEED_METRIC]))
     for name, c in summary["classes"].items():
         log.info("  %-14s Dice %s (n=%d, %d empty)  IoU %s  precision %s  recall %s  HD95 %s px  "
-                 "lesion F1 %s  FP-slice rate %s", name, _fmt(c["dice"]), c["n_valid"], c["n_empty"],
+                 "NSD(1 px) %s  lesion F1 %s  FP-slice rate %s", name, _fmt(c["dice"]), c["n_valid"], c["n_empty"],
                  _fmt(c["iou"]), _fmt(c["precision"]), _fmt(c["recall"]), _fmt(c["hd95_px"]),
-                 _fmt(c["lesion_f1"]), _fmt(c["fp_slice_rate"]))
+                 _fmt(c["whole_set_nsd"]), _fmt(c["lesion_f1"]), _fmt(c["fp_slice_rate"]))
     report = summary["report"]
     intervals = {name: Interval.from_json(c["whole_set"]["dice"], c) for name, c in report["classes"].items()}
     for name, interval in intervals.items():   # how sure: the 95% bootstrap interval (docs/metrics.md)
@@ -344,7 +346,7 @@ def _write_report(eval_dir: Path, acc: MetricAccumulator, report: dict[str, Any]
                                           "confusion_matrix.png")]
     staged.write_json(paths[0], report)
     columns = ["image", "class_index", "class", "ref_pixels", "pred_pixels", *COUNTS, *SCORES, "hd95_px",
-               "hd95_mm", *LESION_COUNTS]
+               "hd95_mm", "nsd", *LESION_COUNTS]
     rows = acc.per_image_rows()
     staged.write_text(paths[1], csv_text(columns, _cells([[r[c] for c in columns] for r in rows])))
     names = list(acc.class_names)

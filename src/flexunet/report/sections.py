@@ -155,6 +155,7 @@ EVAL_ROWS: tuple[EvalRow, ...] = (
     *_per_image_rows("Recall", "recall", 3, median=False),
     *_per_image_rows("HD95 (px)", "hd95_px", 2),
     *_per_image_rows("HD95 (mm)", "hd95_mm", 2),
+    *_per_image_rows("NSD at 1 px", "nsd", 3, median=False),
     ("Images scored for Dice (n valid)", "per_image.dice.n_valid", None, 0),
     ("Images with the class in neither mask (n empty)", "n_empty", None, 0),
     ("Images with the class in the reference", "slices_with_class", None, 0),
@@ -162,6 +163,7 @@ EVAL_ROWS: tuple[EvalRow, ...] = (
     ("Whole-set IoU", "whole_set.iou", "whole_set_iou", 3),
     ("Whole-set precision", "whole_set.precision", "whole_set_precision", 3),
     ("Whole-set recall", "whole_set.recall", "whole_set_recall", 3),
+    ("Whole-set NSD at 1 px", "whole_set.nsd", "whole_set_nsd", 3),
     ("Reference lesions", "lesions.ref_lesions", None, 0),
     ("Lesions detected", "lesions.detected", None, 0),
     ("Lesion-wise recall", "lesions.recall", None, 3),
@@ -215,7 +217,7 @@ def evaluation_section(b: Build) -> str:
         '<h3>Rules</h3>',
         f'<p class="rule"><strong>Empty masks.</strong> {esc(ev.get("empty_rule", "not stated"))}</p>',
     ]
-    for key, name in (("hd95_definition", "HD95"), ("lesion_definition", "Lesions"),
+    for key, name in (("hd95_definition", "HD95"), ("nsd_definition", "NSD"), ("lesion_definition", "Lesions"),
                       ("interval_definition", "Intervals")):
         if ev.get(key):
             parts.append(f'<p class="rule"><strong>{name}.</strong> {esc(ev[key])}</p>')
