@@ -26,7 +26,8 @@ GPU = Machine("AMD EPYC", 16, frozenset({"avx2"}), gpus=("NVIDIA H100",))
 
 def test_toy_run_measures_everything_and_writes_table_and_json(tmp_path):
     config = tmp_path / "toy.config"
-    config.write_text(TRAIN_CONFIG)  # 32x32, 2 levels, batch 4
+    assert "[model]\n" in TRAIN_CONFIG
+    config.write_text(TRAIN_CONFIG.replace("[model]\n", "[model]\nmembers = 2\n"))  # 32x32, 2 levels, batch 4
     lines: list[str] = []
     report = run_bench(configs=[str(config)], out=tmp_path / "bench.json", workdir=tmp_path / "work",
                        images=4, steps=1, repeats=2, infer_images=4, xla=(False,), peak_repeats=2,
@@ -52,13 +53,16 @@ def test_toy_run_measures_everything_and_writes_table_and_json(tmp_path):
     assert run["input"]["batches"] == 3 and run["input"]["s_per_batch"] > 0
     assert row["input_share"] == pytest.approx(run["input"]["s_per_batch"] * run["disk"]["images_per_s"] / 4)
     assert row["train_gflops"] == pytest.approx(3 * toy["forward_flops"] * run["disk"]["images_per_s"] / 1e9)
-    assert row["infer_gflops"] == pytest.approx(toy["forward_flops"] * run["infer"]["streaming"]["images_per_s"] / 1e9)
+    # training is timed one member at a time (forward_flops: one network's); inference runs both members
+    assert run["infer"]["members"] == 2 and row["members"] == 2
+    assert row["infer_gflops"] == pytest.approx(2 * toy["forward_flops"] * run["infer"]["streaming"]["images_per_s"]
+                                                / 1e9)
     assert report["peak"]["float32"]["flops"] > 0 and len(run["peak"]["samples"]) == 2 * 2
     assert row["train_peak_fraction"] == pytest.approx(3 * toy["forward_flops"] * run["disk"]["images_per_s"]
                                                        / run["peak"]["flops"])
     assert "targets" not in report
     table = "\n".join(lines)
-    assert "training (images/s; medians)" in table and "inference (images/s; medians)" in table
+    assert "training (images/s; medians)" in table and "inference (images/s; medians;" in table
     assert "toy" in table and "input alone" in table and "of peak" in table
     assert "met" not in table
 

@@ -43,6 +43,19 @@ def test_the_table_prints_the_figures_and_the_share_of_peak_without_judging_them
     assert "met" not in text and "target" not in text
 
 
+def test_inference_of_a_members_config_counts_the_work_of_every_member():
+    report = _report(overhead_disk=8.0, stroke_gflops_share=0.30, speedup=1.2, growth=0.25)
+    one = derived(report)[1]
+    report["configs"][1]["variants"][0]["infer"]["members"] = 3    # the same images/s from three networks
+    three = derived(report)[1]
+    assert (one["members"], three["members"]) == (1, 3)
+    assert three["infer_gflops"] == pytest.approx(3 * one["infer_gflops"])
+    assert three["infer_peak_fraction"] == pytest.approx(3 * one["infer_peak_fraction"])
+    assert three["train_gflops"] == pytest.approx(one["train_gflops"])   # training is timed one network at a time
+    inference = format_table(report).split("inference (images/s")[1].splitlines()
+    assert inference[1].split()[4] == "members" and inference[4].split()[4] == "3"
+
+
 def test_a_bf16_row_says_its_share_of_both_peaks_measured_in_its_process():
     report = _report(overhead_disk=8.0, stroke_gflops_share=0.30, speedup=1.2, growth=0.25)
     demo = report["configs"][1]

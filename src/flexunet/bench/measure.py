@@ -122,11 +122,11 @@ def _measure_training(spec: dict) -> dict:
     """
     import tensorflow as tf
 
-    from flexunet.model.network import compile_model, configure_runtime, forward_flops
+    from flexunet.model.network import build_model, compile_model, configure_runtime, forward_flops
     from flexunet.preprocessing.pipeline import make_dataset, subset_pairs
 
-    cfg = load_config(spec["config"], spec["overrides"])
-    cfg = cfg.replace("model", members=1)   # [model] members trains one network at a time: timed is one
+    configured = load_config(spec["config"], spec["overrides"])
+    cfg = configured.replace("model", members=1)   # [model] members trains one network at a time: timed is one
     configure_runtime(cfg)
     batch = cfg.train.batch_size
     pairs = subset_pairs(cfg, "train")[:spec["images"]]
@@ -171,9 +171,11 @@ def _measure_training(spec: dict) -> dict:
     out["disk"], out["memory"] = _summary(disk_rates), _summary(memory_rates)
     phases["alternating"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if spec.get("infer_dir"):
-        out["infer"] = _measure_inference(cfg, model, Path(spec["infer_dir"]), Path(spec["infer_out"]),
+    if spec.get("infer_dir"):   # inference runs every member, as infer does (their mean in one network)
+        predictor = model if configured.model.members == 1 else build_model(configured.model, seed=cfg.train.seed)
+        out["infer"] = _measure_inference(cfg, predictor, Path(spec["infer_dir"]), Path(spec["infer_out"]),
                                           spec["infer_repeats"])
+        out["infer"]["members"] = configured.model.members
     phases["inference"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     samples = peak["samples"] + conv_peak(precision, spec["peak_repeats"], spec["peak_shape"])["samples"]

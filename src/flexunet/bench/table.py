@@ -17,6 +17,7 @@ def derived(report: dict) -> list[dict]:
             f32 = (v.get("peak_float32") or v["peak"])["flops"]   # a lower precision's process measures both
             disk, mem = v["disk"]["images_per_s"], v["memory"]["images_per_s"]
             stream, loop = v["infer"]["streaming"]["images_per_s"], v["infer"]["per_image"]["images_per_s"]
+            members = v["infer"].get("members", 1)   # [model] members: inference runs them all, training one
             rows.append({
                 "config": c["config"], "size": c["image_size"], "xla": v["xla"], "precision": v["precision"],
                 "images": v["images"], "batch": v["batch"],
@@ -26,10 +27,11 @@ def derived(report: dict) -> list[dict]:
                 "train_gflops": 3 * flops * disk / 1e9, "train_memory_gflops": 3 * flops * mem / 1e9,
                 "train_peak_fraction": 3 * flops * disk / peak,
                 "infer_streaming": stream, "infer_per_image": loop, "infer_speedup": stream / loop,
-                "infer_gflops": flops * stream / 1e9, "infer_peak_fraction": flops * stream / peak,
+                "members": members, "infer_gflops": members * flops * stream / 1e9,
+                "infer_peak_fraction": members * flops * stream / peak,
                 "peak_gflops": peak / 1e9, "peak_rss_mib": v["peak_rss_mib"],
                 "peak_float32_gflops": f32 / 1e9, "train_float32_peak_fraction": 3 * flops * disk / f32,
-                "infer_float32_peak_fraction": flops * stream / f32})
+                "infer_float32_peak_fraction": members * flops * stream / f32})
     return rows
 
 
@@ -69,10 +71,10 @@ def format_table(report: dict) -> str:
                           f"{r['train_peak_fraction']:.0%}", f"{r['train_float32_peak_fraction']:.0%}",
                           f"{r['infer_peak_fraction']:.0%}", f"{r['infer_float32_peak_fraction']:.0%}"]
                          for r in lower])
-    lines += ["", "inference (images/s; medians):"]
-    lines += _table(["config", "size", "xla", "precision", "streaming", "per-image predict", "speed-up",
+    lines += ["", "inference (images/s; medians; a config of K members predicts with all K, trains one at a time):"]
+    lines += _table(["config", "size", "xla", "precision", "members", "streaming", "per-image predict", "speed-up",
                      "GFLOP/s", "of peak"],
-                    [[r["config"], str(r["size"]), "on" if r["xla"] else "off", r["precision"],
+                    [[r["config"], str(r["size"]), "on" if r["xla"] else "off", r["precision"], str(r["members"]),
                       f"{r['infer_streaming']:.3g}", f"{r['infer_per_image']:.3g}", f"{r['infer_speedup']:.2f}x",
                       f"{r['infer_gflops']:.1f}", f"{r['infer_peak_fraction']:.0%}"] for r in rows])
     mem = [c for c in report["configs"] if "memory" in c]
