@@ -171,7 +171,10 @@ def _both_ways(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[
         raise ValueError(f"reference {ref.shape} and prediction {pred.shape} differ in shape")
     if not ref.any() or not pred.any():
         return None
-    return surface_distances(ref, pred, spacing), surface_distances(pred, ref, spacing)
+    ref_edge, pred_edge, sampling = boundary(ref), boundary(pred), _spacing(spacing)   # each edge once
+    to_pred = ndimage.distance_transform_edt(~pred_edge, sampling=sampling)[ref_edge]
+    to_ref = ndimage.distance_transform_edt(~ref_edge, sampling=sampling)[pred_edge]
+    return to_pred, to_ref
 
 
 def _hd95_of(both, percentile: float = 95.0) -> float:
@@ -191,8 +194,7 @@ def surface_dice(reference: np.ndarray, prediction: np.ndarray, tolerance: float
     """Normalised surface Dice: the share of both masks' boundary pixels within ``tolerance`` pixels of
     the other mask's boundary (:data:`NSD_DEFINITION`); NaN when both masks are empty, 0 when one is.
     """
-    matched, total = _surface_counts(reference, prediction, _both_ways(reference, prediction), tolerance)
-    return matched / total if total else float("nan")
+    return _ratio(*_surface_counts(reference, prediction, _both_ways(reference, prediction), tolerance))
 
 
 def hd95(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float] | None = None,
