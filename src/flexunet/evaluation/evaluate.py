@@ -277,7 +277,7 @@ def _brief(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
         out[name] = {**{m: c["per_image"][m]["mean"] for m in SCORES},
                      "hd95_px": c["per_image"]["hd95_px"]["mean"],
                      "hd95_mm": c["per_image"]["hd95_mm"]["mean"],
-                     "whole_set_nsd": c["whole_set"]["nsd"],
+                     "nsd": c["per_image"]["nsd"]["mean"],
                      "n_valid": c["per_image"]["dice"]["n_valid"], "n_empty": c["n_empty"],
                      "whole_set_dice": c["whole_set"]["dice"], "lesion_f1": c["lesions"]["f1"],
                      "whole_set_dice_ci95": c.get("dice_ci95"),
@@ -297,7 +297,7 @@ def _log_summary(summary: dict[str, Any]) -> None:
         log.info("  %-14s Dice %s (n=%d, %d empty)  IoU %s  precision %s  recall %s  HD95 %s px  "
                  "NSD(1 px) %s  lesion F1 %s  FP-slice rate %s", name, _fmt(c["dice"]), c["n_valid"], c["n_empty"],
                  _fmt(c["iou"]), _fmt(c["precision"]), _fmt(c["recall"]), _fmt(c["hd95_px"]),
-                 _fmt(c["whole_set_nsd"]), _fmt(c["lesion_f1"]), _fmt(c["fp_slice_rate"]))
+                 _fmt(c["nsd"]), _fmt(c["lesion_f1"]), _fmt(c["fp_slice_rate"]))
     report = summary["report"]
     intervals = {name: Interval.from_json(c["whole_set"]["dice"], c) for name, c in report["classes"].items()}
     for name, interval in intervals.items():   # how sure: the 95% bootstrap interval (docs/metrics.md)
