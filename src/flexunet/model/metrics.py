@@ -151,19 +151,6 @@ def _spacing(spacing: Sequence[float] | None) -> tuple[float, float]:
     return (row, col)
 
 
-def surface_distances(source: np.ndarray, target: np.ndarray,
-                      spacing: Sequence[float] | None = None) -> np.ndarray:
-    """Distance from each boundary pixel of ``source`` to the nearest boundary pixel of ``target``.
-
-    In pixels, or in the unit of ``spacing`` ((row, col), e.g. mm).  ``target`` must not be empty.
-    """
-    target_edge = boundary(target)
-    if not target_edge.any():
-        raise ValueError("surface distance to an empty mask is undefined")
-    distance = ndimage.distance_transform_edt(~target_edge, sampling=_spacing(spacing))
-    return distance[boundary(source)]
-
-
 def _both_ways(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float] | None = None):
     """(reference -> prediction, prediction -> reference) boundary distances; None when either mask is empty."""
     ref, pred = np.asarray(reference, bool), np.asarray(prediction, bool)
