@@ -36,6 +36,21 @@ def test_the_chooser_scores_what_removing_the_components_gives():
             assert chooser.dice(k, size) == pytest.approx(_whole_set_dice(refs, preds, k, size)), (k, size)
 
 
+def test_two_choosers_merged_score_as_one_fed_both_passes():
+    rng = np.random.default_rng(5)
+    whole, parts = ComponentChooser(3, 32, 32), [ComponentChooser(3, 32, 32), ComponentChooser(3, 32, 32)]
+    for i in range(10):
+        ref = ((rng.random((32, 32)) < 0.1) * rng.integers(1, 3, (32, 32))).astype(np.uint8)
+        pred = np.where(rng.random((32, 32)) < 0.7, ref, (rng.random((32, 32)) < 0.1) * 2).astype(np.uint8)
+        whole.add(ref, pred)
+        parts[i % 2].add(ref, pred)
+    parts[0].merge(parts[1])
+    assert parts[0].slices == whole.slices == 10
+    names = ["background", "ischemic", "hemorrhagic"]
+    assert parts[0].choose(names) == whole.choose(names)
+    assert parts[0].dice(2, 3) == pytest.approx(whole.dice(2, 3)) and parts[1].slices == 5
+
+
 def _slice(lesion: bool, specks: int) -> tuple[np.ndarray, np.ndarray]:
     ref = np.zeros((128, 128), np.uint8)
     if lesion:

@@ -125,6 +125,11 @@ class TrainSettings:
     average_best: int = opt(0, NONNEG_INT, "when training ends, the best model becomes the mean of the weights of "
                             "the K epochs with the best monitored values (kept in model_dir/best_epochs/ as they "
                             "come); 0 or 1: the single best epoch")
+    member_folds: bool = opt(False, Bool(), "with [model] members >= 2: member 1 validates on [valid]; member k "
+                             "validates on a fold of the training patients as large as [valid] (seed + k - 1) "
+                             "and trains on the other training patients and [valid]; the run's post-processing "
+                             "and validation interval come from each member's own validation (out of fold); "
+                             "False: every member trains on [train] and validates on [valid]")
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,14 @@ class ComponentChooser:
                 self.correct[k].append(np.bincount(labels.ravel(), weights=(ref == k).ravel(),
                                                    minlength=n + 1)[1:].astype(np.int64))
 
+    def merge(self, other: "ComponentChooser") -> None:
+        """Add the slices ``other`` accumulated (a pass of the same model shape)."""
+        self.slices += other.slices
+        self.reference += other.reference
+        for k in range(1, self.num_classes):
+            self.sizes[k] += other.sizes[k]
+            self.correct[k] += other.correct[k]
+
     def dice(self, k: int, min_size: int) -> float | None:
         """Class ``k``'s whole-set Dice with its components smaller than ``min_size`` removed (None: the
         class is neither in the references nor in the kept predictions)."""

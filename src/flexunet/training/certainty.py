@@ -11,6 +11,7 @@ decision weight: with neither, the ``val_dice_<class>`` the epoch logged).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -47,13 +48,28 @@ def valid_counts(model: Any, dataset: Any, batch_size: int, num_classes: int,
     return np.asarray(rows, np.float64).reshape(len(rows), 3, num_classes)
 
 
+@dataclasses.dataclass
+class Pool:
+    """The members' own validation passes pooled (``[train] member_folds``: each is out of fold): their
+    per-slice counts and slices, and one post-processing chooser fed by all of them."""
+
+    chooser: ComponentChooser
+    counts: list = dataclasses.field(default_factory=list)
+    pairs: list = dataclasses.field(default_factory=list)
+
+    def add(self, counts: np.ndarray, pairs: list[tuple[Path, Path]], chooser: ComponentChooser) -> None:
+        self.counts.append(counts)
+        self.pairs.extend(pairs)
+        self.chooser.merge(chooser)
+
+
 def best_epoch_intervals(cfg: Config, model: Any, dataset: Any, pairs: list[tuple[Path, Path]],
                          state: dict, chooser: ComponentChooser | None = None,
-                         label: str | None = None) -> dict[str, Interval]:
+                         label: str | None = None, pool: Pool | None = None) -> dict[str, Interval]:
     """Per foreground class, the best epoch's validation Dice with its interval (loads the best model's
     weights into ``model`` when the last epoch was not the best); logs one line.  The same pass feeds
-    ``chooser`` (:mod:`flexunet.model.postprocess`).  ``label``: ``model`` is the run's best model as it
-    is, named so in the line (the members' mean)."""
+    ``chooser`` (:mod:`flexunet.model.postprocess`), and with ``chooser``, ``pool``.  ``label``: ``model``
+    is the run's best model as it is, named so in the line (the members' mean)."""
     if not (label or state.get("best_epoch")):
         return {}
     begun = time.perf_counter()
@@ -64,11 +80,27 @@ def best_epoch_intervals(cfg: Config, model: Any, dataset: Any, pairs: list[tupl
     if len(counts) != len(pairs):
         log.warning("validation intervals skipped: the pass gave %d of %d slices", len(counts), len(pairs))
         return {}
+    if pool is not None and chooser is not None:
+        pool.add(counts, pairs, chooser)
+    return counts_intervals(cfg, counts, pairs, label or f"best epoch {state['best_epoch']}", begun)
+
+
+def pooled_intervals(cfg: Config, pool: Pool, label: str) -> dict[str, Interval]:
+    """The pooled passes' validation Dice with its interval per foreground class; one line ({} when empty)."""
+    if not pool.counts:
+        return {}
+    return counts_intervals(cfg, np.concatenate(pool.counts), pool.pairs, label, time.perf_counter())
+
+
+def counts_intervals(cfg: Config, counts: np.ndarray, pairs: list[tuple[Path, Path]], label: str,
+                     begun: float) -> dict[str, Interval]:
+    """Per foreground class, the Dice of the per-slice ``counts`` of ``pairs`` with its interval over their
+    patients (else slices); logs one line naming the model ``label``."""
     grouping = slice_groups(find_manifest(Path(pairs[0][0]).parent, cfg), [p.name for p, _ in pairs])
     unit, groups = grouping if grouping is not None else ("slices", None)
     found = dice_intervals(counts[:, 0], counts[:, 1], counts[:, 2], groups, unit, seed=cfg.train.seed)
     out = {cfg.class_names[k]: found[k] for k in range(1, cfg.model.num_classes)}
-    log.info("%s, validation Dice with its 95%% interval: %s (%.1f s)%s", label or f"best epoch {state['best_epoch']}",
+    log.info("%s, validation Dice with its 95%% interval: %s (%.1f s)%s", label,
              "; ".join(f"{name} {iv.text(3)}" for name, iv in out.items()), time.perf_counter() - begun,
              "".join(f"; {n}" for n in notes(out)))
     return out

@@ -28,7 +28,7 @@ from flexunet.model.postprocess import write_record as write_postprocess
 from flexunet.model.run_folder import best_model_name, best_model_path
 from flexunet.model.trained import check_precision
 from flexunet.training import averaging
-from flexunet.training.certainty import best_epoch_intervals
+from flexunet.training.certainty import Pool, best_epoch_intervals
 from flexunet.training.checkpoint import initial_state, load_checkpoint, save_best
 from flexunet.training.distribute import is_chief, make_strategy
 from flexunet.utils.errors import FlexUNetError, Interrupted, TrainingStopped
@@ -167,10 +167,12 @@ def fit_network(cfg: Config, resume: bool, data: RunData, record: bool):
     return model, state, seconds, timing
 
 
-def finish_network(cfg: Config, model: Any, state: dict, valid_pairs: list, label: str | None = None) -> dict:
+def finish_network(cfg: Config, model: Any, state: dict, valid_pairs: list, label: str | None = None,
+                   pool: Pool | None = None) -> dict:
     """One forward pass of the run's best model over the validation set: its Dice with a 95% interval per
     class (:mod:`flexunet.training.certainty`) and the post-processing chosen on it, recorded in the run
-    folder.  ``label``: how the line names the model (the members' mean).  The intervals, as JSON."""
+    folder.  ``label``: how the line names the model (the members' mean); ``pool``: the pass also goes
+    there (a member's own validation, ``[train] member_folds``).  The intervals, as JSON."""
     from flexunet.preprocessing.pipeline import make_dataset
 
     t = cfg.train
@@ -180,7 +182,8 @@ def finish_network(cfg: Config, model: Any, state: dict, valid_pairs: list, labe
     try:  # the run is whole without it
         if t.strategy != "multiworker":
             intervals = {name: {"dice": iv.dice, **iv.as_json()} for name, iv in
-                         best_epoch_intervals(cfg, model, valid_ds, valid_pairs, state, chooser, label).items()}
+                         best_epoch_intervals(cfg, model, valid_ds, valid_pairs, state, chooser, label,
+                                              pool).items()}
     except (OSError, ValueError, FlexUNetError) as exc:
         log.warning("the best epoch's validation interval was not computed: %s", exc)
     if chooser.slices == len(valid_pairs) and is_chief():

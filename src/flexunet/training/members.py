@@ -28,9 +28,14 @@ from flexunet.model.precision import precision_policy
 from flexunet.model.run_folder import CHECKPOINT, best_model_name, best_model_path, member_dir, read_meta
 from flexunet.model.trained import load_trained
 from flexunet.training.checkpoint import read_state, recover_checkpoint, save_best
-from flexunet.training.fit import RunData, check_run_precision, finish_network, fit_network, record_data
+from flexunet.model.postprocess import ComponentChooser
+from flexunet.training.certainty import Pool, pooled_intervals
+from flexunet.training.distribute import is_chief
+from flexunet.training.fit import (RunData, check_run_precision, choose_postprocessing, finish_network, fit_network,
+                                   record_data)
+from flexunet.training.folds import FOLD_RECORD, Fold, draw_folds, fold_data
 from flexunet.utils.errors import FlexUNetError
-from flexunet.utils.io import remove_path, write_text
+from flexunet.utils.io import remove_path, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -72,18 +77,28 @@ def fit_members(cfg: Config, resume: bool, data: RunData):
     write_text(t.model_dir / "train_eval_infer.config", dump_config(cfg))
     first = next((int(read_state(member_dir(t.model_dir, k) / CHECKPOINT / "state.json")["epoch"])
                   for k, again in enumerate(resumes, start=1) if again), 0)
+    folds = {f.k: f for f in draw_folds(cfg, data.train_pairs, data.valid_pairs, data.counts)} if t.member_folds else {}
+    pool = Pool(ComponentChooser(cfg.model.num_classes, cfg.model.image_height, cfg.model.image_width)) \
+        if folds else None
     recording = record_data(cfg, data.train_pairs, data.valid_pairs, data.data_diff, first)
     states, seconds, timing, trained = [], 0.0, None, False
     try:
         for k, again in enumerate(resumes, start=1):
-            log.info("member %d of %d (seed %d) in %s", k, cfg.model.members, t.seed + k - 1,
-                     member_dir(t.model_dir, k))
+            log.info("member %d of %d (seed %d) in %s%s", k, cfg.model.members, t.seed + k - 1,
+                     member_dir(t.model_dir, k), _fold_text(folds.get(k), data) if folds else "")
             member = member_config(cfg, k)
-            model, state, took, done = fit_network(member, again, data, record=False)
+            own = fold_data(data, folds[k]) if k in folds else data
+            model, state, took, done = fit_network(member, again, own, record=False)
+            if k in folds:
+                write_json(member_dir(t.model_dir, k) / FOLD_RECORD, folds[k].record(data.train_pairs + data.valid_pairs))
             if done is None:  # it had ended: the epochs its best model averages are in its metadata
                 state["averaged_epochs"] = (read_meta(member_dir(t.model_dir, k)) or {}).get("averaged_epochs")
+                if pool is not None:  # its own validation pass goes into the pooled one
+                    with precision_policy("float32"):
+                        finish_network(member, load_trained(member, "float32"), state, own.valid_pairs, pool=pool)
             else:  # its own interval and post-processing: a member's folder is a run as a single one
-                finish_network(member, model, state, data.valid_pairs)
+                finish_network(member, model, state, own.valid_pairs, pool=pool)
+            state["fold"] = list(folds[k].groups) if k in folds else None
             states.append(state)
             seconds += took
             timing, trained = done if done is not None else timing, trained or done is not None
@@ -98,7 +113,37 @@ def fit_members(cfg: Config, resume: bool, data: RunData):
     log.info("the best model is the mean of the %d members' softmax outputs: %s", cfg.model.members,
              describe_members(state["members"], t.monitor))
     check_run_precision(cfg, data.valid_pairs)
+    if pool is not None:
+        state["pooled_intervals"] = finish_pooled(cfg, pool)
     return model, state, seconds, timing or {}
+
+
+def pooled(cfg: Config) -> bool:
+    """Whether the run's validation figures are the members' own passes pooled (``[train] member_folds``)."""
+    return cfg.model.members > 1 and cfg.train.member_folds
+
+
+def _fold_text(fold: Fold | None, data: RunData) -> str:
+    if fold is None:
+        return f": validates on [valid] ({len(data.valid_pairs)} slices)"
+    return (f": validates on a fold of {len(fold.groups)} training {fold.unit} ({len(fold.valid)} slices), "
+            f"trains on the other {len(fold.train)} slices ([valid] among them)")
+
+
+def finish_pooled(cfg: Config, pool: Pool) -> dict:
+    """``[train] member_folds``: the run's validation interval and post-processing from every member's pass
+    over its own validation slices (out of fold; [valid] trained members 2..K, so the mean is not run on
+    it).  The intervals, as JSON."""
+    label = (f"each member on its own validation ({len(pool.pairs)} slices, out of fold: each predicted by a "
+             f"member that did not train on it)")
+    try:
+        intervals = {name: {"dice": iv.dice, **iv.as_json()} for name, iv in pooled_intervals(cfg, pool, label).items()}
+    except (OSError, ValueError, FlexUNetError) as exc:
+        log.warning("the members' pooled validation interval was not computed: %s", exc)
+        intervals = {}
+    if pool.chooser.slices and pool.chooser.slices == len(pool.pairs) and is_chief():
+        choose_postprocessing(cfg, pool.chooser)
+    return intervals
 
 
 def _whole(model_dir: Path) -> bool:
@@ -123,7 +168,7 @@ def combined_state(states: list[dict[str, Any]], cfg: Config) -> dict[str, Any]:
     value, averaged epochs; ``speed`` as the members trained."""
     members = [{"seed": cfg.train.seed + k, "epoch": s.get("epoch"), "best_epoch": s.get("best_epoch"),
                 "best": s.get("best"), "averaged_epochs": s.get("averaged_epochs"),
-                "stopped_by": s.get("stopped_by")} for k, s in enumerate(states)]
+                "stopped_by": s.get("stopped_by"), "fold": s.get("fold")} for k, s in enumerate(states)]
     return {"epoch": sum(int(s.get("epoch") or 0) for s in states), "best_epoch": None, "best": None,
             "history": {}, "stopped_by": None, "members": members,
             "speed": states[-1].get("speed") if states else None}

@@ -160,12 +160,17 @@ def _train(cfg: Config, resume: bool, overwrite: bool, progress: bool, allow_dat
     cfg, speed = autotune.settle(cfg, train_pairs)  # [train] jit_compile / mixed_precision "auto" -> a choice
     data = RunData(train_pairs, valid_pairs, counts, samples, speed, begun, progress, data_diff)
     if cfg.model.members == 1:
+        if cfg.train.member_folds:
+            log.info("[train] member_folds: no effect with [model] members = 1 (one network, on [valid])")
         model, state, seconds, timing = fit_network(cfg, resume, data, record=True)
     else:
         model, state, seconds, timing = members.fit_members(cfg, resume, data)
     if timing is None:  # --resume of a run that had ended
         return _summary(cfg, state, 0.0, best_model_name(cfg))
-    intervals = finish_network(cfg, model, state, valid_pairs, members.label(cfg))
+    if members.pooled(cfg):  # [valid] trained members 2..K: the members' own passes were pooled instead
+        intervals = state.pop("pooled_intervals", {})
+    else:
+        intervals = finish_network(cfg, model, state, valid_pairs, members.label(cfg))
     return {**_summary(cfg, state, seconds, best_model_name(cfg)), "timing": timing, "valid_intervals": intervals}
 
 
