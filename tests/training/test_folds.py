@@ -11,6 +11,7 @@ import pytest
 
 from conftest import cli, make_train_project, train_config_text
 from flexunet.config.loader import load_config
+from flexunet.model.inspection import inspect_target
 from flexunet.model.run_folder import read_meta
 from flexunet.training.folds import FOLD_RECORD, draw_folds, training_groups
 from flexunet.training.train import train
@@ -95,8 +96,9 @@ def test_train_with_member_folds_records_each_members_data_and_pools_their_valid
     assert sorted(record["train"] + record["valid"]) == sorted(train_names + valid_names)
     assert not (cfg.train.model_dir / "members" / "1" / FOLD_RECORD).exists()
     meta = read_meta(cfg.train.model_dir)
-    assert meta["members"][0]["fold"] is None and meta["members"][1]["fold"] == sorted(
-        Path(n).stem for n in record["valid"])
+    assert meta["members"][0]["fold"] is None and meta["members"][1]["fold"] == {
+        "unit": "slices", "groups": sorted(Path(n).stem for n in record["valid"])}
+    assert "validated on its own fold of 4 training slices" in inspect_target(cfg.train.model_dir)
     chosen = json.loads((cfg.train.model_dir / "postprocess.json").read_text())
     assert chosen["slices"] == 8                             # member 1 on [valid] + member 2 on its fold
     assert "validates on a fold of 4 training slices" in said and "(8 slices, out of fold" in said

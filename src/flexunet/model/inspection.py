@@ -65,6 +65,9 @@ def describe_members(members: list[dict[str, Any]], monitor: str | None) -> str:
                 else f", best at epoch {m['best_epoch']}"
         if m.get("averaged_epochs"):
             text += f", mean of epochs {', '.join(map(str, m['averaged_epochs']))}"
+        fold = m.get("fold")
+        if isinstance(fold, dict) and isinstance(fold.get("groups"), list):   # [train] member_folds
+            text += f", validated on its own fold of {len(fold['groups'])} training {fold.get('unit', 'groups')}"
         return text
     return "; ".join(one(k, m) for k, m in enumerate(members, start=1))
 

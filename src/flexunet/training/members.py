@@ -98,7 +98,7 @@ def fit_members(cfg: Config, resume: bool, data: RunData):
                         finish_network(member, load_trained(member, "float32"), state, own.valid_pairs, pool=pool)
             else:  # its own interval and post-processing: a member's folder is a run as a single one
                 finish_network(member, model, state, own.valid_pairs, pool=pool)
-            state["fold"] = list(folds[k].groups) if k in folds else None
+            state["fold"] = {"unit": folds[k].unit, "groups": list(folds[k].groups)} if k in folds else None
             states.append(state)
             seconds += took
             timing, trained = done if done is not None else timing, trained or done is not None
