@@ -200,9 +200,18 @@ def test_planned_config_loads_and_trains_one_epoch(dataset: Path, tmp_path: Path
     summary = train(cfg, progress=False)
     # a tiny set at the fake probe's speed leaves time for more networks: one epoch of each member
     assert cfg.model.members == result["choices"]["members"][0] == 3
+    assert cfg.train.member_folds and "member_folds   = True" in text     # members 2 and 3 on folds of their own
     assert summary["epochs"] == 3 and (cfg.train.model_dir / summary["best_model"]).exists()
     evaluation = evaluate_model(cfg, progress=False)
     assert set(evaluation["report"]["classes"]) == {"green", "red"}
+
+
+def test_member_folds_are_written_for_a_run_of_members_only():
+    from flexunet.planning.config_text import member_folds_lines
+
+    assert member_folds_lines(1) == ""
+    assert member_folds_lines(2).splitlines()[-1] == "member_folds   = True"
+    assert all(ln.startswith(";") for ln in member_folds_lines(3).splitlines()[:-1])
 
 
 def test_dropout_is_planned_for_nets_that_overfit_not_for_small_ones():

@@ -95,7 +95,7 @@ monitor        = "val_loss"
 ; epoch's: which single epoch ranks first on {n['valid']} validation slices is partly chance
 ; (docs/generalisation.md, eleventh round)
 average_best   = 5
-model_dir      = "./models"
+{member_folds_lines(c['members'][0])}model_dir      = "./models"
 eval_dir       = "./eval"
 images_dir     = "{d['train']['images']}"
 masks_dir      = "{d['train']['masks']}"
@@ -167,6 +167,16 @@ def prepare_section(fp: dict) -> str:
             f"(manifest.json): infer reads\n; DICOM and NIfTI inputs through the same window(s) and size\n"
             f"window_center = {float(centre)!r}\nwindow_width  = {float(width)!r}\nthree_windows = {three}\n"
             f"size          = {int(rec.get('size') or 512)}\nimage_resize  = \"{rec.get('image_resize') or 'area'}\"\n")
+
+
+def member_folds_lines(members: int) -> str:
+    """[train] member_folds for a run of several members, else nothing."""
+    if members < 2:
+        return ""
+    return ("; members 2.. each validate on a fold of the training patients as large as [valid] and train on the\n"
+            "; rest and [valid]: the members learn from, and pick their epochs on, different patients; their pair\n"
+            "; gained on the third family and held on the other two (docs/generalisation.md, nineteenth round)\n"
+            "member_folds   = True\n")
 
 
 def max_filters_line(cap: int | None) -> str:
