@@ -288,6 +288,23 @@ def _enospc_writer(real, path, mode="wb"):
     yield  # pragma: no cover
 
 
+def interrupt_member(monkeypatch, seed: int):
+    """A fresh (not resumed) member of ``[model] members`` trained with ``seed`` stops in its first epoch as
+    Ctrl-C stops it; returns the real ``fit_network`` to put back."""
+    from flexunet.training import members
+    from flexunet.utils.errors import Interrupted
+
+    real = members.fit_network
+
+    def interrupted(cfg, resume, data, record):
+        if cfg.train.seed == seed and not resume:
+            raise Interrupted("interrupted during epoch 1; no epoch had completed")
+        return real(cfg, resume, data, record)
+
+    monkeypatch.setattr(members, "fit_network", interrupted)
+    return real
+
+
 def disk_full_on(monkeypatch, predicate) -> list[Path]:
     """Make flexunet.utils.io's atomic writes fail with ENOSPC for paths where ``predicate(path)``."""
     import flexunet.utils.io

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cli, make_train_project, train_config_text
+from conftest import cli, interrupt_member, make_train_project, train_config_text
 from flexunet.config.loader import load_config
 from flexunet.model.inspection import inspect_target
 from flexunet.model.run_folder import read_meta
 from flexunet.training.folds import FOLD_RECORD, draw_folds, training_groups
 from flexunet.training.train import train
-from flexunet.utils.errors import FlexUNetError, Interrupted
+from flexunet.utils.errors import FlexUNetError
 
 
 def _pairs(folder: str, names: list[str]) -> list[tuple[Path, Path]]:
@@ -112,14 +112,7 @@ def test_a_resumed_run_pools_the_member_that_had_ended_with_the_one_that_went_on
 
     path = make_train_project(tmp_path / "p", train_config_text(
         model={"members": 2}, train={"member_folds": True, "epochs": 2}))
-    real = members.fit_network
-
-    def interrupted_in_member_2(cfg, resume, data, record):
-        if cfg.train.seed == 8 and not resume:
-            raise Interrupted("interrupted during epoch 1; no epoch had completed")
-        return real(cfg, resume, data, record)
-
-    monkeypatch.setattr(members, "fit_network", interrupted_in_member_2)
+    real = interrupt_member(monkeypatch, 8)                         # member 2
     rc, _, err = cli(capsys, "train", str(path))
     assert rc != 0 and "interrupted" in err
     cfg = load_config(path)

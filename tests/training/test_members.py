@@ -7,12 +7,11 @@ import json
 
 import numpy as np
 
-from conftest import cli, make_train_project, train_config_text
+from conftest import cli, interrupt_member, make_train_project, train_config_text
 from flexunet.config.loader import load_config
 from flexunet.model.run_folder import read_meta
 from flexunet.model.trained import load_trained
 from flexunet.training import members
-from flexunet.utils.errors import Interrupted
 
 MEMBERS_CONFIG = train_config_text(model={"members": 2}, train={"average_best": 2})
 
@@ -57,14 +56,7 @@ def test_each_member_is_a_run_of_its_own_seed_and_the_model_is_their_mean(tmp_pa
 def test_resume_goes_on_with_the_interrupted_member_and_overwrite_takes_every_member(tmp_path, capsys,
                                                                                       monkeypatch):
     path = make_train_project(tmp_path / "p", MEMBERS_CONFIG)
-    real = members.fit_network
-
-    def interrupted_in_member_2(cfg, resume, data, record):
-        if cfg.train.seed == 8 and not resume:
-            raise Interrupted("interrupted during epoch 1; no epoch had completed")
-        return real(cfg, resume, data, record)
-
-    monkeypatch.setattr(members, "fit_network", interrupted_in_member_2)
+    real = interrupt_member(monkeypatch, 8)                         # member 2
     rc, _, err = cli(capsys, "train", str(path))
     assert rc != 0 and "interrupted" in err
     cfg = load_config(path)

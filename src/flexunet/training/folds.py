@@ -56,7 +56,7 @@ def training_groups(cfg: Config, train_pairs: list[tuple[Path, Path]]) -> tuple[
     """(unit, the group of each training slice): patients or series from the split's manifest, else each
     slice its own group (a warning: a fold may then share patients with the member's training)."""
     names = [p.name for p, _ in train_pairs]
-    found = slice_groups(find_manifest(Path(train_pairs[0][0]).parent, cfg), names) if train_pairs else None
+    found = slice_groups(find_manifest(Path(train_pairs[0][0]).parent, cfg), names)
     if found is not None:
         return found
     log.warning("[train] member_folds: no manifest gives the patients of %s (a folder made by `flexunet split` "
